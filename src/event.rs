@@ -1,0 +1,215 @@
+//! What a [`crate::Node`] hands back to its driver: bytes to transmit, actions for the
+//! runtime, and events for the app.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use libp2p_identity::PeerId;
+use multiaddr::Multiaddr;
+
+use crate::log::Position;
+use crate::message::SharedMessage;
+
+/// Identifies a connection; chosen by the driver, unique for the node's lifetime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnId(pub u64);
+
+/// Identifies a dial the node asked for (see [`Action::Dial`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DialId(pub u64);
+
+/// Which side opened the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// We dialed.
+    Dialer,
+    /// The remote dialed us.
+    Listener,
+}
+
+/// Which wire protocol the chat substream negotiated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// `/echo/chat/2.0.0`.
+    Chat,
+    /// `/echo-go/chat/1.0.0` (legacy lines).
+    Legacy,
+}
+
+impl Protocol {
+    /// The multistream-select protocol id.
+    pub fn id(self) -> &'static str {
+        match self {
+            Protocol::Chat => crate::wire::PROTOCOL_ID,
+            Protocol::Legacy => crate::wire::LEGACY_PROTOCOL_ID,
+        }
+    }
+}
+
+/// What the driver knows about a new connection.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// The remote peer id, authenticated by the noise handshake.
+    pub peer: PeerId,
+    /// Who dialed.
+    pub role: Role,
+    /// The remote's address.
+    pub remote_addr: Multiaddr,
+    /// The negotiated chat protocol.
+    pub protocol: Protocol,
+    /// For outgoing connections, the [`DialId`] of the node's dial request, if any.
+    pub dial: Option<DialId>,
+}
+
+/// Bytes to write, in order, on a connection's chat substream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// The connection.
+    pub conn: ConnId,
+    /// The bytes. Report them with [`crate::Node::handle_sent`] once written.
+    pub data: Bytes,
+}
+
+/// Something the runtime must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Open a connection to `addr` and report the outcome with
+    /// [`crate::Node::handle_connected`] (passing `dial`) or
+    /// [`crate::Node::handle_dial_failed`].
+    Dial {
+        /// Ties the outcome to this request.
+        dial: DialId,
+        /// Where to dial; ends in `/p2p/<peer>` when the peer is known.
+        addr: Multiaddr,
+        /// The expected peer, if known.
+        peer: Option<PeerId>,
+    },
+    /// Write every byte already handed out for `conn`, then close it. The node has
+    /// forgotten the connection; do not report it closed.
+    Close {
+        /// The connection.
+        conn: ConnId,
+        /// Why (for logs).
+        reason: String,
+    },
+}
+
+/// Summary of a connected peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// Peer id.
+    pub peer: PeerId,
+    /// Display name (not unique).
+    pub name: String,
+    /// Remote address of the connection in use.
+    pub addr: Multiaddr,
+    /// Protocol of the connection in use.
+    pub protocol: Protocol,
+    /// Last measured round-trip time.
+    pub rtt: Option<Duration>,
+    /// Rooms the peer announced.
+    pub rooms: Vec<String>,
+}
+
+/// Something the app should know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A peer completed the handshake (its first connection).
+    PeerUp(PeerInfo),
+    /// A peer's last connection closed.
+    PeerDown {
+        /// Peer id.
+        peer: PeerId,
+        /// Its last display name.
+        name: String,
+        /// Why, readable.
+        reason: String,
+        /// Last measured round-trip time.
+        rtt: Option<Duration>,
+    },
+    /// A new round-trip time measurement.
+    PeerRtt {
+        /// Peer id.
+        peer: PeerId,
+        /// The measurement.
+        rtt: Duration,
+    },
+    /// A peer changed its display name.
+    NameChanged {
+        /// Peer id.
+        peer: PeerId,
+        /// Previous name.
+        old: String,
+        /// New name.
+        new: String,
+    },
+    /// The local node joined a room.
+    Joined {
+        /// Room.
+        room: String,
+    },
+    /// The local node left a room.
+    Left {
+        /// Room.
+        room: String,
+    },
+    /// A connected peer joined a room the local node is in.
+    MemberJoined {
+        /// Room.
+        room: String,
+        /// Peer.
+        peer: PeerId,
+    },
+    /// A connected peer left a room the local node is in (or went down).
+    MemberLeft {
+        /// Room.
+        room: String,
+        /// Peer.
+        peer: PeerId,
+    },
+    /// A room message, delivered once, in per-author order.
+    Message {
+        /// The message (shared; cheap to clone).
+        msg: SharedMessage,
+        /// Its place in the room log; `None` for unverified legacy lines, which are not
+        /// part of the agreed log.
+        position: Option<Position>,
+    },
+    /// A direct message from a connected peer.
+    Direct {
+        /// Sender (authenticated by the connection).
+        from: PeerId,
+        /// Sender's display name.
+        name: String,
+        /// The text.
+        text: String,
+        /// Sender's wall clock, ms since the Unix epoch.
+        sent_at_ms: u64,
+    },
+    /// A connection was closed because the peer misbehaved.
+    Misbehaved {
+        /// The peer.
+        peer: PeerId,
+        /// What it did.
+        reason: String,
+    },
+    /// A dial failed.
+    DialFailed {
+        /// The request.
+        dial: DialId,
+        /// The address.
+        addr: Multiaddr,
+        /// The runtime's error, readable.
+        error: String,
+    },
+    /// Messages of an author were given up on after the gap timeout; delivery resumed
+    /// after them. They are still delivered (as late messages) if they arrive.
+    Gap {
+        /// Room.
+        room: String,
+        /// Author.
+        author: PeerId,
+        /// Missing sequence numbers `[start, end)`.
+        missing: (u64, u64),
+    },
+}

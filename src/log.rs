@@ -1,0 +1,130 @@
+//! A room's log in the one order every node agrees on: Lamport time, then author, then
+//! sequence number ([`OrderKey`]).
+//!
+//! Messages mostly arrive in order, so insertion is a binary search that usually lands at
+//! the end; a late message is inserted where it belongs and reported with its index so
+//! the app can place it.
+
+use crate::message::{OrderKey, SharedMessage};
+
+/// Where a delivered message sits in its room's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// Index in the log (0 = oldest retained message) right after insertion.
+    pub index: usize,
+    /// `true` if the message was not appended at the end: messages already shown come
+    /// after it.
+    pub late: bool,
+}
+
+/// The ordered log of one room.
+#[derive(Debug, Default)]
+pub struct RoomLog {
+    entries: Vec<SharedMessage>,
+}
+
+impl RoomLog {
+    /// An empty log.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Inserts a message at its place; returns `None` if the same key is already present.
+    pub fn insert(&mut self, msg: SharedMessage) -> Option<Position> {
+        let key = msg.order_key();
+        let at_end = self.entries.last().is_none_or(|l| l.order_key() < key);
+        if at_end {
+            self.entries.push(msg);
+            return Some(Position {
+                index: self.entries.len() - 1,
+                late: false,
+            });
+        }
+        match self.entries.binary_search_by(|e| e.order_key().cmp(&key)) {
+            Ok(_) => None,
+            Err(i) => {
+                self.entries.insert(i, msg);
+                Some(Position {
+                    index: i,
+                    late: true,
+                })
+            }
+        }
+    }
+
+    /// Replaces the entry with the same key (used when a local message gets signed).
+    pub fn replace(&mut self, msg: SharedMessage) {
+        let key = msg.order_key();
+        if let Ok(i) = self.search(&key) {
+            self.entries[i] = msg;
+        }
+    }
+
+    fn search(&self, key: &OrderKey) -> Result<usize, usize> {
+        // Fast path for the newest entries.
+        if let Some(last) = self.entries.last() {
+            if last.order_key() == *key {
+                return Ok(self.entries.len() - 1);
+            }
+        }
+        self.entries.binary_search_by(|e| e.order_key().cmp(key))
+    }
+
+    /// Number of messages in the log.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the log is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The messages, oldest first.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &SharedMessage> + ExactSizeIterator {
+        self.entries.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{Message, GENESIS};
+    use libp2p_identity::Keypair;
+    use std::sync::Arc;
+
+    fn m(author: &Keypair, seq: u64, lamport: u64) -> SharedMessage {
+        Arc::new(Message::new_local(
+            author.public().to_peer_id(),
+            "r".into(),
+            seq,
+            lamport,
+            0,
+            String::new(),
+            String::new(),
+            GENESIS,
+        ))
+    }
+
+    #[test]
+    fn orders_by_lamport_then_author() {
+        let a = crate::message::test_key();
+        let b = crate::message::test_key();
+        let mut log = RoomLog::new();
+        assert_eq!(log.insert(m(&a, 1, 5)).unwrap().index, 0);
+        let p = log.insert(m(&b, 1, 3)).unwrap();
+        assert_eq!(p, Position { index: 0, late: true });
+        let p = log.insert(m(&b, 2, 5)).unwrap();
+        let (lo, hi) = if a.public().to_peer_id() < b.public().to_peer_id() {
+            (1, 2)
+        } else {
+            (1, 1)
+        };
+        assert!(p.index == lo || p.index == hi);
+        assert!(log.insert(m(&a, 1, 5)).is_none(), "same key twice");
+        let keys: Vec<_> = log.iter().map(|e| e.order_key()).collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+    }
+}

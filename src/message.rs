@@ -1,0 +1,313 @@
+//! Room messages: identity, the hash chain and signatures.
+//!
+//! Every room message is hashed over a domain-separated canonical encoding that includes
+//! the hash of the author's previous message in the same room (`prev`). A signature
+//! covers one message's hash and so vouches for every earlier message of that chain: an
+//! author signs only the last message of each burst, and a receiver verifies one
+//! signature per burst, then checks the earlier messages by hash equality. A relay cannot
+//! alter any field without breaking the chain, and forwards only what it verified.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use libp2p_identity::{Keypair, PeerId, PublicKey};
+use sha2::{Digest, Sha256};
+
+use crate::wire;
+
+/// SHA-256 digest of a message's canonical encoding.
+pub type Hash = [u8; 32];
+
+/// Hash value standing in for "no previous message" (seq 1).
+pub const GENESIS: Hash = [0; 32];
+
+const HASH_DOMAIN: &[u8] = b"echo/chat/2 message\0";
+const SIG_DOMAIN: &[u8] = b"echo/chat/2 signature\0";
+
+/// Identifies a room message: author, room and per-author sequence number.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MsgId {
+    /// Author.
+    pub author: PeerId,
+    /// Room.
+    pub room: String,
+    /// Sequence number (from 1) within the author's messages in this room.
+    pub seq: u64,
+}
+
+/// A room message as the app sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Room.
+    pub room: String,
+    /// Author (authenticated by signature, or by the connection for legacy peers).
+    pub author: PeerId,
+    /// Author's display name when sending (names are not unique: show it with the peer id).
+    pub name: String,
+    /// Per-(author, room) sequence number; 0 for unverified legacy messages.
+    pub seq: u64,
+    /// Lamport timestamp; the room log is ordered by `(lamport, author, seq)`.
+    pub lamport: u64,
+    /// Author's wall clock at sending, ms since the Unix epoch (informational, unverified).
+    pub sent_at_ms: u64,
+    /// The text.
+    pub text: String,
+    /// `false` only for lines from legacy echo-go peers, which carry no signature.
+    pub verified: bool,
+    pub(crate) prev: Hash,
+    pub(crate) hash: Hash,
+    pub(crate) signature: Option<Bytes>,
+}
+
+impl Message {
+    /// The message's id.
+    pub fn id(&self) -> MsgId {
+        MsgId {
+            author: self.author,
+            room: self.room.clone(),
+            seq: self.seq,
+        }
+    }
+
+    /// The key the room log is sorted by.
+    pub fn order_key(&self) -> OrderKey {
+        OrderKey {
+            lamport: self.lamport,
+            author: self.author,
+            seq: self.seq,
+        }
+    }
+
+    /// Short, human-friendly form of the author: `name#abcd` (last 4 chars of the id).
+    pub fn display_author(&self) -> String {
+        display_name(&self.name, &self.author)
+    }
+
+    /// Builds a new message of the local author (unsigned; see [`Message::sign`]).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new_local(
+        author: PeerId,
+        room: String,
+        seq: u64,
+        lamport: u64,
+        sent_at_ms: u64,
+        name: String,
+        text: String,
+        prev: Hash,
+    ) -> Self {
+        let mut m = Message {
+            room,
+            author,
+            name,
+            seq,
+            lamport,
+            sent_at_ms,
+            text,
+            verified: true,
+            prev,
+            hash: GENESIS,
+            signature: None,
+        };
+        m.hash = m.compute_hash();
+        m
+    }
+
+    /// The canonical hash (see `PROTOCOL.md`, "Message hash").
+    pub(crate) fn compute_hash(&self) -> Hash {
+        let author = self.author.to_bytes();
+        let mut h = Sha256::new();
+        h.update(HASH_DOMAIN);
+        let mut field = |b: &[u8]| {
+            h.update((b.len() as u32).to_be_bytes());
+            h.update(b);
+        };
+        field(&author);
+        field(self.room.as_bytes());
+        field(&self.seq.to_be_bytes());
+        field(&self.lamport.to_be_bytes());
+        field(&self.sent_at_ms.to_be_bytes());
+        field(self.name.as_bytes());
+        field(self.text.as_bytes());
+        field(&self.prev);
+        h.finalize().into()
+    }
+
+    /// Signs this message's hash with the author's key.
+    pub(crate) fn sign(&mut self, key: &Keypair) {
+        let sig = key
+            .sign(&signing_bytes(&self.hash))
+            .expect("ed25519 signing does not fail");
+        self.signature = Some(Bytes::from(sig));
+    }
+
+    /// Wire form.
+    pub(crate) fn to_wire(&self) -> wire::RoomMessage {
+        wire::RoomMessage {
+            author: Bytes::from(self.author.to_bytes()),
+            room: self.room.clone(),
+            seq: self.seq,
+            lamport: self.lamport,
+            sent_at_ms: self.sent_at_ms,
+            name: self.name.clone(),
+            text: self.text.clone(),
+            prev: Bytes::copy_from_slice(&self.prev),
+            signature: self.signature.clone().unwrap_or_default(),
+        }
+    }
+
+    /// Parses the wire form, computing the hash. Does not check the signature.
+    pub(crate) fn from_wire(m: wire::RoomMessage) -> Result<Self, String> {
+        let author = PeerId::from_bytes(&m.author).map_err(|e| format!("bad author id: {e}"))?;
+        let prev: Hash = m
+            .prev
+            .as_ref()
+            .try_into()
+            .map_err(|_| format!("prev hash has {} bytes, expected 32", m.prev.len()))?;
+        if m.seq == 0 {
+            return Err("sequence number 0".into());
+        }
+        if m.seq == 1 && prev != GENESIS {
+            return Err("first message of a chain with a non-zero prev hash".into());
+        }
+        if !m.signature.is_empty() && m.signature.len() != 64 {
+            return Err(format!("signature has {} bytes", m.signature.len()));
+        }
+        let mut msg = Message {
+            room: m.room,
+            author,
+            name: m.name,
+            seq: m.seq,
+            lamport: m.lamport,
+            sent_at_ms: m.sent_at_ms,
+            text: m.text,
+            verified: true,
+            prev,
+            hash: GENESIS,
+            signature: (!m.signature.is_empty()).then_some(m.signature),
+        };
+        msg.hash = msg.compute_hash();
+        Ok(msg)
+    }
+}
+
+/// The room log's sort key: Lamport time, then author, then sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OrderKey {
+    /// Lamport timestamp.
+    pub lamport: u64,
+    /// Author (ties broken by peer id; for ed25519 ids this equals byte order).
+    pub author: PeerId,
+    /// Sequence number (only breaks ties of a misbehaving author).
+    pub seq: u64,
+}
+
+fn signing_bytes(hash: &Hash) -> Vec<u8> {
+    let mut v = Vec::with_capacity(SIG_DOMAIN.len() + hash.len());
+    v.extend_from_slice(SIG_DOMAIN);
+    v.extend_from_slice(hash);
+    v
+}
+
+/// Verifies `signature` over `hash` with `key`.
+pub(crate) fn verify(key: &PublicKey, hash: &Hash, signature: &[u8]) -> bool {
+    key.verify(&signing_bytes(hash), signature)
+}
+
+/// Extracts the ed25519 public key embedded in an identity-multihash peer id.
+pub(crate) fn public_key_of(peer: &PeerId) -> Option<PublicKey> {
+    let mh = peer.as_ref();
+    if mh.code() != 0 {
+        return None;
+    }
+    let key = PublicKey::try_decode_protobuf(mh.digest()).ok()?;
+    key.clone().try_into_ed25519().ok()?;
+    Some(key)
+}
+
+/// `name#abcd`: a display name with the last four characters of the peer id.
+pub fn display_name(name: &str, peer: &PeerId) -> String {
+    let id = peer.to_base58();
+    let tail = &id[id.len().saturating_sub(4)..];
+    if name.is_empty() {
+        format!("anon#{tail}")
+    } else {
+        format!("{name}#{tail}")
+    }
+}
+
+/// A message shared between the log, events and outboxes without copying.
+pub type SharedMessage = Arc<Message>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(key: &Keypair, seq: u64, prev: Hash) -> Message {
+        Message::new_local(
+            key.public().to_peer_id(),
+            "general".into(),
+            seq,
+            seq,
+            1_700_000_000_000,
+            "alice".into(),
+            format!("hello {seq}"),
+            prev,
+        )
+    }
+
+    #[test]
+    fn sign_verify_and_tamper() {
+        let key = crate::message::test_key();
+        let mut m = msg(&key, 1, GENESIS);
+        m.sign(&key);
+        let pk = public_key_of(&m.author).unwrap();
+        assert!(verify(&pk, &m.hash, m.signature.as_ref().unwrap()));
+        let mut w = m.to_wire();
+        w.text.push('!');
+        let forged = Message::from_wire(w).unwrap();
+        assert_ne!(forged.hash, m.hash);
+        assert!(!verify(&pk, &forged.hash, forged.signature.as_ref().unwrap()));
+    }
+
+    #[test]
+    fn wire_roundtrip_keeps_hash() {
+        let key = crate::message::test_key();
+        let m1 = msg(&key, 1, GENESIS);
+        let m2 = msg(&key, 2, m1.hash);
+        let back = Message::from_wire(m2.to_wire()).unwrap();
+        assert_eq!(back, m2);
+    }
+
+    #[test]
+    fn rejects_bad_fields() {
+        let key = crate::message::test_key();
+        let mut w = msg(&key, 2, [1; 32]).to_wire();
+        w.prev = Bytes::from_static(b"short");
+        assert!(Message::from_wire(w).is_err());
+        let mut w = msg(&key, 1, GENESIS).to_wire();
+        w.seq = 0;
+        assert!(Message::from_wire(w).is_err());
+        let mut w = msg(&key, 1, GENESIS).to_wire();
+        w.author = Bytes::from_static(b"nope");
+        assert!(Message::from_wire(w).is_err());
+    }
+
+    #[test]
+    fn display_name_has_suffix() {
+        let key = crate::message::test_key();
+        let p = key.public().to_peer_id();
+        let s = display_name("bob", &p);
+        assert!(s.starts_with("bob#") && s.len() == 8);
+    }
+}
+
+/// A fresh deterministic ed25519 key for unit tests (each call gives the next key).
+#[cfg(test)]
+pub(crate) fn test_key() -> Keypair {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let mut seed = [0u8; 32];
+    seed[..4].copy_from_slice(&n.to_le_bytes());
+    Keypair::ed25519_from_bytes(seed).expect("32 bytes")
+}

@@ -1,0 +1,234 @@
+//! The protobuf schema of `/echo/chat/2.0.0` frames (see `PROTOCOL.md`).
+//!
+//! Each frame on the wire is one [`Frame`] message behind a varint length prefix
+//! ([`crate::codec`]). Field numbers are part of the protocol and never reused; unknown
+//! fields are skipped by the decoder and unknown frame kinds decode as `kind: None`, which
+//! a node ignores once the handshake is complete.
+
+use bytes::{Bytes, BytesMut};
+use prost::Message as _;
+
+/// Protocol id of echo's chat protocol, negotiated with multistream-select.
+pub const PROTOCOL_ID: &str = "/echo/chat/2.0.0";
+/// Protocol id of the original echo-go line protocol.
+pub const LEGACY_PROTOCOL_ID: &str = "/echo-go/chat/1.0.0";
+/// Major version carried in [`Hello::version_major`].
+pub const VERSION_MAJOR: u32 = 2;
+/// Minor version carried in [`Hello::version_minor`].
+pub const VERSION_MINOR: u32 = 0;
+
+/// One frame.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Frame {
+    /// What the frame carries; `None` for a kind this node does not know.
+    #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9")]
+    pub kind: Option<Kind>,
+}
+
+/// The frame kinds.
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum Kind {
+    /// First frame in each direction.
+    #[prost(message, tag = "1")]
+    Hello(Hello),
+    /// Last frame in a direction: why the sender is closing.
+    #[prost(message, tag = "2")]
+    Goodbye(Goodbye),
+    /// Liveness probe.
+    #[prost(message, tag = "3")]
+    Ping(Ping),
+    /// Answer to a [`Ping`].
+    #[prost(message, tag = "4")]
+    Pong(Ping),
+    /// A signed room message (own or relayed).
+    #[prost(message, tag = "5")]
+    Message(RoomMessage),
+    /// The sender joined or left a room.
+    #[prost(message, tag = "6")]
+    Membership(Membership),
+    /// A direct message to the receiving peer; never relayed.
+    #[prost(message, tag = "7")]
+    Direct(Direct),
+    /// Addresses of the sender's neighbours.
+    #[prost(message, tag = "8")]
+    Peers(PeerList),
+    /// The sender changed its display name.
+    #[prost(message, tag = "9")]
+    Profile(Profile),
+}
+
+/// The handshake frame.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Hello {
+    /// Must equal [`VERSION_MAJOR`].
+    #[prost(uint32, tag = "1")]
+    pub version_major: u32,
+    /// Informational; higher minors are compatible.
+    #[prost(uint32, tag = "2")]
+    pub version_minor: u32,
+    /// Display name (not unique).
+    #[prost(string, tag = "3")]
+    pub name: String,
+    /// Rooms the sender is in.
+    #[prost(string, repeated, tag = "4")]
+    pub rooms: Vec<String>,
+    /// Multiaddrs (binary form) the sender listens on.
+    #[prost(bytes = "vec", repeated, tag = "5")]
+    pub listen_addrs: Vec<Vec<u8>>,
+    /// Optional features the sender supports.
+    #[prost(string, repeated, tag = "6")]
+    pub capabilities: Vec<String>,
+    /// Random per-connection value; breaks ties between connections dialed by the same side.
+    #[prost(uint64, tag = "7")]
+    pub nonce: u64,
+    /// Free-form software name and version.
+    #[prost(string, tag = "8")]
+    pub agent: String,
+}
+
+/// Why a connection is being closed.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Goodbye {
+    /// A [`GoodbyeCode`] value.
+    #[prost(uint32, tag = "1")]
+    pub code: u32,
+    /// Human-readable reason the receiver may show to its user.
+    #[prost(string, tag = "2")]
+    pub reason: String,
+}
+
+/// Codes carried in [`Goodbye::code`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum GoodbyeCode {
+    /// The node is shutting down.
+    Shutdown = 0,
+    /// A duplicate connection lost the tie-break; the winner stays.
+    Duplicate = 1,
+    /// The peer's protocol version is not supported.
+    IncompatibleVersion = 2,
+    /// The peer broke the protocol or a limit.
+    ProtocolViolation = 3,
+    /// The peer was silent past the idle timeout.
+    Idle = 4,
+    /// The node has no room for another peer.
+    TooManyPeers = 5,
+}
+
+/// Ping and pong payload.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Ping {
+    /// Echoed back in the pong.
+    #[prost(uint64, tag = "1")]
+    pub nonce: u64,
+}
+
+/// A room message as signed by its author.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RoomMessage {
+    /// Author's peer id, binary form.
+    #[prost(bytes = "bytes", tag = "1")]
+    pub author: Bytes,
+    /// Room name.
+    #[prost(string, tag = "2")]
+    pub room: String,
+    /// Per-(author, room) sequence number, starting at 1.
+    #[prost(uint64, tag = "3")]
+    pub seq: u64,
+    /// Lamport timestamp.
+    #[prost(uint64, tag = "4")]
+    pub lamport: u64,
+    /// Author's wall clock, milliseconds since the Unix epoch (informational).
+    #[prost(uint64, tag = "5")]
+    pub sent_at_ms: u64,
+    /// Author's display name when sending.
+    #[prost(string, tag = "6")]
+    pub name: String,
+    /// The text.
+    #[prost(string, tag = "7")]
+    pub text: String,
+    /// Hash of the author's previous message in this room (32 zero bytes for seq 1).
+    #[prost(bytes = "bytes", tag = "8")]
+    pub prev: Bytes,
+    /// Ed25519 signature over this message's hash; may be empty when a later message of
+    /// the same chain carries one.
+    #[prost(bytes = "bytes", tag = "9")]
+    pub signature: Bytes,
+}
+
+/// Room membership change of the sender.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Membership {
+    /// The room.
+    #[prost(string, tag = "1")]
+    pub room: String,
+    /// `true` for join, `false` for leave.
+    #[prost(bool, tag = "2")]
+    pub joined: bool,
+}
+
+/// A direct message.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Direct {
+    /// The text.
+    #[prost(string, tag = "1")]
+    pub text: String,
+    /// Sender's wall clock, milliseconds since the Unix epoch.
+    #[prost(uint64, tag = "2")]
+    pub sent_at_ms: u64,
+}
+
+/// Peer exchange.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PeerList {
+    /// Neighbours of the sender.
+    #[prost(message, repeated, tag = "1")]
+    pub peers: Vec<PeerRecord>,
+}
+
+/// One neighbour in a [`PeerList`].
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PeerRecord {
+    /// Peer id, binary form.
+    #[prost(bytes = "vec", tag = "1")]
+    pub peer_id: Vec<u8>,
+    /// Multiaddrs (binary form) the peer listens on.
+    #[prost(bytes = "vec", repeated, tag = "2")]
+    pub addrs: Vec<Vec<u8>>,
+}
+
+/// Display name change.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Profile {
+    /// The new name.
+    #[prost(string, tag = "1")]
+    pub name: String,
+}
+
+impl Frame {
+    /// Wraps a kind.
+    pub fn new(kind: Kind) -> Self {
+        Frame { kind: Some(kind) }
+    }
+
+    /// Decodes a frame payload (without its length prefix).
+    pub fn decode_payload(payload: &[u8]) -> Result<Self, prost::DecodeError> {
+        Frame::decode(payload)
+    }
+
+    /// Appends this frame with its length prefix to `out`.
+    pub fn encode_to(&self, out: &mut BytesMut) {
+        let len = self.encoded_len();
+        out.reserve(crate::codec::varint_len(len as u64) + len);
+        crate::codec::put_varint(out, len as u64);
+        // Cannot fail: capacity was reserved above.
+        self.encode(out).expect("reserved capacity");
+    }
+
+    /// The frame with its length prefix as a fresh buffer.
+    pub fn to_wire(&self) -> Bytes {
+        let mut out = BytesMut::new();
+        self.encode_to(&mut out);
+        out.freeze()
+    }
+}
