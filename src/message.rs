@@ -78,6 +78,41 @@ impl Message {
         }
     }
 
+    /// The message's hash (see `PROTOCOL.md`, "Message hash").
+    pub fn hash(&self) -> &Hash {
+        &self.hash
+    }
+
+    /// Hash of the author's previous message in this room ([`GENESIS`] for seq 1).
+    pub fn prev(&self) -> &Hash {
+        &self.prev
+    }
+
+    /// The author's signature over [`Message::hash`], if this message carries one.
+    pub fn signature(&self) -> Option<&[u8]> {
+        self.signature.as_deref()
+    }
+
+    /// Checks this message's own signature (`false` if it has none or the author's id
+    /// does not embed an ed25519 key). Messages without a signature are vouched for by a
+    /// later signed message of the same chain.
+    pub fn verify_signature(&self) -> bool {
+        match (&self.signature, public_key_of(&self.author)) {
+            (Some(sig), Some(key)) => verify(&key, &self.hash, sig),
+            _ => false,
+        }
+    }
+
+    /// Parses a received wire message and computes its hash; does not check signatures.
+    pub fn decode(m: wire::RoomMessage) -> Result<Self, String> {
+        Self::from_wire(m)
+    }
+
+    /// The wire form of this message.
+    pub fn encode(&self) -> wire::RoomMessage {
+        self.to_wire()
+    }
+
     /// Short, human-friendly form of the author: `name#abcd` (last 4 chars of the id).
     pub fn display_author(&self) -> String {
         display_name(&self.name, &self.author)
