@@ -1,0 +1,606 @@
+//! A deterministic in-memory network of [`Node`]s (feature `sim`).
+//!
+//! Virtual time, one thread, a seeded RNG. Each connection is a pair of ordered byte
+//! streams with latency and jitter (order is kept, as on TCP); transmits are split at
+//! random boundaries before delivery. Dials resolve to the node listening at the address.
+//! Tests, fuzz targets and benches drive it with [`Sim::run_until`] and friends; the same
+//! seed replays the same run.
+//!
+//! A test may also attach a *raw peer* to a node ([`Sim::open_raw`]): a connection whose
+//! remote end is the test itself, for feeding arbitrary bytes and reading what the node
+//! sends back.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use libp2p_identity::{Keypair, PeerId};
+use multiaddr::Multiaddr;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::event::{Action, ConnId, ConnInfo, DialId, Event, Protocol, Role};
+use crate::{Config, Node};
+
+/// Deterministic identity number `i` of a simulation.
+pub fn keypair(i: u64) -> Keypair {
+    let mut seed = [0x5au8; 32];
+    seed[..8].copy_from_slice(&i.to_le_bytes());
+    Keypair::ed25519_from_bytes(seed).expect("32 bytes")
+}
+
+/// Index of a node in the simulation.
+pub type NodeIdx = usize;
+
+enum Delivery {
+    Connected { to: NodeIdx, conn: ConnId, info: ConnInfo },
+    Data { to: NodeIdx, conn: ConnId, data: Bytes },
+    Closed { to: NodeIdx, conn: ConnId },
+    DialFailed { to: NodeIdx, dial: DialId, error: String },
+}
+
+/// One simulated node and what it reported.
+pub struct SimNode {
+    /// The state machine (`None` while crashed).
+    pub node: Option<Node>,
+    /// Its identity.
+    pub key: Keypair,
+    /// Its configuration.
+    pub config: Config,
+    /// Its listen address.
+    pub addr: Multiaddr,
+    /// Every event it emitted, in order.
+    pub events: Vec<Event>,
+    /// Connections the node closed because the peer misbehaved, with reasons.
+    pub closes: Vec<(ConnId, String)>,
+}
+
+/// Where a connection end leads.
+#[derive(Clone, Copy)]
+enum Remote {
+    Node(NodeIdx, ConnId),
+    Raw(u64),
+}
+
+struct Endpoint {
+    remote: Remote,
+    /// Earliest time the next delivery on this direction may happen (keeps FIFO order).
+    fifo: Instant,
+}
+
+/// The simulated network.
+pub struct Sim {
+    now: Instant,
+    start: Instant,
+    rng: ChaCha8Rng,
+    nodes: Vec<SimNode>,
+    ends: BTreeMap<(NodeIdx, ConnId), Endpoint>,
+    queue: BinaryHeap<Reverse<(Instant, u64)>>,
+    pending: BTreeMap<u64, Delivery>,
+    seq: u64,
+    next_conn: u64,
+    /// Raw peers: node, conn, bytes received, closed, reading (acknowledges bytes).
+    raw: BTreeMap<u64, (NodeIdx, ConnId, Vec<u8>, bool, bool)>,
+    blocked: BTreeSet<(NodeIdx, NodeIdx)>,
+    /// One-way latency of every link.
+    pub latency: Duration,
+    /// Extra random delay, uniform in `[0, jitter]` (order on a link is still kept).
+    pub jitter: Duration,
+    /// Transmits are cut into chunks of 1..=`max_chunk` bytes (0 = never cut).
+    pub max_chunk: usize,
+    /// Frame deliveries (transmit chunks handed to nodes) so far.
+    pub deliveries: u64,
+}
+
+impl Sim {
+    /// An empty network with 1 ms latency and no jitter.
+    pub fn new(seed: u64) -> Self {
+        let start = Instant::now();
+        Sim {
+            now: start,
+            start,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            nodes: Vec::new(),
+            ends: BTreeMap::new(),
+            queue: BinaryHeap::new(),
+            pending: BTreeMap::new(),
+            seq: 0,
+            next_conn: 1,
+            raw: BTreeMap::new(),
+            blocked: BTreeSet::new(),
+            latency: Duration::from_millis(1),
+            jitter: Duration::ZERO,
+            max_chunk: 0,
+            deliveries: 0,
+        }
+    }
+
+    /// Current virtual time.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// Virtual time elapsed since the start.
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.start
+    }
+
+    /// Adds a node with identity [`keypair`]`(index)`; its seed is derived from the index
+    /// unless the config sets one.
+    pub fn add_node(&mut self, mut config: Config) -> NodeIdx {
+        let i = self.nodes.len();
+        if config.seed == 0 {
+            config.seed = 1000 + i as u64;
+        }
+        let key = keypair(i as u64);
+        let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{}", 10_000 + i).parse().unwrap();
+        let mut node = Node::new(key.clone(), config.clone(), self.now);
+        node.set_listen_addrs(vec![addr.clone()]);
+        self.nodes.push(SimNode {
+            node: Some(node),
+            key,
+            config,
+            addr,
+            events: Vec::new(),
+            closes: Vec::new(),
+        });
+        self.flush(i);
+        i
+    }
+
+    /// Adds a node with the default config and the given name.
+    pub fn add_named(&mut self, name: &str) -> NodeIdx {
+        self.add_node(Config {
+            name: name.into(),
+            ..Config::default()
+        })
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether the network has no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// A node (panics if crashed).
+    pub fn node(&self, i: NodeIdx) -> &Node {
+        self.nodes[i].node.as_ref().expect("node is crashed")
+    }
+
+    /// The simulation's record of a node.
+    pub fn sim_node(&self, i: NodeIdx) -> &SimNode {
+        &self.nodes[i]
+    }
+
+    /// Peer id of node `i`.
+    pub fn peer_id(&self, i: NodeIdx) -> PeerId {
+        self.nodes[i].key.public().to_peer_id()
+    }
+
+    /// Listen address of node `i` with `/p2p/<id>`.
+    pub fn dial_addr(&self, i: NodeIdx) -> String {
+        format!("{}/p2p/{}", self.nodes[i].addr, self.peer_id(i))
+    }
+
+    /// Runs `f` on node `i` (a user command) and processes its outputs.
+    pub fn with<R>(&mut self, i: NodeIdx, f: impl FnOnce(&mut Node, Instant) -> R) -> R {
+        let now = self.now;
+        let r = f(self.nodes[i].node.as_mut().expect("node is crashed"), now);
+        self.flush(i);
+        r
+    }
+
+    /// Node `a` dials node `b`'s address.
+    pub fn connect(&mut self, a: NodeIdx, b: NodeIdx) {
+        let addr = self.dial_addr(b);
+        self.with(a, |n, now| n.connect(&addr, now)).expect("valid address");
+    }
+
+    /// Node `i` sends `text` to `room`.
+    pub fn send(&mut self, i: NodeIdx, room: &str, text: &str) {
+        self.with(i, |n, now| n.send(room, text, SystemTime::UNIX_EPOCH, now))
+            .expect("send accepted");
+    }
+
+    /// Texts of room messages node `i` delivered, in delivery order.
+    pub fn texts(&self, i: NodeIdx, room: &str) -> Vec<String> {
+        self.nodes[i]
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Message { msg, .. } if msg.room == room => Some(msg.text.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Texts of node `i`'s room log in agreed order.
+    pub fn log(&self, i: NodeIdx, room: &str) -> Vec<String> {
+        self.node(i)
+            .room_log(room)
+            .map(|l| l.map(|m| m.text.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Drops the events recorded for node `i`.
+    pub fn clear_events(&mut self, i: NodeIdx) {
+        self.nodes[i].events.clear();
+    }
+
+    /// Whether node `i` sees node `j` as a connected peer.
+    pub fn is_connected(&self, i: NodeIdx, j: NodeIdx) -> bool {
+        let id = self.peer_id(j);
+        self.node(i).peers().iter().any(|p| p.peer == id)
+    }
+
+    /// Blocks traffic between `a` and `b` (both directions): new dials fail, bytes in
+    /// flight and later are dropped, so the connection dies by idle timeout.
+    pub fn partition(&mut self, a: NodeIdx, b: NodeIdx) {
+        self.blocked.insert((a.min(b), a.max(b)));
+    }
+
+    /// Undoes [`Sim::partition`].
+    pub fn heal(&mut self, a: NodeIdx, b: NodeIdx) {
+        self.blocked.remove(&(a.min(b), a.max(b)));
+    }
+
+    fn is_blocked(&self, a: NodeIdx, b: NodeIdx) -> bool {
+        self.blocked.contains(&(a.min(b), a.max(b)))
+    }
+
+    /// Crashes node `i`: its state is gone; its peers see their connections close.
+    pub fn crash(&mut self, i: NodeIdx) {
+        self.nodes[i].node = None;
+        let mine: Vec<(NodeIdx, ConnId)> = self
+            .ends
+            .keys()
+            .filter(|(n, _)| *n == i)
+            .copied()
+            .collect();
+        for k in mine {
+            if let Some(end) = self.ends.remove(&k) {
+                if let Remote::Node(rn, rc) = end.remote {
+                    let at = self.now + self.latency;
+                    self.schedule(at, Delivery::Closed { to: rn, conn: rc });
+                }
+            }
+        }
+    }
+
+    /// Restarts a crashed node with a fresh state and the same identity and address.
+    pub fn restart(&mut self, i: NodeIdx) {
+        let sn = &mut self.nodes[i];
+        let mut node = Node::new(sn.key.clone(), sn.config.clone(), self.now);
+        node.set_listen_addrs(vec![sn.addr.clone()]);
+        sn.node = Some(node);
+        self.flush(i);
+    }
+
+    /// Opens a connection to node `i` from a raw peer with identity `key`, speaking
+    /// `protocol`. Returns a handle for [`Sim::raw_send`] and [`Sim::raw_received`].
+    pub fn open_raw(&mut self, i: NodeIdx, key: &Keypair, protocol: Protocol) -> u64 {
+        let conn = ConnId(self.next_conn);
+        self.next_conn += 1;
+        let h = conn.0;
+        self.raw.insert(h, (i, conn, Vec::new(), false, true));
+        self.ends.insert(
+            (i, conn),
+            Endpoint {
+                remote: Remote::Raw(h),
+                fifo: self.now,
+            },
+        );
+        let info = ConnInfo {
+            peer: key.public().to_peer_id(),
+            role: Role::Listener,
+            remote_addr: "/ip4/127.0.0.9/tcp/9".parse().unwrap(),
+            protocol,
+            dial: None,
+        };
+        self.with(i, |n, now| n.handle_connected(conn, info, now));
+        h
+    }
+
+    /// Feeds bytes from a raw peer to its node, at once.
+    pub fn raw_send(&mut self, h: u64, data: &[u8]) {
+        let Some(&(i, conn, _, closed, _)) = self.raw.get(&h) else {
+            return;
+        };
+        if closed || self.nodes[i].node.is_none() {
+            return;
+        }
+        self.with(i, |n, now| n.handle_data(conn, data, now));
+    }
+
+    /// Bytes the node sent to a raw peer so far.
+    pub fn raw_received(&self, h: u64) -> &[u8] {
+        &self.raw[&h].2
+    }
+
+    /// Makes a raw peer stop (or resume) acknowledging what the node sends, like a peer
+    /// whose socket is never read.
+    pub fn raw_set_reading(&mut self, h: u64, reading: bool) {
+        if let Some(r) = self.raw.get_mut(&h) {
+            r.4 = reading;
+        }
+    }
+
+    /// Whether the node closed the raw peer's connection.
+    pub fn raw_closed(&self, h: u64) -> bool {
+        self.raw[&h].3
+    }
+
+    fn schedule(&mut self, at: Instant, d: Delivery) {
+        let s = self.seq;
+        self.seq += 1;
+        self.pending.insert(s, d);
+        self.queue.push(Reverse((at, s)));
+    }
+
+    fn link_time(&mut self, from: (NodeIdx, ConnId)) -> Instant {
+        let jitter = if self.jitter.is_zero() {
+            Duration::ZERO
+        } else {
+            self.jitter.mul_f64(self.rng.random::<f64>())
+        };
+        let want = self.now + self.latency + jitter;
+        let end = self.ends.get_mut(&from).expect("endpoint exists");
+        let at = want.max(end.fifo);
+        end.fifo = at;
+        at
+    }
+
+    /// Collects node `i`'s outputs into the network.
+    fn flush(&mut self, i: NodeIdx) {
+        loop {
+            let sn = &mut self.nodes[i];
+            let Some(node) = sn.node.as_mut() else {
+                return;
+            };
+            let mut txs = Vec::new();
+            while let Some(t) = node.poll_transmit() {
+                txs.push(t);
+            }
+            let mut acts = Vec::new();
+            while let Some(a) = node.poll_action() {
+                acts.push(a);
+            }
+            while let Some(e) = node.poll_event() {
+                sn.events.push(e);
+            }
+            if txs.is_empty() && acts.is_empty() {
+                return;
+            }
+            for t in txs {
+                let Some(end) = self.ends.get(&(i, t.conn)) else {
+                    continue;
+                };
+                match end.remote {
+                    Remote::Raw(h) => {
+                        if let Some(r) = self.raw.get_mut(&h) {
+                            r.2.extend_from_slice(&t.data);
+                            if r.4 {
+                                self.ack(i, t.conn, t.data.len());
+                            }
+                        }
+                    }
+                    Remote::Node(rn, rc) => {
+                        self.ack(i, t.conn, t.data.len());
+                        if self.is_blocked(i, rn) {
+                            continue;
+                        }
+                        let at = self.link_time((i, t.conn));
+                        let mut data = t.data;
+                        while !data.is_empty() {
+                            let n = if self.max_chunk == 0 {
+                                data.len()
+                            } else {
+                                self.rng.random_range(1..=self.max_chunk).min(data.len())
+                            };
+                            let chunk = data.split_to(n);
+                            self.schedule(
+                                at,
+                                Delivery::Data {
+                                    to: rn,
+                                    conn: rc,
+                                    data: chunk,
+                                },
+                            );
+                        }
+                    }
+                }
+            }
+            for a in acts {
+                match a {
+                    Action::Dial { dial, addr, .. } => self.dial(i, dial, addr),
+                    Action::Close { conn, reason } => {
+                        self.nodes[i].closes.push((conn, reason));
+                        if let Some(end) = self.ends.remove(&(i, conn)) {
+                            match end.remote {
+                                Remote::Raw(h) => {
+                                    if let Some(r) = self.raw.get_mut(&h) {
+                                        r.3 = true;
+                                    }
+                                }
+                                Remote::Node(rn, rc) => {
+                                    let at = end.fifo.max(self.now + self.latency);
+                                    self.schedule(at, Delivery::Closed { to: rn, conn: rc });
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn ack(&mut self, i: NodeIdx, conn: ConnId, n: usize) {
+        if let Some(node) = self.nodes[i].node.as_mut() {
+            node.handle_sent(conn, n);
+        }
+    }
+
+    fn dial(&mut self, from: NodeIdx, dial: DialId, addr: Multiaddr) {
+        let (bare, want) = crate::peers::split_p2p(&addr);
+        let target = self
+            .nodes
+            .iter()
+            .position(|n| n.addr == bare && n.node.is_some());
+        let at = self.now + self.latency;
+        let Some(to) = target.filter(|&t| !self.is_blocked(from, t) && t != from) else {
+            let error = "connection refused".to_string();
+            self.schedule(at, Delivery::DialFailed { to: from, dial, error });
+            return;
+        };
+        if want.is_some_and(|w| w != self.peer_id(to)) {
+            let error = "peer id mismatch".to_string();
+            self.schedule(at, Delivery::DialFailed { to: from, dial, error });
+            return;
+        }
+        let (ca, cb) = (ConnId(self.next_conn), ConnId(self.next_conn + 1));
+        self.next_conn += 2;
+        self.ends.insert(
+            (from, ca),
+            Endpoint {
+                remote: Remote::Node(to, cb),
+                fifo: at,
+            },
+        );
+        self.ends.insert(
+            (to, cb),
+            Endpoint {
+                remote: Remote::Node(from, ca),
+                fifo: at,
+            },
+        );
+        let info_a = ConnInfo {
+            peer: self.peer_id(to),
+            role: Role::Dialer,
+            remote_addr: self.nodes[to].addr.clone(),
+            protocol: Protocol::Chat,
+            dial: Some(dial),
+        };
+        let info_b = ConnInfo {
+            peer: self.peer_id(from),
+            role: Role::Listener,
+            remote_addr: format!("/ip4/127.0.0.1/tcp/{}", 40_000 + ca.0 % 20_000)
+                .parse()
+                .unwrap(),
+            protocol: Protocol::Chat,
+            dial: None,
+        };
+        self.schedule(at, Delivery::Connected { to: from, conn: ca, info: info_a });
+        self.schedule(at, Delivery::Connected { to, conn: cb, info: info_b });
+    }
+
+    fn next_timer(&self) -> Option<(Instant, NodeIdx)> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| Some((n.node.as_ref()?.poll_timeout()?, i)))
+            .min()
+    }
+
+    /// Processes the next delivery or timer. Returns `false` if nothing is left to do
+    /// before `limit`.
+    pub fn step(&mut self, limit: Instant) -> bool {
+        let next_q = self.queue.peek().map(|Reverse((t, _))| *t);
+        let next_t = self.next_timer();
+        let pick_queue = match (next_q, next_t) {
+            (None, None) => return false,
+            (Some(q), Some((t, _))) => q <= t,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+        };
+        if pick_queue {
+            let Reverse((at, s)) = self.queue.pop().expect("peeked");
+            if at > limit {
+                self.queue.push(Reverse((at, s)));
+                return false;
+            }
+            self.now = self.now.max(at);
+            let d = self.pending.remove(&s).expect("scheduled");
+            self.deliver(d);
+        } else {
+            let (at, i) = next_t.expect("some");
+            if at > limit {
+                return false;
+            }
+            self.now = self.now.max(at);
+            let now = self.now;
+            if let Some(n) = self.nodes[i].node.as_mut() {
+                n.handle_timeout(now);
+            }
+            self.flush(i);
+        }
+        true
+    }
+
+    fn deliver(&mut self, d: Delivery) {
+        let now = self.now;
+        let to = match &d {
+            Delivery::Connected { to, .. }
+            | Delivery::Data { to, .. }
+            | Delivery::Closed { to, .. }
+            | Delivery::DialFailed { to, .. } => *to,
+        };
+        let Some(node) = self.nodes[to].node.as_mut() else {
+            return;
+        };
+        match d {
+            Delivery::Connected { conn, info, .. } => {
+                if !self.ends.contains_key(&(to, conn)) {
+                    return; // the other side is already gone
+                }
+                node.handle_connected(conn, info, now);
+            }
+            Delivery::Data { conn, data, .. } => {
+                if !self.ends.contains_key(&(to, conn)) {
+                    return;
+                }
+                self.deliveries += 1;
+                node.handle_data(conn, &data, now);
+            }
+            Delivery::Closed { conn, .. } => {
+                if self.ends.remove(&(to, conn)).is_some() {
+                    node.handle_closed(conn, "connection closed by peer", now);
+                }
+            }
+            Delivery::DialFailed { dial, error, .. } => node.handle_dial_failed(dial, &error, now),
+        }
+        self.flush(to);
+    }
+
+    /// Runs until `cond` holds (checked after every step) or `max` virtual time passes.
+    /// Returns whether `cond` held.
+    pub fn run_until(&mut self, max: Duration, mut cond: impl FnMut(&Sim) -> bool) -> bool {
+        let limit = self.now + max;
+        loop {
+            if cond(self) {
+                return true;
+            }
+            if !self.step(limit) {
+                self.now = self.now.max(limit);
+                return cond(self);
+            }
+        }
+    }
+
+    /// Runs for `d` of virtual time.
+    pub fn run_for(&mut self, d: Duration) {
+        let limit = self.now + d;
+        while self.step(limit) {}
+        self.now = self.now.max(limit);
+    }
+
+    /// Runs until no bytes are in flight (timers may remain), at most `max`. Returns
+    /// `false` on livelock (still busy at the bound).
+    pub fn settle(&mut self, max: Duration) -> bool {
+        self.run_until(max, |s| s.queue.is_empty())
+    }
+}
