@@ -70,6 +70,8 @@ pub struct Node {
     next_dial: u64,
     shut_down: bool,
     stats: Stats,
+    /// The latest `now` passed in (for work done inside `poll_transmit`).
+    last_now: Instant,
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -106,7 +108,6 @@ impl Node {
             key.clone().try_into_ed25519().is_ok(),
             "echo identities are ed25519 keys"
         );
-        let _ = now;
         let public = key.public();
         let id = public.to_peer_id();
         let mut node = Node {
@@ -129,6 +130,7 @@ impl Node {
             next_dial: 0,
             shut_down: false,
             stats: Stats::default(),
+            last_now: now,
             config,
         };
         if let Some(room) = node.config.default_room.clone() {
@@ -269,6 +271,7 @@ impl Node {
 
     /// A connection's chat substream is up.
     pub fn handle_connected(&mut self, conn: ConnId, info: ConnInfo, now: Instant) {
+        self.last_now = self.last_now.max(now);
         if let Some(d) = info.dial {
             if let Some((_, expected)) = self.dials.remove(&d) {
                 if let Some(p) = expected.and_then(|e| self.peers.get_mut(&e)) {
@@ -354,6 +357,7 @@ impl Node {
 
     /// Bytes arrived on a connection (any chunking).
     pub fn handle_data(&mut self, conn: ConnId, data: &[u8], now: Instant) {
+        self.last_now = self.last_now.max(now);
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -404,6 +408,7 @@ impl Node {
 
     /// A connection closed (EOF, error or reset). `reason` is for the app.
     pub fn handle_closed(&mut self, conn: ConnId, reason: &str, now: Instant) {
+        self.last_now = self.last_now.max(now);
         if let Some(c) = self.conns.remove(&conn) {
             self.ready.remove(&conn);
             self.detach(conn, c, reason, now);
@@ -412,6 +417,7 @@ impl Node {
 
     /// A dial the node asked for failed.
     pub fn handle_dial_failed(&mut self, dial: DialId, error: &str, now: Instant) {
+        self.last_now = self.last_now.max(now);
         let Some((addr, peer)) = self.dials.remove(&dial) else {
             return;
         };
@@ -427,6 +433,7 @@ impl Node {
 
     /// A timer fired. Spurious and late calls are harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.last_now = self.last_now.max(now);
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for id in ids {
             self.conn_timeout(id, now);
@@ -472,6 +479,7 @@ impl Node {
 
     /// Joins a room and announces it.
     pub fn join(&mut self, room: &str, now: Instant) -> Result<(), CommandError> {
+        self.last_now = self.last_now.max(now);
         self.check_up()?;
         valid_room(room, self.config.max_room_len)
             .map_err(|e| CommandError::InvalidRoom(format!("{room:?}: {e}")))?;
@@ -497,6 +505,7 @@ impl Node {
 
     /// Leaves a room, forgetting its log, and announces it.
     pub fn leave(&mut self, room: &str, now: Instant) -> Result<(), CommandError> {
+        self.last_now = self.last_now.max(now);
         self.check_up()?;
         if self.rooms.remove(room).is_none() {
             return Err(CommandError::NotInRoom(room.into()));
@@ -522,6 +531,7 @@ impl Node {
         wall: SystemTime,
         now: Instant,
     ) -> Result<SharedMessage, CommandError> {
+        self.last_now = self.last_now.max(now);
         self.check_up()?;
         self.check_text(text)?;
         let name = self.name.clone();
@@ -558,6 +568,7 @@ impl Node {
         wall: SystemTime,
         now: Instant,
     ) -> Result<(), CommandError> {
+        self.last_now = self.last_now.max(now);
         self.check_up()?;
         self.check_text(text)?;
         let p = self
@@ -579,6 +590,7 @@ impl Node {
 
     /// Changes the display name and tells connected peers.
     pub fn set_name(&mut self, name: &str, now: Instant) -> Result<(), CommandError> {
+        self.last_now = self.last_now.max(now);
         self.check_up()?;
         valid_label(name, self.config.max_name_len)
             .map_err(|e| CommandError::InvalidName(format!("{name:?}: {e}")))?;
@@ -594,6 +606,7 @@ impl Node {
     /// `/ip4/192.0.2.7/tcp/8080/p2p/12D3Koo…`). Peers reached this way are redialed if
     /// they drop.
     pub fn connect(&mut self, addr: &str, now: Instant) -> Result<DialId, CommandError> {
+        self.last_now = self.last_now.max(now);
         self.check_up()?;
         let bad = |reason: String| CommandError::InvalidAddr {
             addr: addr.to_string(),
@@ -618,6 +631,7 @@ impl Node {
     /// Says goodbye on every connection and closes them; the node accepts no more
     /// commands or connections.
     pub fn shutdown(&mut self, now: Instant) {
+        self.last_now = self.last_now.max(now);
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for id in ids {
             self.close(id, GoodbyeCode::Shutdown, "node shutting down", false, now);
@@ -1326,8 +1340,6 @@ impl Node {
         for (room, seq) in unsealed {
             per_room.entry(room).or_default().push(seq);
         }
-        // Own messages are bounded by the caller; the queue limit is enforced on the next
-        // send to that connection.
         for (room, seqs) in per_room {
             let Some(r) = self.rooms.get_mut(&room) else {
                 continue;
@@ -1359,11 +1371,9 @@ impl Node {
                 .filter(|p| p.up && p.protocol == Protocol::Chat && p.in_room(&room))
                 .filter_map(|p| p.active)
                 .collect();
+            let now = self.last_now;
             for t in targets {
-                if let Some(c) = self.conns.get_mut(&t) {
-                    c.outbox.extend_from_slice(&wire);
-                    self.ready.insert(t);
-                }
+                self.send_bytes(t, &wire, now);
             }
         }
     }
