@@ -63,13 +63,13 @@ pub struct Config {
     /// Bytes queued for one connection (in the node and unacknowledged in the runtime)
     /// past which the peer is considered not reading and closed (default 16 MiB).
     pub max_queued_bytes: usize,
-    /// Invalid signatures (or forged chain links) tolerated from one connection before it
-    /// is closed (default 3).
+    /// Invalid signatures (or forged chain links) from one connection at which it is
+    /// closed (default 3: the third closes it).
     pub max_bad_signatures: u32,
 
     /// Time allowed from connection up to the peer's hello (default 10 s).
     pub handshake_timeout: Duration,
-    /// Interval between pings on an idle connection (default 10 s).
+    /// A connection with nothing received for this long gets a ping (default 10 s).
     pub ping_interval: Duration,
     /// Silence after which a peer is closed and reported down (default 30 s).
     pub idle_timeout: Duration,

@@ -71,7 +71,10 @@ pub fn parse_line(line: &[u8]) -> Option<Line> {
         Some((n, t)) => (clean(n), t.to_string()),
         None => (String::new(), s.to_string()),
     };
-    let text: String = text.chars().filter(|c| !c.is_control() || *c == '\t').collect();
+    let text: String = text
+        .chars()
+        .filter(|c| !c.is_control() || *c == '\t')
+        .collect();
     if text.trim().is_empty() {
         return None;
     }
@@ -79,7 +82,11 @@ pub fn parse_line(line: &[u8]) -> Option<Line> {
 }
 
 fn clean(s: &str) -> String {
-    s.chars().filter(|c| !c.is_control()).collect::<String>().trim().to_string()
+    s.chars()
+        .filter(|c| !c.is_control())
+        .collect::<String>()
+        .trim()
+        .to_string()
 }
 
 /// Encodes a message for an echo-go peer.
@@ -120,9 +127,18 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                Line { name: "alice".into(), text: "a|b".into() },
-                Line { name: "bob".into(), text: "hi".into() },
-                Line { name: "".into(), text: "no bar".into() },
+                Line {
+                    name: "alice".into(),
+                    text: "a|b".into()
+                },
+                Line {
+                    name: "bob".into(),
+                    text: "hi".into()
+                },
+                Line {
+                    name: "".into(),
+                    text: "no bar".into()
+                },
             ]
         );
     }

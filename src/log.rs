@@ -113,7 +113,13 @@ mod tests {
         let mut log = RoomLog::new();
         assert_eq!(log.insert(m(&a, 1, 5)).unwrap().index, 0);
         let p = log.insert(m(&b, 1, 3)).unwrap();
-        assert_eq!(p, Position { index: 0, late: true });
+        assert_eq!(
+            p,
+            Position {
+                index: 0,
+                late: true
+            }
+        );
         let p = log.insert(m(&b, 2, 5)).unwrap();
         let (lo, hi) = if a.public().to_peer_id() < b.public().to_peer_id() {
             (1, 2)

@@ -201,8 +201,8 @@ impl Message {
         if m.seq == 0 {
             return Err("sequence number 0".into());
         }
-        if m.seq == 1 && prev != GENESIS {
-            return Err("first message of a chain with a non-zero prev hash".into());
+        if (m.seq == 1) != (prev == GENESIS) {
+            return Err("prev hash must be zero exactly for sequence number 1".into());
         }
         if !m.signature.is_empty() && m.signature.len() != 64 {
             return Err(format!("signature has {} bytes", m.signature.len()));
@@ -301,7 +301,11 @@ mod tests {
         w.text.push('!');
         let forged = Message::from_wire(w).unwrap();
         assert_ne!(forged.hash, m.hash);
-        assert!(!verify(&pk, &forged.hash, forged.signature.as_ref().unwrap()));
+        assert!(!verify(
+            &pk,
+            &forged.hash,
+            forged.signature.as_ref().unwrap()
+        ));
     }
 
     #[test]

@@ -315,7 +315,13 @@ impl Node {
         if !known_up && connected >= self.config.max_peers {
             if info.protocol == Protocol::Chat {
                 self.conns.insert(conn, c);
-                self.close(conn, GoodbyeCode::TooManyPeers, "too many peers", false, now);
+                self.close(
+                    conn,
+                    GoodbyeCode::TooManyPeers,
+                    "too many peers",
+                    false,
+                    now,
+                );
             } else {
                 self.actions.push_back(Action::Close {
                     conn,
@@ -333,7 +339,11 @@ impl Node {
                 self.ready.insert(conn);
             }
             Protocol::Legacy => {
-                if self.peers.get(&info.peer).is_some_and(|p| p.active.is_some()) {
+                if self
+                    .peers
+                    .get(&info.peer)
+                    .is_some_and(|p| p.active.is_some())
+                {
                     self.actions.push_back(Action::Close {
                         conn,
                         reason: "duplicate legacy connection".into(),
@@ -362,6 +372,10 @@ impl Node {
             return;
         };
         c.last_recv = now;
+        if c.ping_out.is_none() {
+            // Pings are for quiet connections only.
+            c.next_ping = now + self.config.ping_interval;
+        }
         match &mut c.decoder {
             Decoder::Lines(d) => {
                 let mut lines = Vec::new();
@@ -370,7 +384,13 @@ impl Node {
                     self.on_legacy_line(conn, l, now);
                 }
                 if let Err(e) = res {
-                    self.close(conn, GoodbyeCode::ProtocolViolation, &e.to_string(), true, now);
+                    self.close(
+                        conn,
+                        GoodbyeCode::ProtocolViolation,
+                        &e.to_string(),
+                        true,
+                        now,
+                    );
                 }
             }
             Decoder::Frames(d) => {
@@ -709,7 +729,10 @@ impl Node {
             _ if handshaking => self.violation(conn, "frame before hello", now),
             None => {} // a frame kind from a newer minor version: ignored
             Some(Kind::Ping(p)) => {
-                self.send_frame(conn, &Frame::new(Kind::Pong(p)), now);
+                // Not on a draining duplicate: our goodbye was its last frame.
+                if !matches!(c.state, State::Draining { .. }) {
+                    self.send_frame(conn, &Frame::new(Kind::Pong(p)), now);
+                }
             }
             Some(Kind::Pong(p)) => self.on_pong(conn, p.nonce, now),
             Some(Kind::Message(m)) => self.on_message(conn, m, now),
@@ -778,6 +801,22 @@ impl Node {
                 p.add_addr(bare, max_addrs);
             }
         }
+        let legacy_old = p.active.filter(|old| {
+            self.conns
+                .get(old)
+                .is_some_and(|c| c.protocol == Protocol::Legacy)
+        });
+        if let Some(old) = legacy_old {
+            // The same peer also speaks echo/chat/2: that connection replaces the legacy one.
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.active = Some(conn);
+            }
+            self.finish(old, "replaced by an echo/chat/2 connection", now);
+            return self.activate(conn, now);
+        }
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
         match p.active {
             None => self.activate(conn, now),
             Some(old) => {
@@ -925,7 +964,12 @@ impl Node {
         };
         let peer = c.peer;
         let draining = matches!(c.state, State::Draining { .. });
-        let reason: String = g.reason.chars().filter(|c| !c.is_control()).take(256).collect();
+        let reason: String = g
+            .reason
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(256)
+            .collect();
         if g.code == GoodbyeCode::Duplicate as u32 {
             if !draining {
                 // The remote chose another connection before we saw it. Keep our queued
@@ -958,7 +1002,13 @@ impl Node {
                     }
                     _ => {}
                 }
-                self.close(conn, GoodbyeCode::Duplicate, "duplicate connection", false, now);
+                self.close(
+                    conn,
+                    GoodbyeCode::Duplicate,
+                    "duplicate connection",
+                    false,
+                    now,
+                );
             } else {
                 self.finish(conn, "duplicate connection closed", now);
             }
@@ -1077,14 +1127,17 @@ impl Node {
                 }
             }
         }
+        let from_peer = self.conns.get(&from).map(|c| c.peer);
         let targets: Vec<ConnId> = self
             .peers
             .iter()
             .filter(|(id, p)| {
-                p.up && p.protocol == Protocol::Chat && p.in_room(room) && !authors.contains(id)
+                p.up && p.protocol == Protocol::Chat
+                    && p.in_room(room)
+                    && !authors.contains(id)
+                    && Some(**id) != from_peer
             })
             .filter_map(|(_, p)| p.active)
-            .filter(|c| *c != from)
             .collect();
         let wire = wire.freeze();
         for t in targets {
@@ -1151,7 +1204,11 @@ impl Node {
         let Some(from) = self.active_peer(conn) else {
             return;
         };
-        let name = self.peers.get(&from).map(|p| p.name.clone()).unwrap_or_default();
+        let name = self
+            .peers
+            .get(&from)
+            .map(|p| p.name.clone())
+            .unwrap_or_default();
         self.events.push_back(Event::Direct {
             from,
             name,
@@ -1161,7 +1218,7 @@ impl Node {
     }
 
     fn on_profile(&mut self, conn: ConnId, p: wire::Profile, now: Instant) {
-        if valid_label(&p.name, self.config.max_name_len).is_err() {
+        if p.name.len() > self.config.max_name_len || p.name.chars().any(char::is_control) {
             return self.violation(conn, "invalid name", now);
         }
         let Some(peer) = self.active_peer(conn) else {
@@ -1236,7 +1293,10 @@ impl Node {
         let mut text = line.text;
         text.truncate(text.floor_char_boundary(self.config.max_text_len));
         if let Some(p) = self.peers.get_mut(&peer) {
-            if p.name != name {
+            if name.is_empty() {
+                // A line without `name|` keeps the last claimed name.
+                name = p.name.clone();
+            } else if p.name != name {
                 let old = std::mem::replace(&mut p.name, name.clone());
                 if !old.is_empty() {
                     self.events.push_back(Event::NameChanged {
@@ -1381,12 +1441,19 @@ impl Node {
     // ----- closing -----------------------------------------------------------------
 
     /// Closes a connection from our side: goodbye (chat), final bytes, `Close` action.
-    fn close(&mut self, conn: ConnId, code: GoodbyeCode, reason: &str, misbehaved: bool, now: Instant) {
+    fn close(
+        &mut self,
+        conn: ConnId,
+        code: GoodbyeCode,
+        reason: &str,
+        misbehaved: bool,
+        now: Instant,
+    ) {
         let Some(mut c) = self.conns.remove(&conn) else {
             return;
         };
         self.ready.remove(&conn);
-        if c.protocol == Protocol::Chat && !misbehaved {
+        if c.protocol == Protocol::Chat {
             Frame::new(Kind::Goodbye(wire::Goodbye {
                 code: code as u32,
                 reason: reason.into(),
@@ -1394,7 +1461,6 @@ impl Node {
             .encode_to(&mut c.outbox);
         }
         if misbehaved {
-            // A misbehaving peer gets only what was already queued for it.
             self.stats.misbehaved += 1;
             self.events.push_back(Event::Misbehaved {
                 peer: c.peer,
@@ -1475,7 +1541,13 @@ impl Node {
         };
         match c.state {
             State::Handshaking if now >= c.opened + self.config.handshake_timeout => {
-                self.close(id, GoodbyeCode::ProtocolViolation, "handshake timed out", false, now);
+                self.close(
+                    id,
+                    GoodbyeCode::ProtocolViolation,
+                    "handshake timed out",
+                    false,
+                    now,
+                );
             }
             State::Draining { until } if now >= until => {
                 self.finish(id, "duplicate connection drained", now);

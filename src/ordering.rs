@@ -33,8 +33,9 @@ pub enum Offer<S> {
     /// The buffer for this chain is full; the message was not kept.
     Full,
     /// Authenticated: these messages (ascending by seq, possibly more than the offered
-    /// one) became verified and can be relayed.
-    Verified(Vec<SharedMessage>),
+    /// one) became verified and can be relayed. The second list names sources of pending
+    /// candidates that the verified chain proved forged.
+    Verified(Vec<SharedMessage>, Vec<S>),
     /// Proven forged: its signature is invalid, or its hash contradicts a verified
     /// successor. The sources listed sent forgeries (the offered message's source, and
     /// sources of pending candidates that lost against a verified hash).
@@ -45,6 +46,7 @@ pub enum Offer<S> {
 struct Candidate<S> {
     msg: Message,
     from: S,
+    at: Instant,
 }
 
 /// State of one author's messages in one room.
@@ -197,7 +199,7 @@ impl<S: Clone + PartialEq> Chain<S> {
                 }
                 return Offer::Full;
             }
-            cands.push(Candidate { msg, from });
+            cands.push(Candidate { msg, from, at: now });
             self.pending_since.get_or_insert(now);
             return Offer::Pending;
         }
@@ -251,12 +253,7 @@ impl<S: Clone + PartialEq> Chain<S> {
             self.pending_since = None;
         }
         verified.reverse();
-        if !forgers.is_empty() && verified.is_empty() {
-            return Offer::Forged(forgers);
-        }
-        // Forgers found while verifying are reported on the next offer of theirs; the
-        // honest message still counts as verified here.
-        Offer::Verified(verified)
+        Offer::Verified(verified, forgers)
     }
 
     fn insert_verified(&mut self, msg: SharedMessage, now: Instant) {
@@ -298,7 +295,10 @@ impl<S: Clone + PartialEq> Chain<S> {
     /// per-author order by nature), then the in-order run starting at `next`.
     pub fn take_ready(&mut self, out: &mut Vec<SharedMessage>) {
         out.append(&mut self.late);
-        let Some(mut n) = self.next.or_else(|| self.msgs.contains_key(&1).then_some(1)) else {
+        let Some(mut n) = self
+            .next
+            .or_else(|| self.msgs.contains_key(&1).then_some(1))
+        else {
             return;
         };
         while let Some(m) = self.msgs.get(&n) {
@@ -332,9 +332,16 @@ impl<S: Clone + PartialEq> Chain<S> {
         gap_timeout: Duration,
         verify_timeout: Duration,
     ) -> Option<(u64, u64)> {
-        if self.pending_since.is_some_and(|t| now >= t + verify_timeout) {
-            self.pending.clear();
-            self.pending_since = None;
+        if self
+            .pending_since
+            .is_some_and(|t| now >= t + verify_timeout)
+        {
+            // Drop only the candidates that waited the full timeout.
+            for cands in self.pending.values_mut() {
+                cands.retain(|c| now < c.at + verify_timeout);
+            }
+            self.pending.retain(|_, c| !c.is_empty());
+            self.pending_since = self.pending.values().flatten().map(|c| c.at).min();
         }
         let since = self.gap_since?;
         if now < since + gap_timeout {
@@ -404,7 +411,10 @@ mod tests {
             assert_eq!(c.offer(m.clone(), 0, &key.public(), 64, t), Offer::Pending);
         }
         match c.offer(msgs[4].clone(), 0, &key.public(), 64, t) {
-            Offer::Verified(v) => assert_eq!(seqs(&v), vec![1, 2, 3, 4, 5]),
+            Offer::Verified(v, f) => {
+                assert_eq!(seqs(&v), vec![1, 2, 3, 4, 5]);
+                assert!(f.is_empty());
+            }
             o => panic!("{o:?}"),
         }
         let mut out = Vec::new();
@@ -422,9 +432,15 @@ mod tests {
         let t = Instant::now();
         let mut c: Chain<u8> = Chain::new();
         assert_eq!(c.offer(fake, 9, &key.public(), 64, t), Offer::Pending);
-        assert_eq!(c.offer(msgs[0].clone(), 1, &key.public(), 64, t), Offer::Pending);
+        assert_eq!(
+            c.offer(msgs[0].clone(), 1, &key.public(), 64, t),
+            Offer::Pending
+        );
         match c.offer(msgs[1].clone(), 1, &key.public(), 64, t) {
-            Offer::Verified(v) => assert_eq!(seqs(&v), vec![1, 2]),
+            Offer::Verified(v, f) => {
+                assert_eq!(seqs(&v), vec![1, 2]);
+                assert_eq!(f, vec![9], "the forger is named");
+            }
             o => panic!("{o:?}"),
         }
         // A forged copy arriving after verification is rejected by hash.
@@ -482,7 +498,10 @@ mod tests {
         for m in &msgs[..3] {
             assert_eq!(c.offer(m.clone(), 0, &key.public(), 3, t), Offer::Pending);
         }
-        assert_eq!(c.offer(msgs[3].clone(), 0, &key.public(), 3, t), Offer::Full);
+        assert_eq!(
+            c.offer(msgs[3].clone(), 0, &key.public(), 3, t),
+            Offer::Full
+        );
         assert_eq!(c.buffered(), 3);
     }
 

@@ -205,6 +205,9 @@ mod tests {
         assert!(is_dialable(&"/tcp/5".parse().unwrap()).is_err());
         let l: Multiaddr = "/ip4/0.0.0.0/tcp/9000".parse().unwrap();
         let o: Multiaddr = "/ip4/127.0.0.5/tcp/53211".parse().unwrap();
-        assert_eq!(fix_unspecified(&l, &o).to_string(), "/ip4/127.0.0.5/tcp/9000");
+        assert_eq!(
+            fix_unspecified(&l, &o).to_string(),
+            "/ip4/127.0.0.5/tcp/9000"
+        );
     }
 }

@@ -67,9 +67,7 @@ impl Room {
             chain: Chain::local(msg.seq),
         });
         author.chain.push_local(msg.clone());
-        self.log
-            .insert(msg)
-            .expect("own (lamport, seq) is fresh")
+        self.log.insert(msg).expect("own (lamport, seq) is fresh")
     }
 
     /// Replaces a local message after signing it.
@@ -110,12 +108,17 @@ impl Room {
             Offer::Pending => {}
             Offer::Full => out.full = true,
             Offer::Forged(f) => out.forgers = f,
-            Offer::Verified(v) => out.verified = v,
+            Offer::Verified(v, f) => {
+                out.verified = v;
+                out.forgers = f;
+            }
         }
         self.collect(&author_id, gap, verify, &mut out.delivered);
-        if self.authors.get(&author_id).is_some_and(|a| {
-            a.chain.next_seq().is_none() && a.chain.buffered() == 0
-        }) {
+        if self
+            .authors
+            .get(&author_id)
+            .is_some_and(|a| a.chain.next_seq().is_none() && a.chain.buffered() == 0)
+        {
             // Nothing verified and nothing kept: no state for this author.
             self.authors.remove(&author_id);
         }

@@ -34,10 +34,25 @@ pub fn keypair(i: u64) -> Keypair {
 pub type NodeIdx = usize;
 
 enum Delivery {
-    Connected { to: NodeIdx, conn: ConnId, info: ConnInfo },
-    Data { to: NodeIdx, conn: ConnId, data: Bytes },
-    Closed { to: NodeIdx, conn: ConnId },
-    DialFailed { to: NodeIdx, dial: DialId, error: String },
+    Connected {
+        to: NodeIdx,
+        conn: ConnId,
+        info: ConnInfo,
+    },
+    Data {
+        to: NodeIdx,
+        conn: ConnId,
+        data: Bytes,
+    },
+    Closed {
+        to: NodeIdx,
+        conn: ConnId,
+    },
+    DialFailed {
+        to: NodeIdx,
+        dial: DialId,
+        error: String,
+    },
 }
 
 /// One simulated node and what it reported.
@@ -134,7 +149,9 @@ impl Sim {
             config.seed = 1000 + i as u64;
         }
         let key = keypair(i as u64);
-        let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{}", 10_000 + i).parse().unwrap();
+        let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{}", 10_000 + i)
+            .parse()
+            .unwrap();
         let mut node = Node::new(key.clone(), config.clone(), self.now);
         node.set_listen_addrs(vec![addr.clone()]);
         self.nodes.push(SimNode {
@@ -198,7 +215,8 @@ impl Sim {
     /// Node `a` dials node `b`'s address.
     pub fn connect(&mut self, a: NodeIdx, b: NodeIdx) {
         let addr = self.dial_addr(b);
-        self.with(a, |n, now| n.connect(&addr, now)).expect("valid address");
+        self.with(a, |n, now| n.connect(&addr, now))
+            .expect("valid address");
     }
 
     /// Node `i` sends `text` to `room`.
@@ -256,12 +274,8 @@ impl Sim {
     /// Crashes node `i`: its state is gone; its peers see their connections close.
     pub fn crash(&mut self, i: NodeIdx) {
         self.nodes[i].node = None;
-        let mine: Vec<(NodeIdx, ConnId)> = self
-            .ends
-            .keys()
-            .filter(|(n, _)| *n == i)
-            .copied()
-            .collect();
+        let mine: Vec<(NodeIdx, ConnId)> =
+            self.ends.keys().filter(|(n, _)| *n == i).copied().collect();
         for k in mine {
             if let Some(end) = self.ends.remove(&k) {
                 if let Remote::Node(rn, rc) = end.remote {
@@ -454,12 +468,26 @@ impl Sim {
         let at = self.now + self.latency;
         let Some(to) = target.filter(|&t| !self.is_blocked(from, t) && t != from) else {
             let error = "connection refused".to_string();
-            self.schedule(at, Delivery::DialFailed { to: from, dial, error });
+            self.schedule(
+                at,
+                Delivery::DialFailed {
+                    to: from,
+                    dial,
+                    error,
+                },
+            );
             return;
         };
         if want.is_some_and(|w| w != self.peer_id(to)) {
             let error = "peer id mismatch".to_string();
-            self.schedule(at, Delivery::DialFailed { to: from, dial, error });
+            self.schedule(
+                at,
+                Delivery::DialFailed {
+                    to: from,
+                    dial,
+                    error,
+                },
+            );
             return;
         }
         let (ca, cb) = (ConnId(self.next_conn), ConnId(self.next_conn + 1));
@@ -494,8 +522,22 @@ impl Sim {
             protocol: Protocol::Chat,
             dial: None,
         };
-        self.schedule(at, Delivery::Connected { to: from, conn: ca, info: info_a });
-        self.schedule(at, Delivery::Connected { to, conn: cb, info: info_b });
+        self.schedule(
+            at,
+            Delivery::Connected {
+                to: from,
+                conn: ca,
+                info: info_a,
+            },
+        );
+        self.schedule(
+            at,
+            Delivery::Connected {
+                to,
+                conn: cb,
+                info: info_b,
+            },
+        );
     }
 
     fn next_timer(&self) -> Option<(Instant, NodeIdx)> {

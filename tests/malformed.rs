@@ -112,7 +112,11 @@ fn oversized_length_prefix_is_rejected_before_allocation() {
     codec::put_varint(&mut b, 1 << 33);
     sim.raw_send(h, &b);
     assert!(sim.raw_closed(h));
-    assert!(misbehaved(&sim)[0].contains("exceeds the limit"), "{:?}", misbehaved(&sim));
+    assert!(
+        misbehaved(&sim)[0].contains("exceeds the limit"),
+        "{:?}",
+        misbehaved(&sim)
+    );
     assert_pair_healthy(&mut sim, "oversized");
 }
 
@@ -134,7 +138,9 @@ fn truncated_frames() {
     f.extend_from_slice(&hl[1..4]);
     sim.raw_send(h, &f);
     assert!(sim.raw_closed(h));
-    assert!(misbehaved(&sim).iter().any(|r| r.contains("undecodable frame")));
+    assert!(misbehaved(&sim)
+        .iter()
+        .any(|r| r.contains("undecodable frame")));
     assert_pair_healthy(&mut sim, "truncated");
 }
 
@@ -230,7 +236,10 @@ fn replayed_sequences_are_delivered_once_and_not_punished() {
         }
     }
     assert_eq!(sim.texts(0, "general"), vec!["one", "two"]);
-    assert!(!sim.raw_closed(h), "duplicates are normal in a relay network");
+    assert!(
+        !sim.raw_closed(h),
+        "duplicates are normal in a relay network"
+    );
     assert_eq!(sim.node(0).stats().duplicates, 8);
 }
 
@@ -341,19 +350,31 @@ fn local_commands_breaking_limits_get_clear_errors() {
     let t = std::time::SystemTime::now();
     let long = "z".repeat(20_000);
     sim.with(0, |n, _| {
-        assert!(matches!(n.send("general", &long, t, now), Err(E::TextTooLong { .. })));
+        assert!(matches!(
+            n.send("general", &long, t, now),
+            Err(E::TextTooLong { .. })
+        ));
         assert_eq!(n.send("general", "  ", t, now), Err(E::EmptyText));
         assert!(matches!(n.send("nope", "x", t, now), Err(E::NotInRoom(_))));
         assert!(matches!(n.join("a b", now), Err(E::InvalidRoom(_))));
         assert!(matches!(n.join("general", now), Err(E::AlreadyJoined(_))));
-        assert!(matches!(n.connect("not an addr", now), Err(E::InvalidAddr { .. })));
-        assert!(matches!(n.connect("/ip4/1.2.3.4/udp/1", now), Err(E::InvalidAddr { .. })));
+        assert!(matches!(
+            n.connect("not an addr", now),
+            Err(E::InvalidAddr { .. })
+        ));
+        assert!(matches!(
+            n.connect("/ip4/1.2.3.4/udp/1", now),
+            Err(E::InvalidAddr { .. })
+        ));
         let own = format!("/ip4/127.0.0.1/tcp/1/p2p/{}", n.peer_id());
         assert_eq!(n.connect(&own, now), Err(E::SelfDial));
         for i in 0..63 {
             n.join(&format!("r{i}"), now).unwrap();
         }
-        assert!(matches!(n.join("one-too-many", now), Err(E::TooManyRooms { .. })));
+        assert!(matches!(
+            n.join("one-too-many", now),
+            Err(E::TooManyRooms { .. })
+        ));
     });
     // Errors changed nothing.
     assert_pair_healthy(&mut sim, "commands");
@@ -361,7 +382,11 @@ fn local_commands_breaking_limits_get_clear_errors() {
 
 fn garbage_run(chunks: Vec<Vec<u8>>, legacy: bool) -> TestResult {
     let mut sim = pair(Config::default());
-    let proto = if legacy { Protocol::Legacy } else { Protocol::Chat };
+    let proto = if legacy {
+        Protocol::Legacy
+    } else {
+        Protocol::Chat
+    };
     let h = sim.open_raw(0, &keypair(90), proto);
     for (i, c) in chunks.iter().enumerate() {
         if i == 0 && !legacy && c.first().is_some_and(|b| b % 2 == 0) {

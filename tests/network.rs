@@ -58,7 +58,10 @@ fn room_message_relays_along_a_line() {
     assert!(sim.run_until(SEC, |s| s.texts(c, "general").len() == 3
         && s.texts(a, "general").len() == 3));
     assert_eq!(
-        sim.texts(c, "general").iter().filter(|t| *t == "hi from alice").count(),
+        sim.texts(c, "general")
+            .iter()
+            .filter(|t| *t == "hi from alice")
+            .count(),
         2
     );
     // All three agree on the log order.
@@ -80,14 +83,18 @@ fn rooms_are_separate_and_membership_is_announced() {
     for n in [a, b, c] {
         sim.with(n, |node, now| node.join("rust", now)).unwrap();
     }
-    sim.with(c, |node, now| node.join("carol-only", now)).unwrap();
+    sim.with(c, |node, now| node.join("carol-only", now))
+        .unwrap();
     sim.run_for(SEC);
     assert!(sim.node(b).members("rust").contains(&sim.peer_id(a)));
     sim.send(a, "rust", "in rust");
     sim.send(c, "carol-only", "secret");
     sim.run_for(SEC);
     assert_eq!(sim.texts(c, "rust"), vec!["in rust"]);
-    assert!(sim.texts(b, "carol-only").is_empty(), "b is not in that room");
+    assert!(
+        sim.texts(b, "carol-only").is_empty(),
+        "b is not in that room"
+    );
     assert!(sim.texts(a, "general").is_empty());
     // Leaving stops delivery.
     sim.with(b, |node, now| node.leave("rust", now)).unwrap();
@@ -95,8 +102,14 @@ fn rooms_are_separate_and_membership_is_announced() {
     assert!(!sim.node(a).members("rust").contains(&sim.peer_id(b)));
     sim.send(a, "rust", "after leave");
     sim.run_for(SEC);
-    assert_eq!(sim.texts(c, "rust"), vec!["in rust"], "b no longer relays rust");
-    let err = sim.with(b, |n, now| n.send("rust", "x", std::time::SystemTime::now(), now));
+    assert_eq!(
+        sim.texts(c, "rust"),
+        vec!["in rust"],
+        "b no longer relays rust"
+    );
+    let err = sim.with(b, |n, now| {
+        n.send("rust", "x", std::time::SystemTime::now(), now)
+    });
     assert!(matches!(err, Err(echo::CommandError::NotInRoom(_))));
 }
 
@@ -105,17 +118,30 @@ fn direct_messages_reach_only_the_peer() {
     let mut sim = line_of_three();
     let (a, b, c) = (0, 1, 2);
     let pb = sim.peer_id(b);
-    sim.with(a, |n, now| n.send_direct(&pb, "psst", std::time::SystemTime::now(), now))
-        .unwrap();
+    sim.with(a, |n, now| {
+        n.send_direct(&pb, "psst", std::time::SystemTime::now(), now)
+    })
+    .unwrap();
     sim.run_for(SEC);
-    let got: Vec<_> = sim.sim_node(b).events.iter().filter_map(|e| match e {
-        Event::Direct { text, name, .. } => Some((name.clone(), text.clone())),
-        _ => None,
-    }).collect();
+    let got: Vec<_> = sim
+        .sim_node(b)
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Direct { text, name, .. } => Some((name.clone(), text.clone())),
+            _ => None,
+        })
+        .collect();
     assert_eq!(got, vec![("alice".to_string(), "psst".to_string())]);
-    assert!(!sim.sim_node(c).events.iter().any(|e| matches!(e, Event::Direct { .. })));
+    assert!(!sim
+        .sim_node(c)
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Direct { .. })));
     let pc = sim.peer_id(c);
-    let err = sim.with(a, |n, now| n.send_direct(&pc, "no", std::time::SystemTime::now(), now));
+    let err = sim.with(a, |n, now| {
+        n.send_direct(&pc, "no", std::time::SystemTime::now(), now)
+    });
     assert_eq!(err, Err(echo::CommandError::PeerNotConnected(pc)));
 }
 
@@ -167,12 +193,27 @@ fn simultaneous_dial_keeps_one_connection_and_loses_nothing() {
         let (pa, pb) = (sim.peer_id(a), sim.peer_id(b));
         assert_eq!(sim.node(a).connection_count(&pb), 1, "seed {seed}");
         assert_eq!(sim.node(b).connection_count(&pa), 1, "seed {seed}");
-        assert!(sim.is_connected(a, b) && sim.is_connected(b, a), "seed {seed}");
-        let got = sim.texts(b, "general").iter().filter(|t| t.starts_with('a')).count();
-        assert_eq!(got, sent, "seed {seed}: every message a sent while connected arrives once");
+        assert!(
+            sim.is_connected(a, b) && sim.is_connected(b, a),
+            "seed {seed}"
+        );
+        let got = sim
+            .texts(b, "general")
+            .iter()
+            .filter(|t| t.starts_with('a'))
+            .count();
+        assert_eq!(
+            got, sent,
+            "seed {seed}: every message a sent while connected arrives once"
+        );
         assert_eq!(sim.log(a, "general"), sim.log(b, "general"), "seed {seed}");
         // Peer up was reported once on each side.
-        let ups = sim.sim_node(a).events.iter().filter(|e| matches!(e, Event::PeerUp(_))).count();
+        let ups = sim
+            .sim_node(a)
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::PeerUp(_)))
+            .count();
         assert_eq!(ups, 1, "seed {seed}");
     }
 }
@@ -186,13 +227,28 @@ fn dropped_peer_is_reported_down_and_redialed_with_backoff() {
     assert!(sim.run_until(SEC, |s| s.is_connected(a, b)));
     sim.crash(b);
     assert!(sim.run_until(SEC, |s| !s.is_connected(a, b)));
-    assert!(sim.sim_node(a).events.iter().any(|e| matches!(e, Event::PeerDown { .. })));
+    assert!(sim
+        .sim_node(a)
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::PeerDown { .. })));
     // While b is down, a keeps trying with growing delays.
     sim.run_for(20 * SEC);
-    let fails = sim.sim_node(a).events.iter().filter(|e| matches!(e, Event::DialFailed { .. })).count();
-    assert!((3..=8).contains(&fails), "backoff: {fails} failed dials in 20 s");
+    let fails = sim
+        .sim_node(a)
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::DialFailed { .. }))
+        .count();
+    assert!(
+        (3..=8).contains(&fails),
+        "backoff: {fails} failed dials in 20 s"
+    );
     sim.restart(b);
-    assert!(sim.run_until(120 * SEC, |s| s.is_connected(a, b)), "redialed after restart");
+    assert!(
+        sim.run_until(120 * SEC, |s| s.is_connected(a, b)),
+        "redialed after restart"
+    );
     sim.send(b, "general", "back");
     assert!(sim.run_until(SEC, |s| s.texts(a, "general").contains(&"back".to_string())));
 }
@@ -207,13 +263,20 @@ fn silent_peer_is_closed_after_idle_timeout() {
     // Pings keep an idle but healthy connection alive and measure RTT.
     sim.run_for(60 * SEC);
     assert!(sim.is_connected(a, b));
-    assert!(sim.sim_node(a).events.iter().any(|e| matches!(e, Event::PeerRtt { rtt, .. } if *rtt >= Duration::from_millis(2))));
+    assert!(sim
+        .sim_node(a)
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::PeerRtt { rtt, .. } if *rtt >= Duration::from_millis(2))));
     // Now b's packets vanish: a closes after the idle timeout.
     sim.partition(a, b);
     let t0 = sim.elapsed();
     assert!(sim.run_until(60 * SEC, |s| !s.is_connected(a, b)));
     let took = sim.elapsed() - t0;
-    assert!(took >= Duration::from_secs(20) && took <= Duration::from_secs(31), "{took:?}");
+    assert!(
+        took >= Duration::from_secs(20) && took <= Duration::from_secs(31),
+        "{took:?}"
+    );
     let reason = sim.sim_node(a).events.iter().find_map(|e| match e {
         Event::PeerDown { reason, .. } => Some(reason.clone()),
         _ => None,
@@ -230,7 +293,8 @@ fn peer_exchange_meets_the_rest_of_the_group() {
         sim.connect(i, n[0]);
     }
     assert!(sim.run_until(30 * SEC, |s| {
-        n.iter().all(|&i| n.iter().all(|&j| i == j || s.is_connected(i, j)))
+        n.iter()
+            .all(|&i| n.iter().all(|&j| i == j || s.is_connected(i, j)))
     }));
     for &i in &n {
         for &j in &n {
@@ -277,7 +341,14 @@ fn legacy_peer_joins_default_room() {
     let out = String::from_utf8(sim.raw_received(h).to_vec()).unwrap();
     assert_eq!(out, "alice|hi go\nbob|two\nbob|lines\n");
     // No direct messages to legacy peers.
-    let err = sim.with(a, |n, now| n.send_direct(&go.public().to_peer_id(), "x", std::time::SystemTime::now(), now));
+    let err = sim.with(a, |n, now| {
+        n.send_direct(
+            &go.public().to_peer_id(),
+            "x",
+            std::time::SystemTime::now(),
+            now,
+        )
+    });
     assert!(matches!(err, Err(echo::CommandError::LegacyPeer(_))));
 }
 
@@ -307,7 +378,9 @@ fn reordered_chunks_and_jitter_still_converge() {
     for &i in &n[1..] {
         sim.connect(i, n[0]);
     }
-    assert!(sim.run_until(30 * SEC, |s| n.iter().all(|&i| s.node(i).peers().len() == 3)));
+    assert!(sim.run_until(30 * SEC, |s| n
+        .iter()
+        .all(|&i| s.node(i).peers().len() == 3)));
     for k in 0..30 {
         sim.send(n[k % 4], "general", &format!("m{k}"));
         sim.run_for(Duration::from_millis(k as u64 % 3));
@@ -320,4 +393,3 @@ fn reordered_chunks_and_jitter_still_converge() {
         assert_eq!(sim.texts(i, "general").len(), 30, "each delivered once");
     }
 }
-
