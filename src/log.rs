@@ -5,6 +5,8 @@
 //! the end; a late message is inserted where it belongs and reported with its index so
 //! the app can place it.
 
+use std::cmp::Ordering;
+
 use crate::message::{OrderKey, SharedMessage};
 
 /// Where a delivered message sits in its room's log.
@@ -20,7 +22,32 @@ pub struct Position {
 /// The ordered log of one room.
 #[derive(Debug, Default)]
 pub struct RoomLog {
-    entries: Vec<SharedMessage>,
+    /// Sorted by [`OrderKey`]; a compact prefix of the key is stored beside each
+    /// message so most comparisons stay in cache and entries stay small to move.
+    entries: Vec<Entry>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    lamport: u64,
+    author: u64,
+    msg: SharedMessage,
+}
+
+impl Entry {
+    fn new(msg: SharedMessage) -> Self {
+        Entry {
+            lamport: msg.lamport,
+            author: OrderKey::author_prefix(&msg.author),
+            msg,
+        }
+    }
+
+    fn cmp(&self, other: &Entry) -> Ordering {
+        (self.lamport, self.author)
+            .cmp(&(other.lamport, other.author))
+            .then_with(|| self.msg.order_key().cmp(&other.msg.order_key()))
+    }
 }
 
 impl RoomLog {
@@ -31,19 +58,22 @@ impl RoomLog {
 
     /// Inserts a message at its place; returns `None` if the same key is already present.
     pub fn insert(&mut self, msg: SharedMessage) -> Option<Position> {
-        let key = msg.order_key();
-        let at_end = self.entries.last().is_none_or(|l| l.order_key() < key);
+        let e = Entry::new(msg);
+        let at_end = self
+            .entries
+            .last()
+            .is_none_or(|l| l.cmp(&e) == Ordering::Less);
         if at_end {
-            self.entries.push(msg);
+            self.entries.push(e);
             return Some(Position {
                 index: self.entries.len() - 1,
                 late: false,
             });
         }
-        match self.entries.binary_search_by(|e| e.order_key().cmp(&key)) {
+        match self.entries.binary_search_by(|x| x.cmp(&e)) {
             Ok(_) => None,
             Err(i) => {
-                self.entries.insert(i, msg);
+                self.entries.insert(i, e);
                 Some(Position {
                     index: i,
                     late: true,
@@ -54,20 +84,14 @@ impl RoomLog {
 
     /// Replaces the entry with the same key (used when a local message gets signed).
     pub fn replace(&mut self, msg: SharedMessage) {
-        let key = msg.order_key();
-        if let Ok(i) = self.search(&key) {
-            self.entries[i] = msg;
+        let e = Entry::new(msg);
+        let found = match self.entries.last() {
+            Some(l) if l.cmp(&e) == Ordering::Equal => Ok(self.entries.len() - 1),
+            _ => self.entries.binary_search_by(|x| x.cmp(&e)),
+        };
+        if let Ok(i) = found {
+            self.entries[i] = e;
         }
-    }
-
-    fn search(&self, key: &OrderKey) -> Result<usize, usize> {
-        // Fast path for the newest entries.
-        if let Some(last) = self.entries.last() {
-            if last.order_key() == *key {
-                return Ok(self.entries.len() - 1);
-            }
-        }
-        self.entries.binary_search_by(|e| e.order_key().cmp(key))
     }
 
     /// Number of messages in the log.
@@ -82,7 +106,7 @@ impl RoomLog {
 
     /// The messages, oldest first.
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = &SharedMessage> + ExactSizeIterator {
-        self.entries.iter()
+        self.entries.iter().map(|e| &e.msg)
     }
 }
 

@@ -193,6 +193,11 @@ impl Message {
     /// Parses the wire form, computing the hash. Does not check the signature.
     pub(crate) fn from_wire(m: wire::RoomMessage) -> Result<Self, String> {
         let author = PeerId::from_bytes(&m.author).map_err(|e| format!("bad author id: {e}"))?;
+        Self::from_wire_parsed(m, author)
+    }
+
+    /// [`Message::from_wire`] with the author id already parsed from `m.author`.
+    pub(crate) fn from_wire_parsed(m: wire::RoomMessage, author: PeerId) -> Result<Self, String> {
         let prev: Hash = m
             .prev
             .as_ref()
@@ -218,22 +223,61 @@ impl Message {
             verified: true,
             prev,
             hash: GENESIS,
-            signature: (!m.signature.is_empty()).then_some(m.signature),
+            // Copied: the received frame's buffer must not stay pinned by a stored message.
+            signature: (!m.signature.is_empty()).then(|| Bytes::copy_from_slice(&m.signature)),
         };
         msg.hash = msg.compute_hash();
         Ok(msg)
     }
 }
 
-/// The room log's sort key: Lamport time, then author, then sequence number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// The room log's sort key: Lamport time, then author peer id (binary form, compared
+/// as bytes), then sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct OrderKey {
     /// Lamport timestamp.
     pub lamport: u64,
-    /// Author (ties broken by peer id; for ed25519 ids this equals byte order).
+    /// Author.
     pub author: PeerId,
     /// Sequence number (only breaks ties of a misbehaving author).
     pub seq: u64,
+}
+
+impl OrderKey {
+    /// Eight bytes of the author id that decide most author ties cheaply: for ed25519
+    /// peer ids the first six bytes are a fixed header, so bytes 6..14 (big-endian)
+    /// order like the whole id unless they are equal.
+    pub(crate) fn author_prefix(author: &PeerId) -> u64 {
+        let mh = author.as_ref();
+        let d = mh.digest();
+        // Identity multihash of a protobuf ed25519 key: digest = [08 01 12 20] ‖ key.
+        let mut b = [0u8; 8];
+        let start = 4.min(d.len());
+        let n = (d.len() - start).min(8);
+        b[..n].copy_from_slice(&d[start..start + n]);
+        u64::from_be_bytes(b)
+    }
+}
+
+impl Ord for OrderKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.lamport
+            .cmp(&other.lamport)
+            .then_with(|| {
+                if self.author == other.author {
+                    std::cmp::Ordering::Equal
+                } else {
+                    self.author.to_bytes().cmp(&other.author.to_bytes())
+                }
+            })
+            .then(self.seq.cmp(&other.seq))
+    }
+}
+
+impl PartialOrd for OrderKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 fn signing_bytes(hash: &Hash) -> Vec<u8> {

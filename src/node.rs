@@ -703,7 +703,10 @@ impl Node {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        if !c.charge(payload.len() + 1, now) {
+        if !c.charge(
+            payload.len() + crate::codec::varint_len(payload.len() as u64),
+            now,
+        ) {
             self.close(
                 conn,
                 GoodbyeCode::ProtocolViolation,
@@ -713,7 +716,7 @@ impl Node {
             );
             return;
         }
-        let frame = match Frame::decode_payload(&payload) {
+        let frame = match Frame::decode_shared(payload) {
             Ok(f) => f,
             Err(e) => {
                 let reason = format!("undecodable frame: {e}");
@@ -1056,14 +1059,16 @@ impl Node {
             return; // not (or no longer) in that room
         };
         // Cheap duplicate check before hashing.
-        if let Ok(author) = PeerId::from_bytes(&m.author) {
-            if room.is_known(&author, m.seq) {
-                self.stats.duplicates += 1;
-                return;
-            }
+        let author = match PeerId::from_bytes(&m.author) {
+            Ok(a) => a,
+            Err(e) => return self.violation(conn, &format!("bad room message: author: {e}"), now),
+        };
+        if room.is_known(&author, m.seq) {
+            self.stats.duplicates += 1;
+            return;
         }
-        let msg = match Message::from_wire(m) {
-            Ok(msg) => msg,
+        let msg = match Message::from_wire_parsed(m, author) {
+            Ok(msg) => Arc::new(msg),
             Err(e) => return self.violation(conn, &format!("bad room message: {e}"), now),
         };
         let room_name = msg.room.clone();
@@ -1112,21 +1117,8 @@ impl Node {
         let Some(r) = self.rooms.get(room) else {
             return;
         };
-        let mut wire = BytesMut::new();
-        let mut last: Option<&SharedMessage> = None;
-        for m in msgs {
-            Frame::new(Kind::Message(m.to_wire())).encode_to(&mut wire);
-            last = Some(m);
-        }
         let mut authors: Vec<PeerId> = msgs.iter().map(|m| m.author).collect();
         authors.dedup();
-        if let Some(last) = last.filter(|l| l.signature.is_none()) {
-            if let Some(a) = r.authors.get(&last.author) {
-                for m in a.chain.through_next_signature(last.seq + 1) {
-                    Frame::new(Kind::Message(m.to_wire())).encode_to(&mut wire);
-                }
-            }
-        }
         let from_peer = self.conns.get(&from).map(|c| c.peer);
         let targets: Vec<ConnId> = self
             .peers
@@ -1139,6 +1131,22 @@ impl Node {
             })
             .filter_map(|(_, p)| p.active)
             .collect();
+        if targets.is_empty() {
+            return;
+        }
+        let mut wire = BytesMut::new();
+        let mut last: Option<&SharedMessage> = None;
+        for m in msgs {
+            Frame::new(Kind::Message(m.to_wire())).encode_to(&mut wire);
+            last = Some(m);
+        }
+        if let Some(last) = last.filter(|l| l.signature.is_none()) {
+            if let Some(a) = r.authors.get(&last.author) {
+                for m in a.chain.through_next_signature(last.seq + 1) {
+                    Frame::new(Kind::Message(m.to_wire())).encode_to(&mut wire);
+                }
+            }
+        }
         let wire = wire.freeze();
         for t in targets {
             self.stats.relayed += msgs.len() as u64;

@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use libp2p_identity::PublicKey;
+use smallvec::SmallVec;
 
 use crate::message::{verify, Hash, Message, SharedMessage, GENESIS};
 
@@ -44,7 +45,7 @@ pub enum Offer<S> {
 
 #[derive(Debug)]
 struct Candidate<S> {
-    msg: Message,
+    msg: SharedMessage,
     from: S,
     at: Instant,
 }
@@ -59,7 +60,9 @@ pub struct Chain<S> {
     /// Verified messages, delivered (`seq < next`, not skipped) or held (`seq >= next`).
     msgs: BTreeMap<u64, SharedMessage>,
     /// Unverified candidates by seq.
-    pending: BTreeMap<u64, Vec<Candidate<S>>>,
+    pending: BTreeMap<u64, Candidates<S>>,
+    /// Number of candidates in `pending`.
+    pending_n: usize,
     /// Hashes vouched for by a verified successor, for seqs not yet held.
     expected: BTreeMap<u64, Hash>,
     /// Verified but not yet delivered, count.
@@ -75,6 +78,9 @@ pub struct Chain<S> {
 /// Candidates kept per sequence number (distinct hashes from different senders).
 const MAX_CANDIDATES: usize = 4;
 
+/// Almost always exactly one candidate: keep it inline.
+type Candidates<S> = SmallVec<[Candidate<S>; 1]>;
+
 impl<S: Clone + PartialEq> Default for Chain<S> {
     fn default() -> Self {
         Self::new()
@@ -89,6 +95,7 @@ impl<S: Clone + PartialEq> Chain<S> {
             skipped: BTreeMap::new(),
             msgs: BTreeMap::new(),
             pending: BTreeMap::new(),
+            pending_n: 0,
             expected: BTreeMap::new(),
             held: 0,
             gap_since: None,
@@ -124,7 +131,7 @@ impl<S: Clone + PartialEq> Chain<S> {
 
     /// Messages held or pending (the chain's share of the out-of-order buffer).
     pub fn buffered(&self) -> usize {
-        self.held + self.pending.values().map(Vec::len).sum::<usize>()
+        self.held + self.pending_n
     }
 
     /// Next sequence number to deliver, if anchored.
@@ -168,7 +175,7 @@ impl<S: Clone + PartialEq> Chain<S> {
     /// held plus pending messages of this chain.
     pub fn offer(
         &mut self,
-        msg: Message,
+        msg: SharedMessage,
         from: S,
         key: &PublicKey,
         max_buffer: usize,
@@ -200,6 +207,7 @@ impl<S: Clone + PartialEq> Chain<S> {
                 return Offer::Full;
             }
             cands.push(Candidate { msg, from, at: now });
+            self.pending_n += 1;
             self.pending_since.get_or_insert(now);
             return Offer::Pending;
         }
@@ -214,8 +222,8 @@ impl<S: Clone + PartialEq> Chain<S> {
             let prev = cur.prev;
             let s = cur.seq;
             self.expected.remove(&s);
-            self.pending.remove(&s);
-            let shared = SharedMessage::new(cur);
+            self.take_pending(s);
+            let shared = cur;
             self.insert_verified(shared.clone(), now);
             verified.push(shared);
             if s == 1 || prev == GENESIS {
@@ -225,7 +233,7 @@ impl<S: Clone + PartialEq> Chain<S> {
             if self.is_known(p) {
                 break;
             }
-            match self.pending.remove(&p) {
+            match self.take_pending(p) {
                 Some(cands) => {
                     let mut found = None;
                     for c in cands {
@@ -254,6 +262,12 @@ impl<S: Clone + PartialEq> Chain<S> {
         }
         verified.reverse();
         Offer::Verified(verified, forgers)
+    }
+
+    fn take_pending(&mut self, seq: u64) -> Option<Candidates<S>> {
+        let c = self.pending.remove(&seq)?;
+        self.pending_n -= c.len();
+        Some(c)
     }
 
     fn insert_verified(&mut self, msg: SharedMessage, now: Instant) {
@@ -341,6 +355,7 @@ impl<S: Clone + PartialEq> Chain<S> {
                 cands.retain(|c| now < c.at + verify_timeout);
             }
             self.pending.retain(|_, c| !c.is_empty());
+            self.pending_n = self.pending.values().map(SmallVec::len).sum();
             self.pending_since = self.pending.values().flatten().map(|c| c.at).min();
         }
         let since = self.gap_since?;
@@ -374,7 +389,7 @@ mod tests {
     use quickcheck::{quickcheck, Arbitrary, Gen};
 
     /// A chain of `n` messages by a fresh author; messages in `signed` carry signatures.
-    fn chain_msgs(key: &Keypair, n: u64, signed: impl Fn(u64) -> bool) -> Vec<Message> {
+    fn chain_msgs(key: &Keypair, n: u64, signed: impl Fn(u64) -> bool) -> Vec<SharedMessage> {
         let mut prev = GENESIS;
         (1..=n)
             .map(|seq| {
@@ -392,7 +407,7 @@ mod tests {
                     m.sign(key);
                 }
                 prev = m.hash;
-                m
+                SharedMessage::new(m)
             })
             .collect()
     }
@@ -426,9 +441,10 @@ mod tests {
     fn forged_candidate_loses_to_verified_hash() {
         let key = crate::message::test_key();
         let msgs = chain_msgs(&key, 2, |s| s == 2);
-        let mut fake = msgs[0].clone();
+        let mut fake = Message::clone(&msgs[0]);
         fake.text = "forged".into();
         fake.hash = fake.compute_hash();
+        let fake = SharedMessage::new(fake);
         let t = Instant::now();
         let mut c: Chain<u8> = Chain::new();
         assert_eq!(c.offer(fake, 9, &key.public(), 64, t), Offer::Pending);
@@ -444,18 +460,20 @@ mod tests {
             o => panic!("{o:?}"),
         }
         // A forged copy arriving after verification is rejected by hash.
-        let mut fake2 = msgs[0].clone();
+        let mut fake2 = Message::clone(&msgs[0]);
         fake2.text = "x".into();
         fake2.hash = fake2.compute_hash();
+        let fake2 = SharedMessage::new(fake2);
         assert_eq!(c.offer(fake2, 7, &key.public(), 64, t), Offer::Duplicate);
     }
 
     #[test]
     fn bad_signature_is_forged() {
         let key = crate::message::test_key();
-        let mut m = chain_msgs(&key, 1, |_| true).remove(0);
+        let mut m = Message::clone(&chain_msgs(&key, 1, |_| true)[0]);
         m.text = "changed".into();
         m.hash = m.compute_hash();
+        let m = SharedMessage::new(m);
         let mut c: Chain<u8> = Chain::new();
         assert_eq!(
             c.offer(m, 3, &key.public(), 64, Instant::now()),
@@ -539,7 +557,7 @@ mod tests {
         /// each message exactly once, in per-author order.
         fn exactly_once_in_author_order(s: Schedule) -> bool {
             let keys: Vec<Keypair> = (0..3).map(|_| crate::message::test_key()).collect();
-            let chains: Vec<Vec<Message>> = keys
+            let chains: Vec<Vec<SharedMessage>> = keys
                 .iter()
                 .map(|k| chain_msgs(k, 8, |seq| seq % s.sign_every == 0 || seq == 8))
                 .collect();

@@ -81,7 +81,7 @@ impl Room {
     /// Feeds a received (already parsed, not yet authenticated) message.
     pub fn receive(
         &mut self,
-        msg: Message,
+        msg: SharedMessage,
         from: ConnId,
         max_buffer: usize,
         gap: Duration,

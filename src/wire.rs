@@ -216,6 +216,11 @@ impl Frame {
         Frame::decode(payload)
     }
 
+    /// Decodes a frame payload, sharing (not copying) its `bytes` fields.
+    pub fn decode_shared(payload: Bytes) -> Result<Self, prost::DecodeError> {
+        Frame::decode(payload)
+    }
+
     /// Appends this frame with its length prefix to `out`.
     pub fn encode_to(&self, out: &mut BytesMut) {
         let len = self.encoded_len();
