@@ -317,6 +317,17 @@ pub fn display_name(name: &str, peer: &PeerId) -> String {
 /// A message shared between the log, events and outboxes without copying.
 pub type SharedMessage = Arc<Message>;
 
+/// A fresh deterministic ed25519 key for unit tests (each call gives the next key).
+#[cfg(test)]
+pub(crate) fn test_key() -> Keypair {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let mut seed = [0u8; 32];
+    seed[..4].copy_from_slice(&n.to_le_bytes());
+    Keypair::ed25519_from_bytes(seed).expect("32 bytes")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,15 +393,4 @@ mod tests {
         let s = display_name("bob", &p);
         assert!(s.starts_with("bob#") && s.len() == 8);
     }
-}
-
-/// A fresh deterministic ed25519 key for unit tests (each call gives the next key).
-#[cfg(test)]
-pub(crate) fn test_key() -> Keypair {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(1);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let mut seed = [0u8; 32];
-    seed[..4].copy_from_slice(&n.to_le_bytes());
-    Keypair::ed25519_from_bytes(seed).expect("32 bytes")
 }

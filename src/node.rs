@@ -571,7 +571,7 @@ impl Node {
         ));
         let pos = r.push_local(&self.id, &self.public, msg.clone());
         self.unsealed.push((room.to_string(), msg.seq));
-        self.to_legacy(&msg, now);
+        self.send_legacy(&msg, now);
         self.stats.delivered += 1;
         self.events.push_back(Event::Message {
             msg: msg.clone(),
@@ -731,12 +731,11 @@ impl Node {
             Some(Kind::Goodbye(g)) => self.on_goodbye(conn, g, now),
             _ if handshaking => self.violation(conn, "frame before hello", now),
             None => {} // a frame kind from a newer minor version: ignored
-            Some(Kind::Ping(p)) => {
-                // Not on a draining duplicate: our goodbye was its last frame.
-                if !matches!(c.state, State::Draining { .. }) {
-                    self.send_frame(conn, &Frame::new(Kind::Pong(p)), now);
-                }
+            // Not on a draining duplicate: our goodbye was its last frame.
+            Some(Kind::Ping(p)) if !matches!(c.state, State::Draining { .. }) => {
+                self.send_frame(conn, &Frame::new(Kind::Pong(p)), now);
             }
+            Some(Kind::Ping(_)) => {}
             Some(Kind::Pong(p)) => self.on_pong(conn, p.nonce, now),
             Some(Kind::Message(m)) => self.on_message(conn, m, now),
             Some(Kind::Membership(m)) => self.on_membership(conn, m, now),
@@ -1158,7 +1157,7 @@ impl Node {
         for (msg, pos) in delivered {
             self.stats.delivered += 1;
             self.lamport = self.lamport.max(msg.lamport);
-            self.to_legacy(&msg, now);
+            self.send_legacy(&msg, now);
             self.events.push_back(Event::Message {
                 msg,
                 position: Some(pos),
@@ -1341,7 +1340,7 @@ impl Node {
     }
 
     /// Sends a default-room message to legacy peers as `name|text\n`.
-    fn to_legacy(&mut self, msg: &Message, now: Instant) {
+    fn send_legacy(&mut self, msg: &Message, now: Instant) {
         if self.config.default_room.as_deref() != Some(msg.room.as_str()) {
             return;
         }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use libp2p_identity::PublicKey;
 use smallvec::SmallVec;
 
-use crate::message::{verify, Hash, Message, SharedMessage, GENESIS};
+use crate::message::{verify, Hash, SharedMessage, GENESIS};
 
 /// What [`Chain::offer`] made of a message.
 #[derive(Debug, PartialEq, Eq)]
@@ -385,6 +385,7 @@ impl<S: Clone + PartialEq> Chain<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::Message;
     use libp2p_identity::Keypair;
     use quickcheck::{quickcheck, Arbitrary, Gen};
 

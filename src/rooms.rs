@@ -7,8 +7,11 @@ use libp2p_identity::{PeerId, PublicKey};
 
 use crate::event::ConnId;
 use crate::log::{Position, RoomLog};
-use crate::message::{public_key_of, Hash, Message, SharedMessage, GENESIS};
+use crate::message::{public_key_of, Hash, SharedMessage, GENESIS};
 use crate::ordering::{Chain, Offer};
+
+/// An author's skipped sequence range `[start, end)`.
+pub(crate) type Skipped = (PeerId, (u64, u64));
 
 pub(crate) struct Author {
     key: PublicKey,
@@ -163,7 +166,7 @@ impl Room {
         now: Instant,
         gap: Duration,
         verify: Duration,
-    ) -> (Vec<(PeerId, (u64, u64))>, Vec<(SharedMessage, Position)>) {
+    ) -> (Vec<Skipped>, Vec<(SharedMessage, Position)>) {
         let mut gaps = Vec::new();
         let mut delivered = Vec::new();
         let due: Vec<PeerId> = self
