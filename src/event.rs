@@ -111,8 +111,9 @@ pub struct PeerInfo {
     pub rooms: Vec<String>,
 }
 
-/// Something the app should know.
+/// Something the app should know. New kinds may be added in minor releases.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
     /// A peer completed the handshake (its first connection).
     PeerUp(PeerInfo),
