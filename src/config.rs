@@ -69,7 +69,7 @@ pub struct Config {
 
     /// Time allowed from connection up to the peer's hello (default 10 s).
     pub handshake_timeout: Duration,
-    /// A connection with nothing received for this long gets a ping (default 10 s).
+    /// Interval between pings, which measure RTT (default 10 s).
     pub ping_interval: Duration,
     /// Silence after which a peer is closed and reported down (default 30 s).
     pub idle_timeout: Duration,
@@ -85,6 +85,33 @@ pub struct Config {
     pub backoff_max: Duration,
     /// Redial attempts for a peer learned by peer exchange but never connected (default 5).
     pub max_dial_attempts_unconnected: u32,
+
+    /// Repair requests for a gap before it is skipped (default 3; each waits
+    /// `gap_timeout`).
+    pub max_repair_attempts: u32,
+    /// Retention: messages kept per room (default 10,000); older ones are dropped and
+    /// never requested again.
+    pub max_log_messages: usize,
+    /// Retention: bytes kept per room, counting text, name, room and 256 bytes of
+    /// overhead per message (default 32 MiB).
+    pub max_log_bytes: usize,
+    /// Interval between room summaries sent to each neighbour (default 10 s); they are
+    /// also sent when a connection opens and when a room is joined.
+    pub sync_interval: Duration,
+    /// History sent per batch when a neighbour lacks messages (default 32 KiB).
+    pub sync_batch_bytes: usize,
+    /// History is only queued for a connection while less than this is queued on it, so
+    /// a big backlog never delays live messages by more than about this much
+    /// (default 64 KiB).
+    pub sync_low_water: usize,
+    /// An author signs at least every this many messages even inside a burst, so a
+    /// receiver never holds more unverified messages than this (default 64).
+    pub sign_every: u64,
+    /// Sequence numbers reserved at a time; each reservation is an
+    /// [`crate::Event::SeqReserved`] the app must persist (default 1,000).
+    pub reserve_block: u64,
+    /// Other authors' signed profiles (display names) remembered (default 4,096).
+    pub max_profiles: usize,
 
     /// Connected peers at which the node stops dialing learned peers and refuses new
     /// connections (default 64).
@@ -126,6 +153,15 @@ impl Default for Config {
             backoff_initial: Duration::from_millis(500),
             backoff_max: Duration::from_secs(60),
             max_dial_attempts_unconnected: 5,
+            max_repair_attempts: 3,
+            max_log_messages: 10_000,
+            max_log_bytes: 32 * 1024 * 1024,
+            sync_interval: Duration::from_secs(10),
+            sync_batch_bytes: 32 * 1024,
+            sync_low_water: 64 * 1024,
+            sign_every: 64,
+            reserve_block: 1_000,
+            max_profiles: 4_096,
             max_peers: 64,
             max_known_peers: 256,
             max_addrs_per_peer: 8,

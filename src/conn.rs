@@ -1,5 +1,6 @@
 //! Per-connection state: decoder, outbox, handshake, liveness and rate limits.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -49,6 +50,18 @@ pub(crate) struct Conn {
     pub next_ping: Instant,
     pub ping_out: Option<(u64, Instant)>,
     pub bad_sigs: u32,
+    /// History this connection's peer lacks, sent in paced batches.
+    pub sync: VecDeque<SyncJob>,
+    /// When to send the next round of room summaries.
+    pub next_sync: Instant,
+}
+
+/// An author's messages in a room that a neighbour lacks: `[start, end)` ranges.
+#[derive(Debug, Clone)]
+pub(crate) struct SyncJob {
+    pub room: String,
+    pub author: PeerId,
+    pub ranges: VecDeque<(u64, u64)>,
 }
 
 impl Conn {
@@ -91,6 +104,8 @@ impl Conn {
             next_ping: now + config.ping_interval,
             ping_out: None,
             bad_sigs: 0,
+            sync: VecDeque::new(),
+            next_sync: now + config.sync_interval,
         }
     }
 

@@ -203,8 +203,19 @@ pub enum Event {
         /// The runtime's error, readable.
         error: String,
     },
-    /// Messages of an author were given up on after the gap timeout; delivery resumed
-    /// after them. They are still delivered (as late messages) if they arrive.
+    /// Sequence numbers below `upto` are reserved for the local author in `room`.
+    /// **Persist this before sending anything else** and pass it back in
+    /// [`crate::RestoreRoom::reserved`] on restart: a restarted node continues above it,
+    /// so it never reuses a sequence number even if it lost its last messages.
+    SeqReserved {
+        /// Room.
+        room: String,
+        /// First sequence number not reserved.
+        upto: u64,
+    },
+    /// Messages of an author were given up on after the gap timeout and the repair
+    /// attempts; delivery resumed after them. They are still delivered (as late
+    /// messages) if they arrive.
     Gap {
         /// Room.
         room: String,

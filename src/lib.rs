@@ -117,4 +117,4 @@ pub use libp2p_identity::{Keypair, PeerId};
 pub use log::Position;
 pub use message::{Message, MsgId, SharedMessage};
 pub use multiaddr::Multiaddr;
-pub use node::{Node, Stats};
+pub use node::{Node, Restore, RestoreRoom, Stats};

@@ -6,6 +6,7 @@
 //! the app can place it.
 
 use std::cmp::Ordering;
+use std::collections::VecDeque;
 
 use crate::message::{OrderKey, SharedMessage};
 
@@ -24,7 +25,14 @@ pub struct Position {
 pub struct RoomLog {
     /// Sorted by [`OrderKey`]; a compact prefix of the key is stored beside each
     /// message so most comparisons stay in cache and entries stay small to move.
-    entries: Vec<Entry>,
+    entries: VecDeque<Entry>,
+    /// Sum of [`weight`] over the entries.
+    bytes: usize,
+}
+
+/// Bytes a message is counted as for retention (text, name, room and fixed overhead).
+pub fn weight(m: &SharedMessage) -> usize {
+    m.text.len() + m.name.len() + m.room.len() + 256
 }
 
 #[derive(Debug)]
@@ -58,13 +66,15 @@ impl RoomLog {
 
     /// Inserts a message at its place; returns `None` if the same key is already present.
     pub fn insert(&mut self, msg: SharedMessage) -> Option<Position> {
+        let w = weight(&msg);
         let e = Entry::new(msg);
         let at_end = self
             .entries
-            .last()
+            .back()
             .is_none_or(|l| l.cmp(&e) == Ordering::Less);
         if at_end {
-            self.entries.push(e);
+            self.bytes += w;
+            self.entries.push_back(e);
             return Some(Position {
                 index: self.entries.len() - 1,
                 late: false,
@@ -73,6 +83,7 @@ impl RoomLog {
         match self.entries.binary_search_by(|x| x.cmp(&e)) {
             Ok(_) => None,
             Err(i) => {
+                self.bytes += w;
                 self.entries.insert(i, e);
                 Some(Position {
                     index: i,
@@ -85,13 +96,25 @@ impl RoomLog {
     /// Replaces the entry with the same key (used when a local message gets signed).
     pub fn replace(&mut self, msg: SharedMessage) {
         let e = Entry::new(msg);
-        let found = match self.entries.last() {
+        let found = match self.entries.back() {
             Some(l) if l.cmp(&e) == Ordering::Equal => Ok(self.entries.len() - 1),
             _ => self.entries.binary_search_by(|x| x.cmp(&e)),
         };
         if let Ok(i) = found {
             self.entries[i] = e;
         }
+    }
+
+    /// Removes and returns the oldest message (retention).
+    pub fn pop_oldest(&mut self) -> Option<SharedMessage> {
+        let e = self.entries.pop_front()?;
+        self.bytes -= weight(&e.msg);
+        Some(e.msg)
+    }
+
+    /// Retention weight of the log ([`weight`] summed).
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Number of messages in the log.
@@ -127,6 +150,7 @@ mod tests {
             String::new(),
             String::new(),
             GENESIS,
+            0,
         ))
     }
 

@@ -55,6 +55,9 @@ pub struct Message {
     /// `false` only for lines from legacy echo-go peers, which carry no signature.
     pub verified: bool,
     pub(crate) prev: Hash,
+    /// Sequence number of the message `prev` names (0 for the first message). Usually
+    /// `seq - 1`; larger jumps mark numbers that were reserved but never used (restart).
+    pub(crate) prev_seq: u64,
     pub(crate) hash: Hash,
     pub(crate) signature: Option<Bytes>,
 }
@@ -86,6 +89,11 @@ impl Message {
     /// Hash of the author's previous message in this room ([`GENESIS`] for seq 1).
     pub fn prev(&self) -> &Hash {
         &self.prev
+    }
+
+    /// Sequence number of the message [`Message::prev`] names (0 for the first).
+    pub fn prev_seq(&self) -> u64 {
+        self.prev_seq
     }
 
     /// The author's signature over [`Message::hash`], if this message carries one.
@@ -129,6 +137,7 @@ impl Message {
         name: String,
         text: String,
         prev: Hash,
+        prev_seq: u64,
     ) -> Self {
         let mut m = Message {
             room,
@@ -140,6 +149,7 @@ impl Message {
             text,
             verified: true,
             prev,
+            prev_seq,
             hash: GENESIS,
             signature: None,
         };
@@ -164,6 +174,7 @@ impl Message {
         field(self.name.as_bytes());
         field(self.text.as_bytes());
         field(&self.prev);
+        field(&self.prev_seq.to_be_bytes());
         h.finalize().into()
     }
 
@@ -187,6 +198,11 @@ impl Message {
             text: self.text.clone(),
             prev: Bytes::copy_from_slice(&self.prev),
             signature: self.signature.clone().unwrap_or_default(),
+            prev_seq: if self.prev_seq + 1 == self.seq {
+                0
+            } else {
+                self.prev_seq
+            },
         }
     }
 
@@ -206,8 +222,16 @@ impl Message {
         if m.seq == 0 {
             return Err("sequence number 0".into());
         }
-        if (m.seq == 1) != (prev == GENESIS) {
-            return Err("prev hash must be zero exactly for sequence number 1".into());
+        let prev_seq = if m.prev_seq == 0 {
+            m.seq - 1
+        } else {
+            m.prev_seq
+        };
+        if prev_seq >= m.seq {
+            return Err("prev_seq must be below seq".into());
+        }
+        if (prev_seq == 0) != (prev == GENESIS) {
+            return Err("prev hash must be zero exactly for a chain's first message".into());
         }
         if !m.signature.is_empty() && m.signature.len() != 64 {
             return Err(format!("signature has {} bytes", m.signature.len()));
@@ -222,6 +246,7 @@ impl Message {
             text: m.text,
             verified: true,
             prev,
+            prev_seq,
             hash: GENESIS,
             // Copied: the received frame's buffer must not stay pinned by a stored message.
             signature: (!m.signature.is_empty()).then(|| Bytes::copy_from_slice(&m.signature)),
@@ -278,6 +303,21 @@ impl PartialOrd for OrderKey {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))
     }
+}
+
+const PROFILE_DOMAIN: &[u8] = b"echo/chat/2 profile\0";
+
+/// The bytes an author signs for a profile (display name) record.
+pub(crate) fn profile_bytes(author: &PeerId, lamport: u64, name: &str) -> Vec<u8> {
+    let author = author.to_bytes();
+    let mut v = Vec::with_capacity(PROFILE_DOMAIN.len() + author.len() + name.len() + 20);
+    v.extend_from_slice(PROFILE_DOMAIN);
+    v.extend_from_slice(&(author.len() as u32).to_be_bytes());
+    v.extend_from_slice(&author);
+    v.extend_from_slice(&lamport.to_be_bytes());
+    v.extend_from_slice(&(name.len() as u32).to_be_bytes());
+    v.extend_from_slice(name.as_bytes());
+    v
 }
 
 fn signing_bytes(hash: &Hash) -> Vec<u8> {
@@ -342,6 +382,7 @@ mod tests {
             "alice".into(),
             format!("hello {seq}"),
             prev,
+            seq - 1,
         )
     }
 

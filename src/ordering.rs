@@ -6,12 +6,21 @@
 //! 1. drops copies of what it already holds, by sequence number (never by content);
 //! 2. authenticates each message: by its own signature, or because a verified later
 //!    message names its hash as `prev`; a message that is neither yet is *pending*;
-//! 3. hands out verified messages strictly in sequence order ([`Chain::take_ready`]),
+//! 3. hands out verified messages strictly in chain order ([`Chain::take_ready`]),
 //!    holding those that arrive after a gap until the gap fills.
 //!
-//! A chain first seen in the middle (a node that joined a room late) waits up to the gap
-//! timeout for earlier messages, then starts where it is ([`Chain::on_timeout`]); messages
-//! before that point that show up later are still delivered, once, as late arrivals.
+//! Chain order follows `prev_seq`: normally `seq - 1`, but an author that restarted skips
+//! the numbers it had reserved and not used, and its next message names the last one it
+//! did use. The skipped numbers become a *void* that delivery hops over at once.
+//!
+//! A gap that does not fill within the gap timeout is first *repaired* (the node asks
+//! neighbours for the range, [`GapAction::Request`]), and only after the repair attempts
+//! is it *skipped*; a skipped message that shows up later is still delivered, once, as a
+//! late arrival. A chain first seen in the middle (a node that joined late) starts at the
+//! lowest sequence number any neighbour reported holding ([`Chain::hint_start`]).
+//!
+//! Retention trims the oldest messages: everything below [`Chain::floor`] is gone, counts
+//! as known and is never requested again.
 //!
 //! The chain knows nothing of connections: candidates carry an opaque source tag so the
 //! node can punish the neighbour that sent a forgery.
@@ -27,7 +36,7 @@ use crate::message::{verify, Hash, SharedMessage, GENESIS};
 /// What [`Chain::offer`] made of a message.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Offer<S> {
-    /// Already held or delivered: ignored.
+    /// Already held or delivered (or below the retention floor): ignored.
     Duplicate,
     /// Not authenticated yet; kept until a signed later message vouches for it.
     Pending,
@@ -38,9 +47,29 @@ pub enum Offer<S> {
     /// candidates that the verified chain proved forged.
     Verified(Vec<SharedMessage>, Vec<S>),
     /// Proven forged: its signature is invalid, or its hash contradicts a verified
-    /// successor. The sources listed sent forgeries (the offered message's source, and
-    /// sources of pending candidates that lost against a verified hash).
+    /// successor. Names the offered message's source.
     Forged(Vec<S>),
+}
+
+/// What to do about a gap whose timeout passed ([`Chain::on_timeout`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GapAction {
+    /// Ask a neighbour for `[start, end)`; `attempt` counts from 1.
+    Request {
+        /// First missing seq.
+        start: u64,
+        /// End of the missing range (exclusive).
+        end: u64,
+        /// Which attempt this is.
+        attempt: u32,
+    },
+    /// Gave up: delivery resumed after `[start, end)`.
+    Skipped {
+        /// First skipped seq.
+        start: u64,
+        /// End of the skipped range (exclusive).
+        end: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -53,11 +82,16 @@ struct Candidate<S> {
 /// State of one author's messages in one room.
 #[derive(Debug)]
 pub struct Chain<S> {
+    /// Sequence numbers below this were trimmed by retention.
+    floor: u64,
     /// Next seq to deliver; `None` until the chain is anchored.
     next: Option<u64>,
-    /// Ranges `[start, end)` below `next` that were skipped and may still arrive late.
+    /// Lowest seq a neighbour reported holding; where an unanchored chain starts.
+    hint: Option<u64>,
+    /// Ranges `[start, end)` that delivery hops over: voids (numbers never used) and
+    /// skipped gaps. A message inside one is still accepted, once.
     skipped: BTreeMap<u64, u64>,
-    /// Verified messages, delivered (`seq < next`, not skipped) or held (`seq >= next`).
+    /// Verified messages, delivered (`seq < next`) or held (`seq >= next`).
     msgs: BTreeMap<u64, SharedMessage>,
     /// Unverified candidates by seq.
     pending: BTreeMap<u64, Candidates<S>>,
@@ -67,11 +101,13 @@ pub struct Chain<S> {
     expected: BTreeMap<u64, Hash>,
     /// Verified but not yet delivered, count.
     held: usize,
-    /// When the oldest current gap (or unanchored start) began.
+    /// When the current gap began (or its last repair request went out).
     gap_since: Option<Instant>,
+    /// Repair requests made for the current gap.
+    repairs: u32,
     /// When the oldest pending candidate arrived.
     pending_since: Option<Instant>,
-    /// Last delivered-in-order seq's successor tracking for late arrivals.
+    /// Messages that arrived after delivery had moved past them.
     late: Vec<SharedMessage>,
 }
 
@@ -91,7 +127,9 @@ impl<S: Clone + PartialEq> Chain<S> {
     /// An empty, unanchored chain.
     pub fn new() -> Self {
         Chain {
+            floor: 0,
             next: None,
+            hint: None,
             skipped: BTreeMap::new(),
             msgs: BTreeMap::new(),
             pending: BTreeMap::new(),
@@ -99,21 +137,23 @@ impl<S: Clone + PartialEq> Chain<S> {
             expected: BTreeMap::new(),
             held: 0,
             gap_since: None,
+            repairs: 0,
             pending_since: None,
             late: Vec::new(),
         }
     }
 
-    /// A chain of the local author: everything below `next` is its own history.
+    /// A chain of the local author whose next message is `next`.
     pub fn local(next: u64) -> Self {
         let mut c = Self::new();
         c.next = Some(next);
         c
     }
 
-    /// Whether a message with this seq is already verified and held or delivered.
+    /// Whether a message with this seq is already verified and held or delivered, or
+    /// below the retention floor.
     pub fn is_known(&self, seq: u64) -> bool {
-        if self.msgs.contains_key(&seq) {
+        if seq < self.floor || self.msgs.contains_key(&seq) {
             return true;
         }
         match self.next {
@@ -139,22 +179,52 @@ impl<S: Clone + PartialEq> Chain<S> {
         self.next
     }
 
+    /// Sequence numbers below this were trimmed by retention.
+    pub fn floor(&self) -> u64 {
+        self.floor
+    }
+
+    /// Whether the chain holds nothing and expects nothing (safe to forget).
+    pub fn is_empty(&self) -> bool {
+        self.next.is_none() && self.buffered() == 0 && self.msgs.is_empty()
+    }
+
     /// The verified message with this seq, if kept.
     pub fn get(&self, seq: u64) -> Option<&SharedMessage> {
         self.msgs.get(&seq)
     }
 
-    /// Verified messages from `seq` up to and including the first signed one.
+    /// Verified messages with seq in `[start, end)`, ascending.
+    pub fn range(&self, start: u64, end: u64) -> impl Iterator<Item = &SharedMessage> {
+        self.msgs.range(start..end.max(start)).map(|(_, m)| m)
+    }
+
+    /// Ranges `[start, end)` of verified messages held, ascending.
+    pub fn have_ranges(&self) -> Vec<(u64, u64)> {
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        for &s in self.msgs.keys() {
+            match out.last_mut() {
+                Some((_, end)) if *end == s => *end = s + 1,
+                _ => out.push((s, s + 1)),
+            }
+        }
+        out
+    }
+
+    /// Verified messages after `seq` up to and including the first signed one (what a
+    /// receiver of message `seq` needs to verify it).
     pub fn through_next_signature(&self, seq: u64) -> Vec<SharedMessage> {
         let mut out = Vec::new();
-        for (&s, m) in self.msgs.range(seq..) {
-            if s != seq + out.len() as u64 {
+        let mut want = seq;
+        for (_, m) in self.msgs.range(seq + 1..) {
+            if m.prev_seq != want {
                 break;
             }
             out.push(m.clone());
             if m.signature.is_some() {
                 break;
             }
+            want = m.seq;
         }
         out
     }
@@ -166,9 +236,40 @@ impl<S: Clone + PartialEq> Chain<S> {
         self.next = Some(seq + 1);
     }
 
+    /// Loads a stored, trusted message (restart). Messages must come in ascending seq;
+    /// numbers missing between them stay acceptable should they arrive; numbers before
+    /// the first one loaded count as gone.
+    pub fn load(&mut self, msg: SharedMessage) {
+        let seq = msg.seq;
+        match self.next {
+            None => {
+                if msg.prev_seq > 0 {
+                    self.floor = seq;
+                }
+            }
+            Some(n) if n < seq && msg.prev_seq + 1 != seq => {
+                self.skipped.insert(n, seq);
+            }
+            Some(n) if n < seq => {
+                self.skipped.insert(n, seq);
+            }
+            _ => {}
+        }
+        self.msgs.insert(seq, msg);
+        self.next = Some(self.next.map_or(seq + 1, |n| n.max(seq + 1)));
+    }
+
     /// Replaces a stored local message (after signing).
     pub fn replace(&mut self, msg: SharedMessage) {
         self.msgs.insert(msg.seq, msg);
+    }
+
+    /// A neighbour holds this author's messages from `seq` on: an unanchored chain may
+    /// start there instead of waiting for earlier ones.
+    pub fn hint_start(&mut self, seq: u64) {
+        if self.next.is_none() {
+            self.hint = Some(self.hint.map_or(seq, |h| h.min(seq)));
+        }
     }
 
     /// Offers a received message. `key` is the author's public key; `max_buffer` bounds
@@ -211,7 +312,7 @@ impl<S: Clone + PartialEq> Chain<S> {
             self.pending_since.get_or_insert(now);
             return Offer::Pending;
         }
-        if self.held >= max_buffer && self.next.is_some_and(|n| seq >= n) {
+        if self.held >= max_buffer && self.next.is_none_or(|n| seq >= n) {
             return Offer::Full;
         }
         // `msg` is authentic. Walk down the chain verifying pending predecessors.
@@ -219,38 +320,33 @@ impl<S: Clone + PartialEq> Chain<S> {
         let mut forgers = Vec::new();
         let mut cur = msg;
         loop {
-            let prev = cur.prev;
-            let s = cur.seq;
+            let (prev, s, p) = (cur.prev, cur.seq, cur.prev_seq);
             self.expected.remove(&s);
             self.take_pending(s);
-            let shared = cur;
-            self.insert_verified(shared.clone(), now);
-            verified.push(shared);
-            if s == 1 || prev == GENESIS {
+            self.insert_verified(cur.clone(), now);
+            verified.push(cur);
+            if p == 0 || prev == GENESIS {
                 break;
             }
-            let p = s - 1;
+            if p + 1 < s {
+                self.mark_void(p + 1, s);
+            }
             if self.is_known(p) {
                 break;
             }
-            match self.take_pending(p) {
-                Some(cands) => {
-                    let mut found = None;
-                    for c in cands {
-                        if found.is_none() && c.msg.hash == prev {
-                            found = Some(c.msg);
-                        } else if !forgers.contains(&c.from) {
-                            forgers.push(c.from);
-                        }
-                    }
-                    match found {
-                        Some(m) => cur = m,
-                        None => {
-                            self.expected.insert(p, prev);
-                            break;
-                        }
+            let found = self.take_pending(p).and_then(|cands| {
+                let mut found = None;
+                for c in cands {
+                    if found.is_none() && c.msg.hash == prev {
+                        found = Some(c.msg);
+                    } else if !forgers.contains(&c.from) {
+                        forgers.push(c.from);
                     }
                 }
+                found
+            });
+            match found {
+                Some(m) => cur = m,
                 None => {
                     self.expected.insert(p, prev);
                     break;
@@ -270,12 +366,30 @@ impl<S: Clone + PartialEq> Chain<S> {
         Some(c)
     }
 
+    /// Marks `[start, end)` as numbers the author never used (minus what is held).
+    fn mark_void(&mut self, start: u64, end: u64) {
+        let start = start.max(self.floor);
+        let mut s = start;
+        while s < end {
+            // Split around messages we actually hold (a fork after a lossy restart).
+            let held_at = self.msgs.range(s..end).next().map(|(&k, _)| k);
+            let stop = held_at.unwrap_or(end);
+            if s < stop && !self.in_skipped(s) {
+                self.skipped.insert(s, stop);
+            }
+            s = stop + 1;
+        }
+        if self.next.is_some_and(|n| n >= start && n < end) && !self.msgs.contains_key(&start) {
+            // Delivery can move on at once.
+            self.gap_since = None;
+        }
+    }
+
     fn insert_verified(&mut self, msg: SharedMessage, now: Instant) {
         let seq = msg.seq;
+        self.remove_skipped(seq);
         match self.next {
             Some(n) if seq < n => {
-                // A skipped message arriving late.
-                self.remove_skipped(seq);
                 self.late.push(msg.clone());
                 self.msgs.insert(seq, msg);
             }
@@ -305,25 +419,48 @@ impl<S: Clone + PartialEq> Chain<S> {
         }
     }
 
+    /// Where delivery of an unanchored chain can start, if it can.
+    fn anchor(&self) -> Option<u64> {
+        let (&lowest, m) = self.msgs.iter().next()?;
+        let start_ok =
+            m.prev_seq == 0 || lowest <= self.floor || self.hint.is_some_and(|h| lowest <= h);
+        start_ok.then_some(lowest)
+    }
+
     /// Takes the messages that can be delivered now: first late arrivals (out of
     /// per-author order by nature), then the in-order run starting at `next`.
-    pub fn take_ready(&mut self, out: &mut Vec<SharedMessage>) {
+    pub fn take_ready(&mut self, out: &mut Vec<SharedMessage>, now: Instant) {
         out.append(&mut self.late);
-        let Some(mut n) = self
-            .next
-            .or_else(|| self.msgs.contains_key(&1).then_some(1))
-        else {
+        let Some(mut n) = self.next.or_else(|| self.anchor()) else {
             return;
         };
-        while let Some(m) = self.msgs.get(&n) {
-            out.push(m.clone());
-            self.held -= 1;
-            n += 1;
+        loop {
+            if let Some(m) = self.msgs.get(&n) {
+                out.push(m.clone());
+                self.held -= 1;
+                n += 1;
+            } else if let Some(&end) = self.skipped.get(&n) {
+                n = end;
+            } else {
+                break;
+            }
         }
-        self.next = Some(n);
-        if self.held == 0 {
+        if self.next != Some(n) {
+            // Progress: any remaining gap is a new one.
+            self.repairs = 0;
             self.gap_since = None;
         }
+        self.next = Some(n);
+        if self.held > 0 {
+            self.gap_since.get_or_insert(now);
+        } else {
+            self.gap_since = None;
+        }
+    }
+
+    /// Whether messages are held behind a gap.
+    pub fn has_gap(&self) -> bool {
+        self.gap_since.is_some()
     }
 
     /// Earliest instant at which [`Chain::on_timeout`] has work.
@@ -336,16 +473,18 @@ impl<S: Clone + PartialEq> Chain<S> {
         }
     }
 
-    /// Gives up on a gap older than `gap_timeout`: delivery resumes at the lowest held
-    /// message and the missing range is remembered as skipped (it is still accepted if
-    /// it arrives later). Drops pending candidates older than `verify_timeout`. Returns
-    /// the skipped range, if any. Harmless when called early or repeatedly.
+    /// Handles a gap older than `gap_timeout`: the first `max_repairs` times it asks
+    /// for a repair ([`GapAction::Request`]) and restarts the clock; then it gives up,
+    /// delivery resumes at the lowest held message and the missing range is remembered
+    /// as skipped (still accepted if it arrives later). Also drops pending candidates
+    /// older than `verify_timeout`. Harmless when called early or repeatedly.
     pub fn on_timeout(
         &mut self,
         now: Instant,
         gap_timeout: Duration,
         verify_timeout: Duration,
-    ) -> Option<(u64, u64)> {
+        max_repairs: u32,
+    ) -> Option<GapAction> {
         if self
             .pending_since
             .is_some_and(|t| now >= t + verify_timeout)
@@ -362,23 +501,51 @@ impl<S: Clone + PartialEq> Chain<S> {
         if now < since + gap_timeout {
             return None;
         }
-        let start = self.next.unwrap_or(1);
-        let (&lowest, _) = self.msgs.range(start..).next()?;
-        if lowest > start {
-            self.skipped.insert(start, lowest);
+        let start = self.next.or(self.hint).unwrap_or(1).max(self.floor);
+        let Some((&lowest, _)) = self.msgs.range(start..).next() else {
+            self.gap_since = None;
+            return None;
+        };
+        if lowest <= start {
+            // Nothing missing after all (e.g. an unanchored chain whose start arrived).
+            self.next.get_or_insert(lowest);
+            self.gap_since = None;
+            return None;
         }
-        self.next = Some(lowest);
-        self.gap_since = None;
-        // If another gap remains after the run that is now deliverable, its clock
-        // starts now.
-        let mut n = lowest;
-        while self.msgs.contains_key(&n) {
-            n += 1;
-        }
-        if self.msgs.range(n..).next().is_some() {
+        if self.repairs < max_repairs {
+            self.repairs += 1;
             self.gap_since = Some(now);
+            return Some(GapAction::Request {
+                start,
+                end: lowest,
+                attempt: self.repairs,
+            });
         }
-        (lowest > start).then_some((start, lowest))
+        self.skipped.insert(start, lowest);
+        self.next = Some(start);
+        self.repairs = 0;
+        self.gap_since = None;
+        Some(GapAction::Skipped { start, end: lowest })
+    }
+
+    /// Forgets every message below `seq` (retention); they count as known from now on.
+    /// Only delivered messages may be trimmed.
+    pub fn trim_below(&mut self, seq: u64) {
+        if seq <= self.floor {
+            return;
+        }
+        self.floor = seq;
+        let keep = self.msgs.split_off(&seq);
+        self.msgs = keep;
+        let keep = self.expected.split_off(&seq);
+        self.expected = keep;
+        self.skipped.retain(|_, end| *end > seq);
+        let keep = self.pending.split_off(&seq);
+        self.pending = keep;
+        self.pending_n = self.pending.values().map(SmallVec::len).sum();
+        if self.next.is_some_and(|n| n < seq) {
+            self.next = Some(seq);
+        }
     }
 }
 
@@ -403,6 +570,7 @@ mod tests {
                     "a".into(),
                     format!("t{seq}"),
                     prev,
+                    seq - 1,
                 );
                 if signed(seq) {
                     m.sign(key);
@@ -434,7 +602,7 @@ mod tests {
             o => panic!("{o:?}"),
         }
         let mut out = Vec::new();
-        c.take_ready(&mut out);
+        c.take_ready(&mut out, t);
         assert_eq!(seqs(&out), vec![1, 2, 3, 4, 5]);
     }
 
@@ -492,18 +660,37 @@ mod tests {
         c.offer(msgs[0].clone(), 0, &key.public(), 64, t);
         c.offer(msgs[2].clone(), 0, &key.public(), 64, t);
         let mut out = Vec::new();
-        c.take_ready(&mut out);
+        c.take_ready(&mut out, t);
         assert_eq!(seqs(&out), vec![1]);
         assert_eq!(c.deadline(g, g), Some(t + g));
-        assert_eq!(c.on_timeout(t, g, g), None, "early call is harmless");
-        assert_eq!(c.on_timeout(t + g, g, g), Some((2, 3)));
+        assert_eq!(c.on_timeout(t, g, g, 1), None, "early call is harmless");
+        assert_eq!(
+            c.on_timeout(t + g, g, g, 1),
+            Some(GapAction::Request {
+                start: 2,
+                end: 3,
+                attempt: 1
+            })
+        );
+        assert_eq!(
+            c.deadline(g, g),
+            Some(t + g + g),
+            "repair restarts the clock"
+        );
+        assert_eq!(
+            c.on_timeout(t + g + g, g, g, 1),
+            Some(GapAction::Skipped { start: 2, end: 3 })
+        );
         out.clear();
-        c.take_ready(&mut out);
+        c.take_ready(&mut out, t);
         assert_eq!(seqs(&out), vec![3]);
         c.offer(msgs[1].clone(), 0, &key.public(), 64, t);
-        c.offer(msgs[1].clone(), 0, &key.public(), 64, t);
+        assert_eq!(
+            c.offer(msgs[1].clone(), 0, &key.public(), 64, t),
+            Offer::Duplicate
+        );
         out.clear();
-        c.take_ready(&mut out);
+        c.take_ready(&mut out, t);
         assert_eq!(seqs(&out), vec![2]);
         assert!(c.is_known(2));
     }
@@ -568,7 +755,7 @@ mod tests {
             for &(a, i) in &s.arrivals {
                 state[a].offer(chains[a][i].clone(), 0, &keys[a].public(), 64, t);
                 let mut out = Vec::new();
-                state[a].take_ready(&mut out);
+                state[a].take_ready(&mut out, t);
                 got[a].extend(seqs(&out));
             }
             got.iter().all(|g| *g == (1..=8).collect::<Vec<_>>())

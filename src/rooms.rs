@@ -1,21 +1,22 @@
-//! A joined room: the agreed log, one [`Chain`] per author, and our own chain's head.
+//! A joined room: the agreed log, one [`Chain`] per author, our own chain's head and
+//! sequence-number reservation, and retention.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use libp2p_identity::{PeerId, PublicKey};
 
+use crate::config::Config;
 use crate::event::ConnId;
 use crate::log::{Position, RoomLog};
 use crate::message::{public_key_of, Hash, SharedMessage, GENESIS};
-use crate::ordering::{Chain, Offer};
-
-/// An author's skipped sequence range `[start, end)`.
-pub(crate) type Skipped = (PeerId, (u64, u64));
+use crate::ordering::{Chain, GapAction, Offer};
 
 pub(crate) struct Author {
     key: PublicKey,
     pub chain: Chain<ConnId>,
+    /// The connection whose message opened the current gap (asked first for repair).
+    pub gap_source: Option<ConnId>,
 }
 
 /// What happened to a received message.
@@ -33,24 +34,60 @@ pub(crate) struct Intake {
     pub duplicate: bool,
 }
 
+/// Limits a room applies, copied from the node's [`Config`].
+#[derive(Clone, Copy)]
+pub(crate) struct Limits {
+    pub max_buffer: usize,
+    pub gap: Duration,
+    pub verify: Duration,
+    pub max_repairs: u32,
+    pub max_messages: usize,
+    pub max_bytes: usize,
+}
+
+impl Limits {
+    pub fn of(c: &Config) -> Self {
+        Limits {
+            max_buffer: c.max_buffered_per_author,
+            gap: c.gap_timeout,
+            verify: c.verify_timeout,
+            max_repairs: c.max_repair_attempts,
+            max_messages: c.max_log_messages,
+            max_bytes: c.max_log_bytes,
+        }
+    }
+}
+
+/// One author's entry in a room summary: retention floor and held ranges.
+pub(crate) struct AuthorSummary {
+    pub author: PeerId,
+    pub floor: u64,
+    pub ranges: Vec<(u64, u64)>,
+}
+
 pub(crate) struct Room {
     pub log: RoomLog,
     pub authors: BTreeMap<PeerId, Author>,
     /// Authors whose chain has a deadline (gap or pending).
     timed: BTreeSet<PeerId>,
-    /// Our next sequence number and the hash of our last message here.
+    limits: Limits,
+    /// Our next sequence number, and the seq and hash of our last message here.
     pub own_next: u64,
-    pub own_last: Hash,
+    pub own_last: (u64, Hash),
+    /// Sequence numbers below this are reserved (persisted by the app).
+    pub reserved: u64,
 }
 
 impl Room {
-    pub fn new() -> Self {
+    pub fn new(limits: Limits) -> Self {
         Room {
             log: RoomLog::new(),
             authors: BTreeMap::new(),
             timed: BTreeSet::new(),
+            limits,
             own_next: 1,
-            own_last: GENESIS,
+            own_last: (0, GENESIS),
+            reserved: 1,
         }
     }
 
@@ -61,16 +98,48 @@ impl Room {
             .is_some_and(|a| a.chain.is_known(seq))
     }
 
+    fn author_entry(&mut self, id: PeerId, key: Option<&PublicKey>) -> Option<&mut Author> {
+        if !self.authors.contains_key(&id) {
+            let key = match key {
+                Some(k) => k.clone(),
+                None => public_key_of(&id)?,
+            };
+            self.authors.insert(
+                id,
+                Author {
+                    key,
+                    chain: Chain::new(),
+                    gap_source: None,
+                },
+            );
+        }
+        self.authors.get_mut(&id)
+    }
+
     /// Records a message of the local author and inserts it into the log.
     pub fn push_local(&mut self, me: &PeerId, key: &PublicKey, msg: SharedMessage) -> Position {
         self.own_next = msg.seq + 1;
-        self.own_last = msg.hash;
-        let author = self.authors.entry(*me).or_insert_with(|| Author {
-            key: key.clone(),
-            chain: Chain::local(msg.seq),
-        });
+        self.own_last = (msg.seq, msg.hash);
+        let author = self.author_entry(*me, Some(key)).expect("own key given");
         author.chain.push_local(msg.clone());
-        self.log.insert(msg).expect("own (lamport, seq) is fresh")
+        let pos = self.log.insert(msg).expect("own (lamport, seq) is fresh");
+        self.retain();
+        pos
+    }
+
+    /// Loads a stored message (restore): trusted, no verification, no event. Messages
+    /// of one author must come in ascending seq.
+    pub fn load(&mut self, msg: SharedMessage, key: Option<&PublicKey>) {
+        let Some(a) = self.author_entry(msg.author, key) else {
+            return;
+        };
+        a.chain.load(msg.clone());
+        self.log.insert(msg);
+    }
+
+    /// Applies retention after loading.
+    pub fn finish_load(&mut self) {
+        self.retain();
     }
 
     /// Replaces a local message after signing it.
@@ -82,30 +151,15 @@ impl Room {
     }
 
     /// Feeds a received (already parsed, not yet authenticated) message.
-    pub fn receive(
-        &mut self,
-        msg: SharedMessage,
-        from: ConnId,
-        max_buffer: usize,
-        gap: Duration,
-        verify: Duration,
-        now: Instant,
-    ) -> Intake {
+    pub fn receive(&mut self, msg: SharedMessage, from: ConnId, now: Instant) -> Intake {
         let mut out = Intake::default();
         let author_id = msg.author;
-        let author = match self.authors.get_mut(&author_id) {
-            Some(a) => a,
-            None => {
-                let Some(key) = public_key_of(&author_id) else {
-                    out.forgers.push(from);
-                    return out;
-                };
-                self.authors.entry(author_id).or_insert(Author {
-                    key,
-                    chain: Chain::new(),
-                })
-            }
+        let max_buffer = self.limits.max_buffer;
+        let Some(author) = self.author_entry(author_id, None) else {
+            out.forgers.push(from);
+            return out;
         };
+        let had_gap = author.chain.has_gap();
         match author.chain.offer(msg, from, &author.key, max_buffer, now) {
             Offer::Duplicate => out.duplicate = true,
             Offer::Pending => {}
@@ -116,57 +170,87 @@ impl Room {
                 out.forgers = f;
             }
         }
-        self.collect(&author_id, gap, verify, &mut out.delivered);
-        if self
-            .authors
-            .get(&author_id)
-            .is_some_and(|a| a.chain.next_seq().is_none() && a.chain.buffered() == 0)
-        {
-            // Nothing verified and nothing kept: no state for this author.
-            self.authors.remove(&author_id);
+        self.collect(&author_id, now, &mut out.delivered);
+        if let Some(a) = self.authors.get_mut(&author_id) {
+            if !had_gap && a.chain.has_gap() {
+                a.gap_source = Some(from);
+            }
         }
+        self.forget_if_empty(&author_id);
         out
+    }
+
+    fn forget_if_empty(&mut self, author: &PeerId) {
+        if self.authors.get(author).is_some_and(|a| a.chain.is_empty()) {
+            self.authors.remove(author);
+            self.timed.remove(author);
+        }
     }
 
     fn collect(
         &mut self,
         author: &PeerId,
-        gap: Duration,
-        verify: Duration,
+        now: Instant,
         delivered: &mut Vec<(SharedMessage, Position)>,
     ) {
         let Some(a) = self.authors.get_mut(author) else {
             return;
         };
         let mut ready = Vec::new();
-        a.chain.take_ready(&mut ready);
-        if a.chain.deadline(gap, verify).is_some() {
+        a.chain.take_ready(&mut ready, now);
+        if a.chain
+            .deadline(self.limits.gap, self.limits.verify)
+            .is_some()
+        {
             self.timed.insert(*author);
         } else {
             self.timed.remove(author);
+        }
+        if ready.is_empty() {
+            return;
         }
         for m in ready {
             if let Some(pos) = self.log.insert(m.clone()) {
                 delivered.push((m, pos));
             }
         }
+        self.retain();
+    }
+
+    /// Applies retention: drops the oldest messages past the count or byte cap and moves
+    /// their authors' floors up.
+    fn retain(&mut self) {
+        let (max_n, max_b) = (self.limits.max_messages, self.limits.max_bytes);
+        while self.log.len() > max_n || self.log.bytes() > max_b {
+            let Some(m) = self.log.pop_oldest() else {
+                break;
+            };
+            if let Some(a) = self.authors.get_mut(&m.author) {
+                a.chain.trim_below(m.seq + 1);
+            }
+        }
     }
 
     /// Earliest chain deadline in this room.
-    pub fn deadline(&self, gap: Duration, verify: Duration) -> Option<Instant> {
+    pub fn deadline(&self) -> Option<Instant> {
+        let (gap, verify) = (self.limits.gap, self.limits.verify);
         self.timed
             .iter()
             .filter_map(|p| self.authors.get(p)?.chain.deadline(gap, verify))
             .min()
     }
 
-    /// Runs chain timeouts; returns skipped ranges per author and what became deliverable.
+    /// Runs chain timeouts; returns gap actions per author (with the connection that
+    /// opened the gap) and what became deliverable.
+    #[allow(clippy::type_complexity)]
     pub fn on_timeout(
         &mut self,
         now: Instant,
-        gap: Duration,
-        verify: Duration,
-    ) -> (Vec<Skipped>, Vec<(SharedMessage, Position)>) {
+    ) -> (
+        Vec<(PeerId, GapAction, Option<ConnId>)>,
+        Vec<(SharedMessage, Position)>,
+    ) {
+        let l = self.limits;
         let mut gaps = Vec::new();
         let mut delivered = Vec::new();
         let due: Vec<PeerId> = self
@@ -175,27 +259,139 @@ impl Room {
             .filter(|p| {
                 self.authors
                     .get(p)
-                    .and_then(|a| a.chain.deadline(gap, verify))
+                    .and_then(|a| a.chain.deadline(l.gap, l.verify))
                     .is_some_and(|d| d <= now)
             })
             .copied()
             .collect();
         for p in due {
             if let Some(a) = self.authors.get_mut(&p) {
-                if let Some(range) = a.chain.on_timeout(now, gap, verify) {
-                    gaps.push((p, range));
+                if let Some(action) = a.chain.on_timeout(now, l.gap, l.verify, l.max_repairs) {
+                    gaps.push((p, action, a.gap_source));
                 }
             }
-            self.collect(&p, gap, verify, &mut delivered);
-            if self
-                .authors
-                .get(&p)
-                .is_some_and(|a| a.chain.next_seq().is_none() && a.chain.buffered() == 0)
-            {
-                self.authors.remove(&p);
-                self.timed.remove(&p);
-            }
+            self.collect(&p, now, &mut delivered);
+            self.forget_if_empty(&p);
         }
         (gaps, delivered)
+    }
+
+    /// What this node holds, per author, for a summary frame.
+    pub fn summary(&self) -> Vec<AuthorSummary> {
+        self.authors
+            .iter()
+            .map(|(id, a)| AuthorSummary {
+                author: *id,
+                floor: a.chain.floor(),
+                ranges: a.chain.have_ranges(),
+            })
+            .filter(|s| !s.ranges.is_empty() || s.floor > 0)
+            .collect()
+    }
+
+    /// Notes a neighbour's summary entry: an unanchored chain may start at its lowest
+    /// held seq. Returns the ranges the neighbour lacks that we hold (at or above its
+    /// floor).
+    pub fn compare(&mut self, theirs: &AuthorSummary) -> Vec<(u64, u64)> {
+        if let Some(start) = theirs.ranges.first().map(|r| r.0) {
+            if let Some(a) = self.author_entry(theirs.author, None) {
+                a.chain.hint_start(start.max(theirs.floor));
+            }
+            // A hint may make a held chain deliverable; the node collects it on its next
+            // timer or message.
+        }
+        let Some(a) = self.authors.get(&theirs.author) else {
+            return Vec::new();
+        };
+        let mine = a.chain.have_ranges();
+        subtract(&mine, &theirs.ranges, theirs.floor)
+    }
+
+    /// Delivers whatever hints made deliverable.
+    pub fn collect_all(&mut self, now: Instant) -> Vec<(SharedMessage, Position)> {
+        let ids: Vec<PeerId> = self.authors.keys().copied().collect();
+        let mut out = Vec::new();
+        for id in ids {
+            self.collect(&id, now, &mut out);
+        }
+        out
+    }
+
+    /// Ranges held for an author the neighbour did not list at all.
+    pub fn all_ranges_except(&self, listed: &BTreeSet<PeerId>) -> Vec<(PeerId, Vec<(u64, u64)>)> {
+        self.authors
+            .iter()
+            .filter(|(id, _)| !listed.contains(id))
+            .map(|(id, a)| (*id, a.chain.have_ranges()))
+            .filter(|(_, r)| !r.is_empty())
+            .collect()
+    }
+}
+
+/// `mine` minus `theirs`, restricted to seqs `>= floor`. Both inputs ascending, disjoint.
+pub(crate) fn subtract(mine: &[(u64, u64)], theirs: &[(u64, u64)], floor: u64) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    for &(s, e) in mine {
+        let mut cur = s.max(floor);
+        if cur >= e {
+            continue;
+        }
+        for &(ts, te) in theirs {
+            if te <= cur {
+                continue;
+            }
+            if ts >= e {
+                break;
+            }
+            if ts > cur {
+                out.push((cur, ts));
+            }
+            cur = cur.max(te);
+            if cur >= e {
+                break;
+            }
+        }
+        if cur < e {
+            out.push((cur, e));
+        }
+    }
+    out
+}
+
+/// Union of two ascending range lists.
+pub(crate) fn union(mut a: Vec<(u64, u64)>, b: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    a.extend_from_slice(b);
+    a.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(a.len());
+    for (s, e) in a {
+        match out.last_mut() {
+            Some((_, le)) if s <= *le => *le = (*le).max(e),
+            _ => out.push((s, e)),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{subtract, union};
+
+    #[test]
+    fn range_union() {
+        assert_eq!(union(vec![(1, 3)], &[(2, 5), (7, 8)]), vec![(1, 5), (7, 8)]);
+        assert_eq!(union(vec![], &[(4, 5)]), vec![(4, 5)]);
+    }
+
+    #[test]
+    fn range_subtraction() {
+        assert_eq!(subtract(&[(1, 10)], &[], 0), vec![(1, 10)]);
+        assert_eq!(subtract(&[(1, 10)], &[(1, 10)], 0), vec![]);
+        assert_eq!(
+            subtract(&[(1, 10)], &[(3, 5), (7, 8)], 0),
+            vec![(1, 3), (5, 7), (8, 10)]
+        );
+        assert_eq!(subtract(&[(1, 10)], &[(3, 5)], 6), vec![(6, 10)]);
+        assert_eq!(subtract(&[(1, 4), (6, 9)], &[(0, 7)], 0), vec![(7, 9)]);
+        assert_eq!(subtract(&[(5, 6)], &[(1, 2)], 0), vec![(5, 6)]);
     }
 }

@@ -21,7 +21,7 @@ pub const VERSION_MINOR: u32 = 0;
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Frame {
     /// What the frame carries; `None` for a kind this node does not know.
-    #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9")]
+    #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11")]
     pub kind: Option<Kind>,
 }
 
@@ -52,9 +52,15 @@ pub enum Kind {
     /// Addresses of the sender's neighbours.
     #[prost(message, tag = "8")]
     Peers(PeerList),
-    /// The sender changed its display name.
+    /// A signed display name (the sender's own or relayed).
     #[prost(message, tag = "9")]
     Profile(Profile),
+    /// What the sender holds of a room, per author (anti-entropy).
+    #[prost(message, tag = "10")]
+    Summary(Summary),
+    /// Asks for an author's messages in a range (gap repair).
+    #[prost(message, tag = "11")]
+    Request(Request),
 }
 
 /// The handshake frame.
@@ -154,6 +160,10 @@ pub struct RoomMessage {
     /// the same chain carries one.
     #[prost(bytes = "bytes", tag = "9")]
     pub signature: Bytes,
+    /// Sequence number of the message `prev` names, when it is not `seq - 1` (numbers
+    /// reserved before a restart and never used); 0 means `seq - 1`.
+    #[prost(uint64, tag = "10")]
+    pub prev_seq: u64,
 }
 
 /// Room membership change of the sender.
@@ -197,12 +207,63 @@ pub struct PeerRecord {
     pub addrs: Vec<Vec<u8>>,
 }
 
-/// Display name change.
+/// An author's display name, signed; the newest (by Lamport time) wins.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Profile {
-    /// The new name.
+    /// The name.
     #[prost(string, tag = "1")]
     pub name: String,
+    /// Whose name, peer id binary form.
+    #[prost(bytes = "vec", tag = "2")]
+    pub author: Vec<u8>,
+    /// Lamport time of the change.
+    #[prost(uint64, tag = "3")]
+    pub lamport: u64,
+    /// Ed25519 signature (see PROTOCOL.md, "Profiles").
+    #[prost(bytes = "vec", tag = "4")]
+    pub signature: Vec<u8>,
+}
+
+/// Anti-entropy summary of one room.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Summary {
+    /// The room.
+    #[prost(string, tag = "1")]
+    pub room: String,
+    /// One entry per author the sender holds messages of.
+    #[prost(message, repeated, tag = "2")]
+    pub authors: Vec<AuthorRanges>,
+}
+
+/// What the sender holds of one author in a room.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthorRanges {
+    /// Author, peer id binary form.
+    #[prost(bytes = "vec", tag = "1")]
+    pub author: Vec<u8>,
+    /// Sequence numbers below this fell off the sender's retention: never send them.
+    #[prost(uint64, tag = "2")]
+    pub floor: u64,
+    /// Held ranges as flattened `[start, end)` pairs, ascending, disjoint.
+    #[prost(uint64, repeated, tag = "3")]
+    pub ranges: Vec<u64>,
+}
+
+/// Asks the receiver to send an author's messages with seq in `[start, end)`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Request {
+    /// The room.
+    #[prost(string, tag = "1")]
+    pub room: String,
+    /// Author, peer id binary form.
+    #[prost(bytes = "vec", tag = "2")]
+    pub author: Vec<u8>,
+    /// First seq.
+    #[prost(uint64, tag = "3")]
+    pub start: u64,
+    /// End (exclusive).
+    #[prost(uint64, tag = "4")]
+    pub end: u64,
 }
 
 impl Frame {

@@ -19,8 +19,15 @@ use crate::event::{Action, ConnId, ConnInfo, DialId, Event, PeerInfo, Protocol, 
 use crate::legacy;
 use crate::message::{Message, SharedMessage};
 use crate::peers::{self, Peer, PeerBook};
-use crate::rooms::Room;
+use crate::rooms::{Limits, Room};
 use crate::wire::{self, Frame, GoodbyeCode, Kind};
+
+mod history;
+mod persist;
+mod profile;
+
+pub use persist::{Restore, RestoreRoom};
+use profile::ProfileRec;
 
 /// Counters for tests, benches and diagnostics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -43,6 +50,10 @@ pub struct Stats {
     pub relayed: u64,
     /// Connections closed for misbehaviour.
     pub misbehaved: u64,
+    /// History messages sent to neighbours that lacked them.
+    pub history_sent: u64,
+    /// Gap repair requests sent.
+    pub repair_requests: u64,
 }
 
 /// An echo chat node. Pure state: no I/O, no clock, no threads.
@@ -72,6 +83,10 @@ pub struct Node {
     stats: Stats,
     /// The latest `now` passed in (for work done inside `poll_transmit`).
     last_now: Instant,
+    /// Signed display names of other authors.
+    profiles: BTreeMap<PeerId, ProfileRec>,
+    /// Our own signed profile.
+    own_profile: ProfileRec,
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -103,14 +118,21 @@ fn valid_room(s: &str, max: usize) -> Result<(), String> {
 
 impl Node {
     /// A node with identity `key` (must be ed25519). `now` starts its clocks.
+    ///
+    /// A node that ever sent messages must be started with [`Node::restore`] instead,
+    /// from what the app persisted, or it would reuse sequence numbers.
     pub fn new(key: Keypair, config: Config, now: Instant) -> Self {
+        Self::restore(key, config, Restore::default(), now)
+    }
+
+    fn empty(key: Keypair, config: Config, now: Instant) -> Self {
         assert!(
             key.clone().try_into_ed25519().is_ok(),
             "echo identities are ed25519 keys"
         );
         let public = key.public();
         let id = public.to_peer_id();
-        let mut node = Node {
+        let node = Node {
             rng: ChaCha8Rng::seed_from_u64(config.seed),
             name: config.name.clone(),
             key,
@@ -131,13 +153,36 @@ impl Node {
             shut_down: false,
             stats: Stats::default(),
             last_now: now,
+            profiles: BTreeMap::new(),
+            own_profile: ProfileRec::default(),
             config,
         };
-        if let Some(room) = node.config.default_room.clone() {
-            node.rooms.insert(room.clone(), Room::new());
-            node.events.push_back(Event::Joined { room });
-        }
         node
+    }
+
+    /// Creates a room's state, reserves its first block of sequence numbers and reports
+    /// both.
+    fn create_room(&mut self, name: &str, mut room: Room) {
+        room.own_next = room.own_next.max(room.reserved);
+        self.rooms.insert(name.to_string(), room);
+        self.events.push_back(Event::Joined { room: name.into() });
+        self.reserve(name);
+    }
+
+    /// Reserves the next block of sequence numbers once half of the current one is used.
+    fn reserve(&mut self, name: &str) {
+        let block = self.config.reserve_block.max(2);
+        let Some(r) = self.rooms.get_mut(name) else {
+            return;
+        };
+        if r.own_next + block / 2 < r.reserved {
+            return;
+        }
+        r.reserved = r.own_next.max(r.reserved) + block;
+        self.events.push_back(Event::SeqReserved {
+            room: name.into(),
+            upto: r.reserved,
+        });
     }
 
     // ----- queries -------------------------------------------------------------------
@@ -217,6 +262,7 @@ impl Node {
         }
         while let Some(conn) = self.ready.pop_first() {
             let window = self.config.write_window;
+            self.pump_sync(conn);
             if let Some(c) = self.conns.get_mut(&conn) {
                 if let Some(data) = c.take_transmit(window, false) {
                     return Some(Transmit { conn, data });
@@ -245,9 +291,12 @@ impl Node {
             if d < far_future(c.opened) {
                 min(d);
             }
+            if c.is_open() && c.protocol == Protocol::Chat {
+                min(c.next_sync);
+            }
         }
         for room in self.rooms.values() {
-            if let Some(d) = room.deadline(self.config.gap_timeout, self.config.verify_timeout) {
+            if let Some(d) = room.deadline() {
                 min(d);
             }
         }
@@ -372,10 +421,6 @@ impl Node {
             return;
         };
         c.last_recv = now;
-        if c.ping_out.is_none() {
-            // Pings are for quiet connections only.
-            c.next_ping = now + self.config.ping_interval;
-        }
         match &mut c.decoder {
             Decoder::Lines(d) => {
                 let mut lines = Vec::new();
@@ -420,7 +465,7 @@ impl Node {
     pub fn handle_sent(&mut self, conn: ConnId, bytes: usize) {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.ack(bytes);
-            if !c.outbox.is_empty() {
+            if !c.outbox.is_empty() || !c.sync.is_empty() {
                 self.ready.insert(conn);
             }
         }
@@ -458,26 +503,8 @@ impl Node {
         for id in ids {
             self.conn_timeout(id, now);
         }
-        let gap = self.config.gap_timeout;
-        let verify = self.config.verify_timeout;
-        let names: Vec<String> = self.rooms.keys().cloned().collect();
-        for name in names {
-            let Some(room) = self.rooms.get_mut(&name) else {
-                continue;
-            };
-            if room.deadline(gap, verify).is_none_or(|d| d > now) {
-                continue;
-            }
-            let (gaps, delivered) = room.on_timeout(now, gap, verify);
-            for (author, missing) in gaps {
-                self.events.push_back(Event::Gap {
-                    room: name.clone(),
-                    author,
-                    missing,
-                });
-            }
-            self.deliver(delivered, now);
-        }
+        self.rooms_timeout(now);
+        self.sync_timeout(now);
         let due: Vec<PeerId> = self
             .peers
             .iter()
@@ -511,7 +538,7 @@ impl Node {
                 max: self.config.max_rooms,
             });
         }
-        self.rooms.insert(room.to_string(), Room::new());
+        self.create_room(room, Room::new(Limits::of(&self.config)));
         self.broadcast_chat(
             &Frame::new(Kind::Membership(wire::Membership {
                 room: room.into(),
@@ -519,7 +546,10 @@ impl Node {
             })),
             now,
         );
-        self.events.push_back(Event::Joined { room: room.into() });
+        // Members learn what we lack from our summary and send it.
+        for peer in self.members(room) {
+            self.send_summary(peer, room, now);
+        }
         Ok(())
     }
 
@@ -567,9 +597,11 @@ impl Node {
             unix_ms(wall),
             name,
             text.to_string(),
-            r.own_last,
+            r.own_last.1,
+            r.own_last.0,
         ));
         let pos = r.push_local(&self.id, &self.public, msg.clone());
+        self.reserve(room);
         self.unsealed.push((room.to_string(), msg.seq));
         self.send_legacy(&msg, now);
         self.stats.delivered += 1;
@@ -615,10 +647,9 @@ impl Node {
         valid_label(name, self.config.max_name_len)
             .map_err(|e| CommandError::InvalidName(format!("{name:?}: {e}")))?;
         self.name = name.to_string();
-        self.broadcast_chat(
-            &Frame::new(Kind::Profile(wire::Profile { name: name.into() })),
-            now,
-        );
+        self.sign_profile();
+        let frame = Frame::new(Kind::Profile(self.own_profile.to_wire(&self.id)));
+        self.broadcast_chat(&frame, now);
         Ok(())
     }
 
@@ -742,6 +773,8 @@ impl Node {
             Some(Kind::Direct(d)) => self.on_direct(conn, d, now),
             Some(Kind::Peers(p)) => self.on_peers(conn, p, now),
             Some(Kind::Profile(p)) => self.on_profile(conn, p, now),
+            Some(Kind::Summary(sm)) => self.on_summary(conn, sm, now),
+            Some(Kind::Request(r)) => self.on_request(conn, r, now),
         }
     }
 
@@ -903,6 +936,15 @@ impl Node {
         }
         if is_chat {
             self.exchange_peers(peer, now);
+            self.send_profiles(peer, now);
+            let shared: Vec<String> = rooms
+                .iter()
+                .filter(|r| self.rooms.contains_key(*r))
+                .cloned()
+                .collect();
+            for r in shared {
+                self.send_summary(peer, &r, now);
+            }
         }
     }
 
@@ -1071,14 +1113,7 @@ impl Node {
             Err(e) => return self.violation(conn, &format!("bad room message: {e}"), now),
         };
         let room_name = msg.room.clone();
-        let intake = room.receive(
-            msg,
-            conn,
-            self.config.max_buffered_per_author,
-            self.config.gap_timeout,
-            self.config.verify_timeout,
-            now,
-        );
+        let intake = room.receive(msg, conn, now);
         if intake.duplicate {
             self.stats.duplicates += 1;
         }
@@ -1189,6 +1224,9 @@ impl Node {
             return;
         }
         if self.rooms.contains_key(&m.room) {
+            if m.joined {
+                self.send_summary(peer, &m.room, now);
+            }
             self.events.push_back(if m.joined {
                 Event::MemberJoined { room: m.room, peer }
             } else {
@@ -1222,25 +1260,6 @@ impl Node {
             text: d.text,
             sent_at_ms: d.sent_at_ms,
         });
-    }
-
-    fn on_profile(&mut self, conn: ConnId, p: wire::Profile, now: Instant) {
-        if p.name.len() > self.config.max_name_len || p.name.chars().any(char::is_control) {
-            return self.violation(conn, "invalid name", now);
-        }
-        let Some(peer) = self.active_peer(conn) else {
-            return;
-        };
-        if let Some(st) = self.peers.get_mut(&peer) {
-            if st.name != p.name {
-                let old = std::mem::replace(&mut st.name, p.name.clone());
-                self.events.push_back(Event::NameChanged {
-                    peer,
-                    old,
-                    new: p.name,
-                });
-            }
-        }
     }
 
     fn on_peers(&mut self, conn: ConnId, list: wire::PeerList, now: Instant) {
@@ -1330,6 +1349,7 @@ impl Node {
             text,
             verified: false,
             prev: crate::message::GENESIS,
+            prev_seq: 0,
             hash: crate::message::GENESIS,
             signature: None,
         };
@@ -1412,11 +1432,13 @@ impl Node {
                 continue;
             };
             let Some(&last) = seqs.last() else { continue };
-            let Some(a) = r.authors.get(&self.id) else {
-                continue;
-            };
-            if let Some(m) = a.chain.get(last) {
-                if m.signature.is_none() {
+            // The last of the burst, and every `sign_every`-th, carry a signature.
+            let every = self.config.sign_every.max(1);
+            for &seq in seqs.iter().filter(|&&s| s == last || s % every == 0) {
+                let Some(a) = r.authors.get(&self.id) else {
+                    continue;
+                };
+                if let Some(m) = a.chain.get(seq).filter(|m| m.signature.is_none()) {
                     let mut signed = Message::clone(m);
                     signed.sign(&self.key);
                     self.stats.signatures += 1;

@@ -1,0 +1,325 @@
+//! History that converges: anti-entropy summaries, paced history transfer, gap repair.
+//!
+//! * Each side of a connection sends a [`wire::Summary`] of every shared room when the
+//!   connection opens, when either side joins a room, and every `sync_interval`. It
+//!   lists, per author, the retention floor and the held sequence ranges.
+//! * The receiver of a summary queues, per connection, the messages the sender lacks
+//!   (at or above the sender's floor) as sync jobs. Jobs are turned into frames only
+//!   while less than `sync_low_water` bytes are queued on the connection, at most
+//!   `sync_batch_bytes` at a time, so live messages never wait behind a big backlog.
+//!   A run of history always ends with a signed message so the receiver can verify it.
+//! * A gap that does not fill within `gap_timeout` is repaired with a
+//!   [`wire::Request`] to the neighbour that sent the message after the gap, then to
+//!   other members; after `max_repair_attempts` the gap is skipped ([`Event::Gap`]).
+
+use std::collections::{BTreeSet, VecDeque};
+use std::time::Instant;
+
+use bytes::BytesMut;
+use libp2p_identity::PeerId;
+
+use super::Node;
+use crate::conn::SyncJob;
+use crate::event::{ConnId, Event, Protocol};
+use crate::ordering::GapAction;
+use crate::rooms::AuthorSummary;
+use crate::wire::{self, Frame, Kind};
+
+/// Authors listed per summary frame (a larger room is split over several frames).
+const SUMMARY_CHUNK: usize = 256;
+/// Largest range a neighbour may request at once.
+const MAX_REQUEST_SPAN: u64 = 100_000;
+
+impl Node {
+    /// Sends our summary of `room` to `peer`.
+    pub(super) fn send_summary(&mut self, peer: PeerId, room: &str, now: Instant) {
+        let Some(conn) = self
+            .peers
+            .get(&peer)
+            .filter(|p| p.up && p.protocol == Protocol::Chat)
+            .and_then(|p| p.active)
+        else {
+            return;
+        };
+        let Some(r) = self.rooms.get(room) else {
+            return;
+        };
+        let entries = r.summary();
+        let mut frames = Vec::new();
+        for chunk in entries.chunks(SUMMARY_CHUNK) {
+            frames.push(Frame::new(Kind::Summary(wire::Summary {
+                room: room.to_string(),
+                authors: chunk
+                    .iter()
+                    .map(|a| wire::AuthorRanges {
+                        author: a.author.to_bytes(),
+                        floor: a.floor,
+                        ranges: a.ranges.iter().flat_map(|&(s, e)| [s, e]).collect(),
+                    })
+                    .collect(),
+            })));
+        }
+        if frames.is_empty() {
+            // An empty summary still tells the neighbour to send everything it has.
+            frames.push(Frame::new(Kind::Summary(wire::Summary {
+                room: room.to_string(),
+                authors: Vec::new(),
+            })));
+        }
+        for f in frames {
+            self.send_frame(conn, &f, now);
+        }
+    }
+
+    pub(super) fn on_summary(&mut self, conn: ConnId, sm: wire::Summary, now: Instant) {
+        if sm.authors.len() > SUMMARY_CHUNK {
+            return self.violation(conn, "summary lists too many authors", now);
+        }
+        let mut parsed = Vec::with_capacity(sm.authors.len());
+        for a in sm.authors {
+            let Ok(author) = PeerId::from_bytes(&a.author) else {
+                return self.violation(conn, "summary names an invalid author", now);
+            };
+            let r = &a.ranges;
+            let ordered = r.len() % 2 == 0
+                && r.chunks(2).all(|p| p[0] < p[1])
+                && r.windows(2).all(|w| w[0] <= w[1]);
+            if !ordered {
+                return self.violation(conn, "summary ranges are malformed", now);
+            }
+            parsed.push(AuthorSummary {
+                author,
+                floor: a.floor,
+                ranges: r.chunks(2).map(|p| (p[0], p[1])).collect(),
+            });
+        }
+        let Some(room) = self.rooms.get_mut(&sm.room) else {
+            return; // not (or no longer) in that room
+        };
+        let mut jobs = Vec::new();
+        let mut listed = BTreeSet::new();
+        for a in &parsed {
+            listed.insert(a.author);
+            let lacks = room.compare(a);
+            if !lacks.is_empty() {
+                jobs.push((a.author, lacks));
+            }
+        }
+        // Summaries of big rooms come in chunks: only a lone (or empty) chunk means
+        // "nothing else"; for chunked ones the periodic rounds fill in the rest.
+        if parsed.len() < SUMMARY_CHUNK {
+            jobs.extend(room.all_ranges_except(&listed));
+        }
+        let delivered = room.collect_all(now);
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        for (author, ranges) in jobs {
+            queue_job(c, &sm.room, author, ranges);
+        }
+        if !c.sync.is_empty() {
+            self.ready.insert(conn);
+        }
+        self.deliver(delivered, now);
+    }
+
+    pub(super) fn on_request(&mut self, conn: ConnId, r: wire::Request, now: Instant) {
+        let Ok(author) = PeerId::from_bytes(&r.author) else {
+            return self.violation(conn, "request names an invalid author", now);
+        };
+        if r.start >= r.end || r.end - r.start > MAX_REQUEST_SPAN {
+            return self.violation(conn, "request range is malformed", now);
+        }
+        if !self.rooms.contains_key(&r.room) {
+            return;
+        }
+        if let Some(c) = self.conns.get_mut(&conn) {
+            queue_job(c, &r.room, author, vec![(r.start, r.end)]);
+            self.ready.insert(conn);
+        }
+    }
+
+    /// Turns queued history into frames while the connection has room for it.
+    pub(super) fn pump_sync(&mut self, conn: ConnId) {
+        let (low, batch) = (self.config.sync_low_water, self.config.sync_batch_bytes);
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.sync.is_empty() || c.queued() >= low || !c.is_open() {
+            return;
+        }
+        let mut out = BytesMut::new();
+        while out.len() < batch {
+            let Some(job) = c.sync.front_mut() else {
+                break;
+            };
+            let Some(&(start, end)) = job.ranges.front() else {
+                c.sync.pop_front();
+                continue;
+            };
+            let Some(chain) = self
+                .rooms
+                .get(&job.room)
+                .and_then(|r| r.authors.get(&job.author))
+                .map(|a| &a.chain)
+            else {
+                c.sync.pop_front();
+                continue;
+            };
+            let mut next = end;
+            let mut last = None;
+            for m in chain.range(start, end) {
+                if out.len() >= batch {
+                    next = m.seq;
+                    break;
+                }
+                Frame::new(Kind::Message(m.to_wire())).encode_to(&mut out);
+                self.stats.history_sent += 1;
+                last = Some(m.clone());
+            }
+            if next == end {
+                job.ranges.pop_front();
+            } else if let Some(r) = job.ranges.front_mut() {
+                r.0 = next;
+            }
+            // The receiver can only verify a run that ends with a signature.
+            if let Some(last) = last.filter(|l| l.signature.is_none()) {
+                for m in chain.through_next_signature(last.seq) {
+                    Frame::new(Kind::Message(m.to_wire())).encode_to(&mut out);
+                }
+            }
+        }
+        c.outbox.extend_from_slice(&out);
+    }
+
+    /// Gap timers of every room: repair requests, skips, deliveries.
+    pub(super) fn rooms_timeout(&mut self, now: Instant) {
+        let names: Vec<String> = self
+            .rooms
+            .iter()
+            .filter(|(_, r)| r.deadline().is_some_and(|d| d <= now))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in names {
+            let Some(room) = self.rooms.get_mut(&name) else {
+                continue;
+            };
+            let (gaps, delivered) = room.on_timeout(now);
+            for (author, action, source) in gaps {
+                match action {
+                    GapAction::Request {
+                        start,
+                        end,
+                        attempt,
+                    } => self.request_repair(&name, author, start, end, attempt, source, now),
+                    GapAction::Skipped { start, end } => self.events.push_back(Event::Gap {
+                        room: name.clone(),
+                        author,
+                        missing: (start, end),
+                    }),
+                }
+            }
+            self.deliver(delivered, now);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn request_repair(
+        &mut self,
+        room: &str,
+        author: PeerId,
+        start: u64,
+        end: u64,
+        attempt: u32,
+        source: Option<ConnId>,
+        now: Instant,
+    ) {
+        // First the neighbour that sent the message after the gap, then the others in
+        // turn (the author first of all if it is a neighbour).
+        let mut candidates: Vec<ConnId> = Vec::new();
+        if let Some(s) = source.filter(|s| self.conns.get(s).is_some_and(|c| c.is_open())) {
+            candidates.push(s);
+        }
+        if let Some(c) = self
+            .peers
+            .get(&author)
+            .filter(|p| p.up)
+            .and_then(|p| p.active)
+        {
+            if !candidates.contains(&c) {
+                candidates.push(c);
+            }
+        }
+        for p in self.members(room) {
+            if let Some(c) = self.peers.get(&p).and_then(|p| p.active) {
+                if !candidates.contains(&c)
+                    && self
+                        .conns
+                        .get(&c)
+                        .is_some_and(|c| c.protocol == Protocol::Chat)
+                {
+                    candidates.push(c);
+                }
+            }
+        }
+        if candidates.is_empty() {
+            return;
+        }
+        let conn = candidates[(attempt as usize - 1) % candidates.len()];
+        let frame = Frame::new(Kind::Request(wire::Request {
+            room: room.to_string(),
+            author: author.to_bytes(),
+            start,
+            end: end.min(start + MAX_REQUEST_SPAN),
+        }));
+        self.stats.repair_requests += 1;
+        self.send_frame(conn, &frame, now);
+    }
+
+    /// Periodic summaries.
+    pub(super) fn sync_timeout(&mut self, now: Instant) {
+        let interval = self.config.sync_interval;
+        let due: Vec<PeerId> = self
+            .conns
+            .iter_mut()
+            .filter(|(_, c)| c.is_open() && c.protocol == Protocol::Chat && c.next_sync <= now)
+            .map(|(_, c)| {
+                c.next_sync = now + interval;
+                c.peer
+            })
+            .collect();
+        for peer in due {
+            if self.peers.get(&peer).is_none_or(|p| !p.up) {
+                continue;
+            }
+            let rooms: Vec<String> = self.peers[&peer]
+                .rooms
+                .iter()
+                .filter(|r| self.rooms.contains_key(*r))
+                .cloned()
+                .collect();
+            for r in rooms {
+                self.send_summary(peer, &r, now);
+            }
+        }
+    }
+}
+
+/// Adds ranges of an author to a connection's sync queue (merging with a queued job for
+/// the same author so repeated summaries do not duplicate work).
+fn queue_job(c: &mut crate::conn::Conn, room: &str, author: PeerId, ranges: Vec<(u64, u64)>) {
+    if let Some(job) = c
+        .sync
+        .iter_mut()
+        .find(|j| j.room == room && j.author == author)
+    {
+        let merged = crate::rooms::union(job.ranges.iter().copied().collect(), &ranges);
+        job.ranges = merged.into();
+        return;
+    }
+    c.sync.push_back(SyncJob {
+        room: room.to_string(),
+        author,
+        ranges: VecDeque::from(ranges),
+    });
+}

@@ -1,0 +1,125 @@
+//! Restart safety: what a node must keep, and how it comes back.
+//!
+//! The app persists, as they come out of the node:
+//! * the identity key (it creates it; the node never sees storage);
+//! * every [`Event::Message`] with a `position` (the room logs; store
+//!   `msg.encode()`, which carries the hash chain and any signature);
+//! * every [`Event::SeqReserved`] (the highest `upto` per room);
+//! * its joined rooms ([`Event::Joined`] / [`Event::Left`]).
+//!
+//! On start it passes them back through [`Node::restore`]. The node continues each of its
+//! own chains above the reserved numbers, so it never reuses a sequence number, even
+//! when the app lost the last messages before a crash; its next message names its last
+//! known one as `prev`, and receivers hop over the unused numbers at once.
+//!
+//! [`Node::export`] gives the same state as a snapshot, for apps that prefer that.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use libp2p_identity::Keypair;
+
+use super::Node;
+use crate::config::Config;
+use crate::event::Event;
+use crate::message::{Message, SharedMessage};
+use crate::rooms::{Limits, Room};
+
+/// State to restart a node from.
+#[derive(Debug, Clone, Default)]
+pub struct Restore {
+    /// The rooms the node was in. Empty: start fresh, in the default room.
+    pub rooms: Vec<RestoreRoom>,
+    /// Highest Lamport time seen, if stored (it is also recomputed from the messages).
+    pub lamport: u64,
+}
+
+/// One room's persisted state.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreRoom {
+    /// Room name.
+    pub name: String,
+    /// The highest `upto` of the room's [`Event::SeqReserved`] events (0 if none).
+    pub reserved: u64,
+    /// The room's messages, in any order (own and others').
+    pub messages: Vec<Message>,
+}
+
+impl Node {
+    /// A node restarted from persisted state (see the module docs of `persist`).
+    ///
+    /// Stored messages are trusted (they were verified when first received) and are
+    /// not reported again as events. Reports [`Event::Joined`] and a fresh
+    /// [`Event::SeqReserved`] for each room.
+    pub fn restore(key: Keypair, config: Config, state: Restore, now: Instant) -> Node {
+        let mut node = Node::empty(key, config, now);
+        node.lamport = state.lamport;
+        let limits = Limits::of(&node.config);
+        if state.rooms.is_empty() {
+            if let Some(room) = node.config.default_room.clone() {
+                node.create_room(&room, Room::new(limits));
+            }
+        }
+        for rr in state.rooms {
+            if node.rooms.contains_key(&rr.name) {
+                continue;
+            }
+            let mut room = Room::new(limits);
+            let mut msgs = rr.messages;
+            msgs.retain(|m| m.room == rr.name && m.verified && m.seq > 0);
+            msgs.sort_by(|a, b| (a.author, a.seq).cmp(&(b.author, b.seq)));
+            msgs.dedup_by(|a, b| a.author == b.author && a.seq == b.seq);
+            let mut own_last = None;
+            for mut m in msgs {
+                node.lamport = node.lamport.max(m.lamport);
+                if m.author == node.id {
+                    // Own messages were persisted before they were signed: sign the
+                    // ones a receiver needs (every `sign_every`-th; the last is below).
+                    if m.signature.is_none() && m.seq % node.config.sign_every.max(1) == 0 {
+                        m.sign(&node.key);
+                    }
+                    own_last = Some(m.seq);
+                }
+                let key = (m.author == node.id).then(|| node.public.clone());
+                room.load(Arc::new(m), key.as_ref());
+            }
+            if let Some(seq) = own_last {
+                if let Some(a) = room.authors.get(&node.id) {
+                    if let Some(m) = a.chain.get(seq).filter(|m| m.signature.is_none()) {
+                        let mut signed = Message::clone(m);
+                        signed.sign(&node.key);
+                        room.replace_local(&node.id, Arc::new(signed));
+                    }
+                }
+                let m: &SharedMessage = room.authors[&node.id].chain.get(seq).expect("loaded");
+                room.own_last = (seq, m.hash);
+                room.own_next = seq + 1;
+            }
+            room.reserved = rr.reserved.max(room.own_next);
+            room.own_next = room.reserved;
+            room.finish_load();
+            node.create_room(&rr.name, room);
+        }
+        node.sign_profile();
+        node
+    }
+
+    /// A snapshot of what [`Node::restore`] needs (messages within retention).
+    pub fn export(&self) -> Restore {
+        Restore {
+            lamport: self.lamport,
+            rooms: self
+                .rooms
+                .iter()
+                .map(|(name, r)| RestoreRoom {
+                    name: name.clone(),
+                    reserved: r.reserved,
+                    messages: r.log.iter().map(|m| Message::clone(m)).collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[allow(unused_imports)]
+use Event as _DocLink;

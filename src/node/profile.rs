@@ -1,0 +1,154 @@
+//! Profiles: display names as signed, replicated state. The newest record of an author
+//! (by Lamport time) wins; records are relayed to every neighbour, so a late joiner
+//! learns every author's current name, not only of those who speak after it joined.
+
+use std::time::Instant;
+
+use libp2p_identity::PeerId;
+
+use super::Node;
+use crate::event::{ConnId, Event, Protocol};
+use crate::message::{profile_bytes, public_key_of};
+use crate::wire::{self, Frame, Kind};
+
+/// Profiles sent to a neighbour when a connection opens (the newest first).
+const PROFILES_ON_CONNECT: usize = 256;
+
+/// A signed display name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct ProfileRec {
+    pub name: String,
+    pub lamport: u64,
+    pub signature: Vec<u8>,
+}
+
+impl ProfileRec {
+    pub fn to_wire(&self, author: &PeerId) -> wire::Profile {
+        wire::Profile {
+            name: self.name.clone(),
+            author: author.to_bytes(),
+            lamport: self.lamport,
+            signature: self.signature.clone(),
+        }
+    }
+}
+
+impl Node {
+    /// Signs our current name with a fresh Lamport time.
+    pub(super) fn sign_profile(&mut self) {
+        self.lamport = self.lamport.saturating_add(1);
+        let bytes = profile_bytes(&self.id, self.lamport, &self.name);
+        self.own_profile = ProfileRec {
+            name: self.name.clone(),
+            lamport: self.lamport,
+            signature: self
+                .key
+                .sign(&bytes)
+                .expect("ed25519 signing does not fail"),
+        };
+        self.stats.signatures += 1;
+    }
+
+    /// The newest known display name of any author (ourselves included).
+    pub fn name_of(&self, peer: &PeerId) -> Option<&str> {
+        if *peer == self.id {
+            return Some(&self.name);
+        }
+        if let Some(p) = self.profiles.get(peer) {
+            return Some(&p.name);
+        }
+        self.peers.get(peer).map(|p| p.name.as_str())
+    }
+
+    pub(super) fn send_profiles(&mut self, peer: PeerId, now: Instant) {
+        let Some(conn) = self.peers.get(&peer).and_then(|p| p.active) else {
+            return;
+        };
+        let mut recs: Vec<(&PeerId, &ProfileRec)> = self
+            .profiles
+            .iter()
+            .filter(|(id, _)| **id != peer)
+            .collect();
+        recs.sort_by(|a, b| b.1.lamport.cmp(&a.1.lamport));
+        let mut frames = vec![Frame::new(Kind::Profile(
+            self.own_profile.to_wire(&self.id),
+        ))];
+        frames.extend(
+            recs.into_iter()
+                .take(PROFILES_ON_CONNECT)
+                .map(|(id, r)| Frame::new(Kind::Profile(r.to_wire(id)))),
+        );
+        for f in frames {
+            self.send_frame(conn, &f, now);
+        }
+    }
+
+    pub(super) fn on_profile(&mut self, conn: ConnId, p: wire::Profile, now: Instant) {
+        if p.name.len() > self.config.max_name_len || p.name.chars().any(char::is_control) {
+            return self.violation(conn, "invalid name in profile", now);
+        }
+        let Ok(author) = PeerId::from_bytes(&p.author) else {
+            return self.violation(conn, "profile names an invalid author", now);
+        };
+        if author == self.id {
+            return;
+        }
+        if self
+            .profiles
+            .get(&author)
+            .is_some_and(|r| r.lamport >= p.lamport)
+        {
+            return; // a copy or an older record: nothing to check
+        }
+        let valid = public_key_of(&author)
+            .is_some_and(|k| k.verify(&profile_bytes(&author, p.lamport, &p.name), &p.signature));
+        if !valid {
+            self.stats.forgeries += 1;
+            return self.bad_signature(conn, now);
+        }
+        let is_peer = self.peers.get(&author).is_some_and(|x| x.up);
+        if !self.profiles.contains_key(&author)
+            && self.profiles.len() >= self.config.max_profiles
+            && !is_peer
+        {
+            return;
+        }
+        self.lamport = self.lamport.max(p.lamport);
+        let old = self
+            .profiles
+            .insert(
+                author,
+                ProfileRec {
+                    name: p.name.clone(),
+                    lamport: p.lamport,
+                    signature: p.signature.clone(),
+                },
+            )
+            .map(|r| r.name)
+            .or_else(|| self.peers.get(&author).map(|x| x.name.clone()));
+        if let Some(st) = self.peers.get_mut(&author) {
+            st.name = p.name.clone();
+        }
+        if let Some(old) = old.filter(|o| *o != p.name) {
+            self.events.push_back(Event::NameChanged {
+                peer: author,
+                old,
+                new: p.name.clone(),
+            });
+        }
+        // Relay to every other neighbour.
+        let from = self.conns.get(&conn).map(|c| c.peer);
+        let wire = Frame::new(Kind::Profile(p)).to_wire();
+        let targets: Vec<ConnId> = self
+            .peers
+            .iter()
+            .filter(|(id, x)| {
+                x.up && x.protocol == Protocol::Chat && Some(**id) != from && **id != author
+            })
+            .filter_map(|(_, x)| x.active)
+            .collect();
+        for t in targets {
+            self.send_bytes(t, &wire, now);
+        }
+    }
+}
