@@ -68,7 +68,7 @@ fn sample_wire(author: u64, seq: u64, len: usize) -> wire::RoomMessage {
         text: "x".repeat(len),
         prev: Bytes::from(vec![if seq == 1 { 0 } else { 1 }; 32]),
         signature: Bytes::new(),
-        prev_seq: 0,
+        skipped: 0,
     }
 }
 

@@ -124,6 +124,9 @@ pub struct Config {
     pub max_exchange_peers: usize,
     /// Dial peers learned by peer exchange (default true).
     pub auto_connect: bool,
+    /// Learned peers are dialed while fewer than this many are connected, and again when
+    /// a neighbour drops (default 8; relaying reaches the rest of a larger group).
+    pub target_peers: usize,
 }
 
 impl Default for Config {
@@ -167,6 +170,7 @@ impl Default for Config {
             max_addrs_per_peer: 8,
             max_exchange_peers: 32,
             auto_connect: true,
+            target_peers: 8,
         }
     }
 }

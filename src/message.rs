@@ -198,11 +198,7 @@ impl Message {
             text: self.text.clone(),
             prev: Bytes::copy_from_slice(&self.prev),
             signature: self.signature.clone().unwrap_or_default(),
-            prev_seq: if self.prev_seq + 1 == self.seq {
-                0
-            } else {
-                self.prev_seq
-            },
+            skipped: self.seq - 1 - self.prev_seq,
         }
     }
 
@@ -222,14 +218,9 @@ impl Message {
         if m.seq == 0 {
             return Err("sequence number 0".into());
         }
-        let prev_seq = if m.prev_seq == 0 {
-            m.seq - 1
-        } else {
-            m.prev_seq
+        let Some(prev_seq) = (m.seq - 1).checked_sub(m.skipped) else {
+            return Err("skipped reaches below sequence number 1".into());
         };
-        if prev_seq >= m.seq {
-            return Err("prev_seq must be below seq".into());
-        }
         if (prev_seq == 0) != (prev == GENESIS) {
             return Err("prev hash must be zero exactly for a chain's first message".into());
         }

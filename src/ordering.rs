@@ -88,6 +88,8 @@ pub struct Chain<S> {
     next: Option<u64>,
     /// Lowest seq a neighbour reported holding; where an unanchored chain starts.
     hint: Option<u64>,
+    /// Where delivery started if not at the chain's first message (a late joiner).
+    anchor: Option<u64>,
     /// Ranges `[start, end)` that delivery hops over: voids (numbers never used) and
     /// skipped gaps. A message inside one is still accepted, once.
     skipped: BTreeMap<u64, u64>,
@@ -130,6 +132,7 @@ impl<S: Clone + PartialEq> Chain<S> {
             floor: 0,
             next: None,
             hint: None,
+            anchor: None,
             skipped: BTreeMap::new(),
             msgs: BTreeMap::new(),
             pending: BTreeMap::new(),
@@ -267,8 +270,17 @@ impl<S: Clone + PartialEq> Chain<S> {
     /// A neighbour holds this author's messages from `seq` on: an unanchored chain may
     /// start there instead of waiting for earlier ones.
     pub fn hint_start(&mut self, seq: u64) {
-        if self.next.is_none() {
-            self.hint = Some(self.hint.map_or(seq, |h| h.min(seq)));
+        match self.anchor {
+            _ if self.next.is_none() => {
+                self.hint = Some(self.hint.map_or(seq, |h| h.min(seq)));
+            }
+            // Started late, and someone has older history: accept it as late arrivals.
+            Some(a) if seq.max(self.floor) < a => {
+                let s = seq.max(self.floor);
+                self.skipped.insert(s, a);
+                self.anchor = Some(s);
+            }
+            _ => {}
         }
     }
 
@@ -431,8 +443,17 @@ impl<S: Clone + PartialEq> Chain<S> {
     /// per-author order by nature), then the in-order run starting at `next`.
     pub fn take_ready(&mut self, out: &mut Vec<SharedMessage>, now: Instant) {
         out.append(&mut self.late);
-        let Some(mut n) = self.next.or_else(|| self.anchor()) else {
-            return;
+        let mut n = match self.next {
+            Some(n) => n,
+            None => {
+                let Some(a) = self.anchor() else {
+                    return;
+                };
+                if self.msgs.get(&a).is_some_and(|m| m.prev_seq != 0) {
+                    self.anchor = Some(a);
+                }
+                a
+            }
         };
         loop {
             if let Some(m) = self.msgs.get(&n) {

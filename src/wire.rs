@@ -160,10 +160,10 @@ pub struct RoomMessage {
     /// the same chain carries one.
     #[prost(bytes = "bytes", tag = "9")]
     pub signature: Bytes,
-    /// Sequence number of the message `prev` names, when it is not `seq - 1` (numbers
-    /// reserved before a restart and never used); 0 means `seq - 1`.
+    /// How many sequence numbers right before `seq` the author never used (reserved
+    /// before a restart): `prev` names message `seq - 1 - skipped`. Usually 0.
     #[prost(uint64, tag = "10")]
-    pub prev_seq: u64,
+    pub skipped: u64,
 }
 
 /// Room membership change of the sender.

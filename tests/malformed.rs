@@ -81,7 +81,7 @@ fn chain(key: &Keypair, texts: &[&str], sign: impl Fn(usize) -> bool) -> Vec<wir
                 text: t.to_string(),
                 prev: Bytes::copy_from_slice(&prev),
                 signature: Bytes::new(),
-                prev_seq: 0,
+                skipped: 0,
             };
             let m = Message::decode(w.clone()).unwrap();
             prev = *m.hash();

@@ -1292,7 +1292,8 @@ impl Node {
                 p.add_addr(a, max_addrs);
             }
             let idle = !p.up && p.dialing.is_none() && p.next_dial.is_none();
-            if idle && self.config.auto_connect && connected < self.config.max_peers {
+            let want = self.config.target_peers.min(self.config.max_peers);
+            if idle && self.config.auto_connect && connected < want {
                 // The lower id dials at once; the other waits so mutual discovery
                 // rarely produces two connections.
                 let delay = if me < id {
@@ -1559,6 +1560,35 @@ impl Node {
         }
         if !self.shut_down {
             self.schedule_redial(peer, now);
+            self.top_up(now);
+        }
+    }
+
+    /// Dials learned peers while fewer than `target_peers` are connected.
+    fn top_up(&mut self, now: Instant) {
+        if !self.config.auto_connect {
+            return;
+        }
+        let connected = self.peers.values().filter(|p| p.up).count();
+        let want = self.config.target_peers.min(self.config.max_peers);
+        if connected >= want {
+            return;
+        }
+        let me = self.id;
+        let delay = self.config.backoff_initial * 4;
+        let idle: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.up && p.dialing.is_none() && p.next_dial.is_none())
+            .filter(|(_, p)| !p.addrs.is_empty() && p.protocol == Protocol::Chat)
+            .map(|(id, _)| *id)
+            .take(want - connected)
+            .collect();
+        for id in idle {
+            if let Some(p) = self.peers.get_mut(&id) {
+                // Lower id first, as for fresh peer exchange.
+                p.next_dial = Some(if me < id { now } else { now + delay });
+            }
         }
     }
 

@@ -20,8 +20,16 @@ use multiaddr::Multiaddr;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::codec::FrameDecoder;
 use crate::event::{Action, ConnId, ConnInfo, DialId, Event, Protocol, Role};
+use crate::message::{MsgId, OrderKey};
+use crate::wire::{Frame, Kind};
 use crate::{Config, Node};
+
+mod check;
+mod store;
+
+pub use store::Store;
 
 /// Deterministic identity number `i` of a simulation.
 pub fn keypair(i: u64) -> Keypair {
@@ -34,6 +42,11 @@ pub fn keypair(i: u64) -> Keypair {
 pub type NodeIdx = usize;
 
 enum Delivery {
+    Sent {
+        to: NodeIdx,
+        conn: ConnId,
+        n: usize,
+    },
     Connected {
         to: NodeIdx,
         conn: ConnId,
@@ -67,8 +80,16 @@ pub struct SimNode {
     pub addr: Multiaddr,
     /// Every event it emitted, in order.
     pub events: Vec<Event>,
-    /// Connections the node closed because the peer misbehaved, with reasons.
+    /// Connections the node closed, with reasons.
     pub closes: Vec<(ConnId, String)>,
+    /// What the node's app persisted (fed from its events).
+    pub store: Store,
+    /// Messages sent through [`Sim::send`], with their log keys.
+    pub sent: Vec<(MsgId, OrderKey)>,
+    /// Whether the node ever crashed.
+    pub crashed: bool,
+    /// Indices into `events` where a restarted incarnation begins.
+    pub restarts: Vec<usize>,
 }
 
 /// Where a connection end leads.
@@ -82,6 +103,8 @@ struct Endpoint {
     remote: Remote,
     /// Earliest time the next delivery on this direction may happen (keeps FIFO order).
     fifo: Instant,
+    /// When the link finishes sending what it was given (with a bandwidth limit).
+    busy_until: Instant,
 }
 
 /// The simulated network.
@@ -104,8 +127,18 @@ pub struct Sim {
     pub jitter: Duration,
     /// Transmits are cut into chunks of 1..=`max_chunk` bytes (0 = never cut).
     pub max_chunk: usize,
-    /// Frame deliveries (transmit chunks handed to nodes) so far.
+    /// Bytes per second each connection direction carries (`None`: unlimited). With a
+    /// limit, the sender learns a transmit was written only once it has left.
+    pub bandwidth: Option<u64>,
+    /// Transmit chunks handed to nodes so far.
     pub deliveries: u64,
+    /// Probability that a room-message frame is lost in transit.
+    pub loss: f64,
+    /// Probability that a room-message frame is delivered twice.
+    pub duplicate: f64,
+    /// Probability that a room-message frame swaps places with the next one.
+    pub reorder: f64,
+    seed: u64,
 }
 
 impl Sim {
@@ -128,6 +161,11 @@ impl Sim {
             jitter: Duration::ZERO,
             max_chunk: 0,
             deliveries: 0,
+            bandwidth: None,
+            loss: 0.0,
+            duplicate: 0.0,
+            reorder: 0.0,
+            seed,
         }
     }
 
@@ -161,6 +199,10 @@ impl Sim {
             addr,
             events: Vec::new(),
             closes: Vec::new(),
+            store: Store::default(),
+            sent: Vec::new(),
+            crashed: false,
+            restarts: Vec::new(),
         });
         self.flush(i);
         i
@@ -219,10 +261,26 @@ impl Sim {
             .expect("valid address");
     }
 
+    /// Frames decoded by all live nodes so far (the simulated frame deliveries).
+    pub fn frames_delivered(&self) -> u64 {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.node.as_ref())
+            .map(|n| n.stats().frames_in)
+            .sum()
+    }
+
+    /// The seed this simulation was created with.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
     /// Node `i` sends `text` to `room`.
     pub fn send(&mut self, i: NodeIdx, room: &str, text: &str) {
-        self.with(i, |n, now| n.send(room, text, SystemTime::UNIX_EPOCH, now))
+        let m = self
+            .with(i, |n, now| n.send(room, text, SystemTime::UNIX_EPOCH, now))
             .expect("send accepted");
+        self.nodes[i].sent.push((m.id(), m.order_key()));
     }
 
     /// Texts of room messages node `i` delivered, in delivery order.
@@ -274,6 +332,7 @@ impl Sim {
     /// Crashes node `i`: its state is gone; its peers see their connections close.
     pub fn crash(&mut self, i: NodeIdx) {
         self.nodes[i].node = None;
+        self.nodes[i].crashed = true;
         let mine: Vec<(NodeIdx, ConnId)> =
             self.ends.keys().filter(|(n, _)| *n == i).copied().collect();
         for k in mine {
@@ -286,13 +345,22 @@ impl Sim {
         }
     }
 
-    /// Restarts a crashed node with a fresh state and the same identity and address.
+    /// Restarts a crashed node from what its app persisted, with the same identity and
+    /// address.
     pub fn restart(&mut self, i: NodeIdx) {
         let sn = &mut self.nodes[i];
-        let mut node = Node::new(sn.key.clone(), sn.config.clone(), self.now);
+        let state = sn.store.restore();
+        let mut node = Node::restore(sn.key.clone(), sn.config.clone(), state, self.now);
         node.set_listen_addrs(vec![sn.addr.clone()]);
         sn.node = Some(node);
+        sn.restarts.push(sn.events.len());
         self.flush(i);
+    }
+
+    /// Crashes node `i` so that its last `n` message writes never reached the disk.
+    pub fn crash_losing(&mut self, i: NodeIdx, n: usize) {
+        self.crash(i);
+        self.nodes[i].store.lose_newest(n);
     }
 
     /// Opens a connection to node `i` from a raw peer with identity `key`, speaking
@@ -307,6 +375,7 @@ impl Sim {
             Endpoint {
                 remote: Remote::Raw(h),
                 fifo: self.now,
+                busy_until: self.now,
             },
         );
         let info = ConnInfo {
@@ -356,17 +425,28 @@ impl Sim {
         self.queue.push(Reverse((at, s)));
     }
 
-    fn link_time(&mut self, from: (NodeIdx, ConnId)) -> Instant {
+    /// When `len` bytes sent now on `from` have left the sender (bandwidth) and when
+    /// they arrive.
+    fn link_time(&mut self, from: (NodeIdx, ConnId), len: usize) -> (Instant, Instant) {
         let jitter = if self.jitter.is_zero() {
             Duration::ZERO
         } else {
             self.jitter.mul_f64(self.rng.random::<f64>())
         };
-        let want = self.now + self.latency + jitter;
+        let bandwidth = self.bandwidth;
+        let now = self.now;
         let end = self.ends.get_mut(&from).expect("endpoint exists");
-        let at = want.max(end.fifo);
+        let sent = match bandwidth {
+            Some(bw) => {
+                let t = end.busy_until.max(now) + Duration::from_secs_f64(len as f64 / bw as f64);
+                end.busy_until = t;
+                t
+            }
+            None => now,
+        };
+        let at = (sent + self.latency + jitter).max(end.fifo);
         end.fifo = at;
-        at
+        (sent, at)
     }
 
     /// Collects node `i`'s outputs into the network.
@@ -385,6 +465,7 @@ impl Sim {
                 acts.push(a);
             }
             while let Some(e) = node.poll_event() {
+                sn.store.record(&e);
                 sn.events.push(e);
             }
             if txs.is_empty() && acts.is_empty() {
@@ -404,12 +485,27 @@ impl Sim {
                         }
                     }
                     Remote::Node(rn, rc) => {
-                        self.ack(i, t.conn, t.data.len());
+                        let len = t.data.len();
                         if self.is_blocked(i, rn) {
+                            self.ack(i, t.conn, len);
                             continue;
                         }
-                        let at = self.link_time((i, t.conn));
-                        let mut data = t.data;
+                        let (sent, at) = self.link_time((i, t.conn), len);
+                        if self.bandwidth.is_some() {
+                            let d = Delivery::Sent {
+                                to: i,
+                                conn: t.conn,
+                                n: len,
+                            };
+                            self.schedule(sent, d);
+                        } else {
+                            self.ack(i, t.conn, len);
+                        }
+                        let mut data = if self.loss + self.duplicate + self.reorder > 0.0 {
+                            self.mangle(t.data)
+                        } else {
+                            t.data
+                        };
                         while !data.is_empty() {
                             let n = if self.max_chunk == 0 {
                                 data.len()
@@ -451,6 +547,41 @@ impl Sim {
                 }
             }
         }
+    }
+
+    /// Applies loss, duplication and reordering to the room-message frames of a
+    /// transmit (other frames pass unchanged and in order).
+    fn mangle(&mut self, data: Bytes) -> Bytes {
+        let mut d = FrameDecoder::new(usize::MAX >> 1);
+        d.extend(&data);
+        let mut frames: Vec<(Bytes, bool)> = Vec::new();
+        while let Ok(Some(f)) = d.decode() {
+            let is_msg = matches!(
+                Frame::decode_payload(&f).map(|f| f.kind),
+                Ok(Some(Kind::Message(_)))
+            );
+            if is_msg && self.rng.random_bool(self.loss.clamp(0.0, 1.0)) {
+                continue;
+            }
+            if is_msg && self.rng.random_bool(self.duplicate.clamp(0.0, 1.0)) {
+                frames.push((f.clone(), true));
+            }
+            let swap = is_msg
+                && frames.last().is_some_and(|(_, m)| *m)
+                && self.rng.random_bool(self.reorder.clamp(0.0, 1.0));
+            if swap {
+                let prev = frames.pop().expect("checked");
+                frames.push((f, true));
+                frames.push(prev);
+                continue;
+            }
+            frames.push((f, is_msg));
+        }
+        let mut out = bytes::BytesMut::new();
+        for (f, _) in frames {
+            crate::codec::encode_frame(&mut out, &f);
+        }
+        out.freeze()
     }
 
     fn ack(&mut self, i: NodeIdx, conn: ConnId, n: usize) {
@@ -497,6 +628,7 @@ impl Sim {
             Endpoint {
                 remote: Remote::Node(to, cb),
                 fifo: at,
+                busy_until: at,
             },
         );
         self.ends.insert(
@@ -504,6 +636,7 @@ impl Sim {
             Endpoint {
                 remote: Remote::Node(from, ca),
                 fifo: at,
+                busy_until: at,
             },
         );
         let info_a = ConnInfo {
@@ -589,7 +722,8 @@ impl Sim {
             Delivery::Connected { to, .. }
             | Delivery::Data { to, .. }
             | Delivery::Closed { to, .. }
-            | Delivery::DialFailed { to, .. } => *to,
+            | Delivery::DialFailed { to, .. }
+            | Delivery::Sent { to, .. } => *to,
         };
         let Some(node) = self.nodes[to].node.as_mut() else {
             return;
@@ -614,6 +748,7 @@ impl Sim {
                 }
             }
             Delivery::DialFailed { dial, error, .. } => node.handle_dial_failed(dial, &error, now),
+            Delivery::Sent { conn, n, .. } => node.handle_sent(conn, n),
         }
         self.flush(to);
     }

@@ -1,0 +1,154 @@
+//! Invariant checks over a quiescent simulation. Each returns `Err` with a readable
+//! description that includes the seed, so a failing run can be replayed.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use libp2p_identity::PeerId;
+
+use super::{NodeIdx, Sim};
+use crate::event::Event;
+use crate::message::MsgId;
+
+impl Sim {
+    fn live_members(&self, room: &str) -> Vec<NodeIdx> {
+        (0..self.nodes.len())
+            .filter(|&i| {
+                self.nodes[i]
+                    .node
+                    .as_ref()
+                    .is_some_and(|n| n.room_log(room).is_some())
+            })
+            .collect()
+    }
+
+    /// Every live member of `room` holds the same log in the same order.
+    pub fn check_converged(&self, room: &str) -> Result<(), String> {
+        let members = self.live_members(room);
+        let logs: Vec<(NodeIdx, Vec<(PeerId, u64, [u8; 32])>)> = members
+            .iter()
+            .map(|&i| {
+                let log = self
+                    .node(i)
+                    .room_log(room)
+                    .expect("member")
+                    .map(|m| (m.author, m.seq, *m.hash()))
+                    .collect();
+                (i, log)
+            })
+            .collect();
+        for w in logs.windows(2) {
+            if w[0].1 != w[1].1 {
+                let (a, b) = (&w[0], &w[1]);
+                let pos = a.1.iter().zip(&b.1).position(|(x, y)| x != y);
+                return Err(format!(
+                    "seed {}: logs of node {} ({} msgs) and node {} ({} msgs) differ in room {room} (first difference at index {:?})",
+                    self.seed,
+                    a.0,
+                    a.1.len(),
+                    b.0,
+                    b.1.len(),
+                    pos
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// No node delivered a message twice within one incarnation, and each author's
+    /// messages were delivered in sequence order, except backfill (below the first one
+    /// delivered) and numbers inside gaps the node reported.
+    pub fn check_delivery(&self) -> Result<(), String> {
+        for (i, sn) in self.nodes.iter().enumerate() {
+            let mut seen: BTreeSet<MsgId> = BTreeSet::new();
+            let mut highest: BTreeMap<(String, PeerId), (u64, u64)> = BTreeMap::new();
+            let mut gaps: BTreeMap<(String, PeerId), Vec<(u64, u64)>> = BTreeMap::new();
+            for (k, e) in sn.events.iter().enumerate() {
+                if sn.restarts.contains(&k) {
+                    seen.clear();
+                    highest.clear();
+                    gaps.clear();
+                }
+                match e {
+                    Event::Gap {
+                        room,
+                        author,
+                        missing,
+                    } => gaps
+                        .entry((room.clone(), *author))
+                        .or_default()
+                        .push(*missing),
+                    Event::Message {
+                        msg,
+                        position: Some(_),
+                    } => {
+                        if !seen.insert(msg.id()) {
+                            return Err(format!(
+                                "seed {}: node {i} delivered {}#{} in {} twice",
+                                self.seed, msg.author, msg.seq, msg.room
+                            ));
+                        }
+                        let key = (msg.room.clone(), msg.author);
+                        let in_gap = gaps
+                            .get(&key)
+                            .is_some_and(|g| g.iter().any(|&(s, e)| msg.seq >= s && msg.seq < e));
+                        match highest.get_mut(&key) {
+                            None => {
+                                highest.insert(key, (msg.seq, msg.seq));
+                            }
+                            Some((first, high)) => {
+                                if msg.seq > *high {
+                                    *high = msg.seq;
+                                } else if msg.seq < *first {
+                                    *first = msg.seq; // backfill of older history
+                                } else if !in_gap {
+                                    return Err(format!(
+                                        "seed {}: node {i} delivered {}#{} after #{} in {}",
+                                        self.seed, msg.author, msg.seq, high, msg.room
+                                    ));
+                                }
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every message sent (through [`Sim::send`]) by a node that never crashed is in the
+    /// log of every live member of its room, unless retention dropped it there.
+    pub fn check_complete(&self, room: &str) -> Result<(), String> {
+        for i in self.live_members(room) {
+            let log: Vec<_> = self.node(i).room_log(room).expect("member").collect();
+            let have: BTreeSet<MsgId> = log.iter().map(|m| m.id()).collect();
+            let oldest = log.first().map(|m| m.order_key());
+            let trimmed = log.len() >= self.node(i).config().max_log_messages;
+            for (j, sn) in self.nodes.iter().enumerate() {
+                if sn.crashed {
+                    continue;
+                }
+                for (id, key) in &sn.sent {
+                    if id.room != room || have.contains(id) {
+                        continue;
+                    }
+                    if trimmed && oldest.is_some_and(|o| *key < o) {
+                        continue;
+                    }
+                    return Err(format!(
+                        "seed {}: node {i} lacks message #{} of node {j} in {room}",
+                        self.seed, id.seq
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// All checks for `room`.
+    pub fn check_all(&self, room: &str) -> Result<(), String> {
+        self.check_delivery()?;
+        self.check_converged(room)?;
+        self.check_complete(room)
+    }
+}
