@@ -320,7 +320,58 @@ fn signing_bytes(hash: &Hash) -> Vec<u8> {
 
 /// Verifies `signature` over `hash` with `key`.
 pub(crate) fn verify(key: &PublicKey, hash: &Hash, signature: &[u8]) -> bool {
-    key.verify(&signing_bytes(hash), signature)
+    #[cfg(feature = "sim")]
+    if memo::known(hash, signature) {
+        return true;
+    }
+    let ok = key.verify(&signing_bytes(hash), signature);
+    #[cfg(feature = "sim")]
+    if ok {
+        memo::remember(hash, signature);
+    }
+    ok
+}
+
+/// Simulation only: remembers verified (hash, signature) pairs process-wide so that a
+/// simulated network of many nodes pays for each signature once. Verification is a pure
+/// function and the hash names the author, so a remembered success is exactly what
+/// verifying again would return; failures are never remembered.
+#[cfg(feature = "sim")]
+pub mod memo {
+    use std::collections::HashSet;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+
+    use super::Hash;
+
+    static ENABLED: AtomicBool = AtomicBool::new(false);
+    static SEEN: Mutex<Option<HashSet<(Hash, Vec<u8>)>>> = Mutex::new(None);
+
+    /// Turns the memo on or off (off clears it).
+    pub fn enable(on: bool) {
+        ENABLED.store(on, Ordering::Relaxed);
+        if !on {
+            *SEEN.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+    }
+
+    pub(crate) fn known(hash: &Hash, sig: &[u8]) -> bool {
+        ENABLED.load(Ordering::Relaxed)
+            && SEEN
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .is_some_and(|s| s.contains(&(*hash, sig.to_vec())))
+    }
+
+    pub(crate) fn remember(hash: &Hash, sig: &[u8]) {
+        if ENABLED.load(Ordering::Relaxed) {
+            SEEN.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_insert_with(HashSet::new)
+                .insert((*hash, sig.to_vec()));
+        }
+    }
 }
 
 /// Extracts the ed25519 public key embedded in an identity-multihash peer id.

@@ -298,3 +298,87 @@ impl Frame {
         out.freeze()
     }
 }
+
+/// Reads `(author, room, seq)` of a room-message frame payload without decoding (or
+/// allocating) the rest, so duplicates can be dropped cheaply. `None` if the payload is
+/// not a well-formed room-message frame; the full decoder then has the final word.
+pub fn peek_message_id(payload: &[u8]) -> Option<(&[u8], &[u8], u64)> {
+    fn varint(b: &[u8], pos: &mut usize) -> Option<u64> {
+        let mut v = 0u64;
+        for i in 0..10 {
+            let byte = *b.get(*pos)?;
+            *pos += 1;
+            v |= u64::from(byte & 0x7f) << (7 * i);
+            if byte & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    let mut pos = 0;
+    // Frame: field 5, length-delimited, must be the only field.
+    if varint(payload, &mut pos)? != (5 << 3 | 2) {
+        return None;
+    }
+    let len = usize::try_from(varint(payload, &mut pos)?).ok()?;
+    let body = payload.get(pos..pos.checked_add(len)?)?;
+    if pos + len != payload.len() {
+        return None;
+    }
+    let (mut author, mut room, mut seq) = (None, None, None);
+    let mut p = 0;
+    while p < body.len() {
+        let key = varint(body, &mut p)?;
+        match (key >> 3, key & 7) {
+            (3, 0) => seq = Some(varint(body, &mut p)?),
+            (_, 0) => {
+                varint(body, &mut p)?;
+            }
+            (field, 2) => {
+                let l = usize::try_from(varint(body, &mut p)?).ok()?;
+                let v = body.get(p..p.checked_add(l)?)?;
+                p += l;
+                match field {
+                    1 => author = Some(v),
+                    2 => room = Some(v),
+                    _ => {}
+                }
+            }
+            (_, 1) => p = p.checked_add(8)?,
+            (_, 5) => p = p.checked_add(4)?,
+            _ => return None,
+        }
+    }
+    if p != body.len() {
+        return None;
+    }
+    Some((author?, room?, seq?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peek_matches_full_decode() {
+        let m = RoomMessage {
+            author: Bytes::from_static(b"author-bytes"),
+            room: "general".into(),
+            seq: 300,
+            lamport: 7,
+            sent_at_ms: 1,
+            name: "n".into(),
+            text: "hello".into(),
+            prev: Bytes::from(vec![1; 32]),
+            signature: Bytes::new(),
+            skipped: 0,
+        };
+        let wire = Frame::new(Kind::Message(m)).to_wire();
+        let payload = &wire[1..]; // one-byte length prefix
+        let (a, r, s) = peek_message_id(payload).unwrap();
+        assert_eq!((a, r, s), (&b"author-bytes"[..], &b"general"[..], 300));
+        assert!(peek_message_id(&payload[..payload.len() - 1]).is_none());
+        let ping = Frame::new(Kind::Ping(Ping { nonce: 1 })).to_wire();
+        assert!(peek_message_id(&ping[1..]).is_none());
+    }
+}

@@ -344,6 +344,28 @@ fn run_scenario(sc: Scenario) -> TestResult {
         sim.connect(l, n[0]);
     }
     sim.run_for(Duration::from_secs(90));
+    if std::env::var("ECHO_DEBUG").is_ok() {
+        for (i, sn) in (0..sim.len()).map(|i| (i, sim.sim_node(i))) {
+            for e in &sn.events {
+                match e {
+                    Event::Message { msg, position } => {
+                        eprintln!(
+                            "node {i}: {}#{} {:?}",
+                            &msg.author.to_base58()[48..],
+                            msg.seq,
+                            position
+                        )
+                    }
+                    Event::Gap {
+                        author, missing, ..
+                    } => {
+                        eprintln!("node {i}: GAP {} {missing:?}", &author.to_base58()[48..])
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
     match sim.check_all(ROOM) {
         Ok(()) => TestResult::passed(),
         Err(e) => TestResult::error(format!("{e}\nscenario: {sc:?}")),
@@ -353,5 +375,24 @@ fn run_scenario(sc: Scenario) -> TestResult {
 quickcheck! {
     fn random_scenarios_converge(sc: Scenario) -> TestResult {
         run_scenario(sc)
+    }
+}
+
+/// Scenarios the property once found failing, kept as regressions.
+#[test]
+fn regression_scenarios() {
+    let cases = [Scenario {
+        seed: 16955859981874751965,
+        nodes: 2,
+        extra_links: vec![(1, 0)],
+        loss: 16,
+        dup: 10,
+        sends: vec![(1, 157), (1, 65), (1, 97), (0, 0), (0, 132), (1, 0)],
+        crash: None,
+        late: true,
+    }];
+    for sc in cases {
+        let r = run_scenario(sc.clone());
+        assert!(!r.is_failure() && !r.is_error(), "{sc:?}");
     }
 }

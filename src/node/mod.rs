@@ -87,6 +87,8 @@ pub struct Node {
     profiles: BTreeMap<PeerId, ProfileRec>,
     /// Our own signed profile.
     own_profile: ProfileRec,
+    /// Peers whose `next_dial` or `stash_until` may be set (a superset).
+    timed_peers: BTreeSet<PeerId>,
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -155,6 +157,7 @@ impl Node {
             last_now: now,
             profiles: BTreeMap::new(),
             own_profile: ProfileRec::default(),
+            timed_peers: BTreeSet::new(),
             config,
         };
         node
@@ -300,7 +303,7 @@ impl Node {
                 min(d);
             }
         }
-        for p in self.peers.values() {
+        for p in self.timed_peers.iter().filter_map(|id| self.peers.get(id)) {
             if let Some(d) = p.next_dial {
                 min(d);
             }
@@ -505,19 +508,24 @@ impl Node {
         }
         self.rooms_timeout(now);
         self.sync_timeout(now);
-        let due: Vec<PeerId> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.next_dial.is_some_and(|d| d <= now))
-            .map(|(id, _)| *id)
-            .collect();
-        for peer in due {
-            self.redial(peer, now);
-        }
-        for p in self.peers.values_mut() {
+        let timed: Vec<PeerId> = std::mem::take(&mut self.timed_peers).into_iter().collect();
+        for peer in timed {
+            let Some(p) = self.peers.get_mut(&peer) else {
+                continue;
+            };
             if p.stash_until.is_some_and(|d| d <= now) {
                 p.stash.clear();
                 p.stash_until = None;
+            }
+            if p.next_dial.is_some_and(|d| d <= now) {
+                self.redial(peer, now);
+            }
+            if self
+                .peers
+                .get(&peer)
+                .is_some_and(|p| p.next_dial.is_some() || p.stash_until.is_some())
+            {
+                self.timed_peers.insert(peer);
             }
         }
     }
@@ -746,6 +754,21 @@ impl Node {
                 now,
             );
             return;
+        }
+        // Fast path: a room message we already hold is dropped without decoding it.
+        if c.state != State::Handshaking {
+            if let Some((author, room, seq)) = wire::peek_message_id(&payload) {
+                let known = std::str::from_utf8(room)
+                    .ok()
+                    .and_then(|r| self.rooms.get(r))
+                    .zip(PeerId::from_bytes(author).ok())
+                    .is_some_and(|(r, a)| r.is_known(&a, seq));
+                if known {
+                    self.stats.messages_in += 1;
+                    self.stats.duplicates += 1;
+                    return;
+                }
+            }
         }
         let frame = match Frame::decode_shared(payload) {
             Ok(f) => f,
@@ -1043,6 +1066,7 @@ impl Node {
                             p.stash.extend_from_slice(&m);
                             p.stash_until = Some(until);
                         }
+                        self.timed_peers.insert(peer);
                     }
                     _ => {}
                 }
@@ -1302,6 +1326,7 @@ impl Node {
                     self.config.backoff_initial * 4
                 };
                 p.next_dial = Some(now + delay);
+                self.timed_peers.insert(id);
             }
         }
         let _ = conn;
@@ -1588,6 +1613,7 @@ impl Node {
             if let Some(p) = self.peers.get_mut(&id) {
                 // Lower id first, as for fresh peer exchange.
                 p.next_dial = Some(if me < id { now } else { now + delay });
+                self.timed_peers.insert(id);
             }
         }
     }
@@ -1676,5 +1702,6 @@ impl Node {
         }
         p.next_dial = Some(now + peers::backoff(initial, max, p.attempts, jitter));
         p.attempts = p.attempts.saturating_add(1);
+        self.timed_peers.insert(peer);
     }
 }

@@ -99,7 +99,8 @@ impl Sim {
                                 if msg.seq > *high {
                                     *high = msg.seq;
                                 } else if msg.seq < *first {
-                                    *first = msg.seq; // backfill of older history
+                                    // Backfill of history older than where this node
+                                    // started the author's chain (a late joiner).
                                 } else if !in_gap {
                                     return Err(format!(
                                         "seed {}: node {i} delivered {}#{} after #{} in {}",

@@ -127,6 +127,11 @@ pub struct Sim {
     pub jitter: Duration,
     /// Transmits are cut into chunks of 1..=`max_chunk` bytes (0 = never cut).
     pub max_chunk: usize,
+    /// Whether nodes' events are written to their [`Store`] (default true; turn off
+    /// for big benchmarks that never restart nodes).
+    pub persist: bool,
+    timers: BTreeSet<(Instant, NodeIdx)>,
+    timer_of: Vec<Option<Instant>>,
     /// Bytes per second each connection direction carries (`None`: unlimited). With a
     /// limit, the sender learns a transmit was written only once it has left.
     pub bandwidth: Option<u64>,
@@ -161,6 +166,9 @@ impl Sim {
             jitter: Duration::ZERO,
             max_chunk: 0,
             deliveries: 0,
+            persist: true,
+            timers: BTreeSet::new(),
+            timer_of: Vec::new(),
             bandwidth: None,
             loss: 0.0,
             duplicate: 0.0,
@@ -333,6 +341,7 @@ impl Sim {
     pub fn crash(&mut self, i: NodeIdx) {
         self.nodes[i].node = None;
         self.nodes[i].crashed = true;
+        self.update_timer(i);
         let mine: Vec<(NodeIdx, ConnId)> =
             self.ends.keys().filter(|(n, _)| *n == i).copied().collect();
         for k in mine {
@@ -449,8 +458,14 @@ impl Sim {
         (sent, at)
     }
 
-    /// Collects node `i`'s outputs into the network.
+    /// Collects node `i`'s outputs into the network and re-reads its timer.
     fn flush(&mut self, i: NodeIdx) {
+        self.flush_outputs(i);
+        self.update_timer(i);
+    }
+
+    fn flush_outputs(&mut self, i: NodeIdx) {
+        let persist = self.persist;
         loop {
             let sn = &mut self.nodes[i];
             let Some(node) = sn.node.as_mut() else {
@@ -465,7 +480,9 @@ impl Sim {
                 acts.push(a);
             }
             while let Some(e) = node.poll_event() {
-                sn.store.record(&e);
+                if persist {
+                    sn.store.record(&e);
+                }
                 sn.events.push(e);
             }
             if txs.is_empty() && acts.is_empty() {
@@ -674,11 +691,21 @@ impl Sim {
     }
 
     fn next_timer(&self) -> Option<(Instant, NodeIdx)> {
-        self.nodes
-            .iter()
-            .enumerate()
-            .filter_map(|(i, n)| Some((n.node.as_ref()?.poll_timeout()?, i)))
-            .min()
+        self.timers.first().copied()
+    }
+
+    /// Re-reads node `i`'s timeout into the timer index.
+    fn update_timer(&mut self, i: NodeIdx) {
+        if self.timer_of.len() <= i {
+            self.timer_of.resize(i + 1, None);
+        }
+        if let Some(old) = self.timer_of[i].take() {
+            self.timers.remove(&(old, i));
+        }
+        if let Some(t) = self.nodes[i].node.as_ref().and_then(|n| n.poll_timeout()) {
+            self.timers.insert((t, i));
+            self.timer_of[i] = Some(t);
+        }
     }
 
     /// Processes the next delivery or timer. Returns `false` if nothing is left to do
