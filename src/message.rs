@@ -345,7 +345,8 @@ pub mod memo {
     use super::Hash;
 
     static ENABLED: AtomicBool = AtomicBool::new(false);
-    static SEEN: Mutex<Option<HashSet<(Hash, Vec<u8>)>>> = Mutex::new(None);
+    type Seen = HashSet<(Hash, Vec<u8>)>;
+    static SEEN: Mutex<Option<Seen>> = Mutex::new(None);
 
     /// Turns the memo on or off (off clears it).
     pub fn enable(on: bool) {

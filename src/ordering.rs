@@ -245,14 +245,7 @@ impl<S: Clone + PartialEq> Chain<S> {
     pub fn load(&mut self, msg: SharedMessage) {
         let seq = msg.seq;
         match self.next {
-            None => {
-                if msg.prev_seq > 0 {
-                    self.floor = seq;
-                }
-            }
-            Some(n) if n < seq && msg.prev_seq + 1 != seq => {
-                self.skipped.insert(n, seq);
-            }
+            None if msg.prev_seq > 0 => self.floor = seq,
             Some(n) if n < seq => {
                 self.skipped.insert(n, seq);
             }

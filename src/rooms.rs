@@ -99,21 +99,21 @@ impl Room {
     }
 
     fn author_entry(&mut self, id: PeerId, key: Option<&PublicKey>) -> Option<&mut Author> {
-        if !self.authors.contains_key(&id) {
-            let key = match key {
-                Some(k) => k.clone(),
-                None => public_key_of(&id)?,
-            };
-            self.authors.insert(
-                id,
-                Author {
+        use std::collections::btree_map::Entry;
+        match self.authors.entry(id) {
+            Entry::Occupied(e) => Some(e.into_mut()),
+            Entry::Vacant(e) => {
+                let key = match key {
+                    Some(k) => k.clone(),
+                    None => public_key_of(&id)?,
+                };
+                Some(e.insert(Author {
                     key,
                     chain: Chain::new(),
                     gap_source: None,
-                },
-            );
+                }))
+            }
         }
-        self.authors.get_mut(&id)
     }
 
     /// Records a message of the local author and inserts it into the log.

@@ -134,7 +134,7 @@ impl Node {
         );
         let public = key.public();
         let id = public.to_peer_id();
-        let node = Node {
+        Node {
             rng: ChaCha8Rng::seed_from_u64(config.seed),
             name: config.name.clone(),
             key,
@@ -159,8 +159,7 @@ impl Node {
             own_profile: ProfileRec::default(),
             timed_peers: BTreeSet::new(),
             config,
-        };
-        node
+        }
     }
 
     /// Creates a room's state, reserves its first block of sequence numbers and reports

@@ -67,7 +67,7 @@ impl Node {
             let mut room = Room::new(limits);
             let mut msgs = rr.messages;
             msgs.retain(|m| m.room == rr.name && m.verified && m.seq > 0);
-            msgs.sort_by(|a, b| (a.author, a.seq).cmp(&(b.author, b.seq)));
+            msgs.sort_by_key(|m| (m.author, m.seq));
             msgs.dedup_by(|a, b| a.author == b.author && a.seq == b.seq);
             let mut own_last = None;
             for mut m in msgs {

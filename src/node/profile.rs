@@ -69,7 +69,7 @@ impl Node {
             .iter()
             .filter(|(id, _)| **id != peer)
             .collect();
-        recs.sort_by(|a, b| b.1.lamport.cmp(&a.1.lamport));
+        recs.sort_by_key(|r| std::cmp::Reverse(r.1.lamport));
         let mut frames = vec![Frame::new(Kind::Profile(
             self.own_profile.to_wire(&self.id),
         ))];

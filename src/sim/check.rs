@@ -24,7 +24,8 @@ impl Sim {
     /// Every live member of `room` holds the same log in the same order.
     pub fn check_converged(&self, room: &str) -> Result<(), String> {
         let members = self.live_members(room);
-        let logs: Vec<(NodeIdx, Vec<(PeerId, u64, [u8; 32])>)> = members
+        type Log = Vec<(PeerId, u64, [u8; 32])>;
+        let logs: Vec<(NodeIdx, Log)> = members
             .iter()
             .map(|&i| {
                 let log = self
