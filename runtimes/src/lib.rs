@@ -123,6 +123,8 @@ pub struct Options {
     pub keypair: Keypair,
     /// The protocol configuration.
     pub config: Config,
+    /// Persisted state to restart from (see [`echo::Node::restore`]); empty by default.
+    pub restore: echo::Restore,
     /// The driver's own settings.
     pub driver: DriverConfig,
 }
@@ -137,6 +139,7 @@ impl Options {
                 seed: seed(),
                 ..Config::default()
             },
+            restore: echo::Restore::default(),
             driver: DriverConfig::default(),
         }
     }
@@ -437,6 +440,7 @@ pub async fn start<R: Runtime>(
         listen,
         keypair,
         config,
+        restore,
         driver: cfg,
     } = options;
     if keypair.clone().try_into_ed25519().is_err() {
@@ -455,7 +459,7 @@ pub async fn start<R: Runtime>(
         listeners.push(incoming);
     }
     let now = runtime.now();
-    let mut node = Node::new(keypair.clone(), config, now);
+    let mut node = Node::restore(keypair.clone(), config, restore, now);
     node.set_listen_addrs(bound.clone());
     let (input_tx, inputs) = mpsc::channel(cfg.input_capacity);
     let (cmd_tx, cmds) = mpsc::unbounded();
