@@ -21,6 +21,10 @@ pub type Hash = [u8; 32];
 /// Hash value standing in for "no previous message" (seq 1).
 pub const GENESIS: Hash = [0; 32];
 
+/// Largest sequence number a message may carry (2^62), so that arithmetic on sequence
+/// numbers and ranges never overflows.
+pub const MAX_SEQ: u64 = 1 << 62;
+
 const HASH_DOMAIN: &[u8] = b"echo/chat/2 message\0";
 const SIG_DOMAIN: &[u8] = b"echo/chat/2 signature\0";
 
@@ -215,8 +219,8 @@ impl Message {
             .as_ref()
             .try_into()
             .map_err(|_| format!("prev hash has {} bytes, expected 32", m.prev.len()))?;
-        if m.seq == 0 {
-            return Err("sequence number 0".into());
+        if m.seq == 0 || m.seq > MAX_SEQ {
+            return Err(format!("sequence number {} out of range", m.seq));
         }
         let Some(prev_seq) = (m.seq - 1).checked_sub(m.skipped) else {
             return Err("skipped reaches below sequence number 1".into());

@@ -235,6 +235,12 @@ impl<S: Clone + PartialEq> Chain<S> {
     /// Records a message of the local author (already signed or to be signed later).
     pub fn push_local(&mut self, msg: SharedMessage) {
         let seq = msg.seq;
+        // Numbers skipped since our last message here (a restart, or a rejoin that
+        // starts a new segment) may still hold our older messages: accept them.
+        let from = self.next.unwrap_or(1);
+        if from < seq {
+            self.mark_void(from, seq);
+        }
         self.msgs.insert(seq, msg);
         self.next = Some(seq + 1);
     }
@@ -317,7 +323,7 @@ impl<S: Clone + PartialEq> Chain<S> {
             self.pending_since.get_or_insert(now);
             return Offer::Pending;
         }
-        if self.held >= max_buffer && self.next.is_none_or(|n| seq >= n) {
+        if self.buffered() >= max_buffer && self.next.is_none_or(|n| seq >= n) {
             return Offer::Full;
         }
         // `msg` is authentic. Walk down the chain verifying pending predecessors.
@@ -331,6 +337,11 @@ impl<S: Clone + PartialEq> Chain<S> {
             self.insert_verified(cur.clone(), now);
             verified.push(cur);
             if p == 0 || prev == GENESIS {
+                // A chain that starts above 1 (the author rejoined the room): the
+                // numbers below were never used in this segment.
+                if s > 1 {
+                    self.mark_void(self.next.unwrap_or(1).min(s), s);
+                }
                 break;
             }
             if p + 1 < s {

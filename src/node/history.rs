@@ -82,6 +82,7 @@ impl Node {
             };
             let r = &a.ranges;
             let ordered = r.len() % 2 == 0
+                && r.iter().all(|&x| x <= crate::message::MAX_SEQ + 1)
                 && r.chunks(2).all(|p| p[0] < p[1])
                 && r.windows(2).all(|w| w[0] <= w[1]);
             if !ordered {
@@ -127,7 +128,10 @@ impl Node {
         let Ok(author) = PeerId::from_bytes(&r.author) else {
             return self.violation(conn, "request names an invalid author", now);
         };
-        if r.start >= r.end || r.end - r.start > MAX_REQUEST_SPAN {
+        if r.start >= r.end
+            || r.end - r.start > MAX_REQUEST_SPAN
+            || r.end > crate::message::MAX_SEQ + 1
+        {
             return self.violation(conn, "request range is malformed", now);
         }
         if !self.rooms.contains_key(&r.room) {

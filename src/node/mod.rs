@@ -89,6 +89,8 @@ pub struct Node {
     own_profile: ProfileRec,
     /// Peers whose `next_dial` or `stash_until` may be set (a superset).
     timed_peers: BTreeSet<PeerId>,
+    /// Reservations of rooms the node left: a rejoin continues above them.
+    retired: BTreeMap<String, u64>,
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -158,6 +160,7 @@ impl Node {
             profiles: BTreeMap::new(),
             own_profile: ProfileRec::default(),
             timed_peers: BTreeSet::new(),
+            retired: BTreeMap::new(),
             config,
         }
     }
@@ -545,7 +548,10 @@ impl Node {
                 max: self.config.max_rooms,
             });
         }
-        self.create_room(room, Room::new(Limits::of(&self.config)));
+        let mut r = Room::new(Limits::of(&self.config));
+        // Rejoining: a new segment of our chain, above every number used before.
+        r.reserved = self.retired.remove(room).unwrap_or(1);
+        self.create_room(room, r);
         self.broadcast_chat(
             &Frame::new(Kind::Membership(wire::Membership {
                 room: room.into(),
@@ -564,9 +570,10 @@ impl Node {
     pub fn leave(&mut self, room: &str, now: Instant) -> Result<(), CommandError> {
         self.last_now = self.last_now.max(now);
         self.check_up()?;
-        if self.rooms.remove(room).is_none() {
+        let Some(r) = self.rooms.remove(room) else {
             return Err(CommandError::NotInRoom(room.into()));
-        }
+        };
+        self.retired.insert(room.to_string(), r.reserved);
         self.unsealed.retain(|(r, _)| r != room);
         self.broadcast_chat(
             &Frame::new(Kind::Membership(wire::Membership {

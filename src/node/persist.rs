@@ -28,10 +28,15 @@ use crate::rooms::{Limits, Room};
 /// State to restart a node from.
 #[derive(Debug, Clone, Default)]
 pub struct Restore {
-    /// The rooms the node was in. Empty: start fresh, in the default room.
+    /// The rooms the node was in. Empty (and no `retired`): start fresh, in the default
+    /// room.
     pub rooms: Vec<RestoreRoom>,
     /// Highest Lamport time seen, if stored (it is also recomputed from the messages).
     pub lamport: u64,
+    /// Rooms the node left, with their highest reservation ([`Event::SeqReserved`]
+    /// `upto`). Keep these after leaving: rejoining continues above them, so even a
+    /// rejoin after a restart never reuses a sequence number.
+    pub retired: Vec<(String, u64)>,
 }
 
 /// One room's persisted state.
@@ -54,8 +59,9 @@ impl Node {
     pub fn restore(key: Keypair, config: Config, state: Restore, now: Instant) -> Node {
         let mut node = Node::empty(key, config, now);
         node.lamport = state.lamport;
+        node.retired = state.retired.into_iter().collect();
         let limits = Limits::of(&node.config);
-        if state.rooms.is_empty() {
+        if state.rooms.is_empty() && node.retired.is_empty() {
             if let Some(room) = node.config.default_room.clone() {
                 node.create_room(&room, Room::new(limits));
             }
@@ -98,6 +104,7 @@ impl Node {
             room.reserved = rr.reserved.max(room.own_next);
             room.own_next = room.reserved;
             room.finish_load();
+            node.retired.remove(&rr.name);
             node.create_room(&rr.name, room);
         }
         node.sign_profile();
@@ -108,6 +115,7 @@ impl Node {
     pub fn export(&self) -> Restore {
         Restore {
             lamport: self.lamport,
+            retired: self.retired.iter().map(|(r, n)| (r.clone(), *n)).collect(),
             rooms: self
                 .rooms
                 .iter()

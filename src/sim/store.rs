@@ -13,7 +13,7 @@ use crate::node::{Restore, RestoreRoom};
 pub struct Store {
     /// Joined rooms.
     pub joined: BTreeSet<String>,
-    /// Highest reservation per room.
+    /// Highest reservation per room (kept after leaving).
     pub reserved: BTreeMap<String, u64>,
     /// Room messages by (room, author, seq), in write order.
     pub messages: BTreeMap<(String, PeerId, u64), Message>,
@@ -30,7 +30,6 @@ impl Store {
             }
             Event::Left { room } => {
                 self.joined.remove(room);
-                self.reserved.remove(room);
                 self.messages.retain(|(r, _, _), _| r != room);
                 self.order.retain(|(r, _, _)| r != room);
             }
@@ -68,6 +67,12 @@ impl Store {
     pub fn restore(&self) -> Restore {
         Restore {
             lamport: 0,
+            retired: self
+                .reserved
+                .iter()
+                .filter(|(r, _)| !self.joined.contains(*r))
+                .map(|(r, n)| (r.clone(), *n))
+                .collect(),
             rooms: self
                 .joined
                 .iter()
