@@ -68,6 +68,30 @@ enum Delivery {
     },
 }
 
+/// A delivery in the event queue, ordered by time, then by scheduling order.
+struct Scheduled {
+    at: Instant,
+    seq: u64,
+    d: Delivery,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(o.at, o.seq))
+    }
+}
+
 /// One simulated node and what it reported.
 pub struct SimNode {
     /// The state machine (`None` while crashed).
@@ -114,8 +138,7 @@ pub struct Sim {
     rng: ChaCha8Rng,
     nodes: Vec<SimNode>,
     ends: BTreeMap<(NodeIdx, ConnId), Endpoint>,
-    queue: BinaryHeap<Reverse<(Instant, u64)>>,
-    pending: BTreeMap<u64, Delivery>,
+    queue: BinaryHeap<Reverse<Scheduled>>,
     seq: u64,
     next_conn: u64,
     /// Raw peers: node, conn, bytes received, closed, reading (acknowledges bytes).
@@ -157,7 +180,6 @@ impl Sim {
             nodes: Vec::new(),
             ends: BTreeMap::new(),
             queue: BinaryHeap::new(),
-            pending: BTreeMap::new(),
             seq: 0,
             next_conn: 1,
             raw: BTreeMap::new(),
@@ -430,8 +452,7 @@ impl Sim {
     fn schedule(&mut self, at: Instant, d: Delivery) {
         let s = self.seq;
         self.seq += 1;
-        self.pending.insert(s, d);
-        self.queue.push(Reverse((at, s)));
+        self.queue.push(Reverse(Scheduled { at, seq: s, d }));
     }
 
     /// When `len` bytes sent now on `from` have left the sender (bandwidth) and when
@@ -711,7 +732,7 @@ impl Sim {
     /// Processes the next delivery or timer. Returns `false` if nothing is left to do
     /// before `limit`.
     pub fn step(&mut self, limit: Instant) -> bool {
-        let next_q = self.queue.peek().map(|Reverse((t, _))| *t);
+        let next_q = self.queue.peek().map(|Reverse(x)| x.at);
         let next_t = self.next_timer();
         let pick_queue = match (next_q, next_t) {
             (None, None) => return false,
@@ -720,13 +741,13 @@ impl Sim {
             (None, Some(_)) => false,
         };
         if pick_queue {
-            let Reverse((at, s)) = self.queue.pop().expect("peeked");
-            if at > limit {
-                self.queue.push(Reverse((at, s)));
+            let Reverse(x) = self.queue.pop().expect("peeked");
+            if x.at > limit {
+                self.queue.push(Reverse(x));
                 return false;
             }
-            self.now = self.now.max(at);
-            let d = self.pending.remove(&s).expect("scheduled");
+            self.now = self.now.max(x.at);
+            let d = x.d;
             self.deliver(d);
         } else {
             let (at, i) = next_t.expect("some");
