@@ -50,7 +50,7 @@ enum Delivery {
     Connected {
         to: NodeIdx,
         conn: ConnId,
-        info: ConnInfo,
+        info: Box<ConnInfo>,
     },
     Data {
         to: NodeIdx,
@@ -698,7 +698,7 @@ impl Sim {
             Delivery::Connected {
                 to: from,
                 conn: ca,
-                info: info_a,
+                info: Box::new(info_a),
             },
         );
         self.schedule(
@@ -706,7 +706,7 @@ impl Sim {
             Delivery::Connected {
                 to,
                 conn: cb,
-                info: info_b,
+                info: Box::new(info_b),
             },
         );
     }
@@ -781,7 +781,7 @@ impl Sim {
                 if !self.ends.contains_key(&(to, conn)) {
                     return; // the other side is already gone
                 }
-                node.handle_connected(conn, info, now);
+                node.handle_connected(conn, *info, now);
             }
             Delivery::Data { conn, data, .. } => {
                 if !self.ends.contains_key(&(to, conn)) {
