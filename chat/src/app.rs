@@ -1,0 +1,727 @@
+//! The app: applies node events and user commands to the model, persists what echo's
+//! contract asks for, and prints events in headless mode. Runtime-agnostic: it only
+//! awaits `futures` channels and the node's handle.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use echo::message::display_name;
+use echo::{Event, Multiaddr, PeerId, Position, Protocol, SharedMessage};
+use echo_runtime::Handle;
+use serde_json::{json, Value};
+
+use crate::commands::{self, Command, HELP};
+use crate::mdns::Discovered;
+use crate::model::{now_ms, Line, Model, PeerView, ViewId};
+use crate::store::{Op, Writer};
+
+/// Something for the app loop.
+pub enum Input {
+    /// An event of the node.
+    Node(Event),
+    /// A line typed (headless stdin, or the TUI's input line).
+    Line(String),
+    /// Headless stdin ended.
+    StdinClosed,
+    /// A terminal event.
+    Term(ratatui::crossterm::event::Event),
+    /// A peer seen by mDNS.
+    Found(Discovered),
+    /// The history writer failed.
+    StoreError(String),
+    /// SIGINT / SIGTERM.
+    Signal,
+}
+
+/// How the app reports events.
+pub enum Mode {
+    /// Terminal UI: only the model.
+    Tui,
+    /// Lines on stdout: readable text, or JSON.
+    Headless {
+        /// One JSON object per line.
+        json: bool,
+    },
+}
+
+/// The app.
+pub struct App {
+    /// The node.
+    pub handle: Handle,
+    /// State shown.
+    pub model: Model,
+    /// The history writer.
+    pub writer: Writer,
+    /// Output mode.
+    pub mode: Mode,
+    /// Set by /quit and signals.
+    pub quit: bool,
+    /// Set when the TUI should show its help overlay.
+    pub show_help: bool,
+    /// A room we asked to join: switch to it when joined.
+    pending_switch: Option<String>,
+    /// mDNS dials, to not redial a peer too often.
+    mdns_dials: HashMap<PeerId, (Instant, usize)>,
+}
+
+impl App {
+    /// An app over a started node.
+    pub fn new(handle: Handle, model: Model, writer: Writer, mode: Mode) -> App {
+        App {
+            handle,
+            model,
+            writer,
+            mode,
+            quit: false,
+            show_help: false,
+            pending_switch: None,
+            mdns_dials: HashMap::new(),
+        }
+    }
+
+    fn headless(&self) -> bool {
+        matches!(self.mode, Mode::Headless { .. })
+    }
+
+    /// Prints one event line in headless mode (JSON, or `text` if given).
+    pub fn emit(&self, value: Value, text: Option<String>) {
+        let Mode::Headless { json } = self.mode else {
+            return;
+        };
+        let line = if json {
+            value.to_string()
+        } else {
+            match text {
+                Some(t) => t,
+                None => return,
+            }
+        };
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+
+    /// A notice: in the current view, and printed in headless mode.
+    pub fn info(&mut self, text: impl Into<String>) {
+        let text = text.into();
+        self.emit(
+            json!({"event": "info", "text": text}),
+            Some(format!("* {}", clean(&text))),
+        );
+        self.model.info(text);
+    }
+
+    /// An error: in the current view, and printed in headless mode.
+    pub fn error(&mut self, text: impl Into<String>) {
+        let text = text.into();
+        tracing::info!(error = %text, "error shown");
+        self.emit(
+            json!({"event": "error", "text": text}),
+            Some(format!("! {}", clean(&text))),
+        );
+        self.model.error(text);
+    }
+
+    /// Prints the first line (headless) and shows restored history.
+    pub fn ready(&mut self, data_dir: &str, history: Vec<echo::Message>) {
+        let addrs: Vec<String> = self.model.addrs.iter().map(|a| a.to_string()).collect();
+        self.emit(
+            json!({
+                "event": "ready",
+                "peer_id": self.model.me.to_base58(),
+                "name": self.model.name,
+                "display": self.model.me_display(),
+                "addrs": addrs,
+                "data_dir": data_dir,
+            }),
+            Some(format!(
+                "* ready: peer id {} ({}), listening on {}",
+                self.model.me,
+                self.model.me_display(),
+                addrs.join(" ")
+            )),
+        );
+        for m in history {
+            let m = std::sync::Arc::new(m);
+            self.show_message(&m, None, true);
+        }
+        if !self.headless() {
+            self.model.info(format!(
+                "Welcome, {}. Your address (give it to a friend, who types /connect <address>):",
+                self.model.me_display()
+            ));
+            for a in self.model.addrs.clone() {
+                self.model.info(format!("  {a}"));
+            }
+            self.model
+                .info("Type a message and press Enter. /help or F1 for help, /quit to leave.");
+        }
+    }
+
+    /// Handles one input.
+    pub async fn handle(&mut self, input: Input) {
+        match input {
+            Input::Node(ev) => self.on_event(ev).await,
+            Input::Line(line) => self.on_line(&line).await,
+            Input::StdinClosed | Input::Signal => self.quit = true,
+            Input::Found(d) => self.on_found(d).await,
+            Input::StoreError(e) => self.error(e),
+            Input::Term(_) => {}
+        }
+    }
+
+    async fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::PeerUp(info) => {
+                let legacy = info.protocol == Protocol::Legacy;
+                self.model.peers.insert(
+                    info.peer,
+                    PeerView {
+                        name: info.name.clone(),
+                        online: true,
+                        rtt: info.rtt,
+                        addr: Some(info.addr.clone()),
+                        legacy,
+                    },
+                );
+                let disp = display_name(&info.name, &info.peer);
+                self.emit(
+                    json!({"event": "peer_up", "peer": info.peer.to_base58(), "name": info.name,
+                           "display": disp, "addr": info.addr.to_string(), "legacy": legacy}),
+                    None,
+                );
+                let legacy_note = if legacy { " (legacy echo-go)" } else { "" };
+                self.info(format!(
+                    "{} connected from {}{legacy_note}",
+                    disp, info.addr
+                ));
+            }
+            Event::PeerDown {
+                peer, name, reason, ..
+            } => {
+                if let Some(p) = self.model.peers.get_mut(&peer) {
+                    p.online = false;
+                    p.name = name.clone();
+                }
+                let disp = display_name(&name, &peer);
+                self.emit(
+                    json!({"event": "peer_down", "peer": peer.to_base58(), "name": name,
+                           "display": disp, "reason": reason}),
+                    None,
+                );
+                self.info(format!("{disp} disconnected: {reason}"));
+            }
+            Event::PeerRtt { peer, rtt } => {
+                if let Some(p) = self.model.peers.get_mut(&peer) {
+                    p.rtt = Some(rtt);
+                }
+                self.emit(
+                    json!({"event": "rtt", "peer": peer.to_base58(), "rtt_ms": rtt.as_secs_f64() * 1000.0}),
+                    None,
+                );
+            }
+            Event::NameChanged { peer, old, new } => {
+                if let Some(p) = self.model.peers.get_mut(&peer) {
+                    p.name = new.clone();
+                }
+                self.emit(
+                    json!({"event": "name_changed", "peer": peer.to_base58(), "old": old, "new": new}),
+                    None,
+                );
+                self.info(format!(
+                    "{} is now known as {}",
+                    display_name(&old, &peer),
+                    display_name(&new, &peer)
+                ));
+            }
+            Event::Joined { room } => {
+                self.writer.send(Op::Joined(room.clone()));
+                let id = ViewId::Room(room.clone());
+                self.model.view_mut(&id);
+                if self.pending_switch.as_deref() == Some(room.as_str())
+                    || self.model.views.len() == 1
+                {
+                    self.pending_switch = None;
+                    self.model.switch_to(&id);
+                }
+                self.emit(
+                    json!({"event": "joined", "room": room}),
+                    Some(format!("* joined #{room}")),
+                );
+                self.model.info_in(&id, format!("You joined #{room}"));
+            }
+            Event::Left { room } => {
+                self.writer.send(Op::Left(room.clone()));
+                self.model.remove(&ViewId::Room(room.clone()));
+                self.emit(
+                    json!({"event": "left", "room": room}),
+                    Some(format!("* left #{room}")),
+                );
+                self.model.info(format!("You left #{room}"));
+            }
+            Event::MemberJoined { room, peer } => {
+                let id = ViewId::Room(room.clone());
+                if let Some(i) = self.model.find(&id) {
+                    self.model.views[i].members.insert(peer);
+                }
+                let disp = self.model.display(&peer);
+                self.emit(
+                    json!({"event": "member_joined", "room": room, "peer": peer.to_base58(), "display": disp}),
+                    None,
+                );
+                self.model.info_in(&id, format!("{disp} is in #{room}"));
+            }
+            Event::MemberLeft { room, peer } => {
+                let id = ViewId::Room(room.clone());
+                if let Some(i) = self.model.find(&id) {
+                    self.model.views[i].members.remove(&peer);
+                }
+                let disp = self.model.display(&peer);
+                self.emit(
+                    json!({"event": "member_left", "room": room, "peer": peer.to_base58(), "display": disp}),
+                    None,
+                );
+                self.model.info_in(&id, format!("{disp} left #{room}"));
+            }
+            Event::Message { msg, position } => {
+                if position.is_some() {
+                    self.writer.send(Op::Message(msg.clone()));
+                }
+                self.show_message(&msg, position, false);
+            }
+            Event::Direct {
+                from,
+                name,
+                text,
+                sent_at_ms,
+            } => {
+                if let Some(p) = self.model.peers.get_mut(&from) {
+                    p.name = name.clone();
+                }
+                let disp = display_name(&name, &from);
+                self.emit(
+                    json!({"event": "direct", "from": from.to_base58(), "name": name,
+                           "display": disp, "text": text, "sent_at_ms": sent_at_ms}),
+                    Some(format!(
+                        "[@{disp}] {} {disp}: {}",
+                        clock(sent_at_ms),
+                        clean(&text)
+                    )),
+                );
+                let id = ViewId::Direct(from);
+                self.model.view_mut(&id).push(
+                    sent_at_ms,
+                    Line::Message {
+                        author: from,
+                        name,
+                        text,
+                        own: false,
+                        history: false,
+                    },
+                );
+                if let Some(i) = self.model.find(&id) {
+                    self.model.mark_unread(i);
+                }
+            }
+            Event::Misbehaved { peer, reason } => {
+                let disp = self.model.display(&peer);
+                self.emit(
+                    json!({"event": "misbehaved", "peer": peer.to_base58(), "display": disp, "reason": reason}),
+                    None,
+                );
+                self.error(format!(
+                    "closed the connection to {disp}: it broke the protocol ({reason})"
+                ));
+            }
+            Event::DialFailed { addr, error, .. } => {
+                self.emit(
+                    json!({"event": "dial_failed", "addr": addr.to_string(), "error": error}),
+                    None,
+                );
+                self.error(format!("could not connect to {addr}: {error}"));
+            }
+            Event::SeqReserved { room, upto } => {
+                // The node may use these numbers soon: make the reservation durable first.
+                let ack = self.writer.reserve(&room, upto).await;
+                match ack {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => self.error(format!(
+                        "could not save the sequence reservation of #{room}: {e}; messages \
+                         sent now may be refused by peers after a restart"
+                    )),
+                    Err(_) => self.error("the history writer stopped"),
+                }
+                self.emit(
+                    json!({"event": "seq_reserved", "room": room, "upto": upto}),
+                    None,
+                );
+            }
+            Event::Gap {
+                room,
+                author,
+                missing,
+            } => {
+                let disp = self.model.display(&author);
+                self.emit(
+                    json!({"event": "gap", "room": room, "author": author.to_base58(),
+                           "from": missing.0, "to": missing.1}),
+                    None,
+                );
+                let n = missing.1.saturating_sub(missing.0);
+                self.model.info_in(
+                    &ViewId::Room(room.clone()),
+                    format!(
+                        "{n} message(s) of {disp} did not arrive; they will show up if they do"
+                    ),
+                );
+            }
+            other => tracing::debug!(?other, "unhandled event"),
+        }
+    }
+
+    /// Shows (and prints) a room message. `restored`: loaded from the database at start.
+    fn show_message(&mut self, msg: &SharedMessage, position: Option<Position>, restored: bool) {
+        let own = msg.author == self.model.me;
+        let disp = msg.display_author();
+        let late = position.is_some_and(|p| p.late);
+        self.emit(
+            json!({
+                "event": "message",
+                "room": msg.room,
+                "author": msg.author.to_base58(),
+                "name": msg.name,
+                "display": disp,
+                "seq": msg.seq,
+                "lamport": msg.lamport,
+                "sent_at_ms": msg.sent_at_ms,
+                "text": msg.text,
+                "verified": msg.verified,
+                "own": own,
+                "late": late,
+                "restored": restored,
+                "index": position.map(|p| p.index),
+            }),
+            Some(format!(
+                "[#{}] {} {}: {}{}",
+                msg.room,
+                clock(msg.sent_at_ms),
+                disp,
+                clean(&msg.text),
+                if restored { "  (history)" } else { "" }
+            )),
+        );
+        let id = ViewId::Room(msg.room.clone());
+        if self.model.find(&id).is_none() {
+            return; // a room we left meanwhile
+        }
+        let line = Line::Message {
+            author: msg.author,
+            name: msg.name.clone(),
+            text: msg.text.clone(),
+            own,
+            history: restored || late,
+        };
+        let view = self.model.view_mut(&id);
+        if position.is_some() || restored {
+            view.insert(msg.order_key(), msg.sent_at_ms, line);
+        } else {
+            view.push(msg.sent_at_ms, line);
+        }
+        if !own && !restored {
+            if let Some(i) = self.model.find(&id) {
+                self.model.mark_unread(i);
+            }
+        }
+    }
+
+    async fn on_line(&mut self, line: &str) {
+        match commands::parse(line) {
+            Ok(None) => {}
+            Ok(Some(cmd)) => self.run(cmd).await,
+            Err(e) => self.error(e),
+        }
+    }
+
+    async fn run(&mut self, cmd: Command) {
+        match cmd {
+            Command::Say(text) => match self.model.current_id().cloned() {
+                Some(ViewId::Room(room)) => self.send_room(&room, &text).await,
+                Some(ViewId::Direct(peer)) => self.send_direct(peer, &text).await,
+                None => self.error("you are in no room: /join <room> first"),
+            },
+            Command::Send { room, text } => self.send_room(&room, &text).await,
+            Command::Connect(addr) => match self.handle.connect(&addr).await {
+                Ok(_) => self.info(format!("connecting to {addr} …")),
+                Err(e) => self.error(format!("cannot connect: {e}")),
+            },
+            Command::Join(room) => {
+                if self.model.find(&ViewId::Room(room.clone())).is_some() {
+                    self.model.switch_to(&ViewId::Room(room.clone()));
+                    self.emit(json!({"event": "switched", "room": room}), None);
+                    return;
+                }
+                self.pending_switch = Some(room.clone());
+                if let Err(e) = self.handle.join(&room).await {
+                    self.pending_switch = None;
+                    self.error(format!("cannot join #{room}: {e}"));
+                }
+            }
+            Command::Leave(room) => {
+                let target = match room {
+                    Some(r) => ViewId::Room(r),
+                    None => match self.model.current_id() {
+                        Some(id) => id.clone(),
+                        None => return self.error("you are in no room"),
+                    },
+                };
+                match target {
+                    ViewId::Room(room) => {
+                        if let Err(e) = self.handle.leave(&room).await {
+                            self.error(format!("cannot leave #{room}: {e}"));
+                        }
+                    }
+                    ViewId::Direct(peer) => {
+                        self.model.remove(&ViewId::Direct(peer));
+                    }
+                }
+            }
+            Command::Nick(name) => match self.handle.set_name(&name).await {
+                Ok(()) => {
+                    self.model.name = name.clone();
+                    self.writer.send(Op::Name(name.clone()));
+                    let disp = self.model.me_display();
+                    self.emit(
+                        json!({"event": "nick", "name": name, "display": disp}),
+                        None,
+                    );
+                    self.info(format!("you are now {disp}"));
+                }
+                Err(e) => self.error(format!("cannot change name: {e}")),
+            },
+            Command::Msg { peer, text } => match self.model.resolve_peer(&peer) {
+                Ok(id) => self.send_direct(id, &text).await,
+                Err(e) => self.error(e),
+            },
+            Command::Peers => self.list_peers().await,
+            Command::Rooms => {
+                let rooms: Vec<Value> = self
+                    .model
+                    .views
+                    .iter()
+                    .filter_map(|v| match &v.id {
+                        ViewId::Room(r) => {
+                            Some(json!({"room": r, "members": v.members.len(), "unread": v.unread}))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                self.emit(json!({"event": "rooms", "rooms": rooms}), None);
+                let lines: Vec<String> = self
+                    .model
+                    .views
+                    .iter()
+                    .filter_map(|v| match &v.id {
+                        ViewId::Room(r) => Some(format!(
+                            "  #{r}: {} other member(s), {} unread",
+                            v.members.len(),
+                            v.unread
+                        )),
+                        _ => None,
+                    })
+                    .collect();
+                self.text_block("Your rooms:", lines);
+            }
+            Command::Addrs => {
+                let addrs: Vec<String> = self.model.addrs.iter().map(|a| a.to_string()).collect();
+                self.emit(
+                    json!({"event": "addrs", "peer_id": self.model.me.to_base58(), "addrs": addrs}),
+                    None,
+                );
+                let lines = addrs.iter().map(|a| format!("  {a}")).collect();
+                self.text_block(
+                    &format!("You are {}; your addresses:", self.model.me_display()),
+                    lines,
+                );
+            }
+            Command::Help => {
+                if self.headless() {
+                    let lines = HELP.iter().map(|(c, h)| format!("  {c:<22} {h}")).collect();
+                    self.text_block("Commands:", lines);
+                } else {
+                    self.show_help = true;
+                }
+            }
+            Command::Quit => self.quit = true,
+        }
+    }
+
+    /// Several info lines, printed as text only (JSON mode has a structured event).
+    fn text_block(&mut self, title: &str, lines: Vec<String>) {
+        let json = matches!(self.mode, Mode::Headless { json: true });
+        if !json {
+            self.emit(Value::Null, Some(format!("* {title}")));
+            for l in &lines {
+                self.emit(Value::Null, Some(format!("* {l}")));
+            }
+        }
+        self.model.info(title);
+        for l in lines {
+            self.model.info(l);
+        }
+    }
+
+    async fn send_room(&mut self, room: &str, text: &str) {
+        if let Err(e) = self.handle.send(room, text).await {
+            self.error(format!("not sent: {e}"));
+        }
+    }
+
+    async fn send_direct(&mut self, peer: PeerId, text: &str) {
+        let disp = self.model.display(&peer);
+        match self.handle.send_direct(peer, text).await {
+            Ok(()) => {
+                let now = now_ms();
+                self.emit(
+                    json!({"event": "direct_sent", "to": peer.to_base58(), "display": disp, "text": text}),
+                    Some(format!(
+                        "[@{disp}] {} {}: {}",
+                        clock(now),
+                        self.model.me_display(),
+                        clean(text)
+                    )),
+                );
+                let me = self.model.me;
+                let name = self.model.name.clone();
+                self.model.view_mut(&ViewId::Direct(peer)).push(
+                    now,
+                    Line::Message {
+                        author: me,
+                        name,
+                        text: text.to_string(),
+                        own: true,
+                        history: false,
+                    },
+                );
+            }
+            Err(e) => self.error(format!("not sent to {disp}: {e}")),
+        }
+    }
+
+    async fn list_peers(&mut self) {
+        let peers = self.handle.peers().await.unwrap_or_default();
+        for p in &peers {
+            if let Some(v) = self.model.peers.get_mut(&p.peer) {
+                v.rtt = p.rtt.or(v.rtt);
+                v.name = p.name.clone();
+            }
+        }
+        let list: Vec<Value> = peers
+            .iter()
+            .map(|p| {
+                json!({"peer": p.peer.to_base58(), "name": p.name, "display": display_name(&p.name, &p.peer),
+                       "addr": p.addr.to_string(), "rtt_ms": p.rtt.map(|r| r.as_secs_f64() * 1000.0),
+                       "rooms": p.rooms, "legacy": p.protocol == Protocol::Legacy})
+            })
+            .collect();
+        self.emit(json!({"event": "peers", "peers": list}), None);
+        let mut lines: Vec<String> = peers
+            .iter()
+            .map(|p| {
+                format!(
+                    "  {} {} rtt {} rooms {}  {}",
+                    "●",
+                    display_name(&p.name, &p.peer),
+                    fmt_rtt(p.rtt),
+                    p.rooms.join(","),
+                    p.peer
+                )
+            })
+            .collect();
+        for (id, p) in &self.model.peers {
+            if !p.online {
+                let last = p
+                    .addr
+                    .as_ref()
+                    .map(|a| format!(" (was at {a})"))
+                    .unwrap_or_default();
+                lines.push(format!(
+                    "  ○ {} offline{last}  {id}",
+                    display_name(&p.name, id)
+                ));
+            }
+        }
+        let title = match peers.len() {
+            0 => "No peers connected. /connect <address>, or wait for mDNS on a LAN.".to_string(),
+            n => format!("{n} peer(s) connected:"),
+        };
+        self.text_block(&title, lines);
+    }
+
+    async fn on_found(&mut self, d: Discovered) {
+        if d.peer == self.model.me || self.model.peers.get(&d.peer).is_some_and(|p| p.online) {
+            return;
+        }
+        let now = Instant::now();
+        let attempt = match self.mdns_dials.get(&d.peer) {
+            Some((at, _)) if now.duration_since(*at) < Duration::from_secs(15) => return,
+            Some((_, n)) => n + 1,
+            None => 0,
+        };
+        self.mdns_dials.insert(d.peer, (now, attempt));
+        // Prefer IPv4 non-loopback addresses; rotate through them on retries.
+        let mut addrs: Vec<&Multiaddr> = d.addrs.iter().collect();
+        addrs.sort_by_key(|a| a.to_string().starts_with("/ip4/127."));
+        let Some(addr) = addrs
+            .get(attempt % addrs.len().max(1))
+            .map(|a| a.to_string())
+        else {
+            return;
+        };
+        self.emit(
+            json!({"event": "discovered", "peer": d.peer.to_base58(), "addrs": d.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>()}),
+            None,
+        );
+        tracing::info!(peer = %d.peer, %addr, "mDNS: dialing");
+        match self.handle.connect(&addr).await {
+            Ok(_) => self
+                .model
+                .info(format!("found {} on the LAN; connecting", d.peer)),
+            Err(e) => tracing::warn!(%addr, error = %e, "mDNS: address refused"),
+        }
+    }
+}
+
+/// Control characters made visible, so a peer's text cannot break a line or the screen.
+pub fn clean(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\n' => '⏎',
+            '\t' => ' ',
+            c if c.is_control() => '\u{FFFD}',
+            c => c,
+        })
+        .collect()
+}
+
+/// `HH:MM` today, `MM-DD HH:MM` otherwise, local time.
+pub fn clock(ms: u64) -> String {
+    use chrono::{Local, TimeZone};
+    let Some(t) = Local.timestamp_millis_opt(ms as i64).single() else {
+        return "--:--".into();
+    };
+    if t.date_naive() == Local::now().date_naive() {
+        t.format("%H:%M").to_string()
+    } else {
+        t.format("%m-%d %H:%M").to_string()
+    }
+}
+
+/// `12 ms`, or `-`.
+pub fn fmt_rtt(rtt: Option<Duration>) -> String {
+    match rtt {
+        Some(r) if r < Duration::from_millis(10) => format!("{:.1}ms", r.as_secs_f64() * 1000.0),
+        Some(r) => format!("{}ms", r.as_millis()),
+        None => "-".into(),
+    }
+}

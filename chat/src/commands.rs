@@ -1,0 +1,136 @@
+//! The chat commands, as typed in the input line or on stdin.
+
+/// A parsed input line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Plain text for the current room or conversation.
+    Say(String),
+    /// `/connect <multiaddr>`.
+    Connect(String),
+    /// `/join <room>`.
+    Join(String),
+    /// `/leave [room]`.
+    Leave(Option<String>),
+    /// `/nick <name>`.
+    Nick(String),
+    /// `/msg <peer> <text>`.
+    Msg { peer: String, text: String },
+    /// `/send <room> <text>`.
+    Send { room: String, text: String },
+    /// `/peers`.
+    Peers,
+    /// `/rooms`.
+    Rooms,
+    /// `/addrs`.
+    Addrs,
+    /// `/help`.
+    Help,
+    /// `/quit`.
+    Quit,
+}
+
+/// One line of help per command.
+pub const HELP: &[(&str, &str)] = &[
+    ("<text>", "send to the current room or conversation"),
+    (
+        "/connect <multiaddr>",
+        "dial a peer (its address ends in /p2p/<id>)",
+    ),
+    ("/join <room>", "join a room, or switch to it"),
+    ("/leave [room]", "leave the current (or named) room"),
+    ("/nick <name>", "change your display name"),
+    (
+        "/msg <peer> <text>",
+        "direct message; peer by name, name#abcd or peer id",
+    ),
+    ("/send <room> <text>", "send to a room without switching"),
+    ("/peers", "list peers with their status and round-trip time"),
+    ("/rooms", "list your rooms"),
+    ("/addrs", "show your addresses, to give to a friend"),
+    ("/help", "this help"),
+    ("/quit", "leave (also Ctrl-C)"),
+];
+
+/// Parses a line. `Ok(None)`: nothing to do (blank line).
+pub fn parse(line: &str) -> Result<Option<Command>, String> {
+    let line = line.trim_end_matches(['\r', '\n']);
+    if line.trim().is_empty() {
+        return Ok(None);
+    }
+    // "//text" sends "/text".
+    if let Some(rest) = line.strip_prefix("//") {
+        return Ok(Some(Command::Say(format!("/{rest}"))));
+    }
+    let Some(body) = line.strip_prefix('/') else {
+        return Ok(Some(Command::Say(line.to_string())));
+    };
+    let body = body.trim();
+    let (cmd, rest) = match body.split_once(char::is_whitespace) {
+        Some((c, r)) => (c, r.trim()),
+        None => (body, ""),
+    };
+    let need = |what: &str| -> Result<String, String> {
+        if rest.is_empty() {
+            Err(format!("usage: /{cmd} {what}"))
+        } else {
+            Ok(rest.to_string())
+        }
+    };
+    let two = |what: &str| -> Result<(String, String), String> {
+        match rest.split_once(char::is_whitespace) {
+            Some((a, b)) if !b.trim().is_empty() => Ok((a.to_string(), b.trim().to_string())),
+            _ => Err(format!("usage: /{cmd} {what}")),
+        }
+    };
+    let c = match cmd.to_ascii_lowercase().as_str() {
+        "connect" | "dial" => Command::Connect(need("<multiaddr>")?),
+        "join" | "j" => Command::Join(need("<room>")?.trim_start_matches('#').to_string()),
+        "leave" | "part" => {
+            Command::Leave((!rest.is_empty()).then(|| rest.trim_start_matches('#').to_string()))
+        }
+        "nick" | "name" => Command::Nick(need("<name>")?),
+        "msg" | "dm" | "m" => {
+            let (peer, text) = two("<peer> <text>")?;
+            Command::Msg { peer, text }
+        }
+        "send" => {
+            let (room, text) = two("<room> <text>")?;
+            Command::Send {
+                room: room.trim_start_matches('#').to_string(),
+                text,
+            }
+        }
+        "peers" | "who" => Command::Peers,
+        "rooms" => Command::Rooms,
+        "addrs" | "addr" | "whoami" => Command::Addrs,
+        "help" | "h" | "?" => Command::Help,
+        "quit" | "exit" | "q" => Command::Quit,
+        _ => return Err(format!("unknown command /{cmd}; /help lists the commands")),
+    };
+    Ok(Some(c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses() {
+        assert_eq!(parse("  "), Ok(None));
+        assert_eq!(parse("hi there"), Ok(Some(Command::Say("hi there".into()))));
+        assert_eq!(parse("//me"), Ok(Some(Command::Say("/me".into()))));
+        assert_eq!(parse("/join #rust"), Ok(Some(Command::Join("rust".into()))));
+        assert_eq!(parse("/leave"), Ok(Some(Command::Leave(None))));
+        assert_eq!(
+            parse("/msg bob#ab12 hello  you"),
+            Ok(Some(Command::Msg {
+                peer: "bob#ab12".into(),
+                text: "hello  you".into()
+            }))
+        );
+        assert!(parse("/msg bob").unwrap_err().contains("usage"));
+        assert!(parse("/connect").unwrap_err().contains("usage"));
+        assert!(parse("/frobnicate").unwrap_err().contains("unknown"));
+        assert_eq!(parse("/QUIT"), Ok(Some(Command::Quit)));
+    }
+}

@@ -1,0 +1,473 @@
+//! echo-chat: the reference echo chat app.
+//!
+//! `cargo run --release` at the repository root starts a node and its terminal UI;
+//! `--headless` (or a non-terminal stdin) runs the same commands as lines on stdin.
+
+#![forbid(unsafe_code)]
+
+mod app;
+mod cli;
+mod commands;
+mod mdns;
+mod model;
+mod store;
+mod tui;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context as _, Result};
+use clap::Parser;
+use echo::{Config, Multiaddr};
+use echo_runtime::{Events, Handle, Options, StartError};
+use futures::channel::mpsc;
+use futures::{FutureExt, StreamExt};
+use multiaddr::Protocol;
+
+use crate::app::{App, Input, Mode};
+use crate::cli::{Cli, RuntimeKind};
+use crate::model::Model;
+use crate::store::DataDir;
+
+/// A start-up failure and its exit code.
+struct Fatal {
+    code: u8,
+    error: anyhow::Error,
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Fatal {
+    fn from(e: E) -> Self {
+        Fatal {
+            code: 1,
+            error: e.into(),
+        }
+    }
+}
+
+fn usage(error: anyhow::Error) -> Fatal {
+    Fatal { code: 2, error }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match real_main(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("echo-chat: error: {:#}", f.error);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> Result<(), Fatal> {
+    // Check what can be checked before touching anything.
+    for a in cli.connect_addrs() {
+        a.trim()
+            .parse::<Multiaddr>()
+            .map_err(|e| usage(anyhow!("invalid address to connect to {a:?}: {e}")))?;
+    }
+    for a in cli.listen_addrs() {
+        a.trim()
+            .parse::<Multiaddr>()
+            .map_err(|e| usage(anyhow!("invalid listen address {a:?}: {e}")))?;
+    }
+    if let Some(n) = &cli.name {
+        if n.trim().is_empty() || n.chars().any(|c| c.is_control()) || n.len() > 64 {
+            return Err(usage(anyhow!(
+                "invalid name {n:?}: 1 to 64 bytes, no control characters"
+            )));
+        }
+    }
+    let dir = data_dir(&cli)?;
+    let data = DataDir::open(&dir)?;
+    let _log_guard = init_logging(&data, &cli.log_level)?;
+    tracing::info!(dir = %dir.display(), "echo-chat {} starting", env!("CARGO_PKG_VERSION"));
+    let key = data.identity()?;
+    let db_path = data.db_path();
+    let conn = store::open_db(&db_path)?;
+    let config = Config::default();
+    let loaded = store::load(&conn, config.max_log_messages)?;
+    drop(conn);
+
+    let headless = cli.is_headless();
+    let run = Run {
+        cli,
+        data,
+        key,
+        loaded,
+        config,
+        headless,
+    };
+    match run.cli.runtime {
+        RuntimeKind::Tokio => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .thread_name("echo-chat-tokio")
+                .build()
+                .context("cannot start the tokio runtime")?;
+            let r = rt.block_on(run.run());
+            rt.shutdown_timeout(Duration::from_secs(1));
+            r
+        }
+        RuntimeKind::Smol => smol::block_on(run.run()),
+    }
+}
+
+/// The data dir: `--data-dir`, or the platform's data dir / profiles / NAME.
+fn data_dir(cli: &Cli) -> Result<PathBuf, Fatal> {
+    if let Some(d) = &cli.data_dir {
+        return Ok(d.clone());
+    }
+    let dirs = directories::ProjectDirs::from("", "", "echo-chat")
+        .ok_or_else(|| anyhow!("cannot find a home directory for the data dir; pass --data-dir"))?;
+    let profile: String = match &cli.name {
+        Some(n) => n
+            .chars()
+            .map(|c| {
+                if c.is_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect(),
+        None => "default".into(),
+    };
+    Ok(dirs.data_dir().join("profiles").join(profile))
+}
+
+fn init_logging(
+    data: &DataDir,
+    level: &str,
+) -> Result<tracing_appender::non_blocking::WorkerGuard, Fatal> {
+    use tracing_appender::rolling::{RollingFileAppender, Rotation};
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .map_err(|e| usage(anyhow!("invalid --log-level {level:?}: {e}")))?;
+    let dir = data.log_dir();
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create log dir {}", dir.display()))?;
+    let appender = RollingFileAppender::builder()
+        .rotation(Rotation::DAILY)
+        .filename_prefix("echo-chat")
+        .filename_suffix("log")
+        .max_log_files(7)
+        .build(&dir)
+        .with_context(|| format!("cannot open a log file in {}", dir.display()))?;
+    let (writer, guard) = tracing_appender::non_blocking(appender);
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_ansi(false)
+        .init();
+    Ok(guard)
+}
+
+struct Run {
+    cli: Cli,
+    data: DataDir,
+    key: echo::Keypair,
+    loaded: store::Loaded,
+    config: Config,
+    headless: bool,
+}
+
+impl Run {
+    async fn run(self) -> Result<(), Fatal> {
+        let Run {
+            cli,
+            data,
+            key,
+            loaded,
+            mut config,
+            headless,
+        } = self;
+        let store::Loaded { restore, name } = loaded;
+        let name = cli
+            .name
+            .clone()
+            .or(name)
+            .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
+            .unwrap_or_else(|| "anon".into());
+        config.name = name.clone();
+        config.agent = format!("echo-chat/{}", env!("CARGO_PKG_VERSION"));
+        if let Some(room) = &cli.room {
+            config.default_room = Some(room.clone());
+        }
+        config.seed = rand::random();
+        let history: Vec<echo::Message> = restore
+            .rooms
+            .iter()
+            .flat_map(|r| r.messages.iter().cloned())
+            .collect();
+        let mut options = Options::new(cli.listen_addrs());
+        options.keypair = key;
+        options.config = config;
+        options.restore = restore;
+
+        let started = match cli.runtime {
+            RuntimeKind::Tokio => echo_runtime::tokio::start(options).await,
+            RuntimeKind::Smol => echo_runtime::smol::start(options).await,
+        };
+        let (handle, events) = started.map_err(|e| match e {
+            StartError::AddrInUse { addr } => anyhow!(
+                "cannot listen on {addr}: the port is in use (another echo-chat?); pick \
+                 another --port or --listen"
+            ),
+            e @ StartError::InvalidListenAddr { .. } => anyhow!("{e}"),
+            e => anyhow!("cannot start the node: {e}"),
+        })?;
+        tracing::info!(peer = %handle.peer_id(), addrs = ?handle.listen_addrs(), "node started");
+        let (tx, rx) = mpsc::unbounded::<Input>();
+        let writer_tx = tx.clone();
+        let writer = store::Writer::start(store::open_db(&data.db_path())?, move |e| {
+            let _ = writer_tx.unbounded_send(Input::StoreError(e));
+        });
+        let result = session(
+            cli,
+            data,
+            handle.clone(),
+            events,
+            writer,
+            tx,
+            rx,
+            name,
+            history,
+            headless,
+        )
+        .await;
+        // Goodbye on every connection, bounded in time.
+        let shutdown = handle.shutdown().fuse();
+        let deadline = after(Duration::from_secs(6)).fuse();
+        futures::pin_mut!(shutdown, deadline);
+        futures::select! {
+            _ = shutdown => {},
+            _ = deadline => tracing::warn!("shutdown timed out"),
+        }
+        result
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn session(
+    cli: Cli,
+    data: DataDir,
+    handle: Handle,
+    events: Events,
+    writer: store::Writer,
+    tx: mpsc::UnboundedSender<Input>,
+    rx: mpsc::UnboundedReceiver<Input>,
+    name: String,
+    history: Vec<echo::Message>,
+    headless: bool,
+) -> Result<(), Fatal> {
+    // Dial what was asked; a refused address ends the start-up.
+    for a in cli.connect_addrs() {
+        handle
+            .connect(a.trim())
+            .await
+            .map_err(|e| usage(anyhow!("cannot connect to {a:?}: {e}")))?;
+    }
+    // mDNS needs the interfaces before anything is shown.
+    let ifaces = if cli.no_mdns {
+        None
+    } else {
+        match mdns::interfaces(cli.mdns_interface.as_deref()) {
+            Ok(i) => Some(i),
+            Err(e) if cli.mdns_interface.is_some() => {
+                return Err(usage(anyhow!("--mdns-interface: {e}")));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "mDNS: cannot list interfaces");
+                Some(Vec::new())
+            }
+        }
+    };
+    let all_ifaces = mdns::interfaces(None).unwrap_or_default();
+    let addrs = dialable(handle.listen_addrs(), &all_ifaces);
+    let mut model = Model::new(handle.peer_id(), name.clone(), addrs);
+    let mut mdns_notice = None;
+    let _mdns = match ifaces {
+        None => {
+            model.mdns = Some("mDNS off".into());
+            None
+        }
+        Some(ifaces) if ifaces.is_empty() => {
+            model.mdns = Some("mDNS: no LAN interface".into());
+            None
+        }
+        Some(ifaces) => {
+            let adv = mdns::advertised(handle.listen_addrs(), &ifaces);
+            let names: Vec<String> = ifaces.iter().map(|i| i.name.clone()).collect();
+            let found_tx = tx.clone();
+            match mdns::start(handle.peer_id(), adv, ifaces, move |d| {
+                let _ = found_tx.unbounded_send(Input::Found(d));
+            }) {
+                Ok(m) => {
+                    model.mdns = Some(format!("mDNS on {}", names.join(",")));
+                    Some(m)
+                }
+                Err(e) => {
+                    if cli.mdns_interface.is_some() {
+                        return Err(anyhow!("mDNS: {e}").into());
+                    }
+                    model.mdns = Some("mDNS failed".into());
+                    mdns_notice = Some(format!("mDNS discovery is off: {e}"));
+                    None
+                }
+            }
+        }
+    };
+    {
+        let sig_tx = tx.clone();
+        let _ = ctrlc::set_handler(move || {
+            let _ = sig_tx.unbounded_send(Input::Signal);
+        });
+    }
+    let mode = if headless {
+        Mode::Headless { json: cli.json }
+    } else {
+        Mode::Tui
+    };
+    let mut app = App::new(handle.clone(), model, writer, mode);
+    app.writer.send(store::Op::Name(name));
+    let mut tui = if headless {
+        spawn_stdin(tx.clone());
+        None
+    } else {
+        Some(tui::Tui::start(tx.clone()).context("cannot set up the terminal")?)
+    };
+    app.ready(&data.path.display().to_string(), history);
+    if let Some(n) = mdns_notice {
+        app.error(n);
+    }
+    if let Some(room) = &cli.room {
+        app.handle(Input::Line(format!("/join {room}"))).await;
+    }
+    drop(tx);
+
+    let mut inputs = futures::stream::select(events.map(Input::Node), rx);
+    if let Some(t) = tui.as_mut() {
+        t.draw(&app.model, app.show_help);
+    }
+    'outer: while let Some(first) = inputs.next().await {
+        let mut next = Some(first);
+        while let Some(input) = next.take() {
+            match input {
+                Input::Term(ev) => {
+                    if let Some(t) = tui.as_mut() {
+                        match t.on_event(ev, &mut app.model, &mut app.show_help) {
+                            tui::Action::None => {}
+                            tui::Action::Line(l) => app.handle(Input::Line(l)).await,
+                            tui::Action::Quit => app.quit = true,
+                        }
+                    }
+                }
+                other => {
+                    let before = app.model.current_view().entries.len();
+                    app.handle(other).await;
+                    if let Some(t) = tui.as_mut() {
+                        let view = app.model.current_view();
+                        if view.entries.len() > before {
+                            let w = t.pane_width() as usize;
+                            let rows: usize = view.entries[before..]
+                                .iter()
+                                .map(|e| tui::entry_rows(e, w).len())
+                                .sum();
+                            t.keep_position(rows);
+                        }
+                    }
+                }
+            }
+            if app.quit {
+                break 'outer;
+            }
+            next = inputs.next().now_or_never().flatten();
+        }
+        if let Some(t) = tui.as_mut() {
+            t.draw(&app.model, app.show_help);
+        }
+    }
+    drop(tui);
+    tracing::info!("quitting");
+    if let Ok(Err(e)) = app.writer.flush().await {
+        eprintln!("echo-chat: warning: history not fully saved: {e}");
+    }
+    Ok(())
+}
+
+/// Reads stdin lines into the app (headless mode).
+fn spawn_stdin(tx: mpsc::UnboundedSender<Input>) {
+    let _ = std::thread::Builder::new()
+        .name("echo-chat-stdin".into())
+        .spawn(move || {
+            use std::io::BufRead;
+            let stdin = std::io::stdin();
+            let mut line = String::new();
+            loop {
+                line.clear();
+                match stdin.lock().read_line(&mut line) {
+                    Ok(0) | Err(_) => {
+                        let _ = tx.unbounded_send(Input::StdinClosed);
+                        break;
+                    }
+                    Ok(_) => {
+                        if tx
+                            .unbounded_send(Input::Line(
+                                line.trim_end_matches(['\n', '\r']).to_string(),
+                            ))
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+}
+
+/// Resolves after `d` (a thread timer, so it works on any runtime).
+fn after(d: Duration) -> futures::channel::oneshot::Receiver<()> {
+    let (tx, rx) = futures::channel::oneshot::channel();
+    std::thread::spawn(move || {
+        std::thread::sleep(d);
+        let _ = tx.send(());
+    });
+    rx
+}
+
+/// Our addresses as a friend would dial them: an unspecified IP (0.0.0.0) becomes each
+/// interface's address, LAN ones first, loopback last.
+fn dialable(listen: &[Multiaddr], ifaces: &[mdns::Iface]) -> Vec<Multiaddr> {
+    let mut lan = Vec::new();
+    let mut local = Vec::new();
+    for a in listen {
+        let mut it = a.iter();
+        match it.next() {
+            Some(Protocol::Ip4(ip)) if ip.is_unspecified() => {
+                let rest: Vec<Protocol> = it.collect();
+                let mut ips: Vec<Ipv4Addr> = ifaces.iter().map(|i| i.addr).collect();
+                ips.push(Ipv4Addr::LOCALHOST);
+                ips.dedup();
+                for ip in ips {
+                    let mut m = Multiaddr::empty().with(Protocol::Ip4(ip));
+                    for p in &rest {
+                        m.push(p.clone());
+                    }
+                    if ip.is_loopback() {
+                        local.push(m);
+                    } else {
+                        lan.push(m);
+                    }
+                }
+            }
+            Some(Protocol::Ip4(ip)) if IpAddr::V4(ip).is_loopback() => local.push(a.clone()),
+            _ => lan.push(a.clone()),
+        }
+    }
+    lan.extend(local);
+    lan.dedup();
+    lan
+}
