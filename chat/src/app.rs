@@ -2,12 +2,12 @@
 //! contract asks for, and prints events in headless mode. Runtime-agnostic: it only
 //! awaits `futures` channels and the node's handle.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::time::{Duration, Instant};
 
 use echo::message::display_name;
-use echo::{Event, Multiaddr, PeerId, Position, Protocol, SharedMessage};
+use echo::{DialId, Event, Multiaddr, PeerId, Position, Protocol, SharedMessage};
 use echo_runtime::Handle;
 use serde_json::{json, Value};
 
@@ -59,10 +59,10 @@ pub struct App {
     pub quit: bool,
     /// Set when the TUI should show its help overlay.
     pub show_help: bool,
-    /// A room we asked to join: switch to it when joined.
-    pending_switch: Option<String>,
     /// mDNS dials, to not redial a peer too often.
     mdns_dials: HashMap<PeerId, (Instant, usize)>,
+    /// Dials the user asked for: their failures are shown; automatic redials' are logged.
+    pub user_dials: HashSet<DialId>,
 }
 
 impl App {
@@ -75,8 +75,8 @@ impl App {
             mode,
             quit: false,
             show_help: false,
-            pending_switch: None,
             mdns_dials: HashMap::new(),
+            user_dials: HashSet::new(),
         }
     }
 
@@ -124,7 +124,11 @@ impl App {
     }
 
     /// Prints the first line (headless) and shows restored history.
-    pub fn ready(&mut self, data_dir: &str, history: Vec<echo::Message>) {
+    pub fn ready(&mut self, data_dir: &str, rooms: &[String], history: Vec<echo::Message>) {
+        for r in rooms {
+            self.model.view_mut(&ViewId::Room(r.clone()));
+        }
+        self.model.select(0);
         let addrs: Vec<String> = self.model.addrs.iter().map(|a| a.to_string()).collect();
         self.emit(
             json!({
@@ -239,10 +243,7 @@ impl App {
                 self.writer.send(Op::Joined(room.clone()));
                 let id = ViewId::Room(room.clone());
                 self.model.view_mut(&id);
-                if self.pending_switch.as_deref() == Some(room.as_str())
-                    || self.model.views.len() == 1
-                {
-                    self.pending_switch = None;
+                if self.model.views.len() == 1 {
                     self.model.switch_to(&id);
                 }
                 self.emit(
@@ -334,12 +335,17 @@ impl App {
                     "closed the connection to {disp}: it broke the protocol ({reason})"
                 ));
             }
-            Event::DialFailed { addr, error, .. } => {
+            Event::DialFailed { dial, addr, error } => {
+                let user = self.user_dials.remove(&dial);
                 self.emit(
-                    json!({"event": "dial_failed", "addr": addr.to_string(), "error": error}),
+                    json!({"event": "dial_failed", "addr": addr.to_string(), "error": error, "requested": user}),
                     None,
                 );
-                self.error(format!("could not connect to {addr}: {error}"));
+                if user {
+                    self.error(format!("could not connect to {addr}: {error}"));
+                } else {
+                    tracing::info!(%addr, %error, "redial failed");
+                }
             }
             Event::SeqReserved { room, upto } => {
                 // The node may use these numbers soon: make the reservation durable first.
@@ -452,7 +458,10 @@ impl App {
             },
             Command::Send { room, text } => self.send_room(&room, &text).await,
             Command::Connect(addr) => match self.handle.connect(&addr).await {
-                Ok(_) => self.info(format!("connecting to {addr} …")),
+                Ok(dial) => {
+                    self.user_dials.insert(dial);
+                    self.info(format!("connecting to {addr} …"))
+                }
                 Err(e) => self.error(format!("cannot connect: {e}")),
             },
             Command::Join(room) => {
@@ -461,10 +470,15 @@ impl App {
                     self.emit(json!({"event": "switched", "room": room}), None);
                     return;
                 }
-                self.pending_switch = Some(room.clone());
-                if let Err(e) = self.handle.join(&room).await {
-                    self.pending_switch = None;
-                    self.error(format!("cannot join #{room}: {e}"));
+                match self.handle.join(&room).await {
+                    Ok(()) => {
+                        // Lines after this one go to the new room, even before its
+                        // Joined event arrives.
+                        let id = ViewId::Room(room.clone());
+                        self.model.view_mut(&id);
+                        self.model.switch_to(&id);
+                    }
+                    Err(e) => self.error(format!("cannot join #{room}: {e}")),
                 }
             }
             Command::Leave(room) => {

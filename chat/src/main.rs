@@ -197,6 +197,7 @@ impl Run {
             config.default_room = Some(room.clone());
         }
         config.seed = rand::random();
+        let rooms: Vec<String> = restore.rooms.iter().map(|r| r.name.clone()).collect();
         let history: Vec<echo::Message> = restore
             .rooms
             .iter()
@@ -234,6 +235,7 @@ impl Run {
             tx,
             rx,
             name,
+            rooms,
             history,
             headless,
         )
@@ -260,15 +262,18 @@ async fn session(
     tx: mpsc::UnboundedSender<Input>,
     rx: mpsc::UnboundedReceiver<Input>,
     name: String,
+    rooms: Vec<String>,
     history: Vec<echo::Message>,
     headless: bool,
 ) -> Result<(), Fatal> {
     // Dial what was asked; a refused address ends the start-up.
+    let mut user_dials = std::collections::HashSet::new();
     for a in cli.connect_addrs() {
-        handle
+        let dial = handle
             .connect(a.trim())
             .await
             .map_err(|e| usage(anyhow!("cannot connect to {a:?}: {e}")))?;
+        user_dials.insert(dial);
     }
     // mDNS needs the interfaces before anything is shown.
     let ifaces = if cli.no_mdns {
@@ -332,6 +337,7 @@ async fn session(
         Mode::Tui
     };
     let mut app = App::new(handle.clone(), model, writer, mode);
+    app.user_dials = user_dials;
     app.writer.send(store::Op::Name(name));
     let mut tui = if headless {
         spawn_stdin(tx.clone());
@@ -339,7 +345,7 @@ async fn session(
     } else {
         Some(tui::Tui::start(tx.clone()).context("cannot set up the terminal")?)
     };
-    app.ready(&data.path.display().to_string(), history);
+    app.ready(&data.path.display().to_string(), &rooms, history);
     if let Some(n) = mdns_notice {
         app.error(n);
     }
