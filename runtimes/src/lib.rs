@@ -236,7 +236,8 @@ pub(crate) enum Command {
 
 /// The answer to a command. The command is queued when the method is called (commands
 /// run in call order even if their answers are awaited later), so many sends can be in
-/// flight at once; await this for the result.
+/// flight at once; await this for the result. Dropping it does not cancel the command
+/// (fire and forget).
 #[must_use = "the command is queued; await this for its result"]
 #[derive(Debug)]
 pub struct Pending<T>(Result<oneshot::Receiver<Result<T, CommandError>>, ()>);

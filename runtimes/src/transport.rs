@@ -1,6 +1,8 @@
 //! The libp2p connection stack, runtime-independent: multistream-select, noise, yamux,
 //! substream negotiation and the ping responder.
 
+#![allow(clippy::result_large_err)] // DialError carries two peer ids; dials are rare.
+
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;

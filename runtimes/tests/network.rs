@@ -110,7 +110,7 @@ async fn killed_peer_redialed<R: Runtime>(rt: R) {
     b.message("before 0").await;
     // More in flight while B dies.
     for i in 0..200 {
-        let _ = a.h.send("general", &format!("during {i}"));
+        drop(a.h.send("general", &format!("during {i}")));
     }
     b.h.abort();
     b.h.stopped().await;
@@ -180,7 +180,7 @@ async fn shutdown_says_goodbye<R: Runtime>(rt: R) {
     b.peer_up(a.id()).await;
     // Queued right before the goodbye: flushed first.
     for i in 0..100 {
-        let _ = b.h.send("general", &format!("last words {i}"));
+        drop(b.h.send("general", &format!("last words {i}")));
     }
     b.h.shutdown().await;
     a.message("last words 99").await;

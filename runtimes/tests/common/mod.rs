@@ -81,17 +81,17 @@ macro_rules! scenario {
             #[cfg(feature = "tokio")]
             #[test]
             fn tokio() {
-                crate::common::on_tokio(super::$name);
+                $crate::common::on_tokio(super::$name);
             }
             #[cfg(feature = "smol")]
             #[test]
             fn smol() {
-                crate::common::on_smol(super::$name);
+                $crate::common::on_smol(super::$name);
             }
             #[cfg(feature = "async-std")]
             #[test]
             fn async_std() {
-                crate::common::on_async_std(super::$name);
+                $crate::common::on_async_std(super::$name);
             }
         }
     };
