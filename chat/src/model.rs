@@ -199,7 +199,12 @@ impl Model {
                 if at <= self.current && !self.views.is_empty() {
                     self.current += 1;
                 }
-                self.views.insert(at, View::new(id.clone()));
+                let mut view = View::new(id.clone());
+                if self.views.is_empty() {
+                    // What was said while there was no room goes to the first one.
+                    view.entries = std::mem::take(&mut self.status.entries);
+                }
+                self.views.insert(at, view);
                 at
             }
         };

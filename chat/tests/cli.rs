@@ -1,0 +1,199 @@
+//! Bad input at start-up: a clear message and a non-zero exit, never a panic.
+
+mod common;
+
+use common::{run_to_end, Chat};
+
+fn assert_clean_failure(args: &[&str], expect: &str) {
+    let (status, _out, err) = run_to_end(args);
+    assert!(!status.success(), "{args:?} succeeded");
+    assert!(
+        err.contains(expect),
+        "{args:?}: stderr lacks {expect:?}: {err}"
+    );
+    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    assert!(err.lines().count() <= 3, "{args:?}: too much noise: {err}");
+}
+
+#[test]
+fn help_documents_every_flag() {
+    let (status, out, _) = run_to_end(&["--help"]);
+    assert!(status.success());
+    for flag in [
+        "--port",
+        "--name",
+        "--listen",
+        "--connect",
+        "--room",
+        "--data-dir",
+        "--no-mdns",
+        "--mdns-interface",
+        "--headless",
+        "--json",
+        "--log-level",
+        "--runtime",
+        "/connect",
+        "/join",
+        "/msg",
+        "/quit",
+    ] {
+        assert!(out.contains(flag), "--help lacks {flag}");
+    }
+}
+
+#[test]
+fn malformed_connect_address() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    let d = dir.to_str().unwrap();
+    assert_clean_failure(
+        &[
+            "--headless",
+            "--no-mdns",
+            "--data-dir",
+            d,
+            "--connect",
+            "/ip4/nope/tcp/1",
+        ],
+        "invalid address to connect to",
+    );
+    // Positional too; and a parseable address that cannot be dialed.
+    assert_clean_failure(
+        &["--headless", "--no-mdns", "--data-dir", d, "garbage"],
+        "invalid address to connect to",
+    );
+    assert_clean_failure(
+        &[
+            "--headless",
+            "--no-mdns",
+            "--data-dir",
+            d,
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--connect",
+            "/dns4/example.com/udp/53",
+        ],
+        "cannot connect to",
+    );
+}
+
+#[test]
+fn port_in_use() {
+    let tmp = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let listen = format!("/ip4/127.0.0.1/tcp/{port}");
+    let dir = tmp.path().join("d");
+    assert_clean_failure(
+        &[
+            "--headless",
+            "--no-mdns",
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--listen",
+            &listen,
+        ],
+        "in use",
+    );
+}
+
+#[test]
+fn unusable_data_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A file where the directory should be.
+    let file = tmp.path().join("file");
+    std::fs::write(&file, "x").unwrap();
+    assert_clean_failure(
+        &[
+            "--headless",
+            "--no-mdns",
+            "--data-dir",
+            file.to_str().unwrap(),
+        ],
+        "not a directory",
+    );
+    // A corrupt identity key.
+    let dir = tmp.path().join("corrupt");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("identity.key"), b"not a key").unwrap();
+    assert_clean_failure(
+        &[
+            "--headless",
+            "--no-mdns",
+            "--data-dir",
+            dir.to_str().unwrap(),
+        ],
+        "corrupt",
+    );
+    // A database that is not one.
+    let dir = tmp.path().join("baddb");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("history.sqlite3"), vec![0x42u8; 4096]).unwrap();
+    assert_clean_failure(
+        &[
+            "--headless",
+            "--no-mdns",
+            "--data-dir",
+            dir.to_str().unwrap(),
+        ],
+        "history database",
+    );
+    // Unreadable (only meaningful when not root: root reads anything).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tmp.path().join("locked");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o000)).unwrap();
+        if std::fs::read_dir(&dir).is_err() {
+            assert_clean_failure(
+                &[
+                    "--headless",
+                    "--no-mdns",
+                    "--data-dir",
+                    dir.to_str().unwrap(),
+                ],
+                "data dir",
+            );
+        }
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+}
+
+#[test]
+fn a_data_dir_in_use_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("shared");
+    let first = Chat::start("one", &dir, &[]);
+    assert_clean_failure(
+        &[
+            "--headless",
+            "--no-mdns",
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+        ],
+        "in use by another echo-chat",
+    );
+    assert!(first.quit().success());
+}
+
+#[test]
+fn bad_flags_exit_2() {
+    let (status, _, err) = run_to_end(&["--runtime", "fibers"]);
+    assert_eq!(status.code(), Some(2), "{err}");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    let (status, _, err) = run_to_end(&[
+        "--headless",
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--mdns-interface",
+        "no-such-if0",
+        "--data-dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("no-such-if0"), "{err}");
+}
