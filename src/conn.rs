@@ -1,6 +1,6 @@
 //! Per-connection state: decoder, outbox, handshake, liveness and rate limits.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -54,6 +54,8 @@ pub(crate) struct Conn {
     pub sync: VecDeque<SyncJob>,
     /// When to send the next round of room summaries.
     pub next_sync: Instant,
+    /// Authors listed so far in a multi-frame summary being received, per room.
+    pub summary_rx: BTreeMap<String, BTreeSet<PeerId>>,
 }
 
 /// An author's messages in a room that a neighbour lacks: `[start, end)` ranges.
@@ -106,6 +108,7 @@ impl Conn {
             bad_sigs: 0,
             sync: VecDeque::new(),
             next_sync: now + config.sync_interval,
+            summary_rx: BTreeMap::new(),
         }
     }
 

@@ -65,8 +65,13 @@ pub(crate) struct AuthorSummary {
     pub ranges: Vec<(u64, u64)>,
 }
 
+/// Start hints remembered for authors we hold nothing of yet.
+const MAX_HINTS: usize = 4096;
+
 pub(crate) struct Room {
     pub log: RoomLog,
+    /// Where neighbours' holdings of not-yet-seen authors start (bounded).
+    hints: BTreeMap<PeerId, u64>,
     pub authors: BTreeMap<PeerId, Author>,
     /// Authors whose chain has a deadline (gap or pending).
     timed: BTreeSet<PeerId>,
@@ -82,6 +87,7 @@ impl Room {
     pub fn new(limits: Limits) -> Self {
         Room {
             log: RoomLog::new(),
+            hints: BTreeMap::new(),
             authors: BTreeMap::new(),
             timed: BTreeSet::new(),
             limits,
@@ -107,9 +113,13 @@ impl Room {
                     Some(k) => k.clone(),
                     None => public_key_of(&id)?,
                 };
+                let mut chain = Chain::new();
+                if let Some(h) = self.hints.remove(&id) {
+                    chain.hint_start(h);
+                }
                 Some(e.insert(Author {
                     key,
-                    chain: Chain::new(),
+                    chain,
                     gap_source: None,
                 }))
             }
@@ -293,12 +303,15 @@ impl Room {
     /// held seq. Returns the ranges the neighbour lacks that we hold (at or above its
     /// floor).
     pub fn compare(&mut self, theirs: &AuthorSummary) -> Vec<(u64, u64)> {
-        if let Some(start) = theirs.ranges.first().map(|r| r.0) {
-            if let Some(a) = self.author_entry(theirs.author, None) {
-                a.chain.hint_start(start.max(theirs.floor));
+        if let Some(start) = theirs.ranges.first().map(|r| r.0.max(theirs.floor)) {
+            match self.authors.get_mut(&theirs.author) {
+                Some(a) => a.chain.hint_start(start),
+                None if self.hints.len() < MAX_HINTS || self.hints.contains_key(&theirs.author) => {
+                    let h = self.hints.entry(theirs.author).or_insert(start);
+                    *h = (*h).min(start);
+                }
+                None => {}
             }
-            // A hint may make a held chain deliverable; the node collects it on its next
-            // timer or message.
         }
         let Some(a) = self.authors.get(&theirs.author) else {
             return Vec::new();

@@ -233,6 +233,13 @@ pub struct Summary {
     /// One entry per author the sender holds messages of.
     #[prost(message, repeated, tag = "2")]
     pub authors: Vec<AuthorRanges>,
+    /// Index of this frame within one summary (0 for the first).
+    #[prost(uint32, tag = "3")]
+    pub chunk: u32,
+    /// More frames of this summary follow. Authors listed in no frame of a complete
+    /// summary are ones the sender holds nothing of.
+    #[prost(bool, tag = "4")]
+    pub more: bool,
 }
 
 /// What the sender holds of one author in a room.

@@ -12,7 +12,7 @@
 //!   [`wire::Request`] to the neighbour that sent the message after the gap, then to
 //!   other members; after `max_repair_attempts` the gap is skipped ([`Event::Gap`]).
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use bytes::BytesMut;
@@ -27,11 +27,19 @@ use crate::wire::{self, Frame, Kind};
 
 /// Authors listed per summary frame (a larger room is split over several frames).
 const SUMMARY_CHUNK: usize = 256;
+/// Approximate bytes per summary frame (well under the default frame limit).
+const SUMMARY_BYTES: usize = 64 * 1024;
+/// Ranges listed per author; a more fragmented holding lists its first ranges only
+/// (the neighbour may then send a few messages we already hold, never too few).
+const MAX_RANGES: usize = 128;
+/// Authors remembered from a multi-frame summary in progress.
+const MAX_LISTED: usize = 65_536;
 /// Largest range a neighbour may request at once.
 const MAX_REQUEST_SPAN: u64 = 100_000;
 
 impl Node {
-    /// Sends our summary of `room` to `peer`.
+    /// Sends our summary of `room` to `peer`, split into frames of at most
+    /// `SUMMARY_CHUNK` authors and about `SUMMARY_BYTES` bytes.
     pub(super) fn send_summary(&mut self, peer: PeerId, room: &str, now: Instant) {
         let Some(conn) = self
             .peers
@@ -44,30 +52,43 @@ impl Node {
         let Some(r) = self.rooms.get(room) else {
             return;
         };
-        let entries = r.summary();
-        let mut frames = Vec::new();
-        for chunk in entries.chunks(SUMMARY_CHUNK) {
-            frames.push(Frame::new(Kind::Summary(wire::Summary {
-                room: room.to_string(),
-                authors: chunk
-                    .iter()
-                    .map(|a| wire::AuthorRanges {
-                        author: a.author.to_bytes(),
-                        floor: a.floor,
-                        ranges: a.ranges.iter().flat_map(|&(s, e)| [s, e]).collect(),
-                    })
-                    .collect(),
-            })));
-        }
-        if frames.is_empty() {
-            // An empty summary still tells the neighbour to send everything it has.
-            frames.push(Frame::new(Kind::Summary(wire::Summary {
-                room: room.to_string(),
-                authors: Vec::new(),
-            })));
+        let mut frames: Vec<wire::Summary> = vec![wire::Summary {
+            room: room.to_string(),
+            ..Default::default()
+        }];
+        let mut bytes = 0;
+        for a in r.summary() {
+            let ranges: Vec<u64> = a
+                .ranges
+                .iter()
+                .take(MAX_RANGES)
+                .flat_map(|&(s, e)| [s, e])
+                .collect();
+            let size = 48 + ranges.len() * 9;
+            let cur = frames.last_mut().expect("one frame");
+            if cur.authors.len() >= SUMMARY_CHUNK || (bytes + size > SUMMARY_BYTES && bytes > 0) {
+                let chunk = cur.chunk + 1;
+                cur.more = true;
+                frames.push(wire::Summary {
+                    room: room.to_string(),
+                    chunk,
+                    ..Default::default()
+                });
+                bytes = 0;
+            }
+            bytes += size;
+            frames
+                .last_mut()
+                .expect("one frame")
+                .authors
+                .push(wire::AuthorRanges {
+                    author: a.author.to_bytes(),
+                    floor: a.floor,
+                    ranges,
+                });
         }
         for f in frames {
-            self.send_frame(conn, &f, now);
+            self.send_frame(conn, &Frame::new(Kind::Summary(f)), now);
         }
     }
 
@@ -82,6 +103,7 @@ impl Node {
             };
             let r = &a.ranges;
             let ordered = r.len() % 2 == 0
+                && r.len() <= 2 * MAX_RANGES
                 && r.iter().all(|&x| x <= crate::message::MAX_SEQ + 1)
                 && r.chunks(2).all(|p| p[0] < p[1])
                 && r.windows(2).all(|w| w[0] <= w[1]);
@@ -97,24 +119,29 @@ impl Node {
         let Some(room) = self.rooms.get_mut(&sm.room) else {
             return; // not (or no longer) in that room
         };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
         let mut jobs = Vec::new();
-        let mut listed = BTreeSet::new();
         for a in &parsed {
-            listed.insert(a.author);
             let lacks = room.compare(a);
             if !lacks.is_empty() {
                 jobs.push((a.author, lacks));
             }
         }
-        // Summaries of big rooms come in chunks: only a lone (or empty) chunk means
-        // "nothing else"; for chunked ones the periodic rounds fill in the rest.
-        if parsed.len() < SUMMARY_CHUNK {
+        // Authors listed in no frame of the whole summary: the sender has none of them.
+        if sm.chunk == 0 {
+            c.summary_rx.remove(&sm.room);
+        }
+        let listed = c.summary_rx.entry(sm.room.clone()).or_default();
+        if listed.len() < MAX_LISTED {
+            listed.extend(parsed.iter().map(|a| a.author));
+        }
+        if !sm.more {
+            let listed = c.summary_rx.remove(&sm.room).unwrap_or_default();
             jobs.extend(room.all_ranges_except(&listed));
         }
         let delivered = room.collect_all(now);
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
         for (author, ranges) in jobs {
             queue_job(c, &sm.room, author, ranges);
         }
@@ -188,8 +215,18 @@ impl Node {
             }
             // The receiver can only verify a run that ends with a signature.
             if let Some(last) = last.filter(|l| l.signature.is_none()) {
+                let mut upto = last.seq;
                 for m in chain.through_next_signature(last.seq) {
                     Frame::new(Kind::Message(m.to_wire())).encode_to(&mut out);
+                    self.stats.history_sent += 1;
+                    upto = m.seq;
+                }
+                // What the completion sent is not sent again by the next batch.
+                if let Some(r) = job.ranges.front_mut().filter(|r| r.0 <= upto) {
+                    r.0 = upto + 1;
+                    if r.0 >= r.1 {
+                        job.ranges.pop_front();
+                    }
                 }
             }
         }

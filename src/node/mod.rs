@@ -1206,7 +1206,7 @@ impl Node {
         }
         if let Some(last) = last.filter(|l| l.signature.is_none()) {
             if let Some(a) = r.authors.get(&last.author) {
-                for m in a.chain.through_next_signature(last.seq + 1) {
+                for m in a.chain.through_next_signature(last.seq) {
                     Frame::new(Kind::Message(m.to_wire())).encode_to(&mut wire);
                 }
             }
@@ -1429,7 +1429,7 @@ impl Node {
         self.ready.insert(conn);
         if c.queued() > self.config.max_queued_bytes {
             let reason = format!("peer is not reading ({} bytes queued)", c.queued());
-            // What it has not read is dropped; close without queueing a goodbye.
+            // What it has not read is dropped; only the goodbye is queued.
             c.outbox.clear();
             self.close(conn, GoodbyeCode::ProtocolViolation, &reason, true, now);
         }

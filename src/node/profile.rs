@@ -93,10 +93,12 @@ impl Node {
         if author == self.id {
             return;
         }
+        // Last writer wins by (Lamport time, signature bytes): every node picks the same
+        // record even when two carry the same time.
         if self
             .profiles
             .get(&author)
-            .is_some_and(|r| r.lamport >= p.lamport)
+            .is_some_and(|r| (r.lamport, &r.signature) >= (p.lamport, &p.signature))
         {
             return; // a copy or an older record: nothing to check
         }
