@@ -1,0 +1,180 @@
+//! The terminal UI in a real terminal: tmux runs two instances; send-keys types,
+//! capture-pane reads the screen. Needs tmux; skipped without it unless CI=true.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{skip_without, BIN, TIMEOUT};
+
+/// A private tmux server (its own socket), killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn new() -> Tmux {
+        Tmux {
+            socket: format!("echo-chat-test-{}", std::process::id()),
+        }
+    }
+
+    fn cmd(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .args(["-L", &self.socket, "-f", "/dev/null"])
+            .args(args)
+            .env("TERM", "xterm-256color")
+            .output()
+            .expect("run tmux");
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Starts `echo-chat <args>` in a new session of `w`x`h`, inside a shell that
+    /// prints the exit status afterwards.
+    fn start(&self, session: &str, w: u16, h: u16, args: &str) {
+        let script = format!("{BIN} {args}; echo EXITED=$?; sleep 600");
+        self.cmd(&[
+            "new-session",
+            "-d",
+            "-s",
+            session,
+            "-x",
+            &w.to_string(),
+            "-y",
+            &h.to_string(),
+            "sh",
+            "-c",
+            &script,
+        ]);
+    }
+
+    fn screen(&self, session: &str) -> String {
+        self.cmd(&["capture-pane", "-p", "-t", session])
+    }
+
+    fn type_line(&self, session: &str, text: &str) {
+        self.cmd(&["send-keys", "-t", session, "-l", text]);
+        self.cmd(&["send-keys", "-t", session, "Enter"]);
+    }
+
+    fn key(&self, session: &str, key: &str) {
+        self.cmd(&["send-keys", "-t", session, key]);
+    }
+
+    /// Waits until the screen satisfies `pred`; panics with the screen on timeout.
+    fn wait(&self, session: &str, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let s = self.screen(session);
+            if pred(&s) {
+                return s;
+            }
+            if Instant::now() > deadline {
+                panic!("{session}: timed out waiting for {what}; screen:\n{s}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn wait_text(&self, session: &str, text: &str) -> String {
+        self.wait(session, &format!("{text:?}"), |s| s.contains(text))
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .output();
+    }
+}
+
+#[test]
+fn two_instances_chat_in_tmux_and_restore_the_screen() {
+    if skip_without("tmux", "the TUI test drives a real terminal") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = Tmux::new();
+    let common = "--no-mdns --listen /ip4/127.0.0.1/tcp/0 --data-dir";
+    t.start(
+        "a",
+        120,
+        30,
+        &format!("{common} {}/a --name alice", tmp.path().display()),
+    );
+    t.start(
+        "b",
+        100,
+        26,
+        &format!("{common} {}/b --name bob", tmp.path().display()),
+    );
+
+    // Alice's status bar shows her address; bob connects to it.
+    let screen = t.wait("a", "address in the status bar", |s| {
+        s.contains("/p2p/12D3Koo")
+    });
+    let status_bar = screen.lines().rev().find(|l| !l.trim().is_empty()).unwrap();
+    let addr = status_bar
+        .split_whitespace()
+        .find(|w| w.starts_with("/ip4/127.0.0.1/tcp/") && w.contains("/p2p/"))
+        .expect("an address on screen")
+        .to_string();
+    t.wait_text("b", "Welcome, bob#");
+    t.type_line("b", &format!("/connect {addr}"));
+    t.wait_text("a", "bob#");
+    t.wait("b", "alice online", |s| s.contains("● alice#"));
+
+    // Typing in one shows up in the other, wide characters included.
+    t.type_line("a", "hello from alice 日本語 😀");
+    let s = t.wait_text("b", "hello from alice 日本語 😀");
+    assert!(s.contains("alice#"), "{s}");
+
+    // A /join makes a room appear in the list, and messages in it reach the other side.
+    t.type_line("b", "/join side");
+    t.wait_text("b", "#side");
+    t.type_line("a", "/join side");
+    t.wait("a", "in #side", |s| s.contains("to #side"));
+    t.type_line("a", "only in side");
+    t.wait_text("b", "only in side");
+
+    // A message in a room not shown counts as unread in the room list.
+    t.type_line("b", "/send general are you there");
+    t.wait("a", "unread count", |s| {
+        s.lines()
+            .any(|l| l.contains("#general") && l.contains(" 1"))
+    });
+    t.key("a", "Tab");
+    t.wait_text("a", "are you there");
+
+    // Errors are lines on screen, not crashes.
+    t.type_line("a", "/connect /ip4/300.1.1.1/tcp/1");
+    t.wait_text("a", "cannot connect");
+    t.type_line("a", "/msg nobody hi");
+    t.wait_text("a", "no peer called");
+
+    // Help overlay opens and closes.
+    t.type_line("a", "/help");
+    t.wait_text("a", "Esc closes this help");
+    t.key("a", "Escape");
+    t.wait("a", "help closed", |s| !s.contains("Esc closes this help"));
+
+    // /quit restores the terminal: the shell's line is there, the UI is gone.
+    t.type_line("a", "/quit");
+    let s = t.wait_text("a", "EXITED=0");
+    assert!(!s.contains("┌ Rooms"), "UI left on screen:\n{s}");
+    assert_eq!(
+        t.cmd(&["display-message", "-p", "-t", "a", "#{alternate_on}"])
+            .trim(),
+        "0"
+    );
+    t.wait_text("b", "disconnected");
+    t.key("b", "C-c");
+    t.wait_text("b", "EXITED=0");
+}
