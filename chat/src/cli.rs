@@ -1,4 +1,7 @@
 //! Command-line flags (clap derive) and their resolution into a start-up plan.
+//!
+//! The flags' doc comments are the `--help` text, so they use `<PLACEHOLDERS>`.
+#![allow(rustdoc::invalid_html_tags)]
 
 use std::path::PathBuf;
 

@@ -376,11 +376,8 @@ pub fn advertised(listen: &[Multiaddr], ifaces: &[Iface]) -> Vec<Multiaddr> {
                     out.push(m);
                 }
             }
-            Some(Protocol::Ip4(ip)) if ip.is_loopback() => {
-                if ifaces.iter().any(|i| i.addr.is_loopback()) {
-                    out.push(a.clone());
-                }
-            }
+            Some(Protocol::Ip4(ip))
+                if ip.is_loopback() && !ifaces.iter().any(|i| i.addr.is_loopback()) => {}
             Some(Protocol::Ip4(_)) => out.push(a.clone()),
             _ => {}
         }

@@ -41,10 +41,10 @@ impl Chat {
         cmd.args(["--headless", "--json", "--name", name, "--data-dir"])
             .arg(dir)
             .args(["--log-level", "debug"]);
-        if !extra.iter().any(|a| *a == "--mdns-interface") {
+        if !extra.contains(&"--mdns-interface") {
             cmd.arg("--no-mdns");
         }
-        if !extra.iter().any(|a| *a == "--listen") {
+        if !extra.contains(&"--listen") {
             cmd.args(["--listen", "/ip4/127.0.0.1/tcp/0"]);
         }
         cmd.args(extra)
