@@ -251,6 +251,14 @@ impl App {
                     Some(format!("* joined #{room}")),
                 );
                 self.model.info_in(&id, format!("You joined #{room}"));
+                // Peers already in the room are not reported as joining it.
+                if let Ok(peers) = self.handle.peers().await {
+                    if let Some(i) = self.model.find(&id) {
+                        for p in peers.iter().filter(|p| p.rooms.contains(&room)) {
+                            self.model.views[i].members.insert(p.peer);
+                        }
+                    }
+                }
             }
             Event::Left { room } => {
                 self.writer.send(Op::Left(room.clone()));

@@ -457,55 +457,57 @@ fn gwidth(g: &str) -> usize {
 }
 
 /// Wraps styled text into rows of at most `width` columns, breaking at spaces where it
-/// can and at `\n` always; continuation rows start with `indent` spaces.
+/// can (a word longer than a row is broken where the row ends) and at `\n` always;
+/// continuation rows start with `indent` spaces.
 pub fn wrap(spans: &[(String, Style)], width: usize, indent: usize) -> Vec<TLine<'static>> {
     let width = width.max(1);
     let indent = indent.min(width / 2);
     let mut rows: Vec<Vec<(String, Style)>> = vec![Vec::new()];
     let mut col = 0usize;
-    // Position in the current row after its last space: (cells index, col).
-    let mut last_space: Option<usize> = None;
-    let new_row = |rows: &mut Vec<Vec<(String, Style)>>| {
+    let new_row = |rows: &mut Vec<Vec<(String, Style)>>, col: &mut usize| {
         rows.push(vec![(" ".repeat(indent), Style::default())]);
+        *col = indent;
     };
     for (text, style) in spans {
-        for g in text.graphemes(true) {
+        // Tokens: a newline, a space, or a word (graphemes up to the next space).
+        let gs: Vec<&str> = text.graphemes(true).collect();
+        let mut i = 0;
+        while i < gs.len() {
+            let g = gs[i];
             if g == "\n" || g == "\r\n" {
-                new_row(&mut rows);
-                col = indent;
-                last_space = None;
+                new_row(&mut rows, &mut col);
+                i += 1;
                 continue;
             }
-            let s = safe(g);
-            let w = s.width();
-            if col + w > width && col > indent {
-                // Move the current word to the next row if it fits there.
-                let row = rows.last_mut().expect("a row");
-                let carry: Vec<(String, Style)> = match last_space {
-                    Some(i) if i < row.len() => row.split_off(i),
-                    _ => Vec::new(),
-                };
-                let carry_w: usize = carry.iter().map(|(g, _)| g.width()).sum();
-                new_row(&mut rows);
-                col = indent;
-                if carry_w + w + indent <= width {
-                    col += carry_w;
-                    rows.last_mut().expect("a row").extend(carry);
+            if g == " " {
+                if col + 1 > width {
+                    new_row(&mut rows, &mut col); // the space is the break
                 } else {
-                    rows.iter_mut()
-                        .rev()
-                        .nth(1)
-                        .expect("the previous row")
-                        .extend(carry);
+                    rows.last_mut().expect("a row").push((" ".into(), *style));
+                    col += 1;
                 }
-                last_space = None;
+                i += 1;
+                continue;
             }
-            let row = rows.last_mut().expect("a row");
-            row.push((s.to_string(), *style));
-            col += w;
-            if s == " " {
-                last_space = Some(row.len());
+            let end = (i..gs.len())
+                .find(|&k| matches!(gs[k], " " | "\n" | "\r\n"))
+                .unwrap_or(gs.len());
+            let word_w: usize = gs[i..end].iter().map(|g| gwidth(g)).sum();
+            if col + word_w > width && col > indent && word_w <= width - indent {
+                new_row(&mut rows, &mut col);
             }
+            for g in &gs[i..end] {
+                let g = safe(g);
+                let w = g.width();
+                if col + w > width && col > indent {
+                    new_row(&mut rows, &mut col);
+                }
+                rows.last_mut()
+                    .expect("a row")
+                    .push((g.to_string(), *style));
+                col += w;
+            }
+            i = end;
         }
     }
     rows.into_iter()
@@ -513,16 +515,16 @@ pub fn wrap(spans: &[(String, Style)], width: usize, indent: usize) -> Vec<TLine
             // Merge cells of one style into spans.
             let mut spans: Vec<Span<'static>> = Vec::new();
             let mut cur = String::new();
-            let mut cur_style = None;
+            let mut cur_style = Style::default();
             for (g, st) in cells {
-                if cur_style != Some(st) && !cur.is_empty() {
-                    spans.push(Span::styled(std::mem::take(&mut cur), cur_style.unwrap()));
+                if st != cur_style && !cur.is_empty() {
+                    spans.push(Span::styled(std::mem::take(&mut cur), cur_style));
                 }
-                cur_style = Some(st);
+                cur_style = st;
                 cur.push_str(&g);
             }
             if !cur.is_empty() {
-                spans.push(Span::styled(cur, cur_style.unwrap_or_default()));
+                spans.push(Span::styled(cur, cur_style));
             }
             TLine::from(spans)
         })
@@ -926,7 +928,11 @@ fn render_help(f: &mut Frame, area: Rect) {
     };
     f.render_widget(Clear, rect);
     f.render_widget(
-        Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(" Help ")),
+        Paragraph::new(lines).block(
+            Block::default()
+                .borders(Borders::ALL)
+                .title(" Help · Esc closes "),
+        ),
         rect,
     );
 }
@@ -996,9 +1002,13 @@ mod tests {
         let spans = vec![("hello wide world again".to_string(), Style::default())];
         let rows: Vec<String> = wrap(&spans, 12, 2).iter().map(text).collect();
         assert_eq!(rows, ["hello wide ", "  world ", "  again"]);
-        for r in &rows {
-            assert!(r.width() <= 12);
-        }
+        // A word longer than a row breaks where the row ends.
+        let spans = vec![(
+            "-- /ip4/1.2.3.4/tcp/1/p2p/abcdef".to_string(),
+            Style::default(),
+        )];
+        let rows: Vec<String> = wrap(&spans, 16, 2).iter().map(text).collect();
+        assert_eq!(rows, ["-- /ip4/1.2.3.4/", "  tcp/1/p2p/abcd", "  ef"]);
     }
 
     #[test]
