@@ -147,8 +147,12 @@ fn two_instances_chat_in_tmux_and_restore_the_screen() {
     // A message in a room not shown counts as unread in the room list.
     t.type_line("b", "/send general are you there");
     t.wait("a", "unread count", |s| {
-        s.lines()
-            .any(|l| l.contains("#general") && l.contains(" 1"))
+        // The room list is the first column.
+        s.lines().any(|l| {
+            l.split('│')
+                .nth(1)
+                .is_some_and(|col| col.trim_end().ends_with("#general 1"))
+        })
     });
     t.key("a", "Tab");
     t.wait_text("a", "are you there");
