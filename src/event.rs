@@ -154,7 +154,8 @@ pub enum Event {
         /// Room.
         room: String,
     },
-    /// A connected peer joined a room the local node is in.
+    /// A connected peer joined a room the local node is in (also reported for each
+    /// member already there when the local node joins).
     MemberJoined {
         /// Room.
         room: String,

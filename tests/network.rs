@@ -367,6 +367,18 @@ fn shutdown_says_goodbye() {
     });
     assert_eq!(reason.unwrap(), "peer said goodbye: node shutting down");
     assert!(sim.with(a, |n, now| n.join("x", now)).is_err());
+    // A peer that left on purpose is not hammered with redials.
+    sim.run_for(7 * SEC);
+    let redials = sim
+        .sim_node(b)
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::DialFailed { .. }))
+        .count();
+    assert_eq!(
+        redials, 0,
+        "first redial after a goodbye waits at least 8 s"
+    );
 }
 
 #[test]

@@ -29,6 +29,10 @@ mod profile;
 pub use persist::{Restore, RestoreRoom};
 use profile::ProfileRec;
 
+/// A peer that shut down is redialed starting at this many backoff doublings
+/// (500 ms · 2^5 = 16 s with the default backoff).
+const GOODBYE_BACKOFF_STEPS: u32 = 5;
+
 /// Counters for tests, benches and diagnostics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -561,6 +565,10 @@ impl Node {
         );
         // Members learn what we lack from our summary and send it.
         for peer in self.members(room) {
+            self.events.push_back(Event::MemberJoined {
+                room: room.into(),
+                peer,
+            });
             self.send_summary(peer, room, now);
         }
         Ok(())
@@ -1093,6 +1101,12 @@ impl Node {
         } else {
             format!("peer said goodbye: {reason}")
         };
+        if g.code == GoodbyeCode::Shutdown as u32 {
+            // It left on purpose: keep trying, but not at once and not often.
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.attempts = p.attempts.max(GOODBYE_BACKOFF_STEPS);
+            }
+        }
         self.finish(conn, &text, now);
     }
 
