@@ -129,7 +129,11 @@ fn gaps_are_repaired_by_request_before_anything_is_skipped() {
     }
     assert!(sim.run_until(60 * SEC, |s| s.log(b, ROOM).len() == 100));
     assert!(sim.node(b).stats().repair_requests > 0);
-    assert!(!sim.sim_node(b).events.iter().any(|e| matches!(e, Event::Gap { .. })));
+    assert!(!sim
+        .sim_node(b)
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Gap { .. })));
     ok(sim.check_all(ROOM));
 }
 
