@@ -109,6 +109,9 @@ pub struct PeerInfo {
     pub rtt: Option<Duration>,
     /// Rooms the peer announced.
     pub rooms: Vec<String>,
+    /// Where the peer listens, dialable, ending in `/p2p/<peer>`. Persist these to
+    /// reconnect after a restart ([`crate::Restore::peers`]).
+    pub listen_addrs: Vec<Multiaddr>,
 }
 
 /// Something the app should know. New kinds may be added in minor releases.

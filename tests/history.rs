@@ -503,3 +503,35 @@ fn leaving_and_rejoining_never_reuses_sequence_numbers() {
     ok(sim.check_converged(ROOM));
     assert_eq!(sim.texts(b, ROOM).len(), 7);
 }
+
+#[test]
+fn crashes_losing_writes_on_both_sides_still_converge() {
+    // Found by fuzz/sim_network: both nodes crash losing their newest writes.
+    let mut sim = Sim::new(18446744073692774401);
+    sim.jitter = Duration::from_millis(2);
+    let a = sim.add_named("f0");
+    let b = sim.add_named("f1");
+    sim.connect(b, a);
+    sim.run_for(2 * SEC);
+    sim.send(b, ROOM, "m1");
+    sim.send(b, ROOM, "m2");
+    sim.crash_losing(a, 1);
+    sim.send(b, ROOM, "m3");
+    sim.crash_losing(b, 2);
+    sim.restart(a);
+    sim.restart(b);
+    sim.run_for(Duration::from_secs(240));
+    if std::env::var("ECHO_DEBUG").is_ok() {
+        for i in 0..2 {
+            eprintln!(
+                "node {i}: log {:?} connected {}",
+                sim.log(i, ROOM),
+                sim.is_connected(i, 1 - i)
+            );
+            for e in &sim.sim_node(i).events {
+                eprintln!("  {e:?}");
+            }
+        }
+    }
+    ok(sim.check_all(ROOM));
+}

@@ -258,6 +258,12 @@ impl Node {
             protocol: p.protocol,
             rtt: p.rtt,
             rooms: p.rooms.clone(),
+            listen_addrs: p
+                .addrs
+                .iter()
+                .rev()
+                .map(|a| a.clone().with(multiaddr::Protocol::P2p(*id)))
+                .collect(),
         })
     }
 

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use libp2p_identity::Keypair;
+use multiaddr::Multiaddr;
 
 use super::Node;
 use crate::config::Config;
@@ -36,6 +37,10 @@ pub struct Restore {
     pub rooms: Vec<RestoreRoom>,
     /// Highest Lamport time seen, if stored (it is also recomputed from the messages).
     pub lamport: u64,
+    /// Peers to reconnect to: their listen addresses ending in `/p2p/<id>` (as in
+    /// [`crate::PeerInfo::listen_addrs`]). They are dialed at start and, like peers
+    /// reached with [`Node::connect`], redialed with backoff while unreachable.
+    pub peers: Vec<Multiaddr>,
     /// Rooms the node left, with their highest reservation ([`Event::SeqReserved`]
     /// `upto`). Keep these after leaving: rejoining continues above them, so even a
     /// rejoin after a restart never reuses a sequence number.
@@ -63,6 +68,9 @@ impl Node {
         let mut node = Node::empty(key, config, now);
         node.lamport = state.lamport;
         node.retired = state.retired.into_iter().collect();
+        for addr in state.peers {
+            node.remember_peer(&addr, now);
+        }
         let limits = Limits::of(&node.config);
         if state.rooms.is_empty() && node.retired.is_empty() {
             if let Some(room) = node.config.default_room.clone() {
@@ -117,9 +125,38 @@ impl Node {
         node
     }
 
+    /// Adds a persisted peer address to the book and dials it soon.
+    fn remember_peer(&mut self, addr: &Multiaddr, now: Instant) {
+        let (bare, Some(peer)) = crate::peers::split_p2p(addr) else {
+            return;
+        };
+        if peer == self.id || crate::peers::is_dialable(&bare).is_err() {
+            return;
+        }
+        let max = self.config.max_addrs_per_peer;
+        let p = self
+            .peers
+            .entry(peer)
+            .or_insert_with(crate::peers::Peer::new);
+        p.add_addr(bare, max);
+        p.ever_connected = true;
+        p.next_dial = Some(now);
+        self.timed_peers.insert(peer);
+    }
+
     /// A snapshot of what [`Node::restore`] needs (messages within retention).
     pub fn export(&self) -> Restore {
         Restore {
+            peers: self
+                .peers
+                .iter()
+                .filter(|(_, p)| p.ever_connected && p.protocol == crate::Protocol::Chat)
+                .flat_map(|(id, p)| {
+                    p.addrs
+                        .iter()
+                        .map(move |a| a.clone().with(multiaddr::Protocol::P2p(*id)))
+                })
+                .collect(),
             lamport: self.lamport,
             retired: self.retired.iter().map(|(r, n)| (r.clone(), *n)).collect(),
             rooms: self

@@ -55,7 +55,8 @@ impl Sim {
         Ok(())
     }
 
-    /// No node delivered a message twice within one incarnation, and each author's
+    /// No node delivered a message twice within one incarnation and room membership, and
+    /// each author's
     /// messages were delivered in sequence order, except backfill (below the first one
     /// delivered) and numbers inside gaps the node reported.
     pub fn check_delivery(&self) -> Result<(), String> {
@@ -70,6 +71,12 @@ impl Sim {
                     gaps.clear();
                 }
                 match e {
+                    // A new membership starts the room's history over.
+                    Event::Joined { room } => {
+                        seen.retain(|id| id.room != *room);
+                        highest.retain(|(r, _), _| r != room);
+                        gaps.retain(|(r, _), _| r != room);
+                    }
                     Event::Gap {
                         room,
                         author,

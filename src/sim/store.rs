@@ -17,6 +17,8 @@ pub struct Store {
     pub reserved: BTreeMap<String, u64>,
     /// Room messages by (room, author, seq), in write order.
     pub messages: BTreeMap<(String, PeerId, u64), Message>,
+    /// Listen addresses of peers seen (to reconnect after a restart).
+    pub peers: BTreeMap<PeerId, Vec<multiaddr::Multiaddr>>,
     /// Write order of `messages` keys (for losing the newest writes in a crash).
     order: Vec<(String, PeerId, u64)>,
 }
@@ -32,6 +34,9 @@ impl Store {
                 self.joined.remove(room);
                 self.messages.retain(|(r, _, _), _| r != room);
                 self.order.retain(|(r, _, _)| r != room);
+            }
+            Event::PeerUp(info) if !info.listen_addrs.is_empty() => {
+                self.peers.insert(info.peer, info.listen_addrs.clone());
             }
             Event::SeqReserved { room, upto } => {
                 let r = self.reserved.entry(room.clone()).or_default();
@@ -66,6 +71,7 @@ impl Store {
     /// The state to restart from.
     pub fn restore(&self) -> Restore {
         Restore {
+            peers: self.peers.values().flatten().cloned().collect(),
             lamport: 0,
             retired: self
                 .reserved
