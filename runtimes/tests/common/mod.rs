@@ -44,8 +44,24 @@ pub async fn pause<R: Runtime>(rt: &R, d: Duration) {
     future::poll_fn(move |cx| timer.as_mut().poll(cx)).await
 }
 
+/// Reports slow scenarios (seen with `--nocapture`).
+struct Timed(&'static str, Instant);
+impl Drop for Timed {
+    fn drop(&mut self) {
+        let t = self.1.elapsed();
+        if t > Duration::from_secs(2) {
+            eprintln!(
+                "slow scenario on {}: {t:?} ({:?})",
+                self.0,
+                std::thread::current().name()
+            );
+        }
+    }
+}
+
 #[cfg(feature = "tokio")]
 pub fn on_tokio<F: Future<Output = ()>>(f: impl FnOnce(echo_runtime::tokio::TokioRuntime) -> F) {
+    let _t = Timed("tokio", Instant::now());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -60,6 +76,7 @@ pub fn on_tokio<F: Future<Output = ()>>(f: impl FnOnce(echo_runtime::tokio::Toki
 
 #[cfg(feature = "smol")]
 pub fn on_smol<F: Future<Output = ()>>(f: impl FnOnce(echo_runtime::smol::SmolRuntime) -> F) {
+    let _t = Timed("smol", Instant::now());
     let r = echo_runtime::smol::SmolRuntime;
     smol::block_on(bounded(&r, SCENARIO_LIMIT, "scenario", f(r)));
 }
@@ -68,6 +85,7 @@ pub fn on_smol<F: Future<Output = ()>>(f: impl FnOnce(echo_runtime::smol::SmolRu
 pub fn on_async_std<F: Future<Output = ()>>(
     f: impl FnOnce(echo_runtime::async_std::AsyncStdRuntime) -> F,
 ) {
+    let _t = Timed("async-std", Instant::now());
     let r = echo_runtime::async_std::AsyncStdRuntime;
     async_std::task::block_on(bounded(&r, SCENARIO_LIMIT, "scenario", f(r)));
 }
@@ -193,6 +211,11 @@ impl<R: Runtime> Probe<R> {
                 }
             }
         }
+    }
+
+    /// Everything seen so far, short.
+    pub fn dump(&self) -> Vec<String> {
+        self.seen.iter().map(|(e, _)| short(e)).collect()
     }
 
     pub async fn peer_up(&mut self, peer: PeerId) {
