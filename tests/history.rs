@@ -535,3 +535,37 @@ fn crashes_losing_writes_on_both_sides_still_converge() {
     }
     ok(sim.check_all(ROOM));
 }
+
+#[test]
+fn late_joiner_whose_only_peer_crashes_catches_up_after_restart() {
+    // Found by fuzz/sim_network.
+    let mut sim = Sim::new(u64::MAX);
+    sim.jitter = Duration::from_millis(2);
+    let a = sim.add_named("f0");
+    let b = sim.add_named("f1");
+    sim.connect(b, a);
+    sim.run_for(2 * SEC);
+    let late = sim.add_named("late");
+    sim.connect(late, b);
+    sim.crash(b);
+    sim.send(a, ROOM, "m1");
+    sim.restart(b);
+    sim.run_for(Duration::from_secs(240));
+    if std::env::var("ECHO_DEBUG").is_ok() {
+        for i in 0..3 {
+            eprintln!(
+                "node {i}: log {:?} peers {:?}",
+                sim.log(i, ROOM),
+                sim.node(i)
+                    .peers()
+                    .iter()
+                    .map(|p| p.name.clone())
+                    .collect::<Vec<_>>()
+            );
+            for e in &sim.sim_node(i).events {
+                eprintln!("  {e:?}");
+            }
+        }
+    }
+    ok(sim.check_all(ROOM));
+}

@@ -1581,6 +1581,12 @@ impl Node {
             return;
         };
         if p.active != Some(conn) {
+            // A connection that never became the peer's (its handshake failed, or it was
+            // a losing duplicate). If it was our only way to the peer, try again later.
+            let others = self.conns.values().any(|o| o.peer == peer);
+            if !p.up && !others && p.dialing.is_none() && !self.shut_down {
+                self.schedule_redial(peer, now);
+            }
             return;
         }
         p.active = None;

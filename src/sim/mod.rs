@@ -287,6 +287,13 @@ impl Sim {
     /// Node `a` dials node `b`'s address.
     pub fn connect(&mut self, a: NodeIdx, b: NodeIdx) {
         let addr = self.dial_addr(b);
+        // An app keeps the addresses it was told to connect to (flags, config).
+        if self.persist {
+            let peer = self.peer_id(b);
+            if let Ok(ma) = addr.parse() {
+                self.nodes[a].store.peers.entry(peer).or_default().push(ma);
+            }
+        }
         self.with(a, |n, now| n.connect(&addr, now))
             .expect("valid address");
     }
