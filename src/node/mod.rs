@@ -244,6 +244,16 @@ impl Node {
             .collect()
     }
 
+    /// Bytes queued for a peer's connection and not yet reported written (0 if not
+    /// connected): lets an app pace what it sends to a slow peer.
+    pub fn queued_bytes(&self, peer: &PeerId) -> usize {
+        self.peers
+            .get(peer)
+            .and_then(|p| p.active)
+            .and_then(|c| self.conns.get(&c))
+            .map_or(0, |c| c.queued())
+    }
+
     /// Connections currently open or opening (for diagnostics and tests).
     pub fn connection_count(&self, peer: &PeerId) -> usize {
         self.conns.values().filter(|c| c.peer == *peer).count()
@@ -711,6 +721,8 @@ impl Node {
     /// commands or connections.
     pub fn shutdown(&mut self, now: Instant) {
         self.last_now = self.last_now.max(now);
+        // Messages sent but not yet sealed go out before the goodbyes.
+        self.seal();
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for id in ids {
             self.close(id, GoodbyeCode::Shutdown, "node shutting down", false, now);
@@ -897,6 +909,9 @@ impl Node {
         };
         match p.active {
             None => self.activate(conn, now),
+            // Already chosen while it was handshaking (the remote closed our previous
+            // connection as its duplicate first): it simply becomes open.
+            Some(old) if old == conn => self.activate(conn, now),
             Some(old) => {
                 let was_up = p.up;
                 let keep_old = self.key_of(old).zip(self.key_of(conn)).map(|(a, b)| a > b);

@@ -96,6 +96,13 @@ impl Sim {
                             ));
                         }
                         let key = (msg.room.clone(), msg.author);
+                        // Numbers the author skipped (restart, rejoin) are hopped over
+                        // at once; a message inside them arrives late by nature.
+                        if msg.prev_seq() + 1 < msg.seq {
+                            gaps.entry(key.clone())
+                                .or_default()
+                                .push((msg.prev_seq() + 1, msg.seq));
+                        }
                         let in_gap = gaps
                             .get(&key)
                             .is_some_and(|g| g.iter().any(|&(s, e)| msg.seq >= s && msg.seq < e));
