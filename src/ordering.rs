@@ -241,6 +241,15 @@ impl<S: Clone + PartialEq> Chain<S> {
         if from < seq {
             self.mark_void(from, seq);
         }
+        // Verified messages held below the new position (our own older messages that
+        // came back through history) are delivered now, as late arrivals.
+        let lo = self.next.unwrap_or(0);
+        let held: Vec<SharedMessage> = self.msgs.range(lo..seq).map(|(_, m)| m.clone()).collect();
+        self.held -= held.len();
+        self.late.extend(held);
+        if self.held == 0 {
+            self.gap_since = None;
+        }
         self.msgs.insert(seq, msg);
         self.next = Some(seq + 1);
     }
@@ -784,6 +793,76 @@ mod tests {
                 got[a].extend(seqs(&out));
             }
             got.iter().all(|g| *g == (1..=8).collect::<Vec<_>>())
+        }
+    }
+}
+
+#[cfg(test)]
+mod segment_tests {
+    use super::*;
+    use crate::message::Message;
+
+    #[test]
+    fn own_old_segment_is_accepted_after_a_new_segment() {
+        let key = crate::message::test_key();
+        let me = key.public().to_peer_id();
+        let mut prev = GENESIS;
+        let old: Vec<SharedMessage> = (1..=4)
+            .map(|seq| {
+                let mut m = Message::new_local(
+                    me,
+                    "r".into(),
+                    seq,
+                    seq,
+                    0,
+                    "a".into(),
+                    format!("o{seq}"),
+                    prev,
+                    seq - 1,
+                );
+                m.sign(&key);
+                prev = m.hash;
+                SharedMessage::new(m)
+            })
+            .collect();
+        let mut new = Message::new_local(
+            me,
+            "r".into(),
+            1001,
+            10,
+            0,
+            "a".into(),
+            "n".into(),
+            GENESIS,
+            0,
+        );
+        new.sign(&key);
+        let t = Instant::now();
+        let new = SharedMessage::new(new);
+        // In order after the new segment, and with some arriving before it.
+        for early in 0..=4 {
+            let mut c: Chain<u8> = Chain::new();
+            c.hint_start(1);
+            let mut out = Vec::new();
+            for m in old.iter().rev().take(early) {
+                c.offer(m.clone(), 0, &key.public(), 64, t);
+                c.take_ready(&mut out, t);
+            }
+            c.push_local(new.clone());
+            c.take_ready(&mut out, t);
+            for m in old.iter().rev().skip(early) {
+                let o = c.offer(m.clone(), 0, &key.public(), 64, t);
+                assert!(
+                    matches!(o, Offer::Verified(..)),
+                    "early {early} seq {}: {o:?}",
+                    m.seq
+                );
+                c.take_ready(&mut out, t);
+            }
+            let mut seqs: Vec<u64> = out.iter().map(|m| m.seq).collect();
+            seqs.sort();
+            assert_eq!(seqs, vec![1, 2, 3, 4], "early {early}");
+            assert_eq!(c.buffered(), 0);
         }
     }
 }

@@ -569,3 +569,57 @@ fn late_joiner_whose_only_peer_crashes_catches_up_after_restart() {
     }
     ok(sim.check_all(ROOM));
 }
+
+#[test]
+fn rejoin_during_partition_with_loss_converges() {
+    // Found by fuzz/sim_network (minimised).
+    let s = 16212958675766422290u64;
+    let mut sim = Sim::new(s);
+    sim.jitter = Duration::from_millis(2);
+    for i in 0..2 {
+        sim.add_named(&format!("f{i}"));
+    }
+    sim.connect(1, 0);
+    sim.run_for(2 * SEC);
+    let j = sim.add_named("late");
+    sim.connect(j, 0);
+    for _ in 0..3 {
+        sim.send(0, ROOM, "a");
+    }
+    let j = sim.add_named("late");
+    sim.connect(j, 0);
+    let j = sim.add_named("late");
+    sim.connect(j, 2);
+    sim.send(4, ROOM, "b");
+    sim.partition(0, 3);
+    sim.send(2, ROOM, "c");
+    sim.send(0, ROOM, "d");
+    sim.with(0, |n, now| n.leave(ROOM, now)).unwrap();
+    sim.with(0, |n, now| n.join(ROOM, now)).unwrap();
+    sim.send(4, ROOM, "e");
+    sim.send(4, ROOM, "f");
+    sim.loss = 0.09;
+    sim.duplicate = 0.09;
+    sim.reorder = 0.09;
+    sim.run_for(Duration::from_millis(7967));
+    sim.send(0, ROOM, "g");
+    sim.heal(0, 3);
+    sim.loss = 0.0;
+    sim.duplicate = 0.0;
+    sim.reorder = 0.0;
+    sim.run_for(Duration::from_secs(240));
+    if std::env::var("ECHO_DEBUG").is_ok() {
+        for i in 0..sim.len() {
+            let log: Vec<String> = sim
+                .node(i)
+                .room_log(ROOM)
+                .map(|l| {
+                    l.map(|m| format!("{}:{}#{}", m.text, &m.author.to_base58()[48..], m.seq))
+                        .collect()
+                })
+                .unwrap_or_default();
+            eprintln!("node {i}: {log:?} stats {:?}", sim.node(i).stats());
+        }
+    }
+    ok(sim.check_all(ROOM));
+}
