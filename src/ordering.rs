@@ -333,7 +333,16 @@ impl<S: Clone + PartialEq> Chain<S> {
             return Offer::Pending;
         }
         if self.buffered() >= max_buffer && self.next.is_none_or(|n| seq >= n) {
-            return Offer::Full;
+            // Make room by evicting an unverified candidate (the highest): junk
+            // candidates must not be able to block an authentic chain.
+            let Some(mut e) = self.pending.last_entry() else {
+                return Offer::Full;
+            };
+            e.get_mut().pop();
+            self.pending_n -= 1;
+            if e.get().is_empty() {
+                e.remove();
+            }
         }
         // `msg` is authentic. Walk down the chain verifying pending predecessors.
         let mut verified = Vec::new();
@@ -537,7 +546,19 @@ impl<S: Clone + PartialEq> Chain<S> {
         }
         let start = self.next.or(self.hint).unwrap_or(1).max(self.floor);
         let Some((&lowest, _)) = self.msgs.range(start..).next() else {
+            // Everything held lies below the start hint (a wrong or hostile hint):
+            // start at what we hold.
             self.gap_since = None;
+            if self.next.is_none() {
+                if let Some((&l, m)) = self.msgs.iter().next() {
+                    self.next = Some(l);
+                    if m.prev_seq != 0 {
+                        self.anchor = Some(l);
+                    }
+                    // Deliverable now; the clock stays armed until it is taken.
+                    self.gap_since = Some(now);
+                }
+            }
             return None;
         };
         if lowest <= start {
@@ -556,6 +577,10 @@ impl<S: Clone + PartialEq> Chain<S> {
             });
         }
         self.skipped.insert(start, lowest);
+        if self.next.is_none() && start > 1 {
+            // Started late: older history that shows up later is still backfilled.
+            self.anchor = Some(start);
+        }
         self.next = Some(start);
         self.repairs = 0;
         self.gap_since = None;
@@ -570,7 +595,16 @@ impl<S: Clone + PartialEq> Chain<S> {
         }
         self.floor = seq;
         let keep = self.msgs.split_off(&seq);
-        self.msgs = keep;
+        let gone = std::mem::replace(&mut self.msgs, keep);
+        // Normally only delivered messages are trimmed; held ones go with their count.
+        let held_gone = gone
+            .keys()
+            .filter(|&&k| self.next.is_none_or(|n| k >= n))
+            .count();
+        self.held -= held_gone;
+        if self.held == 0 {
+            self.gap_since = None;
+        }
         let keep = self.expected.split_off(&seq);
         self.expected = keep;
         self.skipped.retain(|_, end| *end > seq);

@@ -144,6 +144,8 @@ pub struct Sim {
     /// Raw peers: node, conn, bytes received, closed, reading (acknowledges bytes).
     raw: BTreeMap<u64, (NodeIdx, ConnId, Vec<u8>, bool, bool)>,
     blocked: BTreeSet<(NodeIdx, NodeIdx)>,
+    /// Bytes sent across a partition, delivered when it heals: (from, to, conn, data).
+    frozen: Vec<(NodeIdx, NodeIdx, ConnId, Bytes)>,
     /// One-way latency of every link.
     pub latency: Duration,
     /// Extra random delay, uniform in `[0, jitter]` (order on a link is still kept).
@@ -184,6 +186,7 @@ impl Sim {
             next_conn: 1,
             raw: BTreeMap::new(),
             blocked: BTreeSet::new(),
+            frozen: Vec::new(),
             latency: Duration::from_millis(1),
             jitter: Duration::ZERO,
             max_chunk: 0,
@@ -351,8 +354,9 @@ impl Sim {
         self.node(i).peers().iter().any(|p| p.peer == id)
     }
 
-    /// Blocks traffic between `a` and `b` (both directions): new dials fail, bytes in
-    /// flight and later are dropped, so the connection dies by idle timeout.
+    /// Blocks traffic between `a` and `b` (both directions): new dials fail and bytes
+    /// sent from now on are held until [`Sim::heal`] (as TCP would retransmit them), so
+    /// a long partition ends connections by idle timeout.
     pub fn partition(&mut self, a: NodeIdx, b: NodeIdx) {
         self.blocked.insert((a.min(b), a.max(b)));
     }
@@ -360,6 +364,14 @@ impl Sim {
     /// Undoes [`Sim::partition`].
     pub fn heal(&mut self, a: NodeIdx, b: NodeIdx) {
         self.blocked.remove(&(a.min(b), a.max(b)));
+        let (thaw, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.frozen)
+            .into_iter()
+            .partition(|(x, y, _, _)| (*x.min(y), *x.max(y)) == (a.min(b), a.max(b)));
+        self.frozen = keep;
+        let at = self.now + self.latency;
+        for (_, to, conn, data) in thaw {
+            self.schedule(at, Delivery::Data { to, conn, data });
+        }
     }
 
     fn is_blocked(&self, a: NodeIdx, b: NodeIdx) -> bool {
@@ -532,7 +544,11 @@ impl Sim {
                     Remote::Node(rn, rc) => {
                         let len = t.data.len();
                         if self.is_blocked(i, rn) {
+                            // Like TCP across a partition: nothing arrives, nothing is
+                            // lost; the bytes go through once the partition heals
+                            // (unless an idle timeout closes the connection first).
                             self.ack(i, t.conn, len);
+                            self.frozen.push((i, rn, rc, t.data));
                             continue;
                         }
                         let (sent, at) = self.link_time((i, t.conn), len);
