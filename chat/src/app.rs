@@ -179,6 +179,12 @@ impl App {
         match ev {
             Event::PeerUp(info) => {
                 let legacy = info.protocol == Protocol::Legacy;
+                if !info.listen_addrs.is_empty() {
+                    self.writer.send(Op::Peer(
+                        info.peer.to_base58(),
+                        info.listen_addrs.iter().map(|a| a.to_string()).collect(),
+                    ));
+                }
                 self.model.peers.insert(
                     info.peer,
                     PeerView {

@@ -144,6 +144,7 @@ CREATE INDEX IF NOT EXISTS messages_by_time ON messages (room, lamport);
 CREATE TABLE IF NOT EXISTS reservations (room TEXT PRIMARY KEY, upto INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS rooms (room TEXT PRIMARY KEY, joined_at_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS peers (peer TEXT PRIMARY KEY, addrs TEXT NOT NULL, seen_ms INTEGER NOT NULL);
 ";
 
 /// Opens (creating) the history database in WAL mode.
@@ -213,10 +214,17 @@ pub fn load(conn: &Connection, per_room: usize) -> Result<Loaded> {
         .into_iter()
         .filter(|(room, _)| !rooms.iter().any(|r: &RestoreRoom| &r.name == room))
         .collect();
+    // Peers to reconnect to: the 64 seen most recently.
+    let mut peers = Vec::new();
+    let mut stmt = conn.prepare("SELECT addrs FROM peers ORDER BY seen_ms DESC LIMIT 64")?;
+    for row in stmt.query_map([], |r| r.get::<_, String>(0))? {
+        peers.extend(row?.split_whitespace().filter_map(|a| a.parse().ok()));
+    }
     Ok(Loaded {
         restore: Restore {
             rooms,
             retired,
+            peers,
             ..Restore::default()
         },
         name,
@@ -245,6 +253,8 @@ pub enum Op {
     Left(String),
     /// The display name.
     Name(String),
+    /// A peer's dialable addresses (with `/p2p/`), to reconnect after a restart.
+    Peer(String, Vec<String>),
     /// Answers when everything before it is committed.
     Flush(oneshot::Sender<Result<(), String>>),
 }
@@ -381,6 +391,17 @@ fn write_batch(conn: &mut Connection, batch: &[Op], durable: bool) -> Result<()>
                         "INSERT INTO meta (key, value) VALUES ('name', ?1)
                          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                         params![name],
+                    )?;
+                }
+                Op::Peer(peer, addrs) => {
+                    let now_ms = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as i64);
+                    tx.execute(
+                        "INSERT INTO peers (peer, addrs, seen_ms) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (peer) DO UPDATE SET addrs = excluded.addrs,
+                         seen_ms = excluded.seen_ms",
+                        params![peer, addrs.join(" "), now_ms],
                     )?;
                 }
                 Op::Flush(_) => {}
