@@ -1563,22 +1563,21 @@ impl Node {
                 reason: reason.to_string(),
             });
         }
-        if let Some(data) = c.take_transmit(usize::MAX, true) {
-            self.urgent.push_back(Transmit { conn, data });
-        }
-        self.actions.push_back(Action::Close {
-            conn,
-            reason: reason.to_string(),
-        });
-        self.detach(conn, c, reason, now);
+        self.release(conn, c, reason, now);
     }
 
     /// Closes a connection whose remote said goodbye.
     fn finish(&mut self, conn: ConnId, reason: &str, now: Instant) {
-        let Some(mut c) = self.conns.remove(&conn) else {
+        let Some(c) = self.conns.remove(&conn) else {
             return;
         };
         self.ready.remove(&conn);
+        self.release(conn, c, reason, now);
+    }
+
+    /// Hands out a removed connection's last bytes, asks the runtime to close it, and
+    /// forgets it.
+    fn release(&mut self, conn: ConnId, mut c: Conn, reason: &str, now: Instant) {
         if let Some(data) = c.take_transmit(usize::MAX, true) {
             self.urgent.push_back(Transmit { conn, data });
         }
