@@ -54,9 +54,9 @@
 //! Protocol decisions (duplicate connections, redials, timeouts, limits) are the core's;
 //! the driver knows nothing of chat.
 //!
-//! Per runtime: [`tokio`](crate::tokio) uses the current tokio runtime;
-//! [`smol`](crate::smol) uses smol's global executor, which has **one thread unless
-//! `SMOL_THREADS` is set**; [`async_std`](crate::async_std) uses async-std's global
+//! Per runtime: the `tokio` module uses the current tokio runtime;
+//! the `smol` module uses smol's global executor, which has **one thread unless
+//! `SMOL_THREADS` is set**; the `async_std` module uses async-std's global
 //! executor.
 
 #![forbid(unsafe_code)]
