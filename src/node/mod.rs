@@ -788,17 +788,19 @@ impl Node {
             return;
         }
         // Fast path: a room message we already hold is dropped without decoding it.
+        let mut checked_author = None;
         if c.state != State::Handshaking {
             if let Some((author, room, seq)) = wire::peek_message_id(&payload) {
-                let known = std::str::from_utf8(room)
+                let room = std::str::from_utf8(room)
                     .ok()
-                    .and_then(|r| self.rooms.get(r))
-                    .zip(PeerId::from_bytes(author).ok())
-                    .is_some_and(|(r, a)| r.is_known(&a, seq));
-                if known {
-                    self.stats.messages_in += 1;
-                    self.stats.duplicates += 1;
-                    return;
+                    .and_then(|r| self.rooms.get(r));
+                if let (Some(room), Ok(author)) = (room, PeerId::from_bytes(author)) {
+                    if room.is_known(&author, seq) {
+                        self.stats.messages_in += 1;
+                        self.stats.duplicates += 1;
+                        return;
+                    }
+                    checked_author = Some(author);
                 }
             }
         }
@@ -823,7 +825,7 @@ impl Node {
             }
             Some(Kind::Ping(_)) => {}
             Some(Kind::Pong(p)) => self.on_pong(conn, p.nonce, now),
-            Some(Kind::Message(m)) => self.on_message(conn, m, now),
+            Some(Kind::Message(m)) => self.on_message(conn, m, checked_author, now),
             Some(Kind::Membership(m)) => self.on_membership(conn, m, now),
             Some(Kind::Direct(d)) => self.on_direct(conn, d, now),
             Some(Kind::Peers(p)) => self.on_peers(conn, p, now),
@@ -1153,7 +1155,15 @@ impl Node {
         }
     }
 
-    fn on_message(&mut self, conn: ConnId, m: wire::RoomMessage, now: Instant) {
+    /// `checked`: the author, when the fast path already parsed it and found the message
+    /// new.
+    fn on_message(
+        &mut self,
+        conn: ConnId,
+        m: wire::RoomMessage,
+        checked: Option<PeerId>,
+        now: Instant,
+    ) {
         self.stats.messages_in += 1;
         if m.text.len() > self.config.max_text_len {
             return self.violation(conn, "message text over the limit", now);
@@ -1164,12 +1174,17 @@ impl Node {
         let Some(room) = self.rooms.get_mut(&m.room) else {
             return; // not (or no longer) in that room
         };
-        // Cheap duplicate check before hashing.
-        let author = match PeerId::from_bytes(&m.author) {
-            Ok(a) => a,
-            Err(e) => return self.violation(conn, &format!("bad room message: author: {e}"), now),
+        // Cheap duplicate check before hashing (unless the fast path just did it).
+        let author = match checked {
+            Some(a) => a,
+            None => match PeerId::from_bytes(&m.author) {
+                Ok(a) => a,
+                Err(e) => {
+                    return self.violation(conn, &format!("bad room message: author: {e}"), now)
+                }
+            },
         };
-        if room.is_known(&author, m.seq) {
+        if checked.is_none() && room.is_known(&author, m.seq) {
             self.stats.duplicates += 1;
             return;
         }
