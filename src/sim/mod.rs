@@ -658,8 +658,14 @@ impl Sim {
             .iter()
             .position(|n| n.addr == bare && n.node.is_some());
         let at = self.now + self.latency;
-        let Some(to) = target.filter(|&t| !self.is_blocked(from, t) && t != from) else {
-            let error = "connection refused".to_string();
+        let reachable = target.filter(|&t| !self.is_blocked(from, t) && t != from);
+        let error = match reachable {
+            None => Some("connection refused"),
+            Some(to) if want.is_some_and(|w| w != self.peer_id(to)) => Some("peer id mismatch"),
+            Some(_) => None,
+        };
+        let (Some(to), None) = (reachable, error) else {
+            let error = error.unwrap_or_default().to_string();
             self.schedule(
                 at,
                 Delivery::DialFailed {
@@ -670,18 +676,6 @@ impl Sim {
             );
             return;
         };
-        if want.is_some_and(|w| w != self.peer_id(to)) {
-            let error = "peer id mismatch".to_string();
-            self.schedule(
-                at,
-                Delivery::DialFailed {
-                    to: from,
-                    dial,
-                    error,
-                },
-            );
-            return;
-        }
         let (ca, cb) = (ConnId(self.next_conn), ConnId(self.next_conn + 1));
         self.next_conn += 2;
         self.ends.insert(
