@@ -22,6 +22,8 @@ use std::thread;
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use echo::{Keypair, Message, Restore, RestoreRoom};
+
+use crate::model::now_ms;
 use futures::channel::oneshot;
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -394,14 +396,11 @@ fn write_batch(conn: &mut Connection, batch: &[Op], durable: bool) -> Result<()>
                     )?;
                 }
                 Op::Peer(peer, addrs) => {
-                    let now_ms = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_millis() as i64);
                     tx.execute(
                         "INSERT INTO peers (peer, addrs, seen_ms) VALUES (?1, ?2, ?3)
                          ON CONFLICT (peer) DO UPDATE SET addrs = excluded.addrs,
                          seen_ms = excluded.seen_ms",
-                        params![peer, addrs.join(" "), now_ms],
+                        params![peer, addrs.join(" "), now_ms() as i64],
                     )?;
                 }
                 Op::Flush(_) => {}
@@ -413,13 +412,6 @@ fn write_batch(conn: &mut Connection, batch: &[Op], durable: bool) -> Result<()>
         conn.execute_batch("PRAGMA synchronous=NORMAL;")?;
     }
     Ok(())
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
