@@ -8,10 +8,10 @@ use std::time::{Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use echo::log::RoomLog;
-use echo::sim::keypair;
-use echo::wire::{self, Frame, Kind};
-use echo::{codec, Config, ConnId, ConnInfo, Event, Message, Node, Protocol, Role};
+use echo_proto::log::RoomLog;
+use echo_proto::sim::keypair;
+use echo_proto::wire::{self, Frame, Kind};
+use echo_proto::{codec, Config, ConnId, ConnInfo, Event, Message, Node, Protocol, Role};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
@@ -76,7 +76,7 @@ fn sample_wire(author: u64, seq: u64, len: usize) -> wire::RoomMessage {
 fn handshaken(now: Instant, config: Config) -> (Node, Node) {
     let mut a = Node::new(keypair(1), config.clone(), now);
     let mut b = Node::new(keypair(2), config, now);
-    let addr: echo::Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().unwrap();
+    let addr: echo_proto::Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().unwrap();
     let info = |peer, role| ConnInfo {
         peer,
         role,

@@ -7,8 +7,8 @@
 
 use std::time::{Duration, Instant};
 
-use echo::sim::Sim;
-use echo::Config;
+use echo_proto::sim::Sim;
+use echo_proto::Config;
 use rand::{Rng, SeedableRng};
 
 fn arg(name: &str, default: u64) -> u64 {
@@ -43,8 +43,8 @@ fn main() {
     sim.loss = 0.01;
     sim.persist = false;
     // Each unique signature is verified once per run, not once per simulated node (see
-    // echo::message::memo); the per-message cost with verification is in benches/core.rs.
-    echo::message::memo::enable(true);
+    // echo_proto::message::memo); the per-message cost with verification is in benches/core.rs.
+    echo_proto::message::memo::enable(true);
     sim.latency = Duration::from_millis(5);
     sim.jitter = Duration::from_millis(5);
     let config = Config {

@@ -30,7 +30,7 @@
 //!
 //! ```
 //! use std::time::{Duration, Instant, SystemTime};
-//! use echo::{Action, Config, ConnId, ConnInfo, Event, Node, Protocol, Role};
+//! use echo_proto::{Action, Config, ConnId, ConnInfo, Event, Node, Protocol, Role};
 //! use libp2p_identity::Keypair;
 //!
 //! let now = Instant::now();

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use echo::sim::{NodeIdx, Sim};
-use echo::{Config, Event};
+use echo_proto::sim::{NodeIdx, Sim};
+use echo_proto::{Config, Event};
 use quickcheck::{quickcheck, Arbitrary, Gen, TestResult};
 
 const SEC: Duration = Duration::from_secs(1);
@@ -437,9 +437,9 @@ fn export_and_restore_round_trip() {
     let state = sim.node(a).export();
     let reserved = state.rooms[0].reserved;
     assert!(reserved > 10, "a reservation covers a's ten messages");
-    let key = echo::sim::keypair(a as u64);
+    let key = echo_proto::sim::keypair(a as u64);
     let now = sim.now();
-    let mut again = echo::Node::restore(key, Config::default(), state, now);
+    let mut again = echo_proto::Node::restore(key, Config::default(), state, now);
     let log: Vec<String> = again
         .room_log(ROOM)
         .unwrap()

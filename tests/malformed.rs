@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use echo::sim::{keypair, Sim};
-use echo::wire::{self, Frame, Kind};
-use echo::{codec, Config, Event, Keypair, Message, Protocol, RateLimit};
+use echo_proto::sim::{keypair, Sim};
+use echo_proto::wire::{self, Frame, Kind};
+use echo_proto::{codec, Config, Event, Keypair, Message, Protocol, RateLimit};
 use quickcheck::{quickcheck, TestResult};
 
 const SEC: Duration = Duration::from_secs(1);
@@ -345,7 +345,7 @@ fn legacy_garbage_and_long_lines() {
 
 #[test]
 fn local_commands_breaking_limits_get_clear_errors() {
-    use echo::CommandError as E;
+    use echo_proto::CommandError as E;
     let mut sim = pair(Config::default());
     let now = sim.now();
     let t = std::time::SystemTime::now();

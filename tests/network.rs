@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use echo::sim::{keypair, Sim};
-use echo::{Config, Event, Protocol};
+use echo_proto::sim::{keypair, Sim};
+use echo_proto::{Config, Event, Protocol};
 
 const SEC: Duration = Duration::from_secs(1);
 
@@ -110,7 +110,7 @@ fn rooms_are_separate_and_membership_is_announced() {
     let err = sim.with(b, |n, now| {
         n.send("rust", "x", std::time::SystemTime::now(), now)
     });
-    assert!(matches!(err, Err(echo::CommandError::NotInRoom(_))));
+    assert!(matches!(err, Err(echo_proto::CommandError::NotInRoom(_))));
 }
 
 #[test]
@@ -142,7 +142,7 @@ fn direct_messages_reach_only_the_peer() {
     let err = sim.with(a, |n, now| {
         n.send_direct(&pc, "no", std::time::SystemTime::now(), now)
     });
-    assert_eq!(err, Err(echo::CommandError::PeerNotConnected(pc)));
+    assert_eq!(err, Err(echo_proto::CommandError::PeerNotConnected(pc)));
 }
 
 #[test]
@@ -160,7 +160,7 @@ fn name_change_is_seen_by_peers_and_in_messages() {
     });
     assert!(m.unwrap().display_author().starts_with("alicia#"));
     let err = sim.with(a, |n, now| n.set_name(&"x".repeat(65), now));
-    assert!(matches!(err, Err(echo::CommandError::InvalidName(_))));
+    assert!(matches!(err, Err(echo_proto::CommandError::InvalidName(_))));
 }
 
 /// Both sides dial each other at the same instant, many times over with different seeds
@@ -349,7 +349,7 @@ fn legacy_peer_joins_default_room() {
             now,
         )
     });
-    assert!(matches!(err, Err(echo::CommandError::LegacyPeer(_))));
+    assert!(matches!(err, Err(echo_proto::CommandError::LegacyPeer(_))));
 }
 
 #[test]

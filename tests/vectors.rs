@@ -3,9 +3,9 @@
 //! Every hex string here also appears verbatim in `PROTOCOL.md`
 //! ([`doc_contains_every_vector`]), so the document and the code cannot drift apart.
 
-use echo::codec::{FrameDecoder, FrameError};
-use echo::wire::{self, Frame, GoodbyeCode, Kind};
-use echo::{Keypair, Message, Multiaddr, PeerId};
+use echo_proto::codec::{FrameDecoder, FrameError};
+use echo_proto::wire::{self, Frame, GoodbyeCode, Kind};
+use echo_proto::{Keypair, Message, Multiaddr, PeerId};
 use libp2p_identity::PublicKey;
 use sha2::{Digest, Sha256};
 

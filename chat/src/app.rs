@@ -6,8 +6,8 @@ use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use echo::message::display_name;
-use echo::{DialId, Event, Multiaddr, PeerId, Position, Protocol, SharedMessage};
+use echo_proto::message::display_name;
+use echo_proto::{DialId, Event, Multiaddr, PeerId, Position, Protocol, SharedMessage};
 use echo_runtime::Handle;
 use serde_json::{json, Value};
 
@@ -124,7 +124,7 @@ impl App {
     }
 
     /// Prints the first line (headless) and shows restored history.
-    pub fn ready(&mut self, data_dir: &str, rooms: &[String], history: Vec<echo::Message>) {
+    pub fn ready(&mut self, data_dir: &str, rooms: &[String], history: Vec<echo_proto::Message>) {
         for r in rooms {
             self.model.view_mut(&ViewId::Room(r.clone()));
         }

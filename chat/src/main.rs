@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context as _, Result};
 use clap::Parser;
-use echo::{Config, Multiaddr};
+use echo_proto::{Config, Multiaddr};
 use echo_runtime::{Events, Handle, Options, StartError};
 use futures::channel::mpsc;
 use futures::{FutureExt, StreamExt};
@@ -168,7 +168,7 @@ fn init_logging(
 struct Run {
     cli: Cli,
     data: DataDir,
-    key: echo::Keypair,
+    key: echo_proto::Keypair,
     loaded: store::Loaded,
     config: Config,
     headless: bool,
@@ -198,7 +198,7 @@ impl Run {
         }
         config.seed = rand::random();
         let rooms: Vec<String> = restore.rooms.iter().map(|r| r.name.clone()).collect();
-        let history: Vec<echo::Message> = restore
+        let history: Vec<echo_proto::Message> = restore
             .rooms
             .iter()
             .flat_map(|r| r.messages.iter().cloned())
@@ -263,7 +263,7 @@ async fn session(
     rx: mpsc::UnboundedReceiver<Input>,
     name: String,
     rooms: Vec<String>,
-    history: Vec<echo::Message>,
+    history: Vec<echo_proto::Message>,
     headless: bool,
 ) -> Result<(), Fatal> {
     // Dial what was asked; a refused address ends the start-up.

@@ -21,7 +21,7 @@ use std::sync::mpsc as std_mpsc;
 use std::thread;
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use echo::{Keypair, Message, Restore, RestoreRoom};
+use echo_proto::{Keypair, Message, Restore, RestoreRoom};
 
 use crate::model::now_ms;
 use futures::channel::oneshot;
@@ -235,14 +235,14 @@ pub fn load(conn: &Connection, per_room: usize) -> Result<Loaded> {
 
 /// Decodes a stored message (wire `RoomMessage` bytes).
 pub fn decode(bytes: &[u8]) -> Result<Message> {
-    let wire = <echo::wire::RoomMessage as prost::Message>::decode(bytes)?;
+    let wire = <echo_proto::wire::RoomMessage as prost::Message>::decode(bytes)?;
     Message::decode(wire).map_err(|e| anyhow!(e))
 }
 
 /// One write.
 pub enum Op {
     /// A room message the node delivered with a position.
-    Message(echo::SharedMessage),
+    Message(echo_proto::SharedMessage),
     /// A sequence reservation; `ack` answers once it is durable.
     Reserve {
         room: String,
@@ -446,9 +446,9 @@ mod tests {
         let db = dir.path().join("h.sqlite3");
         let key = Keypair::generate_ed25519();
         let now = Instant::now();
-        let mut node = echo::Node::new(
+        let mut node = echo_proto::Node::new(
             key.clone(),
-            echo::Config {
+            echo_proto::Config {
                 name: "alice".into(),
                 ..Default::default()
             },
@@ -460,12 +460,12 @@ mod tests {
         let mut reserved = 0;
         while let Some(ev) = node.poll_event() {
             match ev {
-                echo::Event::Message {
+                echo_proto::Event::Message {
                     msg,
                     position: Some(_),
                 } => writer.send(Op::Message(msg)),
-                echo::Event::Joined { room } => writer.send(Op::Joined(room)),
-                echo::Event::SeqReserved { room, upto } => {
+                echo_proto::Event::Joined { room } => writer.send(Op::Joined(room)),
+                echo_proto::Event::SeqReserved { room, upto } => {
                     reserved = upto;
                     let _ = futures::executor::block_on(writer.reserve(&room, upto)).unwrap();
                 }
@@ -489,7 +489,7 @@ mod tests {
         assert_eq!(texts, ["one", "two"]);
 
         // The restored node continues above the reservation.
-        let mut node = echo::Node::restore(key, echo::Config::default(), loaded.restore, now);
+        let mut node = echo_proto::Node::restore(key, echo_proto::Config::default(), loaded.restore, now);
         let m = node
             .send("general", "three", SystemTime::now(), now)
             .unwrap();

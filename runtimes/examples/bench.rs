@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use echo::{Config, Event, PeerId};
+use echo_proto::{Config, Event, PeerId};
 use echo_runtime::{Events, Handle, Options, Runtime};
 use futures::future::{self, Either};
 use futures::stream::FuturesOrdered;
@@ -160,7 +160,7 @@ fn text(seq: usize, send_ns: u64, size: usize) -> String {
 
 /// Sends `n` messages as fast as the node takes them, at most `window` unanswered.
 async fn publish(h: &Handle, n: usize, size: usize, window: usize, start: Instant) {
-    let mut pending: FuturesOrdered<echo_runtime::Pending<echo::SharedMessage>> =
+    let mut pending: FuturesOrdered<echo_runtime::Pending<echo_proto::SharedMessage>> =
         FuturesOrdered::new();
     for i in 0..n {
         if pending.len() >= window {

@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use echo::{ConnId, ConnInfo, DialId, Multiaddr, PeerId, Protocol, Role};
+use echo_proto::{ConnId, ConnInfo, DialId, Multiaddr, PeerId, Protocol, Role};
 use futures::channel::{mpsc, oneshot};
 use futures::future::{self, BoxFuture, Either};
 use futures::stream::FuturesUnordered;
@@ -108,7 +108,7 @@ pub(crate) async fn dial<R: Runtime>(mut s: Setup<R>, dial: DialId, addr: Multia
     };
     match guarded(setup, &mut timer, &mut s.cancel, timeout).await {
         Ok(Some((peer, muxer, stream))) => {
-            let (bare, _) = echo::peers::split_p2p(&addr);
+            let (bare, _) = echo_proto::peers::split_p2p(&addr);
             let remote = bare.with(multiaddr::Protocol::P2p(peer));
             let mut c = Conn::new(&s, Role::Dialer, Some(dial), peer, remote, muxer, timer);
             c.establishing = Some(transport::negotiate_chat(stream));

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Instant, SystemTime};
 
-use echo::{Action, ConnId, Event, Node};
+use echo_proto::{Action, ConnId, Event, Node};
 use futures::channel::{mpsc, oneshot};
 use futures::task::AtomicWaker;
 use futures::StreamExt;

@@ -1,6 +1,6 @@
 //! # echo-runtime: echo chat nodes over real libp2p connections
 //!
-//! Runs an [`echo::Node`] (the sans-IO protocol core) over TCP + noise + yamux, on
+//! Runs an [`echo_proto::Node`] (the sans-IO protocol core) over TCP + noise + yamux, on
 //! **tokio** (feature `tokio`, default), **smol** (feature `smol`, default) or
 //! **async-std** (feature `async-std`).
 //!
@@ -43,7 +43,7 @@
 //! * one **set-up task** per dial or accepted TCP connection: TCP, noise, yamux and the
 //!   chat substream, bounded by [`DriverConfig::dial_timeout`]; it then hands the
 //!   connection to the node task;
-//! * the **node task** owns the [`echo::Node`] and the established connections. It
+//! * the **node task** owns the [`echo_proto::Node`] and the established connections. It
 //!   applies app commands, connection events and its one timer, and drains the node's
 //!   outputs after each input. It polls each connection (with a waker per connection, so
 //!   only connections with something to do are polled): that keeps the yamux muxer
@@ -68,7 +68,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use echo::{
+use echo_proto::{
     CommandError, Config, DialId, Event, Multiaddr, Node, PeerId, PeerInfo, SharedMessage, Stats,
 };
 use futures::channel::{mpsc, oneshot};
@@ -92,7 +92,7 @@ pub mod tokio;
 pub use runtime::{Incoming, Runtime, Timer};
 pub use transport::{DialError, CHAT, LEGACY, PING};
 
-/// Settings of the driver itself (the protocol's are in [`echo::Config`]).
+/// Settings of the driver itself (the protocol's are in [`echo_proto::Config`]).
 #[derive(Debug, Clone)]
 pub struct DriverConfig {
     /// Limit on a whole connection set-up: TCP connect, noise, yamux and the chat
@@ -122,8 +122,8 @@ pub struct Options {
     pub keypair: Keypair,
     /// The protocol configuration.
     pub config: Config,
-    /// Persisted state to restart from (see [`echo::Node::restore`]); empty by default.
-    pub restore: echo::Restore,
+    /// Persisted state to restart from (see [`echo_proto::Node::restore`]); empty by default.
+    pub restore: echo_proto::Restore,
     /// The driver's own settings.
     pub driver: DriverConfig,
 }
@@ -138,7 +138,7 @@ impl Options {
                 seed: seed(),
                 ..Config::default()
             },
-            restore: echo::Restore::default(),
+            restore: echo_proto::Restore::default(),
             driver: DriverConfig::default(),
         }
     }

@@ -7,7 +7,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use echo::{Multiaddr, PeerId, Protocol};
+use echo_proto::{Multiaddr, PeerId, Protocol};
 use futures::future::BoxFuture;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, FutureExt};
 use libp2p_core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade};
@@ -20,9 +20,9 @@ use multistream_select::{
 use crate::runtime::Runtime;
 
 /// `/echo/chat/2.0.0`.
-pub const CHAT: &str = echo::wire::PROTOCOL_ID;
+pub const CHAT: &str = echo_proto::wire::PROTOCOL_ID;
 /// `/echo-go/chat/1.0.0`.
-pub const LEGACY: &str = echo::wire::LEGACY_PROTOCOL_ID;
+pub const LEGACY: &str = echo_proto::wire::LEGACY_PROTOCOL_ID;
 /// `/ipfs/ping/1.0.0`.
 pub const PING: &str = "/ipfs/ping/1.0.0";
 const NOISE: &str = "/noise";
@@ -34,7 +34,7 @@ pub(crate) type Muxer<T> = libp2p_yamux::Muxer<Negotiated<libp2p_noise::Output<N
 pub(crate) type Substream = Negotiated<libp2p_yamux::Stream>;
 
 /// Why a dial (or the set-up of an accepted connection) failed. The `Display` text is
-/// what [`echo::Event::DialFailed`] carries.
+/// what [`echo_proto::Event::DialFailed`] carries.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DialError {

@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{bounded, options, Probe, WAIT};
-use echo::{ConnId, ConnInfo, Event, Node, Protocol, Role};
+use echo_proto::{ConnId, ConnInfo, Event, Node, Protocol, Role};
 use echo_runtime::Runtime;
 use futures::channel::mpsc;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
@@ -90,10 +90,10 @@ async fn interop<R: Runtime>(rt: R) {
     let now = Instant::now();
     let mut x = Node::new(
         key.clone(),
-        echo::Config {
+        echo_proto::Config {
             name: "rust-libp2p".into(),
             seed: 71,
-            ..echo::Config::default()
+            ..echo_proto::Config::default()
         },
         now,
     );

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::{options, raw_peer, Probe, WAIT};
-use echo::Event;
+use echo_proto::Event;
 use echo_runtime::{Runtime, CHAT};
 
 fn no_auto(name: &str, seed: u64) -> echo_runtime::Options {
@@ -208,7 +208,7 @@ scenario!(shutdown_says_goodbye);
 
 /// Errors a user can act on.
 async fn errors<R: Runtime>(rt: R) {
-    use echo::CommandError;
+    use echo_proto::CommandError;
     use echo_runtime::{Error, StartError};
     let mut a = Probe::start(&rt, no_auto("a", 50)).await;
     let b = Probe::start(&rt, no_auto("b", 51)).await;

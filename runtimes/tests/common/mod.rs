@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use echo::{Config, Event, PeerId};
+use echo_proto::{Config, Event, PeerId};
 use echo_runtime::{Events, Handle, Options, Runtime};
 use futures::channel::oneshot;
 use futures::future::{self, Either};
@@ -253,7 +253,7 @@ impl<R: Runtime> Probe<R> {
     pub async fn until(
         &self,
         what: &str,
-        f: impl Fn(&echo::Node) -> bool + Clone + Send + 'static,
+        f: impl Fn(&echo_proto::Node) -> bool + Clone + Send + 'static,
     ) {
         let deadline = Instant::now() + WAIT;
         loop {
