@@ -28,8 +28,10 @@ pub enum Input {
     Term(ratatui::crossterm::event::Event),
     /// A peer seen by mDNS.
     Found(Discovered),
-    /// The history writer failed.
+    /// The history writer failed (or another error to show).
     StoreError(String),
+    /// A headless input line that could not be read (e.g. not UTF-8): shown as an error.
+    BadLine(String),
     /// SIGINT / SIGTERM.
     Signal,
 }
@@ -89,11 +91,13 @@ impl App {
         let Mode::Headless { json } = self.mode else {
             return;
         };
+        // Everything printed goes through here: nothing a peer chose reaches the terminal
+        // as a control sequence.
         let line = if json {
-            value.to_string()
+            json_line(&value)
         } else {
             match text {
-                Some(t) => t,
+                Some(t) => clean(&t),
                 None => return,
             }
         };
@@ -170,9 +174,10 @@ impl App {
             Input::Line(line) => self.on_line(&line).await,
             Input::StdinClosed | Input::Signal => self.quit = true,
             Input::Found(d) => self.on_found(d).await,
-            Input::StoreError(e) => self.error(e),
+            Input::StoreError(e) | Input::BadLine(e) => self.error(e),
             Input::Term(_) => {}
         }
+        self.model.trim_total();
     }
 
     async fn on_event(&mut self, ev: Event) {
@@ -185,7 +190,7 @@ impl App {
                         info.listen_addrs.iter().map(|a| a.to_string()).collect(),
                     ));
                 }
-                self.model.peers.insert(
+                self.model.peer_up(
                     info.peer,
                     PeerView {
                         name: info.name.clone(),
@@ -193,6 +198,7 @@ impl App {
                         rtt: info.rtt,
                         addr: Some(info.addr.clone()),
                         legacy,
+                        seen: 0,
                     },
                 );
                 let disp = display_name(&info.name, &info.peer);
@@ -720,16 +726,46 @@ impl App {
     }
 }
 
-/// Control characters made visible, so a peer's text cannot break a line or the screen.
+/// Whether `c` can steer a terminal or reorder what it shows: C0 and C1 controls, DEL,
+/// and the bidi embeddings, overrides and isolates ("Trojan Source").
+pub fn is_unsafe(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Text made safe to print to a terminal: a newline shows as `⏎`, a tab as a space, a C0
+/// control as its Unicode control picture (ESC as `␛`, NUL as `␀`), DEL as `␡`, and C1
+/// controls and bidi overrides as `�`. Only what is shown changes; stored text stays exact.
 pub fn clean(text: &str) -> String {
     text.chars()
         .map(|c| match c {
             '\n' => '⏎',
             '\t' => ' ',
-            c if c.is_control() => '\u{FFFD}',
+            c if (c as u32) < 0x20 => char::from_u32(0x2400 + c as u32).unwrap_or('\u{FFFD}'),
+            '\u{7F}' => '␡',
+            c if is_unsafe(c) => '\u{FFFD}',
             c => c,
         })
         .collect()
+}
+
+/// A JSON line with the characters JSON leaves raw but a terminal may act on (DEL, C1
+/// controls, bidi overrides) written as `\uXXXX` escapes: the same JSON value, safe to
+/// print. (JSON itself escapes C0 controls.)
+pub fn json_line(value: &Value) -> String {
+    let line = value.to_string();
+    if !line.chars().any(is_unsafe) {
+        return line;
+    }
+    let mut out = String::with_capacity(line.len() + 16);
+    for c in line.chars() {
+        if is_unsafe(c) {
+            // Outside strings JSON has only ASCII punctuation, so `c` is inside one.
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// `HH:MM` today, `MM-DD HH:MM` otherwise, local time.
@@ -751,5 +787,30 @@ pub fn fmt_rtt(rtt: Option<Duration>) -> String {
         Some(r) if r < Duration::from_millis(10) => format!("{:.1}ms", r.as_secs_f64() * 1000.0),
         Some(r) => format!("{}ms", r.as_millis()),
         None => "-".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_shows_controls_and_keeps_the_rest() {
+        assert_eq!(clean("a\x1b[2Jb\0c"), "a␛[2Jb␀c");
+        assert_eq!(
+            clean("x\u{7f}\u{9b}\u{202e}y\nz\t."),
+            "x␡\u{FFFD}\u{FFFD}y⏎z ."
+        );
+        assert_eq!(clean("héllo 👋"), "héllo 👋");
+        assert!(!clean("\x07\x1b\u{85}").chars().any(is_unsafe));
+    }
+
+    #[test]
+    fn json_lines_escape_what_json_leaves_raw() {
+        let v = json!({"text": "a\u{9b}31mb\u{202e}c\x1b"});
+        let line = json_line(&v);
+        assert!(!line.chars().any(is_unsafe), "{line}");
+        let back: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, v);
     }
 }

@@ -70,11 +70,20 @@ impl DataDir {
     pub fn identity(&self) -> Result<Keypair> {
         let path = self.path.join("identity.key");
         match fs::read(&path) {
+            Ok(bytes) if bytes.is_empty() => bail!(
+                "identity key {} is empty (cut short by a crash or a full disk?); restore \
+                 it from a backup, or move it aside to start with a new identity (a new \
+                 peer id)",
+                path.display()
+            ),
             Ok(bytes) => {
                 let key = Keypair::from_protobuf_encoding(&bytes).map_err(|e| {
+                    // libp2p's own words (e.g. about cargo features) mean nothing to a user.
+                    tracing::warn!(error = %e, path = %path.display(), "identity key unreadable");
                     anyhow!(
-                        "identity key {} is corrupt ({e}); move it away to start with a \
-                         new identity",
+                        "identity key {} is corrupt: it is not an ed25519 key in libp2p's \
+                         format; restore it from a backup, or move it aside to start with a \
+                         new identity (a new peer id)",
                         path.display()
                     )
                 })?;
@@ -128,6 +137,17 @@ pub struct Loaded {
     pub restore: Restore,
     /// The stored display name, if any.
     pub name: Option<String>,
+    /// Stored messages that could not be decoded: skipped, and left in the database.
+    pub skipped: usize,
+}
+
+/// What to tell the user when the database cannot be read.
+pub fn damaged(path: &Path) -> String {
+    format!(
+        "history database {} is damaged or not echo-chat's; move it aside (with its -wal \
+         and -shm files, if any) to start with empty history, or restore it from a backup",
+        path.display()
+    )
 }
 
 const SCHEMA: &str = "
@@ -184,6 +204,7 @@ pub fn load(conn: &Connection, per_room: usize) -> Result<Loaded> {
         }
     }
     let mut rooms = Vec::new();
+    let mut skipped = 0;
     let mut st = conn.prepare("SELECT room FROM rooms ORDER BY joined_at_ms, room")?;
     let names: Vec<String> = st
         .query_map([], |r| r.get(0))?
@@ -198,8 +219,12 @@ pub fn load(conn: &Connection, per_room: usize) -> Result<Loaded> {
             let bytes = row?;
             match decode(&bytes) {
                 Ok(m) if m.room == name => messages.push(m),
-                Ok(_) => tracing::warn!(room = %name, "stored message of another room; skipped"),
+                Ok(_) => {
+                    skipped += 1;
+                    tracing::warn!(room = %name, "stored message of another room; skipped")
+                }
                 Err(e) => {
+                    skipped += 1;
                     tracing::warn!(room = %name, error = %e, "undecodable stored message; skipped")
                 }
             }
@@ -230,6 +255,7 @@ pub fn load(conn: &Connection, per_room: usize) -> Result<Loaded> {
             ..Restore::default()
         },
         name,
+        skipped,
     })
 }
 
@@ -489,7 +515,8 @@ mod tests {
         assert_eq!(texts, ["one", "two"]);
 
         // The restored node continues above the reservation.
-        let mut node = echo_proto::Node::restore(key, echo_proto::Config::default(), loaded.restore, now);
+        let mut node =
+            echo_proto::Node::restore(key, echo_proto::Config::default(), loaded.restore, now);
         let m = node
             .send("general", "three", SystemTime::now(), now)
             .unwrap();

@@ -446,7 +446,7 @@ pub fn author_color(peer: &echo_proto::PeerId) -> Color {
 fn safe(g: &str) -> &str {
     match g {
         "\t" => " ",
-        g if g.chars().any(|c| c.is_control()) => "\u{FFFD}",
+        g if g.chars().any(crate::app::is_unsafe) => "\u{FFFD}",
         g => g,
     }
 }
@@ -937,22 +937,32 @@ fn render_help(f: &mut Frame, area: Rect) {
     );
 }
 
-/// Cuts `s` to `width` columns (with `…` when cut).
+/// Cuts `s` to `width` columns (with `…` when cut); control characters and bidi
+/// overrides show as `�`.
 pub fn clip(s: &str, width: usize) -> String {
-    if s.width() <= width {
+    let unsafe_chars = s.chars().any(crate::app::is_unsafe);
+    if s.width() <= width && !unsafe_chars {
         return s.to_string();
     }
+    let total: usize = s.graphemes(true).map(gwidth).sum();
+    let room = if total <= width {
+        width
+    } else {
+        width.saturating_sub(1)
+    };
     let mut out = String::new();
     let mut w = 0;
     for g in s.graphemes(true) {
         let gw = gwidth(g);
-        if w + gw + 1 > width {
+        if w + gw > room {
             break;
         }
         out.push_str(safe(g));
         w += gw;
     }
-    out.push('…');
+    if total > width {
+        out.push('…');
+    }
     out
 }
 
@@ -995,6 +1005,20 @@ mod tests {
 
     fn text(l: &TLine) -> String {
         l.spans.iter().map(|s| s.content.as_ref()).collect()
+    }
+
+    #[test]
+    fn names_and_titles_never_carry_control_characters() {
+        assert_eq!(clip("ev\x1b[2Jil", 20), "ev\u{FFFD}[2Jil");
+        assert_eq!(clip("a\u{202e}bcdef", 4), "a\u{FFFD}b…");
+        assert_eq!(clip("plain", 5), "plain");
+        assert_eq!(clip("plainer", 5), "plai…");
+        let spans = vec![("x\x1b]0;t\x07y".to_string(), Style::default())];
+        let rows: Vec<String> = wrap(&spans, 40, 0).iter().map(text).collect();
+        assert!(
+            !rows.concat().chars().any(crate::app::is_unsafe),
+            "{rows:?}"
+        );
     }
 
     #[test]
