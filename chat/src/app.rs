@@ -16,6 +16,9 @@ use crate::mdns::Discovered;
 use crate::model::{now_ms, Line, Model, PeerView, ViewId};
 use crate::store::{Op, Writer};
 
+/// Version of the `--json` event and command schema (documented in `chat/JSON.md`).
+pub const JSON_SCHEMA: u32 = 1;
+
 /// Something for the app loop.
 pub enum Input {
     /// An event of the node.
@@ -137,6 +140,7 @@ impl App {
         self.emit(
             json!({
                 "event": "ready",
+                "schema": JSON_SCHEMA,
                 "peer_id": self.model.me.to_base58(),
                 "name": self.model.name,
                 "display": self.model.me_display(),
