@@ -68,6 +68,9 @@ pub struct App {
     mdns_dials: HashMap<PeerId, (Instant, usize)>,
     /// Dials the user asked for: their failures are shown; automatic redials' are logged.
     pub user_dials: HashSet<DialId>,
+    /// The history database, read when the user scrolls back past what the model holds.
+    pub db_path: Option<std::path::PathBuf>,
+    reader: Option<rusqlite::Connection>,
 }
 
 impl App {
@@ -82,7 +85,64 @@ impl App {
             show_help: false,
             mdns_dials: HashMap::new(),
             user_dials: HashSet::new(),
+            db_path: None,
+            reader: None,
         }
+    }
+
+    /// Lines the TUI loads from the database per step when scrolling back.
+    const SCROLLBACK_PAGE: usize = 200;
+
+    /// The user scrolled past the oldest line the current room holds: loads older ones
+    /// from the database. Returns whether anything was added.
+    pub fn load_older(&mut self) -> bool {
+        let view = self.model.current_view();
+        let (ViewId::Room(room), true) = (&view.id, view.trimmed) else {
+            return false;
+        };
+        let Some(before) = view.oldest_key() else {
+            return false;
+        };
+        let room = room.clone();
+        if self.reader.is_none() {
+            let Some(path) = &self.db_path else {
+                return false;
+            };
+            match rusqlite::Connection::open(path) {
+                Ok(c) => self.reader = Some(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot open the database for scrollback");
+                    return false;
+                }
+            }
+        }
+        let Some(conn) = &self.reader else {
+            return false;
+        };
+        let (msgs, all) = match crate::store::older(conn, &room, &before, Self::SCROLLBACK_PAGE) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "scrollback query failed");
+                return false;
+            }
+        };
+        let me = self.model.me;
+        let lines: Vec<_> = msgs
+            .into_iter()
+            .map(|m| {
+                let line = Line::Message {
+                    author: m.author,
+                    name: m.name.clone(),
+                    text: m.text.clone(),
+                    own: m.author == me,
+                    history: true,
+                };
+                (m.order_key(), m.sent_at_ms, line)
+            })
+            .collect();
+        let added = !lines.is_empty();
+        self.model.current_view_mut().prepend_older(lines, all);
+        added
     }
 
     fn headless(&self) -> bool {

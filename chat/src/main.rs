@@ -349,6 +349,7 @@ async fn session(
     };
     let mut app = App::new(handle.clone(), model, writer, mode);
     app.user_dials = user_dials;
+    app.db_path = Some(data.db_path());
     app.writer.send(store::Op::Name(name));
     let mut tui = if headless {
         spawn_stdin(tx.clone());
@@ -414,6 +415,12 @@ async fn session(
         }
         if let Some(t) = tui.as_mut() {
             t.draw(&app.model, app.show_help);
+            if t.take_wants_older() && app.load_older() {
+                // Scrolled past what is held: older lines came from the database.
+                t.draw(&app.model, app.show_help);
+            } else if t.at_bottom() {
+                app.model.current_view_mut().end_scrollback();
+            }
         }
     }
     drop(tui);

@@ -108,6 +108,9 @@ pub struct View {
     pub active: u64,
     max_lines: usize,
     max_bytes: usize,
+    /// Lines and bytes loaded from the database while the user scrolls back, held on
+    /// top of the limits until [`View::end_scrollback`].
+    extra: (usize, usize),
 }
 
 fn line_bytes(line: &Line) -> usize {
@@ -130,6 +133,7 @@ impl View {
             active: 0,
             max_lines: limits.view_lines,
             max_bytes: limits.view_bytes,
+            extra: (0, 0),
         }
     }
 
@@ -170,13 +174,51 @@ impl View {
     fn trim(&mut self) {
         let mut drop = 0;
         let mut bytes = self.bytes;
+        let max_lines = self.max_lines + self.extra.0;
+        let max_bytes = self.max_bytes + self.extra.1;
         while drop < self.entries.len()
-            && (self.entries.len() - drop > self.max_lines || bytes > self.max_bytes)
+            && (self.entries.len() - drop > max_lines || bytes > max_bytes)
         {
             bytes -= line_bytes(&self.entries[drop].line);
             drop += 1;
         }
         self.drop_oldest(drop);
+    }
+
+    /// The log key of the oldest room message held: where loading older ones starts.
+    pub fn oldest_key(&self) -> Option<OrderKey> {
+        self.entries.iter().find_map(|e| e.key.0)
+    }
+
+    /// Puts room messages older than everything held (loaded from the database, oldest
+    /// first) in front, held beyond the limits until [`View::end_scrollback`].
+    /// `exhausted`: the database has nothing older.
+    pub fn prepend_older(&mut self, older: Vec<(OrderKey, u64, Line)>, exhausted: bool) {
+        let mut front = Vec::with_capacity(older.len());
+        for (order, time_ms, line) in older {
+            let b = line_bytes(&line);
+            self.extra.0 += 1;
+            self.extra.1 += b;
+            self.bytes += b;
+            front.push(Entry {
+                key: (Some(order), 0),
+                time_ms,
+                line,
+            });
+        }
+        front.append(&mut self.entries);
+        self.entries = front;
+        if exhausted {
+            self.trimmed = false;
+        }
+    }
+
+    /// Back at the newest lines: drops what scrolling back loaded beyond the limits.
+    pub fn end_scrollback(&mut self) {
+        if self.extra != (0, 0) {
+            self.extra = (0, 0);
+            self.trim();
+        }
     }
 
     /// Drops the `n` oldest lines.
@@ -675,6 +717,33 @@ mod tests {
         assert!(h.entries.is_empty());
         assert_eq!(h.bytes, 0);
         assert_eq!(h.added, 100);
+    }
+
+    #[test]
+    fn scrolling_back_holds_older_lines_until_back_at_the_bottom() {
+        let a = pid();
+        let limits = Limits {
+            view_lines: 3,
+            ..Limits::TUI
+        };
+        let mut v = View::new(ViewId::Room("r".into()), &limits);
+        for i in 4..=8 {
+            v.insert(key(i, a, i), 0, msg(&i.to_string(), a));
+        }
+        assert_eq!(v.oldest_key(), Some(key(6, a, 6)));
+        let older = (1..=5)
+            .map(|i| (key(i, a, i), 0, msg(&i.to_string(), a)))
+            .collect();
+        v.prepend_older(older, true);
+        assert_eq!(v.entries.len(), 8);
+        assert!(!v.trimmed);
+        // A new line while scrolled back stays within limits plus what was loaded (the
+        // oldest loaded line makes room).
+        v.push(0, Line::Info("new".into()));
+        assert_eq!(v.entries.len(), 8);
+        v.end_scrollback();
+        assert_eq!(v.entries.len(), 3);
+        assert!(v.trimmed);
     }
 
     #[test]

@@ -259,6 +259,39 @@ pub fn load(conn: &Connection, per_room: usize) -> Result<Loaded> {
     })
 }
 
+/// Up to `limit` stored messages of `room` that sort before `before`, oldest first, and
+/// whether that is all there is (for scrolling back past what the UI holds).
+pub fn older(
+    conn: &Connection,
+    room: &str,
+    before: &echo_proto::message::OrderKey,
+    limit: usize,
+) -> Result<(Vec<Message>, bool)> {
+    // Messages sharing `before`'s lamport may sort on either side of it: fetch a margin.
+    const MARGIN: usize = 256;
+    let lamport = before.lamport.min(i64::MAX as u64) as i64;
+    let mut st = conn.prepare_cached(
+        "SELECT wire FROM messages WHERE room = ?1 AND lamport <= ?2
+         ORDER BY lamport DESC, rowid DESC LIMIT ?3",
+    )?;
+    let mut fetched = 0;
+    let mut found = Vec::new();
+    for row in st.query_map(params![room, lamport, (limit + MARGIN) as i64], |r| {
+        r.get::<_, Vec<u8>>(0)
+    })? {
+        fetched += 1;
+        if let Ok(m) = decode(&row?) {
+            if m.room == room && m.order_key() < *before {
+                found.push(m);
+            }
+        }
+    }
+    found.sort_by_key(|m| m.order_key());
+    let all = fetched < limit + MARGIN && found.len() <= limit;
+    let skip = found.len().saturating_sub(limit);
+    Ok((found.split_off(skip), all))
+}
+
 /// Decodes a stored message (wire `RoomMessage` bytes).
 pub fn decode(bytes: &[u8]) -> Result<Message> {
     let wire = <echo_proto::wire::RoomMessage as prost::Message>::decode(bytes)?;
@@ -513,6 +546,14 @@ mod tests {
         assert_eq!(room.reserved, reserved);
         let texts: Vec<_> = room.messages.iter().map(|m| m.text.as_str()).collect();
         assert_eq!(texts, ["one", "two"]);
+        // Scrolling back: what sorts before a message, oldest first.
+        let conn = open_db(&db).unwrap();
+        let two = room.messages[1].order_key();
+        let (older_msgs, all) = older(&conn, "general", &two, 10).unwrap();
+        assert_eq!(older_msgs.len(), 1);
+        assert_eq!(older_msgs[0].text, "one");
+        assert!(all);
+        drop(conn);
 
         // The restored node continues above the reservation.
         let mut node =

@@ -59,6 +59,8 @@ pub struct Tui {
     input: InputLine,
     /// Rows scrolled up from the bottom of the message pane.
     scroll: usize,
+    /// The last draw had fewer rows than the scroll asked for.
+    wants_older: bool,
     /// Mouse capture on (wheel scrolls; off lets the terminal select text).
     mouse: bool,
     /// Width of the message pane at the last draw.
@@ -123,6 +125,7 @@ impl Tui {
             stop,
             input: InputLine::default(),
             scroll: 0,
+            wants_older: false,
             mouse: true,
             pane_width: 80,
             pane_height: 20,
@@ -251,10 +254,22 @@ impl Tui {
         Action::None
     }
 
+    /// Whether the last draw could not scroll as far back as asked (the view ran out of
+    /// lines): the app may load older ones. Clears the flag.
+    pub fn take_wants_older(&mut self) -> bool {
+        std::mem::take(&mut self.wants_older)
+    }
+
+    /// Whether the view shows the newest lines (not scrolled back).
+    pub fn at_bottom(&self) -> bool {
+        self.scroll == 0
+    }
+
     /// Redraws the screen.
     pub fn draw(&mut self, model: &Model, help: bool) {
         let input = &self.input;
         let mut scroll = self.scroll;
+        let asked = self.scroll;
         let mut pane = (self.pane_width, self.pane_height);
         let mouse = self.mouse;
         let r = self.term.draw(|f| {
@@ -264,6 +279,7 @@ impl Tui {
             tracing::error!(error = %e, "draw failed");
         }
         self.scroll = scroll;
+        self.wants_older = asked > scroll;
         (self.pane_width, self.pane_height) = pane;
     }
 
