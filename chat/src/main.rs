@@ -8,9 +8,11 @@
 mod app;
 mod cli;
 mod commands;
+mod layout;
 mod mdns;
 mod model;
 mod store;
+mod text;
 mod tui;
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -401,7 +403,7 @@ async fn session(
                             let w = t.pane_width() as usize;
                             let rows: usize = view.entries[view.entries.len() - new..]
                                 .iter()
-                                .map(|e| tui::entry_rows(e, w).len())
+                                .map(|e| layout::entry_rows(e, w).len())
                                 .sum();
                             t.keep_position(rows);
                         }
