@@ -15,6 +15,10 @@ use crate::commands::{self, Command, HELP};
 use crate::mdns::Discovered;
 use crate::model::{now_ms, Line, Model, PeerView, ViewId};
 use crate::store::{Op, Writer};
+use crate::text::{clean, clock, fmt_rtt, json_line};
+
+/// Version of the `--json` event and command schema (documented in `chat/JSON.md`).
+pub const JSON_SCHEMA: u32 = 1;
 
 /// Something for the app loop.
 pub enum Input {
@@ -28,8 +32,10 @@ pub enum Input {
     Term(ratatui::crossterm::event::Event),
     /// A peer seen by mDNS.
     Found(Discovered),
-    /// The history writer failed.
+    /// The history writer failed (or another error to show).
     StoreError(String),
+    /// A headless input line that could not be read (e.g. not UTF-8): shown as an error.
+    BadLine(String),
     /// SIGINT / SIGTERM.
     Signal,
 }
@@ -63,6 +69,9 @@ pub struct App {
     mdns_dials: HashMap<PeerId, (Instant, usize)>,
     /// Dials the user asked for: their failures are shown; automatic redials' are logged.
     pub user_dials: HashSet<DialId>,
+    /// The history database, read when the user scrolls back past what the model holds.
+    pub db_path: Option<std::path::PathBuf>,
+    reader: Option<rusqlite::Connection>,
 }
 
 impl App {
@@ -77,7 +86,64 @@ impl App {
             show_help: false,
             mdns_dials: HashMap::new(),
             user_dials: HashSet::new(),
+            db_path: None,
+            reader: None,
         }
+    }
+
+    /// Lines the TUI loads from the database per step when scrolling back.
+    const SCROLLBACK_PAGE: usize = 200;
+
+    /// The user scrolled past the oldest line the current room holds: loads older ones
+    /// from the database. Returns whether anything was added.
+    pub fn load_older(&mut self) -> bool {
+        let view = self.model.current_view();
+        let (ViewId::Room(room), true) = (&view.id, view.trimmed) else {
+            return false;
+        };
+        let Some(before) = view.oldest_key() else {
+            return false;
+        };
+        let room = room.clone();
+        if self.reader.is_none() {
+            let Some(path) = &self.db_path else {
+                return false;
+            };
+            match rusqlite::Connection::open(path) {
+                Ok(c) => self.reader = Some(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot open the database for scrollback");
+                    return false;
+                }
+            }
+        }
+        let Some(conn) = &self.reader else {
+            return false;
+        };
+        let (msgs, all) = match crate::store::older(conn, &room, &before, Self::SCROLLBACK_PAGE) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "scrollback query failed");
+                return false;
+            }
+        };
+        let me = self.model.me;
+        let lines: Vec<_> = msgs
+            .into_iter()
+            .map(|m| {
+                let line = Line::Message {
+                    author: m.author,
+                    name: m.name.clone(),
+                    text: m.text.clone(),
+                    own: m.author == me,
+                    history: true,
+                };
+                (m.order_key(), m.sent_at_ms, line)
+            })
+            .collect();
+        let added = !lines.is_empty();
+        self.model.current_view_mut().prepend_older(lines, all);
+        added
     }
 
     fn headless(&self) -> bool {
@@ -89,11 +155,13 @@ impl App {
         let Mode::Headless { json } = self.mode else {
             return;
         };
+        // Everything printed goes through here: nothing a peer chose reaches the terminal
+        // as a control sequence.
         let line = if json {
-            value.to_string()
+            json_line(&value)
         } else {
             match text {
-                Some(t) => t,
+                Some(t) => clean(&t),
                 None => return,
             }
         };
@@ -133,6 +201,7 @@ impl App {
         self.emit(
             json!({
                 "event": "ready",
+                "schema": JSON_SCHEMA,
                 "peer_id": self.model.me.to_base58(),
                 "name": self.model.name,
                 "display": self.model.me_display(),
@@ -170,9 +239,10 @@ impl App {
             Input::Line(line) => self.on_line(&line).await,
             Input::StdinClosed | Input::Signal => self.quit = true,
             Input::Found(d) => self.on_found(d).await,
-            Input::StoreError(e) => self.error(e),
+            Input::StoreError(e) | Input::BadLine(e) => self.error(e),
             Input::Term(_) => {}
         }
+        self.model.trim_total();
     }
 
     async fn on_event(&mut self, ev: Event) {
@@ -185,7 +255,7 @@ impl App {
                         info.listen_addrs.iter().map(|a| a.to_string()).collect(),
                     ));
                 }
-                self.model.peers.insert(
+                self.model.peer_up(
                     info.peer,
                     PeerView {
                         name: info.name.clone(),
@@ -193,6 +263,7 @@ impl App {
                         rtt: info.rtt,
                         addr: Some(info.addr.clone()),
                         legacy,
+                        seen: 0,
                     },
                 );
                 let disp = display_name(&info.name, &info.peer);
@@ -717,39 +788,5 @@ impl App {
                 .info(format!("found {} on the LAN; connecting", d.peer)),
             Err(e) => tracing::warn!(%addr, error = %e, "mDNS: address refused"),
         }
-    }
-}
-
-/// Control characters made visible, so a peer's text cannot break a line or the screen.
-pub fn clean(text: &str) -> String {
-    text.chars()
-        .map(|c| match c {
-            '\n' => '⏎',
-            '\t' => ' ',
-            c if c.is_control() => '\u{FFFD}',
-            c => c,
-        })
-        .collect()
-}
-
-/// `HH:MM` today, `MM-DD HH:MM` otherwise, local time.
-pub fn clock(ms: u64) -> String {
-    use chrono::{Local, TimeZone};
-    let Some(t) = Local.timestamp_millis_opt(ms as i64).single() else {
-        return "--:--".into();
-    };
-    if t.date_naive() == Local::now().date_naive() {
-        t.format("%H:%M").to_string()
-    } else {
-        t.format("%m-%d %H:%M").to_string()
-    }
-}
-
-/// `12 ms`, or `-`.
-pub fn fmt_rtt(rtt: Option<Duration>) -> String {
-    match rtt {
-        Some(r) if r < Duration::from_millis(10) => format!("{:.1}ms", r.as_secs_f64() * 1000.0),
-        Some(r) => format!("{}ms", r.as_millis()),
-        None => "-".into(),
     }
 }

@@ -8,9 +8,11 @@
 mod app;
 mod cli;
 mod commands;
+mod layout;
 mod mdns;
 mod model;
 mod store;
+mod text;
 mod tui;
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -86,9 +88,9 @@ fn real_main(cli: Cli) -> Result<(), Fatal> {
     tracing::info!(dir = %dir.display(), "echo-chat {} starting", env!("CARGO_PKG_VERSION"));
     let key = data.identity()?;
     let db_path = data.db_path();
-    let conn = store::open_db(&db_path)?;
+    let conn = store::open_db(&db_path).context(store::damaged(&db_path))?;
     let config = Config::default();
-    let loaded = store::load(&conn, config.max_log_messages)?;
+    let loaded = store::load(&conn, config.max_log_messages).context(store::damaged(&db_path))?;
     drop(conn);
 
     let headless = cli.is_headless();
@@ -184,7 +186,11 @@ impl Run {
             mut config,
             headless,
         } = self;
-        let store::Loaded { restore, name } = loaded;
+        let store::Loaded {
+            restore,
+            name,
+            skipped,
+        } = loaded;
         let name = cli
             .name
             .clone()
@@ -237,6 +243,7 @@ impl Run {
             name,
             rooms,
             history,
+            skipped,
             headless,
         )
         .await;
@@ -264,6 +271,7 @@ async fn session(
     name: String,
     rooms: Vec<String>,
     history: Vec<echo_proto::Message>,
+    skipped: usize,
     headless: bool,
 ) -> Result<(), Fatal> {
     // Dial what was asked; a refused address ends the start-up.
@@ -292,7 +300,12 @@ async fn session(
     };
     let all_ifaces = mdns::interfaces(None).unwrap_or_default();
     let addrs = dialable(handle.listen_addrs(), &all_ifaces);
-    let mut model = Model::new(handle.peer_id(), name.clone(), addrs);
+    let limits = if headless {
+        model::Limits::HEADLESS
+    } else {
+        model::Limits::TUI
+    };
+    let mut model = Model::new(handle.peer_id(), name.clone(), addrs, limits);
     let mut mdns_notice = None;
     let _mdns = match ifaces {
         None => {
@@ -338,6 +351,7 @@ async fn session(
     };
     let mut app = App::new(handle.clone(), model, writer, mode);
     app.user_dials = user_dials;
+    app.db_path = Some(data.db_path());
     app.writer.send(store::Op::Name(name));
     let mut tui = if headless {
         spawn_stdin(tx.clone());
@@ -346,6 +360,13 @@ async fn session(
         Some(tui::Tui::start(tx.clone()).context("cannot set up the terminal")?)
     };
     app.ready(&data.path.display().to_string(), &rooms, history);
+    if skipped > 0 {
+        app.error(format!(
+            "{skipped} stored message(s) in {} could not be read and are not shown; they \
+             are kept in the database",
+            data.db_path().display()
+        ));
+    }
     if let Some(n) = mdns_notice {
         app.error(n);
     }
@@ -372,15 +393,17 @@ async fn session(
                     }
                 }
                 other => {
-                    let before = app.model.current_view().entries.len();
+                    let before = app.model.current_view().added;
                     app.handle(other).await;
                     if let Some(t) = tui.as_mut() {
                         let view = app.model.current_view();
-                        if view.entries.len() > before {
+                        let new =
+                            (view.added.saturating_sub(before) as usize).min(view.entries.len());
+                        if new > 0 {
                             let w = t.pane_width() as usize;
-                            let rows: usize = view.entries[before..]
+                            let rows: usize = view.entries[view.entries.len() - new..]
                                 .iter()
-                                .map(|e| tui::entry_rows(e, w).len())
+                                .map(|e| layout::entry_rows(e, w).len())
                                 .sum();
                             t.keep_position(rows);
                         }
@@ -394,41 +417,76 @@ async fn session(
         }
         if let Some(t) = tui.as_mut() {
             t.draw(&app.model, app.show_help);
+            if t.take_wants_older() && app.load_older() {
+                // Scrolled past what is held: older lines came from the database.
+                t.draw(&app.model, app.show_help);
+            } else if t.at_bottom() {
+                app.model.current_view_mut().end_scrollback();
+            }
         }
     }
     drop(tui);
     tracing::info!("quitting");
+    // Everything accepted from the input was handed to the node, but its events (our
+    // own messages, which is what gets stored and printed) may still be on their way. A
+    // query is answered only after the node has queued the events of the commands before
+    // it, so after it every such event is waiting in `inputs`: apply them (bounded, in
+    // case a peer keeps the node busy).
+    if app.handle.peers().await.is_ok() {
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while std::time::Instant::now() < deadline {
+            match inputs.next().now_or_never() {
+                Some(Some(Input::Node(ev))) => app.handle(Input::Node(ev)).await,
+                Some(Some(_)) => {}
+                Some(None) | None => break,
+            }
+        }
+    }
     if let Ok(Err(e)) = app.writer.flush().await {
         eprintln!("echo-chat: warning: history not fully saved: {e}");
     }
     Ok(())
 }
 
-/// Reads stdin lines into the app (headless mode).
+/// Reads stdin lines into the app (headless mode). A line that is not UTF-8 is reported
+/// and skipped; only the end of input (or a read error) ends it.
 fn spawn_stdin(tx: mpsc::UnboundedSender<Input>) {
     let _ = std::thread::Builder::new()
         .name("echo-chat-stdin".into())
         .spawn(move || {
             use std::io::BufRead;
             let stdin = std::io::stdin();
-            let mut line = String::new();
+            let mut lock = stdin.lock();
+            let mut buf = Vec::new();
+            let mut number = 0u64;
             loop {
-                line.clear();
-                match stdin.lock().read_line(&mut line) {
-                    Ok(0) | Err(_) => {
-                        let _ = tx.unbounded_send(Input::StdinClosed);
-                        break;
+                buf.clear();
+                let input = match lock.read_until(b'\n', &mut buf) {
+                    Ok(0) => Input::StdinClosed,
+                    Err(e) => {
+                        let _ = tx.unbounded_send(Input::BadLine(format!(
+                            "cannot read standard input: {e}"
+                        )));
+                        Input::StdinClosed
                     }
                     Ok(_) => {
-                        if tx
-                            .unbounded_send(Input::Line(
-                                line.trim_end_matches(['\n', '\r']).to_string(),
-                            ))
-                            .is_err()
-                        {
-                            break;
+                        number += 1;
+                        while matches!(buf.last(), Some(b'\n' | b'\r')) {
+                            buf.pop();
+                        }
+                        match String::from_utf8(std::mem::take(&mut buf)) {
+                            Ok(line) => Input::Line(line),
+                            Err(e) => Input::BadLine(format!(
+                                "input line {number} is not valid UTF-8 (byte {} of it); \
+                                 it was not sent",
+                                e.utf8_error().valid_up_to() + 1
+                            )),
                         }
                     }
+                };
+                let end = matches!(input, Input::StdinClosed);
+                if tx.unbounded_send(input).is_err() || end {
+                    break;
                 }
             }
         });

@@ -1,5 +1,10 @@
 //! What the app knows: rooms and direct conversations with their lines, peers, own
 //! identity. The terminal UI draws it; headless mode uses it to resolve commands.
+//!
+//! Everything here that peers can fill is bounded ([`Limits`]): the lines a view holds
+//! (by count and bytes; older room history is the database's), all views' lines
+//! together, the number of direct conversations, and the peers remembered. Headless mode
+//! holds no lines at all: it prints them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -49,26 +54,86 @@ pub struct Entry {
     pub line: Line,
 }
 
+/// How much the model holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Lines a view holds (0: none, for headless mode).
+    pub view_lines: usize,
+    /// Bytes of text a view holds.
+    pub view_bytes: usize,
+    /// Bytes of text all views hold together.
+    pub total_bytes: usize,
+    /// Direct conversations open at once (the least recently active one closes).
+    pub directs: usize,
+    /// Peers remembered (offline ones are forgotten first).
+    pub peers: usize,
+}
+
+impl Limits {
+    /// For the terminal UI: a screenful many times over.
+    pub const TUI: Limits = Limits {
+        view_lines: 2_000,
+        view_bytes: 2 << 20,
+        total_bytes: 16 << 20,
+        directs: 64,
+        peers: 1_024,
+    };
+    /// For headless mode: lines are printed, not kept.
+    pub const HEADLESS: Limits = Limits {
+        view_lines: 0,
+        view_bytes: 0,
+        total_bytes: 0,
+        ..Limits::TUI
+    };
+}
+
 /// A room or conversation and its lines.
 #[derive(Debug, Clone)]
 pub struct View {
     /// Which.
     pub id: ViewId,
-    /// Lines, sorted by key.
+    /// Lines, sorted by key: the most recent ones, at most `Limits::view_lines`.
     pub entries: Vec<Entry>,
     /// Messages not seen yet.
     pub unread: usize,
     /// Connected peers in the room.
     pub members: BTreeSet<PeerId>,
+    /// Lines ever added (dropped ones included): what the UI compares to see new ones.
+    pub added: u64,
+    /// Older lines were dropped from `entries` (room history is still in the database).
+    pub trimmed: bool,
+    /// Bytes of text in `entries`.
+    pub bytes: usize,
+    /// When it last got a line (a counter), to close the least active conversation.
+    pub active: u64,
+    max_lines: usize,
+    max_bytes: usize,
+    /// Lines and bytes loaded from the database while the user scrolls back, held on
+    /// top of the limits until [`View::end_scrollback`].
+    extra: (usize, usize),
+}
+
+fn line_bytes(line: &Line) -> usize {
+    match line {
+        Line::Message { name, text, .. } => name.len() + text.len() + 64,
+        Line::Info(t) | Line::Error(t) => t.len() + 64,
+    }
 }
 
 impl View {
-    fn new(id: ViewId) -> View {
+    fn new(id: ViewId, limits: &Limits) -> View {
         View {
             id,
             entries: Vec::new(),
             unread: 0,
             members: BTreeSet::new(),
+            added: 0,
+            trimmed: false,
+            bytes: 0,
+            active: 0,
+            max_lines: limits.view_lines,
+            max_bytes: limits.view_bytes,
+            extra: (0, 0),
         }
     }
 
@@ -78,11 +143,15 @@ impl View {
             Some(e) => (e.key.0, e.key.1 + 1),
             None => (None, 0),
         };
+        self.added += 1;
+        self.bytes += line_bytes(&line);
         self.entries.push(Entry { key, time_ms, line });
-        self.entries.len() - 1
+        self.trim();
+        self.entries.len().saturating_sub(1)
     }
 
-    /// Inserts a room message where its log key puts it; returns the index.
+    /// Inserts a room message where its log key puts it; returns the index (a message
+    /// older than every line of a full view is not kept: it is in the database).
     pub fn insert(&mut self, order: OrderKey, time_ms: u64, line: Line) -> usize {
         let key = (Some(order), 0);
         let at = self.entries.partition_point(|e| e.key <= key);
@@ -90,8 +159,78 @@ impl View {
             // Already shown (e.g. restored and delivered again).
             return at - 1;
         }
+        if at == 0 && self.trimmed {
+            return 0; // older than what is held
+        }
+        self.added += 1;
+        self.bytes += line_bytes(&line);
         self.entries.insert(at, Entry { key, time_ms, line });
-        at
+        let before = self.entries.len();
+        self.trim();
+        at.saturating_sub(before - self.entries.len())
+    }
+
+    /// Drops the oldest lines beyond the view's limits.
+    fn trim(&mut self) {
+        let mut drop = 0;
+        let mut bytes = self.bytes;
+        let max_lines = self.max_lines + self.extra.0;
+        let max_bytes = self.max_bytes + self.extra.1;
+        while drop < self.entries.len()
+            && (self.entries.len() - drop > max_lines || bytes > max_bytes)
+        {
+            bytes -= line_bytes(&self.entries[drop].line);
+            drop += 1;
+        }
+        self.drop_oldest(drop);
+    }
+
+    /// The log key of the oldest room message held: where loading older ones starts.
+    pub fn oldest_key(&self) -> Option<OrderKey> {
+        self.entries.iter().find_map(|e| e.key.0)
+    }
+
+    /// Puts room messages older than everything held (loaded from the database, oldest
+    /// first) in front, held beyond the limits until [`View::end_scrollback`].
+    /// `exhausted`: the database has nothing older.
+    pub fn prepend_older(&mut self, older: Vec<(OrderKey, u64, Line)>, exhausted: bool) {
+        let mut front = Vec::with_capacity(older.len());
+        for (order, time_ms, line) in older {
+            let b = line_bytes(&line);
+            self.extra.0 += 1;
+            self.extra.1 += b;
+            self.bytes += b;
+            front.push(Entry {
+                key: (Some(order), 0),
+                time_ms,
+                line,
+            });
+        }
+        front.append(&mut self.entries);
+        self.entries = front;
+        if exhausted {
+            self.trimmed = false;
+        }
+    }
+
+    /// Back at the newest lines: drops what scrolling back loaded beyond the limits.
+    pub fn end_scrollback(&mut self) {
+        if self.extra != (0, 0) {
+            self.extra = (0, 0);
+            self.trim();
+        }
+    }
+
+    /// Drops the `n` oldest lines.
+    pub fn drop_oldest(&mut self, n: usize) {
+        let n = n.min(self.entries.len());
+        if n > 0 {
+            for e in &self.entries[..n] {
+                self.bytes = self.bytes.saturating_sub(line_bytes(&e.line));
+            }
+            self.entries.drain(..n);
+            self.trimmed = true;
+        }
     }
 }
 
@@ -108,6 +247,8 @@ pub struct PeerView {
     pub addr: Option<Multiaddr>,
     /// Speaks the legacy echo-go protocol.
     pub legacy: bool,
+    /// When it was last seen up (a counter), to forget the longest-gone first.
+    pub seen: u64,
 }
 
 /// The whole state.
@@ -129,20 +270,86 @@ pub struct Model {
     pub peers: BTreeMap<PeerId, PeerView>,
     /// mDNS state, for the status bar.
     pub mdns: Option<String>,
+    /// What it holds at most.
+    pub limits: Limits,
+    /// A counter for `View::active` and `PeerView::seen`.
+    tick: u64,
 }
 
 impl Model {
-    /// A model for node `me`.
-    pub fn new(me: PeerId, name: String, addrs: Vec<Multiaddr>) -> Model {
+    /// A model for node `me`, holding at most `limits`.
+    pub fn new(me: PeerId, name: String, addrs: Vec<Multiaddr>, limits: Limits) -> Model {
         Model {
             me,
             name,
             addrs,
             views: Vec::new(),
-            status: View::new(ViewId::Room(String::new())),
+            status: View::new(ViewId::Room(String::new()), &limits),
             current: 0,
             peers: BTreeMap::new(),
             mdns: None,
+            limits,
+            tick: 0,
+        }
+    }
+
+    /// Records a peer that is up (forgetting the longest-gone offline one beyond
+    /// `Limits::peers`).
+    pub fn peer_up(&mut self, id: PeerId, mut peer: PeerView) {
+        self.tick += 1;
+        peer.seen = self.tick;
+        self.peers.insert(id, peer);
+        while self.peers.len() > self.limits.peers {
+            let gone = self
+                .peers
+                .iter()
+                .filter(|(_, p)| !p.online)
+                .min_by_key(|(_, p)| p.seen)
+                .map(|(id, _)| *id);
+            match gone {
+                Some(g) => {
+                    self.peers.remove(&g);
+                }
+                None => break, // all online: the node bounds those
+            }
+        }
+    }
+
+    /// Marks view `i` as just active.
+    pub fn touch(&mut self, i: usize) {
+        self.tick += 1;
+        if let Some(v) = self.views.get_mut(i) {
+            v.active = self.tick;
+        }
+    }
+
+    /// Lines held in all views.
+    #[cfg(test)]
+    pub fn lines_held(&self) -> usize {
+        self.views.iter().map(|v| v.entries.len()).sum::<usize>() + self.status.entries.len()
+    }
+
+    /// Bytes of text held in all views.
+    pub fn bytes_held(&self) -> usize {
+        self.views.iter().map(|v| v.bytes).sum::<usize>() + self.status.bytes
+    }
+
+    /// Drops the oldest lines of the fullest views until all views together are within
+    /// `Limits::total_bytes`.
+    pub fn trim_total(&mut self) {
+        while self.bytes_held() > self.limits.total_bytes {
+            let fullest = self
+                .views
+                .iter_mut()
+                .chain(std::iter::once(&mut self.status))
+                .max_by_key(|v| v.bytes);
+            match fullest {
+                Some(v) if !v.entries.is_empty() => {
+                    let n = (v.entries.len() / 8).max(1);
+                    v.drop_oldest(n);
+                }
+                _ => break,
+            }
         }
     }
 
@@ -199,16 +406,57 @@ impl Model {
                 if at <= self.current && !self.views.is_empty() {
                     self.current += 1;
                 }
-                let mut view = View::new(id.clone());
+                let mut view = View::new(id.clone(), &self.limits);
                 if self.views.is_empty() {
                     // What was said while there was no room goes to the first one.
                     view.entries = std::mem::take(&mut self.status.entries);
+                    view.bytes = std::mem::take(&mut self.status.bytes);
                 }
                 self.views.insert(at, view);
+                if matches!(id, ViewId::Direct(_)) {
+                    self.close_idle_direct(id);
+                    return match self.find(id) {
+                        Some(i) => {
+                            self.touch(i);
+                            &mut self.views[i]
+                        }
+                        None => unreachable!("the new view is never the one closed"),
+                    };
+                }
                 at
             }
         };
+        self.touch(i);
         &mut self.views[i]
+    }
+
+    /// Beyond `Limits::directs` conversations, closes the least recently active one
+    /// (never the current one or `keep`).
+    fn close_idle_direct(&mut self, keep: &ViewId) {
+        let open = self
+            .views
+            .iter()
+            .filter(|v| matches!(v.id, ViewId::Direct(_)))
+            .count();
+        if open <= self.limits.directs {
+            return;
+        }
+        let cur = self.current_id().cloned();
+        let idle = self
+            .views
+            .iter()
+            .filter(|v| {
+                matches!(v.id, ViewId::Direct(_)) && &v.id != keep && Some(&v.id) != cur.as_ref()
+            })
+            .min_by_key(|v| v.active)
+            .map(|v| v.id.clone());
+        if let Some(id) = idle {
+            let cur = cur.clone();
+            self.remove(&id);
+            if let Some(c) = cur {
+                self.switch_to(&c);
+            }
+        }
     }
 
     /// Removes a view.
@@ -357,8 +605,10 @@ mod tests {
 
     #[test]
     fn late_messages_go_where_they_belong() {
-        let a = echo_proto::Keypair::generate_ed25519().public().to_peer_id();
-        let mut v = View::new(ViewId::Room("r".into()));
+        let a = echo_proto::Keypair::generate_ed25519()
+            .public()
+            .to_peer_id();
+        let mut v = View::new(ViewId::Room("r".into()), &Limits::TUI);
         v.push(0, Line::Info("joined".into()));
         v.insert(key(1, a, 1), 0, msg("one", a));
         v.insert(key(3, a, 3), 0, msg("three", a));
@@ -377,12 +627,137 @@ mod tests {
         assert_eq!(texts, ["joined", "one", "two", "three", "after three"]);
     }
 
+    fn pid() -> PeerId {
+        echo_proto::Keypair::generate_ed25519()
+            .public()
+            .to_peer_id()
+    }
+
+    #[test]
+    fn a_flood_of_lines_and_conversations_stays_within_the_limits() {
+        let limits = Limits::TUI;
+        let mut m = Model::new(pid(), "me".into(), vec![], limits);
+        m.view_mut(&ViewId::Room("general".into()));
+        let big = "x".repeat(16 * 1024);
+        // One peer floods a conversation; 10,000 identities each open one.
+        let flooder = pid();
+        for _ in 0..5_000 {
+            m.view_mut(&ViewId::Direct(flooder))
+                .push(0, msg(&big, flooder));
+            m.trim_total();
+        }
+        for i in 0..10_000u64 {
+            let p = pid();
+            m.view_mut(&ViewId::Direct(p)).push(i, msg(&big, p));
+            m.peer_up(
+                p,
+                PeerView {
+                    name: "spam".into(),
+                    online: false,
+                    rtt: None,
+                    addr: None,
+                    legacy: false,
+                    seen: 0,
+                },
+            );
+            m.trim_total();
+            let room_lines = m.views[0].entries.len();
+            assert!(room_lines <= limits.view_lines);
+        }
+        let directs = m
+            .views
+            .iter()
+            .filter(|v| matches!(v.id, ViewId::Direct(_)))
+            .count();
+        assert_eq!(directs, limits.directs);
+        assert!(m.bytes_held() <= limits.total_bytes, "{}", m.bytes_held());
+        assert!(
+            m.lines_held() <= limits.total_bytes / (16 * 1024),
+            "{}",
+            m.lines_held()
+        );
+        assert!(m
+            .views
+            .iter()
+            .all(|v| v.entries.len() <= limits.view_lines && v.bytes <= limits.view_bytes));
+        assert_eq!(m.peers.len(), limits.peers);
+        // The room survives (it is current), the newest conversation is open.
+        assert_eq!(m.current_id(), Some(&ViewId::Room("general".into())));
+    }
+
+    #[test]
+    fn a_view_keeps_its_newest_lines_and_headless_keeps_none() {
+        let a = pid();
+        let limits = Limits {
+            view_lines: 3,
+            ..Limits::TUI
+        };
+        let mut v = View::new(ViewId::Room("r".into()), &limits);
+        for i in 1..=5 {
+            v.insert(key(i, a, i), 0, msg(&i.to_string(), a));
+        }
+        let texts: Vec<_> = v
+            .entries
+            .iter()
+            .map(|e| match &e.line {
+                Line::Message { text, .. } => text.clone(),
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(texts, ["3", "4", "5"]);
+        assert!(v.trimmed);
+        assert_eq!(v.added, 5);
+        // Older than everything held: left to the database.
+        v.insert(key(1, a, 1), 0, msg("old", a));
+        assert_eq!(v.entries.len(), 3);
+        let mut h = View::new(ViewId::Room("r".into()), &Limits::HEADLESS);
+        for i in 0..100 {
+            h.push(i, msg("line", a));
+        }
+        assert!(h.entries.is_empty());
+        assert_eq!(h.bytes, 0);
+        assert_eq!(h.added, 100);
+    }
+
+    #[test]
+    fn scrolling_back_holds_older_lines_until_back_at_the_bottom() {
+        let a = pid();
+        let limits = Limits {
+            view_lines: 3,
+            ..Limits::TUI
+        };
+        let mut v = View::new(ViewId::Room("r".into()), &limits);
+        for i in 4..=8 {
+            v.insert(key(i, a, i), 0, msg(&i.to_string(), a));
+        }
+        assert_eq!(v.oldest_key(), Some(key(6, a, 6)));
+        let older = (1..=5)
+            .map(|i| (key(i, a, i), 0, msg(&i.to_string(), a)))
+            .collect();
+        v.prepend_older(older, true);
+        assert_eq!(v.entries.len(), 8);
+        assert!(!v.trimmed);
+        // A new line while scrolled back stays within limits plus what was loaded (the
+        // oldest loaded line makes room).
+        v.push(0, Line::Info("new".into()));
+        assert_eq!(v.entries.len(), 8);
+        v.end_scrollback();
+        assert_eq!(v.entries.len(), 3);
+        assert!(v.trimmed);
+    }
+
     #[test]
     fn resolves_peers() {
-        let me = echo_proto::Keypair::generate_ed25519().public().to_peer_id();
-        let b1 = echo_proto::Keypair::generate_ed25519().public().to_peer_id();
-        let b2 = echo_proto::Keypair::generate_ed25519().public().to_peer_id();
-        let mut m = Model::new(me, "me".into(), vec![]);
+        let me = echo_proto::Keypair::generate_ed25519()
+            .public()
+            .to_peer_id();
+        let b1 = echo_proto::Keypair::generate_ed25519()
+            .public()
+            .to_peer_id();
+        let b2 = echo_proto::Keypair::generate_ed25519()
+            .public()
+            .to_peer_id();
+        let mut m = Model::new(me, "me".into(), vec![], Limits::TUI);
         for (id, online) in [(b1, true), (b2, false)] {
             m.peers.insert(
                 id,
@@ -392,6 +767,7 @@ mod tests {
                     rtt: None,
                     addr: None,
                     legacy: false,
+                    seen: 0,
                 },
             );
         }

@@ -70,11 +70,20 @@ impl DataDir {
     pub fn identity(&self) -> Result<Keypair> {
         let path = self.path.join("identity.key");
         match fs::read(&path) {
+            Ok(bytes) if bytes.is_empty() => bail!(
+                "identity key {} is empty (cut short by a crash or a full disk?); restore \
+                 it from a backup, or move it aside to start with a new identity (a new \
+                 peer id)",
+                path.display()
+            ),
             Ok(bytes) => {
                 let key = Keypair::from_protobuf_encoding(&bytes).map_err(|e| {
+                    // libp2p's own words (e.g. about cargo features) mean nothing to a user.
+                    tracing::warn!(error = %e, path = %path.display(), "identity key unreadable");
                     anyhow!(
-                        "identity key {} is corrupt ({e}); move it away to start with a \
-                         new identity",
+                        "identity key {} is corrupt: it is not an ed25519 key in libp2p's \
+                         format; restore it from a backup, or move it aside to start with a \
+                         new identity (a new peer id)",
                         path.display()
                     )
                 })?;
@@ -128,6 +137,17 @@ pub struct Loaded {
     pub restore: Restore,
     /// The stored display name, if any.
     pub name: Option<String>,
+    /// Stored messages that could not be decoded: skipped, and left in the database.
+    pub skipped: usize,
+}
+
+/// What to tell the user when the database cannot be read.
+pub fn damaged(path: &Path) -> String {
+    format!(
+        "history database {} is damaged or not echo-chat's; move it aside (with its -wal \
+         and -shm files, if any) to start with empty history, or restore it from a backup",
+        path.display()
+    )
 }
 
 const SCHEMA: &str = "
@@ -184,6 +204,7 @@ pub fn load(conn: &Connection, per_room: usize) -> Result<Loaded> {
         }
     }
     let mut rooms = Vec::new();
+    let mut skipped = 0;
     let mut st = conn.prepare("SELECT room FROM rooms ORDER BY joined_at_ms, room")?;
     let names: Vec<String> = st
         .query_map([], |r| r.get(0))?
@@ -198,8 +219,12 @@ pub fn load(conn: &Connection, per_room: usize) -> Result<Loaded> {
             let bytes = row?;
             match decode(&bytes) {
                 Ok(m) if m.room == name => messages.push(m),
-                Ok(_) => tracing::warn!(room = %name, "stored message of another room; skipped"),
+                Ok(_) => {
+                    skipped += 1;
+                    tracing::warn!(room = %name, "stored message of another room; skipped")
+                }
                 Err(e) => {
+                    skipped += 1;
                     tracing::warn!(room = %name, error = %e, "undecodable stored message; skipped")
                 }
             }
@@ -230,7 +255,41 @@ pub fn load(conn: &Connection, per_room: usize) -> Result<Loaded> {
             ..Restore::default()
         },
         name,
+        skipped,
     })
+}
+
+/// Up to `limit` stored messages of `room` that sort before `before`, oldest first, and
+/// whether that is all there is (for scrolling back past what the UI holds).
+pub fn older(
+    conn: &Connection,
+    room: &str,
+    before: &echo_proto::message::OrderKey,
+    limit: usize,
+) -> Result<(Vec<Message>, bool)> {
+    // Messages sharing `before`'s lamport may sort on either side of it: fetch a margin.
+    const MARGIN: usize = 256;
+    let lamport = before.lamport.min(i64::MAX as u64) as i64;
+    let mut st = conn.prepare_cached(
+        "SELECT wire FROM messages WHERE room = ?1 AND lamport <= ?2
+         ORDER BY lamport DESC, rowid DESC LIMIT ?3",
+    )?;
+    let mut fetched = 0;
+    let mut found = Vec::new();
+    for row in st.query_map(params![room, lamport, (limit + MARGIN) as i64], |r| {
+        r.get::<_, Vec<u8>>(0)
+    })? {
+        fetched += 1;
+        if let Ok(m) = decode(&row?) {
+            if m.room == room && m.order_key() < *before {
+                found.push(m);
+            }
+        }
+    }
+    found.sort_by_key(|m| m.order_key());
+    let all = fetched < limit + MARGIN && found.len() <= limit;
+    let skip = found.len().saturating_sub(limit);
+    Ok((found.split_off(skip), all))
 }
 
 /// Decodes a stored message (wire `RoomMessage` bytes).
@@ -487,9 +546,18 @@ mod tests {
         assert_eq!(room.reserved, reserved);
         let texts: Vec<_> = room.messages.iter().map(|m| m.text.as_str()).collect();
         assert_eq!(texts, ["one", "two"]);
+        // Scrolling back: what sorts before a message, oldest first.
+        let conn = open_db(&db).unwrap();
+        let two = room.messages[1].order_key();
+        let (older_msgs, all) = older(&conn, "general", &two, 10).unwrap();
+        assert_eq!(older_msgs.len(), 1);
+        assert_eq!(older_msgs[0].text, "one");
+        assert!(all);
+        drop(conn);
 
         // The restored node continues above the reservation.
-        let mut node = echo_proto::Node::restore(key, echo_proto::Config::default(), loaded.restore, now);
+        let mut node =
+            echo_proto::Node::restore(key, echo_proto::Config::default(), loaded.restore, now);
         let m = node
             .send("general", "three", SystemTime::now(), now)
             .unwrap();

@@ -22,12 +22,13 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line as TLine, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph};
 use ratatui::{Frame, Terminal};
-use unicode_segmentation::UnicodeSegmentation;
 use unicode_width::UnicodeWidthStr;
 
-use crate::app::{clock, fmt_rtt, Input};
+use crate::app::Input;
 use crate::commands::HELP;
-use crate::model::{Entry, Line, Model, ViewId};
+use crate::layout::{author_color, clip, entry_rows};
+use crate::model::{Model, ViewId};
+use crate::text::fmt_rtt;
 
 type Term = Terminal<CrosstermBackend<Stdout>>;
 
@@ -59,6 +60,8 @@ pub struct Tui {
     input: InputLine,
     /// Rows scrolled up from the bottom of the message pane.
     scroll: usize,
+    /// The last draw had fewer rows than the scroll asked for.
+    wants_older: bool,
     /// Mouse capture on (wheel scrolls; off lets the terminal select text).
     mouse: bool,
     /// Width of the message pane at the last draw.
@@ -123,6 +126,7 @@ impl Tui {
             stop,
             input: InputLine::default(),
             scroll: 0,
+            wants_older: false,
             mouse: true,
             pane_width: 80,
             pane_height: 20,
@@ -251,10 +255,22 @@ impl Tui {
         Action::None
     }
 
+    /// Whether the last draw could not scroll as far back as asked (the view ran out of
+    /// lines): the app may load older ones. Clears the flag.
+    pub fn take_wants_older(&mut self) -> bool {
+        std::mem::take(&mut self.wants_older)
+    }
+
+    /// Whether the view shows the newest lines (not scrolled back).
+    pub fn at_bottom(&self) -> bool {
+        self.scroll == 0
+    }
+
     /// Redraws the screen.
     pub fn draw(&mut self, model: &Model, help: bool) {
         let input = &self.input;
         let mut scroll = self.scroll;
+        let asked = self.scroll;
         let mut pane = (self.pane_width, self.pane_height);
         let mouse = self.mouse;
         let r = self.term.draw(|f| {
@@ -264,6 +280,7 @@ impl Tui {
             tracing::error!(error = %e, "draw failed");
         }
         self.scroll = scroll;
+        self.wants_older = asked > scroll;
         (self.pane_width, self.pane_height) = pane;
     }
 
@@ -418,175 +435,6 @@ impl InputLine {
                 self.set(&d);
             }
         }
-    }
-}
-
-const PALETTE: [Color; 10] = [
-    Color::LightRed,
-    Color::LightGreen,
-    Color::LightYellow,
-    Color::LightBlue,
-    Color::LightMagenta,
-    Color::LightCyan,
-    Color::Rgb(255, 165, 0),
-    Color::Rgb(180, 140, 255),
-    Color::Rgb(120, 220, 160),
-    Color::Rgb(255, 120, 180),
-];
-
-/// A colour per author, stable across runs.
-pub fn author_color(peer: &echo_proto::PeerId) -> Color {
-    let h = peer.to_bytes().iter().fold(0xcbf29ce484222325u64, |h, b| {
-        (h ^ *b as u64).wrapping_mul(0x100000001b3)
-    });
-    PALETTE[(h % PALETTE.len() as u64) as usize]
-}
-
-/// A grapheme that is safe to put in a cell: control characters made visible.
-fn safe(g: &str) -> &str {
-    match g {
-        "\t" => " ",
-        g if g.chars().any(|c| c.is_control()) => "\u{FFFD}",
-        g => g,
-    }
-}
-
-/// Width of a grapheme as drawn.
-fn gwidth(g: &str) -> usize {
-    safe(g).width()
-}
-
-/// Wraps styled text into rows of at most `width` columns, breaking at spaces where it
-/// can (a word longer than a row is broken where the row ends) and at `\n` always;
-/// continuation rows start with `indent` spaces.
-pub fn wrap(spans: &[(String, Style)], width: usize, indent: usize) -> Vec<TLine<'static>> {
-    let width = width.max(1);
-    let indent = indent.min(width / 2);
-    let mut rows: Vec<Vec<(String, Style)>> = vec![Vec::new()];
-    let mut col = 0usize;
-    let new_row = |rows: &mut Vec<Vec<(String, Style)>>, col: &mut usize| {
-        rows.push(vec![(" ".repeat(indent), Style::default())]);
-        *col = indent;
-    };
-    for (text, style) in spans {
-        // Tokens: a newline, a space, or a word (graphemes up to the next space).
-        let gs: Vec<&str> = text.graphemes(true).collect();
-        let mut i = 0;
-        while i < gs.len() {
-            let g = gs[i];
-            if g == "\n" || g == "\r\n" {
-                new_row(&mut rows, &mut col);
-                i += 1;
-                continue;
-            }
-            if g == " " {
-                if col + 1 > width {
-                    new_row(&mut rows, &mut col); // the space is the break
-                } else {
-                    rows.last_mut().expect("a row").push((" ".into(), *style));
-                    col += 1;
-                }
-                i += 1;
-                continue;
-            }
-            let end = (i..gs.len())
-                .find(|&k| matches!(gs[k], " " | "\n" | "\r\n"))
-                .unwrap_or(gs.len());
-            let word_w: usize = gs[i..end].iter().map(|g| gwidth(g)).sum();
-            if col + word_w > width && col > indent && word_w <= width - indent {
-                new_row(&mut rows, &mut col);
-            }
-            for g in &gs[i..end] {
-                let g = safe(g);
-                let w = g.width();
-                if col + w > width && col > indent {
-                    new_row(&mut rows, &mut col);
-                }
-                rows.last_mut()
-                    .expect("a row")
-                    .push((g.to_string(), *style));
-                col += w;
-            }
-            i = end;
-        }
-    }
-    rows.into_iter()
-        .map(|cells| {
-            // Merge cells of one style into spans.
-            let mut spans: Vec<Span<'static>> = Vec::new();
-            let mut cur = String::new();
-            let mut cur_style = Style::default();
-            for (g, st) in cells {
-                if st != cur_style && !cur.is_empty() {
-                    spans.push(Span::styled(std::mem::take(&mut cur), cur_style));
-                }
-                cur_style = st;
-                cur.push_str(&g);
-            }
-            if !cur.is_empty() {
-                spans.push(Span::styled(cur, cur_style));
-            }
-            TLine::from(spans)
-        })
-        .collect()
-}
-
-/// The rows of one entry at `width`.
-pub fn entry_rows(e: &Entry, width: usize) -> Vec<TLine<'static>> {
-    let dim = Style::default().fg(Color::DarkGray);
-    let time = format!("{} ", clock(e.time_ms));
-    let tw = time.width();
-    match &e.line {
-        Line::Message {
-            author,
-            name,
-            text,
-            own,
-            history,
-        } => {
-            let who = echo_proto::message::display_name(name, author);
-            let mut st = Style::default()
-                .fg(author_color(author))
-                .add_modifier(Modifier::BOLD);
-            if *own {
-                st = st.add_modifier(Modifier::UNDERLINED);
-            }
-            let text_style = if *history {
-                Style::default().fg(Color::Gray)
-            } else {
-                Style::default()
-            };
-            let spans = vec![
-                (time, dim),
-                (who.clone(), st),
-                (": ".to_string(), Style::default()),
-                (text.clone(), text_style),
-            ];
-            wrap(&spans, width, tw + 2)
-        }
-        Line::Info(t) => wrap(
-            &[
-                (time, dim),
-                ("-- ".into(), dim),
-                (t.clone(), Style::default().fg(Color::Cyan)),
-            ],
-            width,
-            tw + 3,
-        ),
-        Line::Error(t) => wrap(
-            &[
-                (time, dim),
-                ("!! ".into(), Style::default().fg(Color::Red)),
-                (
-                    t.clone(),
-                    Style::default()
-                        .fg(Color::LightRed)
-                        .add_modifier(Modifier::BOLD),
-                ),
-            ],
-            width,
-            tw + 3,
-        ),
     }
 }
 
@@ -937,25 +785,6 @@ fn render_help(f: &mut Frame, area: Rect) {
     );
 }
 
-/// Cuts `s` to `width` columns (with `…` when cut).
-pub fn clip(s: &str, width: usize) -> String {
-    if s.width() <= width {
-        return s.to_string();
-    }
-    let mut out = String::new();
-    let mut w = 0;
-    for g in s.graphemes(true) {
-        let gw = gwidth(g);
-        if w + gw + 1 > width {
-            break;
-        }
-        out.push_str(safe(g));
-        w += gw;
-    }
-    out.push('…');
-    out
-}
-
 /// The part of the input line that fits `width` columns with the cursor visible, and
 /// the cursor's column in it.
 fn input_window(input: &InputLine, width: usize) -> (String, usize) {
@@ -992,47 +821,6 @@ fn input_window(input: &InputLine, width: usize) -> (String, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn text(l: &TLine) -> String {
-        l.spans.iter().map(|s| s.content.as_ref()).collect()
-    }
-
-    #[test]
-    fn wraps_at_spaces_with_indent() {
-        let spans = vec![("hello wide world again".to_string(), Style::default())];
-        let rows: Vec<String> = wrap(&spans, 12, 2).iter().map(text).collect();
-        assert_eq!(rows, ["hello wide ", "  world ", "  again"]);
-        // A word longer than a row breaks where the row ends.
-        let spans = vec![(
-            "-- /ip4/1.2.3.4/tcp/1/p2p/abcdef".to_string(),
-            Style::default(),
-        )];
-        let rows: Vec<String> = wrap(&spans, 16, 2).iter().map(text).collect();
-        assert_eq!(rows, ["-- /ip4/1.2.3.4/", "  tcp/1/p2p/abcd", "  ef"]);
-    }
-
-    #[test]
-    fn wide_characters_never_overflow() {
-        let s = "日本語のテキストと絵文字😀😀😀が混ざった長い行";
-        for width in 3..20 {
-            let rows = wrap(&[(s.to_string(), Style::default())], width, 1);
-            for r in &rows {
-                assert!(text(r).width() <= width, "{width}: {:?}", text(r));
-            }
-            let joined: String = rows
-                .iter()
-                .map(|r| text(r).trim_start().to_string())
-                .collect();
-            assert_eq!(joined, s);
-        }
-    }
-
-    #[test]
-    fn control_characters_are_neutralised() {
-        let rows = wrap(&[("a\u{1b}[2Jb\nc".to_string(), Style::default())], 40, 0);
-        let t: Vec<String> = rows.iter().map(text).collect();
-        assert_eq!(t, ["a\u{FFFD}[2Jb", "c"]);
-    }
 
     #[test]
     fn input_window_keeps_cursor_visible() {

@@ -197,3 +197,95 @@ fn bad_flags_exit_2() {
     assert_eq!(status.code(), Some(2), "{err}");
     assert!(err.contains("no-such-if0"), "{err}");
 }
+
+#[test]
+fn a_damaged_database_names_the_file_and_the_fix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    std::fs::create_dir(&dir).unwrap();
+    // A NULL where a room name must be: what a damaged page reads as.
+    let db = rusqlite::Connection::open(dir.join("history.sqlite3")).unwrap();
+    db.execute_batch(
+        "CREATE TABLE rooms (room TEXT, joined_at_ms INTEGER NOT NULL);
+         INSERT INTO rooms VALUES (NULL, 1);",
+    )
+    .unwrap();
+    drop(db);
+    let (status, _, err) = run_to_end(&[
+        "--headless",
+        "--no-mdns",
+        "--data-dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(!status.success());
+    assert!(err.contains("history.sqlite3"), "{err}");
+    assert!(err.contains("move it aside"), "{err}");
+}
+
+#[test]
+fn an_empty_identity_key_says_so_and_what_to_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("identity.key"), b"").unwrap();
+    assert_clean_failure(
+        &[
+            "--headless",
+            "--no-mdns",
+            "--data-dir",
+            dir.to_str().unwrap(),
+        ],
+        "is empty",
+    );
+    let (_, _, err) = run_to_end(&[
+        "--headless",
+        "--no-mdns",
+        "--data-dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("identity.key") && err.contains("move it aside"),
+        "{err}"
+    );
+    assert!(!err.contains("rsa") && !err.contains("feature"), "{err}");
+}
+
+#[test]
+fn undecodable_stored_messages_are_counted_and_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    let first = Chat::start("one", &dir, &[]);
+    assert!(first.quit().success());
+    let db = rusqlite::Connection::open(dir.join("history.sqlite3")).unwrap();
+    for seq in 1..=2 {
+        db.execute(
+            "INSERT INTO messages (room, author, seq, lamport, sent_at_ms, name, text, wire)
+             VALUES ('general', 'x', ?1, 1, 1, 'n', 't', x'ffffffff')",
+            [seq],
+        )
+        .unwrap();
+    }
+    drop(db);
+    let mut again = Chat::start("one", &dir, &[]);
+    let e = again.wait("a word about the skipped rows", |v| {
+        v["event"] == "error"
+            && v["text"]
+                .as_str()
+                .unwrap_or("")
+                .contains("could not be read")
+    });
+    assert!(
+        e["text"].as_str().unwrap().starts_with("2 stored message"),
+        "{e}"
+    );
+    assert!(again.quit().success());
+    let db = rusqlite::Connection::open(dir.join("history.sqlite3")).unwrap();
+    let kept: i64 = db
+        .query_row(
+            "SELECT count(*) FROM messages WHERE author = 'x'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(kept, 2);
+}

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use common::{skip_without, BIN, TIMEOUT};
 
+static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// A private tmux server (its own socket), killed on drop.
 struct Tmux {
     socket: String,
@@ -16,7 +18,12 @@ struct Tmux {
 impl Tmux {
     fn new() -> Tmux {
         Tmux {
-            socket: format!("echo-chat-test-{}", std::process::id()),
+            // One server per test: tests run in parallel.
+            socket: format!(
+                "echo-chat-test-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ),
         }
     }
 
@@ -181,4 +188,54 @@ fn two_instances_chat_in_tmux_and_restore_the_screen() {
     t.wait_text("b", "disconnected");
     t.key("b", "C-c");
     t.wait_text("b", "EXITED=0");
+}
+
+#[test]
+fn scrolling_back_past_what_the_ui_holds_loads_older_lines_from_the_database() {
+    if skip_without("tmux", "the TUI test drives a real terminal") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("a");
+    // More history than the UI holds in memory (2,000 lines a view).
+    let mut writer = common::Chat::start("alice", &dir, &[]);
+    let mut batch = String::new();
+    for i in 1..=2300 {
+        batch.push_str(&format!("old-{i:04}\n"));
+    }
+    writer.send_raw(batch.as_bytes());
+    writer.send("/quit");
+    assert!(writer.wait_exit().success());
+    assert_eq!(common::stored_count(&dir, &writer.peer_id, "old-"), 2300);
+
+    let t = Tmux::new();
+    t.start(
+        "a",
+        100,
+        30,
+        &format!(
+            "--no-mdns --listen /ip4/127.0.0.1/tcp/0 --data-dir {} --name alice",
+            dir.display()
+        ),
+    );
+    t.wait_text("a", "old-2300");
+    // Ctrl-Home goes to the oldest line held; pressing it again loads older ones.
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        t.key("a", "C-Home");
+        let s = t.screen("a");
+        if s.contains("old-0001") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "old-0001 never shown; screen:\n{s}"
+        );
+        t.wait("a", "a redraw", |_| true);
+    }
+    // Back at the bottom: the newest line again.
+    t.key("a", "C-End");
+    t.wait_text("a", "old-2300");
+    t.type_line("a", "/quit");
+    t.wait_text("a", "EXITED=0");
 }

@@ -105,6 +105,18 @@ impl Chat {
         stdin.flush().unwrap();
     }
 
+    /// Writes raw bytes to stdin (no newline added).
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        stdin.write_all(bytes).expect("write to echo-chat");
+        stdin.flush().unwrap();
+    }
+
+    /// Closes stdin (end of input).
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
     /// Waits for an event matching `pred`; panics with the output on timeout.
     pub fn wait(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         self.wait_for(what, TIMEOUT, pred)
@@ -221,6 +233,20 @@ pub fn run_to_end(args: &[&str]) -> (ExitStatus, String, String) {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// How many stored room messages of `author` have a text starting with `prefix`, read
+/// with rusqlite from the data dir's database (after the process exited).
+pub fn stored_count(dir: &Path, author: &str, prefix: &str) -> usize {
+    let db = rusqlite::Connection::open(dir.join("history.sqlite3")).expect("database opens");
+    let n: i64 = db
+        .query_row(
+            "SELECT count(*) FROM messages WHERE author = ?1 AND substr(text, 1, length(?2)) = ?2",
+            [author, prefix],
+            |r| r.get(0),
+        )
+        .unwrap();
+    n as usize
 }
 
 /// Whether a test that needs a system tool should skip (it must run under CI=true).
