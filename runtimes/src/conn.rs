@@ -94,7 +94,7 @@ pub(crate) async fn dial<R: Runtime>(mut s: Setup<R>, dial: DialId, addr: Multia
     let setup = async {
         let (target, expected) = transport::target(&addr)?;
         let tcp = transport::connect(&rt, target).await?;
-        let (peer, mut muxer) = transport::upgrade_outbound(tcp, &key).await?;
+        let (peer, mut muxer) = transport::upgrade(tcp, &key, Role::Dialer).await?;
         if let Some(expected) = expected.filter(|e| *e != peer) {
             return Err(DialError::PeerIdMismatch {
                 expected,
@@ -158,7 +158,7 @@ async fn establish<R: Runtime>(mut s: Setup<R>, mut c: Conn<R>) {
 pub(crate) async fn accept<R: Runtime>(mut s: Setup<R>, tcp: R::Tcp, remote: SocketAddr) {
     let timeout = s.cfg.dial_timeout;
     let mut timer = s.rt.timer(s.rt.now() + timeout);
-    let setup = transport::upgrade_inbound(tcp, &s.key);
+    let setup = transport::upgrade(tcp, &s.key, Role::Listener);
     match guarded(setup, &mut timer, &mut s.cancel, timeout).await {
         Ok(Some((peer, muxer))) => {
             let remote = transport::multiaddr(remote);
