@@ -217,6 +217,9 @@ pub(crate) struct Conn<R: Runtime> {
     sent: usize,
     /// For the node task, in order.
     pub events: VecDeque<ConnEvent>,
+    /// Bytes dropped: transmits not written because the connection broke, and bytes read
+    /// but not reported because the node closed it first.
+    pub discarded: u64,
     rbuf: Box<[u8]>,
 }
 
@@ -251,6 +254,7 @@ impl<R: Runtime> Conn<R> {
             write_failed: false,
             sent: 0,
             events: VecDeque::new(),
+            discarded: 0,
             rbuf: vec![0; READ_BUF].into_boxed_slice(),
         }
     }
@@ -259,6 +263,8 @@ impl<R: Runtime> Conn<R> {
     pub fn write(&mut self, data: Bytes) {
         if self.state == State::Open && !self.write_failed {
             self.out.push_back(data);
+        } else {
+            self.discarded += data.len() as u64;
         }
     }
 
@@ -270,7 +276,23 @@ impl<R: Runtime> Conn<R> {
             let at = self.rt.now() + self.cfg.close_timeout;
             self.timer.as_mut().reset(at);
         }
-        self.events.clear();
+        self.discard_events();
+    }
+
+    /// Drops the reports not yet taken, counting the bytes read among them.
+    pub fn discard_events(&mut self) {
+        for e in self.events.drain(..) {
+            if let ConnEvent::Data(d) = e {
+                self.discarded += d.len() as u64;
+            }
+        }
+    }
+
+    /// Drops the transmits not yet written, counting them.
+    fn discard_writes(&mut self) {
+        self.discarded += (self.wbuf.len() + self.out.iter().map(Bytes::len).sum::<usize>()) as u64;
+        self.out.clear();
+        self.wbuf.clear();
     }
 
     fn connected(&mut self, protocol: Protocol) {
@@ -301,8 +323,7 @@ impl<R: Runtime> Conn<R> {
             State::Closing(_) | State::Ending => self.state = State::Ending,
         }
         self.chat = None;
-        self.out.clear();
-        self.wbuf.clear();
+        self.discard_writes();
     }
 
     /// Drives the connection; its reports accumulate in `events`. Ready when it is over
@@ -441,8 +462,7 @@ impl<R: Runtime> Conn<R> {
                         // node first; the read side then reports the end.
                         progress = true;
                         self.write_failed = true;
-                        self.out.clear();
-                        self.wbuf.clear();
+                        self.discard_writes();
                         self.need_flush = false;
                     }
                 }

@@ -1,0 +1,138 @@
+//! The runtime's own bounds under hostile peers and slow apps: handshakes in progress,
+//! the event queue. Each scenario on every runtime.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::{options, pause, Probe, WAIT};
+use echo_runtime::{DriverStats, Runtime, RuntimeEvent};
+
+fn no_auto(name: &str, seed: u64) -> echo_runtime::Options {
+    let mut o = options(name, seed);
+    o.config.auto_connect = false;
+    o
+}
+
+/// Polls the driver's counters until `f` holds (every 5 ms, up to [`WAIT`]).
+async fn until_stats<R: Runtime>(
+    p: &Probe<R>,
+    what: &str,
+    f: impl Fn(&DriverStats) -> bool,
+) -> DriverStats {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let s = p.h.driver_stats().await.expect("node runs");
+        if f(&s) {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} not true within {WAIT:?}: {s:?}"
+        );
+        pause(&p.rt, Duration::from_millis(5)).await;
+    }
+}
+
+/// 500 TCP connections from one address (127.0.0.2) that never start noise: at most
+/// the per-address cap are ever in set-up, the rest are dropped at once and counted, and
+/// an honest peer (from 127.0.0.1) still connects and chats while they are all open.
+async fn handshake_flood<R: Runtime>(rt: R) {
+    const CAP: usize = 8;
+    let mut o = no_auto("a", 60);
+    o.driver.max_pending_handshakes_per_ip = CAP;
+    let mut a = Probe::start(&rt, o).await;
+    let mut b = Probe::start(&rt, no_auto("b", 61)).await;
+    let target: SocketAddr = a.socket();
+    // Blocking connects on a thread of their own (loopback: immediate once accepted).
+    let flood = std::thread::spawn(move || {
+        use socket2::{Domain, Socket, Type};
+        let from: SocketAddr = "127.0.0.2:0".parse().unwrap();
+        (0..500)
+            .map(|_| {
+                let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+                s.bind(&from.into()).unwrap();
+                s.connect(&target.into()).unwrap();
+                s
+            })
+            .collect::<Vec<_>>()
+    });
+    let s = until_stats(&a, "all 500 accepted", |s| {
+        s.handshakes as u64 + s.handshakes_refused >= 500
+    })
+    .await;
+    let held = flood.join().unwrap();
+    assert!(
+        s.handshakes <= CAP && s.handshakes_from_one_ip <= CAP,
+        "{s:?}"
+    );
+    assert!(s.handshakes_refused >= (500 - CAP) as u64, "{s:?}");
+
+    // The flood is still open: an honest peer connects and both chat.
+    b.h.connect(&a.addr()).await.unwrap();
+    a.peer_up(b.id()).await;
+    b.peer_up(a.id()).await;
+    b.h.send("general", "through the flood").await.unwrap();
+    a.message("through the flood").await;
+    a.h.send("general", "and back").await.unwrap();
+    b.message("and back").await;
+    let s = a.h.driver_stats().await.unwrap();
+    assert!(s.handshakes <= CAP, "{s:?}");
+    drop(held);
+    a.h.shutdown().await;
+    b.h.shutdown().await;
+}
+scenario!(handshake_flood);
+
+/// An app that stops reading its events: the node task goes on (every message reaches
+/// the node), at most `event_buffer` events wait, and the app then reads those, one
+/// `Lagged` with exactly the number dropped, and later events again; the messages it
+/// missed are all in the node's room log.
+async fn slow_app_lagged<R: Runtime>(rt: R) {
+    const BUF: usize = 16;
+    const N: usize = 100;
+    let mut a = Probe::start(&rt, no_auto("a", 62)).await;
+    let mut o = no_auto("b", 63);
+    o.driver.event_buffer = BUF;
+    let mut b = Probe::start(&rt, o).await;
+    a.h.connect(&b.addr()).await.unwrap();
+    a.peer_up(b.id()).await;
+    b.peer_up(a.id()).await;
+
+    // B's app stops reading.
+    for i in 0..N {
+        a.h.send("general", &format!("m{i}")).await.unwrap();
+    }
+    b.until("every message in the node", |n| {
+        n.room_log("general").unwrap().count() >= N
+    })
+    .await;
+    let s = b.h.driver_stats().await.unwrap();
+    assert_eq!(s.events_queued, BUF, "{s:?}");
+    assert!(s.events_missed >= (N - BUF) as u64, "{s:?}");
+
+    // It reads again: what was queued, then the count of what was dropped.
+    let mut before = 0;
+    let missed = loop {
+        match b.next_raw().await {
+            RuntimeEvent::Event(_) => before += 1,
+            RuntimeEvent::Lagged { missed } => break missed,
+            e => panic!("unexpected {e:?}"),
+        }
+    };
+    assert_eq!((before, missed), (BUF, s.events_missed));
+    // Later events come again, and the node kept everything.
+    a.h.send("general", "after").await.unwrap();
+    b.message("after").await;
+    let s = b.h.driver_stats().await.unwrap();
+    assert_eq!(s.events_missed, missed, "no more lag: {s:?}");
+    let logged =
+        b.h.inspect(|n| n.room_log("general").unwrap().count())
+            .await
+            .unwrap();
+    assert_eq!(logged, N + 1);
+    a.h.shutdown().await;
+    b.h.shutdown().await;
+}
+scenario!(slow_app_lagged);
