@@ -215,6 +215,16 @@ impl<R: Runtime> Future for Driver<R> {
     }
 }
 
+impl<R: Runtime> Drop for Driver<R> {
+    /// Commands still queued (or sent while the task ends) are dropped, so their
+    /// [`crate::Pending`]s resolve to [`crate::Error::Stopped`]: the queue itself lives on
+    /// as long as a handle does.
+    fn drop(&mut self) {
+        self.cmds.close();
+        while self.cmds.try_recv().is_ok() {}
+    }
+}
+
 /// Bytes of the `Data` reports among `events`.
 fn data_bytes(events: &std::collections::VecDeque<ConnEvent>) -> u64 {
     events
