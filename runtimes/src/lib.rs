@@ -20,7 +20,11 @@
 //! node.connect("/ip4/127.0.0.1/tcp/4001/p2p/12D3KooW...").await?;
 //! node.send("general", "hello").await?;
 //! while let Some(event) = events.next().await {
-//!     println!("{event:?}");
+//!     match event {
+//!         echo_runtime::RuntimeEvent::Event(e) => println!("{e:?}"),
+//!         echo_runtime::RuntimeEvent::Lagged { missed } => println!("{missed} events missed"),
+//!         _ => {}
+//!     }
 //! }
 //! node.shutdown().await; // goodbye on every connection, flushed
 //! # Ok(()) }
@@ -53,6 +57,27 @@
 //!
 //! Protocol decisions (duplicate connections, redials, timeouts, limits) are the core's;
 //! the driver knows nothing of chat.
+//!
+//! ## Bounds
+//!
+//! Everything the driver queues is bounded ([`DriverConfig`], counts in
+//! [`Handle::driver_stats`]):
+//!
+//! * accepted connections in set-up, in total and per remote IP (over a cap the TCP
+//!   connection is dropped at once), and dials in set-up;
+//! * commands: a full queue makes the next [`Pending`]s wait for room (backpressure);
+//! * events: the node task never waits for the app. If the app falls
+//!   [`DriverConfig::event_buffer`] events behind, later events are dropped and counted,
+//!   and [`Events`] yields [`RuntimeEvent::Lagged`] where they were. The node itself
+//!   lost nothing: an app that keeps history re-reads it on `Lagged`, e.g.
+//!
+//! ```no_run
+//! # async fn demo(node: echo_runtime::Handle) -> Result<(), echo_runtime::Error> {
+//! let log: Vec<String> = node
+//!     .inspect(|n| n.room_log("general").map(|l| l.map(|m| m.text.clone()).collect()).unwrap_or_default())
+//!     .await?;
+//! # Ok(()) }
+//! ```
 //!
 //! Per runtime: the `tokio` module uses the current tokio runtime;
 //! the `smol` module uses smol's global executor, which has **one thread unless
@@ -435,7 +460,7 @@ impl Handle {
     }
 
     /// Sends `text` to `room`. The message is delivered locally as an
-    /// [`Event::Message`] too. Sends queued together go out as one burst.
+    /// [`echo_proto::Event::Message`] too. Sends queued together go out as one burst.
     pub fn send(&self, room: &str, text: &str) -> Pending<SharedMessage> {
         let (room, text) = (room.to_string(), text.to_string());
         self.call(|reply| Command::Send { room, text, reply })
@@ -468,7 +493,7 @@ impl Handle {
     /// Dials a multiaddr such as `/ip4/127.0.0.1/tcp/4001/p2p/12D3Koo…`. An address
     /// that does not parse or cannot be dialed is refused at once
     /// ([`CommandError::InvalidAddr`]); the outcome of the dial comes as an event
-    /// ([`Event::PeerUp`], or [`Event::DialFailed`] with a [`DialError`]'s text).
+    /// ([`echo_proto::Event::PeerUp`], or [`echo_proto::Event::DialFailed`] with a [`DialError`]'s text).
     pub fn connect(&self, addr: &str) -> Pending<DialId> {
         let addr = addr.to_string();
         self.call(|reply| Command::Connect { addr, reply })

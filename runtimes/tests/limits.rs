@@ -136,3 +136,56 @@ async fn slow_app_lagged<R: Runtime>(rt: R) {
     b.h.shutdown().await;
 }
 scenario!(slow_app_lagged);
+
+/// An app that outruns the node: with the node task held busy, `command_buffer`
+/// commands are queued and the next ones wait in their `Pending` (the queue does not
+/// grow); once the node goes on, the waiting ones run, and one dropped while waiting
+/// never runs.
+async fn commands_backpressure<R: Runtime>(rt: R) {
+    const BUF: usize = 4;
+    let mut o = no_auto("a", 64);
+    o.driver.command_buffer = BUF;
+    let a = Probe::start(&rt, o).await;
+    // Hold the node task inside a command until released.
+    let (started_tx, started) = std::sync::mpsc::channel::<()>();
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let busy = a.h.inspect(move |_| {
+        let _ = started_tx.send(());
+        let _ = held.recv();
+    });
+    started.recv().expect("the node task runs the command");
+    let queued: Vec<_> = (0..BUF)
+        .map(|i| a.h.send("general", &format!("q{i}")))
+        .collect();
+    let waiting = a.h.send("general", "w0");
+    let dropped = a.h.send("general", "dropped");
+    let last = a.h.send("general", "w1");
+    for p in &queued {
+        assert!(format!("{p:?}").contains("queued"), "{p:?}");
+    }
+    for p in [&waiting, &dropped, &last] {
+        assert!(format!("{p:?}").contains("waiting for room"), "{p:?}");
+    }
+    drop(dropped);
+    release.send(()).unwrap();
+    busy.await.unwrap();
+    for p in queued {
+        p.await.unwrap();
+    }
+    waiting.await.unwrap();
+    last.await.unwrap();
+    let texts: Vec<String> =
+        a.h.inspect(|n| {
+            n.room_log("general")
+                .unwrap()
+                .map(|m| m.text.clone())
+                .collect()
+        })
+        .await
+        .unwrap();
+    assert_eq!(texts, ["q0", "q1", "q2", "q3", "w0", "w1"]);
+    let s = a.h.driver_stats().await.unwrap();
+    assert_eq!(s.commands_queued, 0, "{s:?}");
+    a.h.shutdown().await;
+}
+scenario!(commands_backpressure);
