@@ -189,3 +189,35 @@ async fn commands_backpressure<R: Runtime>(rt: R) {
     a.h.shutdown().await;
 }
 scenario!(commands_backpressure);
+
+/// Dials to addresses that never answer: at most `max_pending_dials` are in set-up, the
+/// others fail at once with a reason, and the counts read back.
+async fn dials_capped<R: Runtime>(rt: R) {
+    const CAP: usize = 2;
+    let mut o = no_auto("a", 65);
+    o.driver.max_pending_dials = CAP;
+    let mut a = Probe::start(&rt, o).await;
+    // TCP connects (the kernel accepts), noise never answers.
+    let silent: Vec<std::net::TcpListener> = (0..5)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    for l in &silent {
+        let port = l.local_addr().unwrap().port();
+        a.h.connect(&format!("/ip4/127.0.0.1/tcp/{port}"))
+            .await
+            .unwrap();
+    }
+    for _ in 0..5 - CAP {
+        let e = a
+            .wait("dial refused", |e| {
+                matches!(e, echo_proto::Event::DialFailed { error, .. } if error.contains("too many dials"))
+            })
+            .await;
+        drop(e);
+    }
+    let s = a.h.driver_stats().await.unwrap();
+    assert_eq!((s.dials, s.dials_refused), (CAP, (5 - CAP) as u64), "{s:?}");
+    a.h.shutdown().await;
+    drop(silent);
+}
+scenario!(dials_capped);
