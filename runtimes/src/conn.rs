@@ -468,6 +468,28 @@ impl<R: Runtime> Conn<R> {
                 }
             }
 
+            // Closing at the node's request: what the peer still sends is read and
+            // counted as discarded (the node asked to hear nothing more), so it shows in
+            // the driver's counters instead of vanishing unread.
+            if matches!(
+                self.state,
+                State::Closing(CloseStage::Flushing | CloseStage::Substream)
+            ) && reads < READS_PER_POLL
+            {
+                if let Some(chat) = self.chat.as_mut() {
+                    if let Poll::Ready(Ok(n)) = Pin::new(chat).poll_read(cx, &mut self.rbuf) {
+                        if n > 0 {
+                            reads += 1;
+                            self.discarded += n as u64;
+                            progress = true;
+                            if reads == READS_PER_POLL {
+                                cx.waker().wake_by_ref();
+                            }
+                        }
+                    }
+                }
+            }
+
             // Reads, a few chunks per poll.
             if self.state == State::Open && reads < READS_PER_POLL {
                 if let Some(chat) = self.chat.as_mut() {
