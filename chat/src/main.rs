@@ -375,7 +375,20 @@ async fn session(
     }
     drop(tx);
 
-    let mut inputs = futures::stream::select(events.map(Input::Node), rx);
+    // The runtime never waits for the app; if the app fell behind, it says how many
+    // events were dropped. TODO(chat): re-read the rooms' logs from the node to store
+    // what was missed.
+    let events = events.filter_map(|e| {
+        futures::future::ready(match e {
+            echo_runtime::RuntimeEvent::Event(e) => Some(Input::Node(e)),
+            echo_runtime::RuntimeEvent::Lagged { missed } => {
+                tracing::warn!(missed, "events dropped: the app fell behind the node");
+                None
+            }
+            _ => None,
+        })
+    });
+    let mut inputs = futures::stream::select(events, rx);
     if let Some(t) = tui.as_mut() {
         t.draw(&app.model, app.show_help);
     }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use echo_proto::{Config, Event, PeerId};
-use echo_runtime::{Events, Handle, Options, Runtime};
+use echo_runtime::{Events, Handle, Options, Runtime, RuntimeEvent};
 use futures::future::{self, Either};
 use futures::stream::FuturesOrdered;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
@@ -128,6 +128,8 @@ fn options(i: u64) -> Options {
         max_queued_bytes: 1 << 30,
         ..Config::default()
     };
+    // The receivers read as fast as they can; a lag would be a failed run, not a figure.
+    o.driver.event_buffer = 1 << 20;
     o
 }
 
@@ -137,7 +139,7 @@ async fn node<R: Runtime>(rt: &R, i: u64) -> (Handle, Events) {
 
 async fn up(events: &mut Events, peer: PeerId) {
     while let Some(e) = events.next().await {
-        if matches!(e, Event::PeerUp(p) if p.peer == peer) {
+        if matches!(e, RuntimeEvent::Event(Event::PeerUp(p)) if p.peer == peer) {
             return;
         }
     }
@@ -181,13 +183,16 @@ async fn receive(events: &mut Events, author: PeerId, n: usize) -> (usize, Insta
     let mut dups = 0;
     while got < n {
         match events.next().await {
-            Some(Event::Message { msg, .. }) if msg.author == author => {
+            Some(RuntimeEvent::Event(Event::Message { msg, .. })) if msg.author == author => {
                 let seq: usize = msg.text.split(' ').next().unwrap().parse().unwrap();
                 if std::mem::replace(&mut seen[seq], true) {
                     dups += 1;
                 } else {
                     got += 1;
                 }
+            }
+            Some(RuntimeEvent::Lagged { missed }) => {
+                panic!("receiver lagged: {missed} events dropped")
             }
             Some(_) => {}
             None => break,
@@ -248,7 +253,7 @@ async fn latency<R: Runtime>(rt: R, a: Args) -> String {
         let mut got = 0;
         while got < n {
             match eb.next().await {
-                Some(Event::Message { msg, .. }) if msg.author == author => {
+                Some(RuntimeEvent::Event(Event::Message { msg, .. })) if msg.author == author => {
                     let now = start.elapsed().as_nanos() as u64;
                     let mut it = msg.text.split(' ');
                     let seq: usize = it.next().unwrap().parse().unwrap();
@@ -306,7 +311,7 @@ async fn fanout<R: Runtime>(rt: R, a: Args) -> String {
         subs.iter().map(|(h, _)| h.peer_id()).collect();
     while !waiting.is_empty() {
         match ep.next().await {
-            Some(Event::PeerUp(p)) => {
+            Some(RuntimeEvent::Event(Event::PeerUp(p))) => {
                 waiting.remove(&p.peer);
             }
             Some(_) => {}

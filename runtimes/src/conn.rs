@@ -94,7 +94,7 @@ pub(crate) async fn dial<R: Runtime>(mut s: Setup<R>, dial: DialId, addr: Multia
     let setup = async {
         let (target, expected) = transport::target(&addr)?;
         let tcp = transport::connect(&rt, target).await?;
-        let (peer, mut muxer) = transport::upgrade_outbound(tcp, &key).await?;
+        let (peer, mut muxer) = transport::upgrade(tcp, &key, Role::Dialer).await?;
         if let Some(expected) = expected.filter(|e| *e != peer) {
             return Err(DialError::PeerIdMismatch {
                 expected,
@@ -158,7 +158,7 @@ async fn establish<R: Runtime>(mut s: Setup<R>, mut c: Conn<R>) {
 pub(crate) async fn accept<R: Runtime>(mut s: Setup<R>, tcp: R::Tcp, remote: SocketAddr) {
     let timeout = s.cfg.dial_timeout;
     let mut timer = s.rt.timer(s.rt.now() + timeout);
-    let setup = transport::upgrade_inbound(tcp, &s.key);
+    let setup = transport::upgrade(tcp, &s.key, Role::Listener);
     match guarded(setup, &mut timer, &mut s.cancel, timeout).await {
         Ok(Some((peer, muxer))) => {
             let remote = transport::multiaddr(remote);
@@ -217,6 +217,9 @@ pub(crate) struct Conn<R: Runtime> {
     sent: usize,
     /// For the node task, in order.
     pub events: VecDeque<ConnEvent>,
+    /// Bytes dropped: transmits not written because the connection broke, and bytes read
+    /// but not reported because the node closed it first.
+    pub discarded: u64,
     rbuf: Box<[u8]>,
 }
 
@@ -251,6 +254,7 @@ impl<R: Runtime> Conn<R> {
             write_failed: false,
             sent: 0,
             events: VecDeque::new(),
+            discarded: 0,
             rbuf: vec![0; READ_BUF].into_boxed_slice(),
         }
     }
@@ -259,6 +263,8 @@ impl<R: Runtime> Conn<R> {
     pub fn write(&mut self, data: Bytes) {
         if self.state == State::Open && !self.write_failed {
             self.out.push_back(data);
+        } else {
+            self.discarded += data.len() as u64;
         }
     }
 
@@ -270,7 +276,23 @@ impl<R: Runtime> Conn<R> {
             let at = self.rt.now() + self.cfg.close_timeout;
             self.timer.as_mut().reset(at);
         }
-        self.events.clear();
+        self.discard_events();
+    }
+
+    /// Drops the reports not yet taken, counting the bytes read among them.
+    pub fn discard_events(&mut self) {
+        for e in self.events.drain(..) {
+            if let ConnEvent::Data(d) = e {
+                self.discarded += d.len() as u64;
+            }
+        }
+    }
+
+    /// Drops the transmits not yet written, counting them.
+    fn discard_writes(&mut self) {
+        self.discarded += (self.wbuf.len() + self.out.iter().map(Bytes::len).sum::<usize>()) as u64;
+        self.out.clear();
+        self.wbuf.clear();
     }
 
     fn connected(&mut self, protocol: Protocol) {
@@ -301,8 +323,7 @@ impl<R: Runtime> Conn<R> {
             State::Closing(_) | State::Ending => self.state = State::Ending,
         }
         self.chat = None;
-        self.out.clear();
-        self.wbuf.clear();
+        self.discard_writes();
     }
 
     /// Drives the connection; its reports accumulate in `events`. Ready when it is over
@@ -441,9 +462,30 @@ impl<R: Runtime> Conn<R> {
                         // node first; the read side then reports the end.
                         progress = true;
                         self.write_failed = true;
-                        self.out.clear();
-                        self.wbuf.clear();
+                        self.discard_writes();
                         self.need_flush = false;
+                    }
+                }
+            }
+
+            // Closing at the node's request: what the peer still sends is read and
+            // counted as discarded (the node asked to hear nothing more), so it shows in
+            // the driver's counters instead of vanishing unread.
+            if matches!(
+                self.state,
+                State::Closing(CloseStage::Flushing | CloseStage::Substream)
+            ) && reads < READS_PER_POLL
+            {
+                if let Some(chat) = self.chat.as_mut() {
+                    if let Poll::Ready(Ok(n)) = Pin::new(chat).poll_read(cx, &mut self.rbuf) {
+                        if n > 0 {
+                            reads += 1;
+                            self.discarded += n as u64;
+                            progress = true;
+                            if reads == READS_PER_POLL {
+                                cx.waker().wake_by_ref();
+                            }
+                        }
                     }
                 }
             }

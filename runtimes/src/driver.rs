@@ -14,16 +14,18 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Instant, SystemTime};
 
-use echo_proto::{Action, ConnId, Event, Node};
+use echo_proto::{Action, ConnId, Node};
 use futures::channel::{mpsc, oneshot};
 use futures::task::AtomicWaker;
 use futures::StreamExt;
 use libp2p_identity::Keypair;
 
 use crate::conn::{self, Conn, ConnEvent, Input, Setup};
+use crate::events::EventSender;
+use crate::limits::Admission;
 use crate::runtime::{Incoming, Runtime, Timer};
 use crate::transport::DialError;
-use crate::{Command, DriverConfig};
+use crate::{Command, DriverConfig, DriverStats};
 
 /// Inputs handled per poll before yielding to other tasks.
 const BUDGET: usize = 256;
@@ -66,6 +68,14 @@ pub(crate) struct Driver<R: Runtime> {
     pub key: Keypair,
     pub cfg: DriverConfig,
     pub node: Node,
+    /// Accepted connections in set-up, capped in total and per remote address.
+    pub admission: Admission,
+    /// Dials in set-up.
+    pub dialing: HashSet<ConnId>,
+    pub dials_refused: u64,
+    /// Bytes dropped by connections already removed (see [`Conn::discarded`]), and
+    /// transmits for connections closing or gone.
+    pub discarded: u64,
     /// Established connections (open or closing).
     pub conns: HashMap<ConnId, Slot<R>>,
     /// Connections being set up: dropping the sender cancels one.
@@ -78,9 +88,9 @@ pub(crate) struct Driver<R: Runtime> {
     pub to_poll: Vec<ConnId>,
     pub inputs: mpsc::UnboundedReceiver<Input<R>>,
     pub input_tx: mpsc::UnboundedSender<Input<R>>,
-    pub cmds: mpsc::UnboundedReceiver<Command>,
+    pub cmds: Pin<Box<async_channel::Receiver<Command>>>,
     pub cmds_done: bool,
-    pub events: mpsc::UnboundedSender<Event>,
+    pub events: EventSender,
     pub listeners: Vec<Incoming<R::Tcp>>,
     pub timer: Pin<Box<dyn Timer>>,
     pub timer_at: Option<Instant>,
@@ -170,6 +180,11 @@ impl<R: Runtime> Future for Driver<R> {
             }
             for (tcp, remote) in accepted {
                 progress = true;
+                if !this.admission.admit(ConnId(this.next_conn), remote.ip()) {
+                    // Over a cap: dropped at once (counted), before any handshake work.
+                    drop(tcp);
+                    continue;
+                }
                 let s = this.setup();
                 this.rt.spawn(conn::accept(s, tcp, remote));
             }
@@ -198,6 +213,27 @@ impl<R: Runtime> Future for Driver<R> {
             }
         }
     }
+}
+
+impl<R: Runtime> Drop for Driver<R> {
+    /// Commands still queued (or sent while the task ends) are dropped, so their
+    /// [`crate::Pending`]s resolve to [`crate::Error::Stopped`]: the queue itself lives on
+    /// as long as a handle does.
+    fn drop(&mut self) {
+        self.cmds.close();
+        while self.cmds.try_recv().is_ok() {}
+    }
+}
+
+/// Bytes of the `Data` reports among `events`.
+fn data_bytes(events: &std::collections::VecDeque<ConnEvent>) -> u64 {
+    events
+        .iter()
+        .map(|e| match e {
+            ConnEvent::Data(d) => d.len() as u64,
+            _ => 0,
+        })
+        .sum()
 }
 
 impl<R: Runtime> Driver<R> {
@@ -241,6 +277,9 @@ impl<R: Runtime> Driver<R> {
                 let _ = reply.send(node.connect(&addr, now));
             }
             Command::Inspect(f) => f(node),
+            Command::DriverStats(reply) => {
+                let _ = reply.send(Ok(self.stats()));
+            }
             Command::Shutdown { reply } => {
                 self.waiters.push(reply);
                 self.begin_shutdown();
@@ -252,6 +291,8 @@ impl<R: Runtime> Driver<R> {
         let now = self.rt.now();
         match input {
             Input::Up(id, conn) => {
+                self.admission.release(id);
+                self.dialing.remove(&id);
                 // Still wanted? (Shutdown cancels set-ups.)
                 if self.pending.remove(&id).is_some() {
                     let waker = Arc::new(ConnWaker {
@@ -280,6 +321,8 @@ impl<R: Runtime> Driver<R> {
                 }
             }
             Input::Finished(id) => {
+                self.admission.release(id);
+                self.dialing.remove(&id);
                 self.live.remove(&id);
                 self.pending.remove(&id);
             }
@@ -297,13 +340,16 @@ impl<R: Runtime> Driver<R> {
         let closing = slot.closing;
         let mut events = std::mem::take(&mut slot.conn.events);
         if done {
-            self.conns.remove(&id);
+            if let Some(s) = self.conns.remove(&id) {
+                self.discarded += s.conn.discarded;
+            }
         }
         if closing {
+            self.discarded += data_bytes(&events);
             return;
         }
         let now = self.rt.now();
-        for e in events.drain(..) {
+        while let Some(e) = events.pop_front() {
             match e {
                 ConnEvent::Connected(info) => self.node.handle_connected(id, info, now),
                 ConnEvent::Data(data) => self.node.handle_data(id, &data, now),
@@ -314,6 +360,7 @@ impl<R: Runtime> Driver<R> {
             self.drain();
             if self.conns.get(&id).is_some_and(|s| s.closing) {
                 // The node closed it meanwhile: the rest is not reported.
+                self.discarded += data_bytes(&events);
                 break;
             }
         }
@@ -337,11 +384,12 @@ impl<R: Runtime> Driver<R> {
     /// Drains the node's outputs: transmits, actions, events; then re-arms the timer.
     pub(crate) fn drain(&mut self) {
         while let Some(t) = self.node.poll_transmit() {
-            if let Some(s) = self.conns.get_mut(&t.conn) {
-                if !s.closing {
+            match self.conns.get_mut(&t.conn) {
+                Some(s) if !s.closing => {
                     s.conn.write(t.data);
                     self.queue_poll(t.conn);
                 }
+                _ => self.discarded += t.data.len() as u64,
             }
         }
         while let Some(a) = self.node.poll_action() {
@@ -353,7 +401,15 @@ impl<R: Runtime> Driver<R> {
                         self.node.handle_dial_failed(dial, &e, now);
                         continue;
                     }
+                    if self.dialing.len() >= self.cfg.max_pending_dials {
+                        self.dials_refused += 1;
+                        let now = self.rt.now();
+                        let e = DialError::TooManyDials(self.cfg.max_pending_dials).to_string();
+                        self.node.handle_dial_failed(dial, &e, now);
+                        continue;
+                    }
                     let s = self.setup();
+                    self.dialing.insert(s.conn);
                     self.rt.spawn(conn::dial(s, dial, addr));
                 }
                 Action::Close { conn, .. } => {
@@ -366,7 +422,7 @@ impl<R: Runtime> Driver<R> {
             }
         }
         while let Some(e) = self.node.poll_event() {
-            let _ = self.events.unbounded_send(e);
+            self.events.send(e);
         }
         let at = self.node.poll_timeout();
         if at != self.timer_at {
@@ -374,6 +430,24 @@ impl<R: Runtime> Driver<R> {
                 self.timer.as_mut().reset(at);
             }
             self.timer_at = at;
+        }
+    }
+
+    fn stats(&self) -> DriverStats {
+        let ev = self.events.counts();
+        DriverStats {
+            handshakes: self.admission.pending(),
+            handshakes_from_one_ip: self.admission.max_from_one_source(),
+            handshakes_refused: self.admission.refused,
+            dials: self.dialing.len(),
+            dials_refused: self.dials_refused,
+            connections: self.conns.len(),
+            events_queued: ev.queued,
+            events_sent: ev.sent,
+            events_missed: ev.missed,
+            commands_queued: self.cmds.len(),
+            bytes_discarded: self.discarded
+                + self.conns.values().map(|s| s.conn.discarded).sum::<u64>(),
         }
     }
 

@@ -20,7 +20,11 @@
 //! node.connect("/ip4/127.0.0.1/tcp/4001/p2p/12D3KooW...").await?;
 //! node.send("general", "hello").await?;
 //! while let Some(event) = events.next().await {
-//!     println!("{event:?}");
+//!     match event {
+//!         echo_runtime::RuntimeEvent::Event(e) => println!("{e:?}"),
+//!         echo_runtime::RuntimeEvent::Lagged { missed } => println!("{missed} events missed"),
+//!         _ => {}
+//!     }
 //! }
 //! node.shutdown().await; // goodbye on every connection, flushed
 //! # Ok(()) }
@@ -54,6 +58,27 @@
 //! Protocol decisions (duplicate connections, redials, timeouts, limits) are the core's;
 //! the driver knows nothing of chat.
 //!
+//! ## Bounds
+//!
+//! Everything the driver queues is bounded ([`DriverConfig`], counts in
+//! [`Handle::driver_stats`]):
+//!
+//! * accepted connections in set-up, in total and per remote IP (over a cap the TCP
+//!   connection is dropped at once), and dials in set-up;
+//! * commands: a full queue makes the next [`Pending`]s wait for room (backpressure);
+//! * events: the node task never waits for the app. If the app falls
+//!   [`DriverConfig::event_buffer`] events behind, later events are dropped and counted,
+//!   and [`Events`] yields [`RuntimeEvent::Lagged`] where they were. The node itself
+//!   lost nothing: an app that keeps history re-reads it on `Lagged`, e.g.
+//!
+//! ```no_run
+//! # async fn demo(node: echo_runtime::Handle) -> Result<(), echo_runtime::Error> {
+//! let log: Vec<String> = node
+//!     .inspect(|n| n.room_log("general").map(|l| l.map(|m| m.text.clone()).collect()).unwrap_or_default())
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
 //! Per runtime: the `tokio` module uses the current tokio runtime;
 //! the `smol` module uses smol's global executor, which has **one thread unless
 //! `SMOL_THREADS` is set**; the `async_std` module uses async-std's global
@@ -69,16 +94,18 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use echo_proto::{
-    CommandError, Config, DialId, Event, Multiaddr, Node, PeerId, PeerInfo, SharedMessage, Stats,
+    CommandError, Config, DialId, Multiaddr, Node, PeerId, PeerInfo, SharedMessage, Stats,
 };
 use futures::channel::{mpsc, oneshot};
 use futures::future::{AbortHandle, Abortable, FutureExt, Shared};
-use futures::{Future, Stream};
+use futures::Future;
 use libp2p_identity::Keypair;
 use multiaddr::Protocol as Ma;
 
 mod conn;
 mod driver;
+mod events;
+mod limits;
 mod runtime;
 mod transport;
 
@@ -89,6 +116,7 @@ pub mod smol;
 #[cfg(feature = "tokio")]
 pub mod tokio;
 
+pub use events::{Events, RuntimeEvent};
 pub use runtime::{Incoming, Runtime, Timer};
 pub use transport::{DialError, CHAT, LEGACY, PING};
 
@@ -101,6 +129,23 @@ pub struct DriverConfig {
     pub dial_timeout: Duration,
     /// How long a connection the node closes may take to flush and close (default 5 s).
     pub close_timeout: Duration,
+    /// Accepted connections in set-up (noise, yamux, the chat substream) at once
+    /// (default 256). Over it, an accepted TCP connection is dropped at once and counted
+    /// in [`DriverStats::handshakes_refused`].
+    pub max_pending_handshakes: usize,
+    /// Accepted connections in set-up at once from one remote IPv4 address or IPv6 /64
+    /// (default 16); over it, dropped at once and counted like the above.
+    pub max_pending_handshakes_per_ip: usize,
+    /// Dials in set-up at once (default 64); further dials the node asks for fail at
+    /// once ([`DialError::TooManyDials`]).
+    pub max_pending_dials: usize,
+    /// Events queued for the app and not yet read (default 4,096). The node task never
+    /// waits for the app: beyond this, events are dropped and counted, and the app reads
+    /// a [`RuntimeEvent::Lagged`] where they were.
+    pub event_buffer: usize,
+    /// Commands queued for the node task (default 1,024). A command made while the
+    /// queue is full waits (in its [`Pending`]) for room.
+    pub command_buffer: usize,
 }
 
 impl Default for DriverConfig {
@@ -108,6 +153,11 @@ impl Default for DriverConfig {
         DriverConfig {
             dial_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(5),
+            max_pending_handshakes: 256,
+            max_pending_handshakes_per_ip: 16,
+            max_pending_dials: 64,
+            event_buffer: 4096,
+            command_buffer: 1024,
         }
     }
 }
@@ -228,47 +278,134 @@ pub(crate) enum Command {
         reply: Reply<DialId>,
     },
     Inspect(Box<dyn FnOnce(&Node) + Send>),
+    DriverStats(Reply<DriverStats>),
     Shutdown {
         reply: oneshot::Sender<()>,
     },
 }
 
-/// The answer to a command. The command is queued when the method is called (commands
-/// run in call order even if their answers are awaited later), so many sends can be in
-/// flight at once; await this for the result. Dropping it does not cancel the command
-/// (fire and forget).
-#[must_use = "the command is queued; await this for its result"]
-#[derive(Debug)]
-pub struct Pending<T>(Result<oneshot::Receiver<Result<T, CommandError>>, ()>);
+/// The driver's own counters: what its queues and caps hold now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DriverStats {
+    /// Accepted connections in set-up now (at most
+    /// [`DriverConfig::max_pending_handshakes`]).
+    pub handshakes: usize,
+    /// The most of those from one remote address (at most
+    /// [`DriverConfig::max_pending_handshakes_per_ip`]).
+    pub handshakes_from_one_ip: usize,
+    /// Accepted TCP connections dropped at once because a cap was reached, ever.
+    pub handshakes_refused: u64,
+    /// Dials in set-up now (at most [`DriverConfig::max_pending_dials`]).
+    pub dials: usize,
+    /// Dials refused because [`DriverConfig::max_pending_dials`] were in set-up, ever.
+    pub dials_refused: u64,
+    /// Established connections (open or closing).
+    pub connections: usize,
+    /// Events queued for the app and not yet read (at most
+    /// [`DriverConfig::event_buffer`]).
+    pub events_queued: usize,
+    /// Events queued for the app, ever.
+    pub events_sent: u64,
+    /// Events dropped because the app was behind, ever (the sum of the
+    /// [`RuntimeEvent::Lagged`] counts).
+    pub events_missed: u64,
+    /// Commands queued for the node task (at most [`DriverConfig::command_buffer`]).
+    pub commands_queued: usize,
+    /// Bytes the driver dropped, ever: transmits the node handed out for a connection
+    /// that was closing or broken, and bytes read from a connection after the node
+    /// closed it. A connection that breaks loses what was in flight; one the node
+    /// closes after a goodbye exchange loses nothing.
+    pub bytes_discarded: u64,
+}
+
+type Answer<T> = oneshot::Receiver<Result<T, CommandError>>;
+
+enum PendingState<T> {
+    /// Queued; waiting for the answer.
+    Queued(Answer<T>),
+    /// The command queue was full: waiting for room, then for the answer.
+    Waiting(futures::future::BoxFuture<'static, bool>, Answer<T>),
+    Stopped,
+}
+
+/// The answer to a command. While the command queue has room
+/// ([`DriverConfig::command_buffer`]), the command is queued when the method is called
+/// (commands run in call order even if their answers are awaited later), so many sends
+/// can be in flight at once; await this for the result, and dropping it does not cancel
+/// the command (fire and forget). When the queue is full (the app outruns the node), the
+/// command waits in this future for room: it is queued when this is polled and room
+/// frees (waiting commands are queued in about the order they were made), and dropping
+/// it before then cancels it. Awaiting each command, or keeping fewer than
+/// `command_buffer` in flight, keeps both guarantees.
+#[must_use = "the command may wait for room in the queue; await this for its result"]
+pub struct Pending<T>(PendingState<T>);
+
+impl<T> std::fmt::Debug for Pending<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match &self.0 {
+            PendingState::Queued(_) => "queued",
+            PendingState::Waiting(..) => "waiting for room",
+            PendingState::Stopped => "stopped",
+        };
+        f.debug_tuple("Pending").field(&state).finish()
+    }
+}
+
+impl<T> Unpin for Pending<T> {}
 
 impl<T> Future for Pending<T> {
     type Output = Result<T, Error>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match &mut self.get_mut().0 {
-            Ok(rx) => Pin::new(rx).poll(cx).map(|r| match r {
-                Ok(r) => r.map_err(Error::Command),
-                Err(oneshot::Canceled) => Err(Error::Stopped),
-            }),
-            Err(()) => Poll::Ready(Err(Error::Stopped)),
+        let this = self.get_mut();
+        loop {
+            match &mut this.0 {
+                PendingState::Queued(rx) => {
+                    return Pin::new(rx).poll(cx).map(|r| match r {
+                        Ok(r) => r.map_err(Error::Command),
+                        Err(oneshot::Canceled) => Err(Error::Stopped),
+                    })
+                }
+                PendingState::Waiting(send, _) => match send.as_mut().poll(cx) {
+                    Poll::Ready(true) => {
+                        let PendingState::Waiting(_, rx) =
+                            std::mem::replace(&mut this.0, PendingState::Stopped)
+                        else {
+                            unreachable!()
+                        };
+                        this.0 = PendingState::Queued(rx);
+                    }
+                    Poll::Ready(false) => this.0 = PendingState::Stopped,
+                    Poll::Pending => return Poll::Pending,
+                },
+                PendingState::Stopped => return Poll::Ready(Err(Error::Stopped)),
+            }
         }
     }
 }
 
-/// The node's events, in order. Ends when the node stops.
-#[derive(Debug)]
-pub struct Events(mpsc::UnboundedReceiver<Event>);
+/// Counts commands waiting for room while alive.
+struct WaitingGuard(Arc<std::sync::atomic::AtomicUsize>);
 
-impl Stream for Events {
-    type Item = Event;
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
-        Pin::new(&mut self.0).poll_next(cx)
+impl WaitingGuard {
+    fn new(n: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        n.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        WaitingGuard(n.clone())
+    }
+}
+
+impl Drop for WaitingGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 
 struct Inner {
     peer_id: PeerId,
     listen_addrs: Vec<Multiaddr>,
-    cmds: mpsc::UnboundedSender<Command>,
+    cmds: async_channel::Sender<Command>,
+    /// Commands waiting for room in `cmds`: while any do, new ones wait behind them.
+    waiting: Arc<std::sync::atomic::AtomicUsize>,
     abort: AbortHandle,
     stopped: Shared<oneshot::Receiver<()>>,
 }
@@ -300,14 +437,30 @@ impl Handle {
 
     fn call<T>(&self, f: impl FnOnce(Reply<T>) -> Command) -> Pending<T> {
         let (tx, rx) = oneshot::channel();
-        match self.0.cmds.unbounded_send(f(tx)) {
-            Ok(()) => Pending(Ok(rx)),
-            Err(_) => Pending(Err(())),
-        }
+        let cmd = f(tx);
+        let cmd = if self.0.waiting.load(std::sync::atomic::Ordering::Acquire) == 0 {
+            match self.0.cmds.try_send(cmd) {
+                Ok(()) => return Pending(PendingState::Queued(rx)),
+                Err(async_channel::TrySendError::Closed(_)) => {
+                    return Pending(PendingState::Stopped)
+                }
+                Err(async_channel::TrySendError::Full(cmd)) => cmd,
+            }
+        } else {
+            cmd
+        };
+        let guard = WaitingGuard::new(&self.0.waiting);
+        let cmds = self.0.cmds.clone();
+        let send = async move {
+            let ok = cmds.send(cmd).await.is_ok();
+            drop(guard);
+            ok
+        };
+        Pending(PendingState::Waiting(Box::pin(send), rx))
     }
 
     /// Sends `text` to `room`. The message is delivered locally as an
-    /// [`Event::Message`] too. Sends queued together go out as one burst.
+    /// [`echo_proto::Event::Message`] too. Sends queued together go out as one burst.
     pub fn send(&self, room: &str, text: &str) -> Pending<SharedMessage> {
         let (room, text) = (room.to_string(), text.to_string());
         self.call(|reply| Command::Send { room, text, reply })
@@ -340,7 +493,7 @@ impl Handle {
     /// Dials a multiaddr such as `/ip4/127.0.0.1/tcp/4001/p2p/12D3Koo…`. An address
     /// that does not parse or cannot be dialed is refused at once
     /// ([`CommandError::InvalidAddr`]); the outcome of the dial comes as an event
-    /// ([`Event::PeerUp`], or [`Event::DialFailed`] with a [`DialError`]'s text).
+    /// ([`echo_proto::Event::PeerUp`], or [`echo_proto::Event::DialFailed`] with a [`DialError`]'s text).
     pub fn connect(&self, addr: &str) -> Pending<DialId> {
         let addr = addr.to_string();
         self.call(|reply| Command::Connect { addr, reply })
@@ -368,6 +521,12 @@ impl Handle {
         self.inspect(|n| n.stats().clone())
     }
 
+    /// The driver's counters: handshakes, dials, connections, queued events and
+    /// commands.
+    pub fn driver_stats(&self) -> Pending<DriverStats> {
+        self.call(Command::DriverStats)
+    }
+
     /// Connections to `peer` currently open or opening.
     pub fn connection_count(&self, peer: PeerId) -> Pending<usize> {
         self.inspect(move |n| n.connection_count(&peer))
@@ -381,7 +540,8 @@ impl Handle {
         if self
             .0
             .cmds
-            .unbounded_send(Command::Shutdown { reply: tx })
+            .send(Command::Shutdown { reply: tx })
+            .await
             .is_ok()
         {
             let _ = rx.await;
@@ -461,9 +621,15 @@ pub async fn start<R: Runtime>(
     let now = runtime.now();
     let mut node = Node::restore(keypair.clone(), config, restore, now);
     node.set_listen_addrs(bound.clone());
+    // Holds at most two inputs per set-up task, and set-up tasks are capped
+    // (`max_pending_handshakes` accepted, `max_pending_dials` dialed).
     let (input_tx, inputs) = mpsc::unbounded();
-    let (cmd_tx, cmds) = mpsc::unbounded();
-    let (ev_tx, ev_rx) = mpsc::unbounded();
+    let (cmd_tx, cmds) = async_channel::bounded(cfg.command_buffer.max(1));
+    let (ev_tx, ev_rx) = events::channel(cfg.event_buffer);
+    let admission = limits::Admission::new(
+        cfg.max_pending_handshakes,
+        cfg.max_pending_handshakes_per_ip,
+    );
     let timer = runtime.timer(now);
     let (alive, stopped) = oneshot::channel();
     let mut driver = driver::Driver {
@@ -471,6 +637,10 @@ pub async fn start<R: Runtime>(
         key: keypair,
         cfg,
         node,
+        admission,
+        dialing: Default::default(),
+        dials_refused: 0,
+        discarded: 0,
         conns: Default::default(),
         pending: Default::default(),
         live: Default::default(),
@@ -479,7 +649,7 @@ pub async fn start<R: Runtime>(
         next_conn: 1,
         inputs,
         input_tx,
-        cmds,
+        cmds: Box::pin(cmds),
         cmds_done: false,
         events: ev_tx,
         listeners,
@@ -503,8 +673,9 @@ pub async fn start<R: Runtime>(
         peer_id,
         listen_addrs,
         cmds: cmd_tx,
+        waiting: Default::default(),
         abort,
         stopped: stopped.shared(),
     };
-    Ok((Handle(Arc::new(inner)), Events(ev_rx)))
+    Ok((Handle(Arc::new(inner)), ev_rx))
 }

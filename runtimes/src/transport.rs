@@ -7,10 +7,10 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use echo_proto::{Multiaddr, PeerId, Protocol};
+use echo_proto::{Multiaddr, PeerId, Protocol, Role};
 use futures::future::BoxFuture;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, FutureExt};
-use libp2p_core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade};
+use libp2p_core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade, UpgradeInfo};
 use libp2p_identity::Keypair;
 use multiaddr::Protocol as Ma;
 use multistream_select::{
@@ -86,6 +86,9 @@ pub enum DialError {
     /// The connection broke during set-up.
     #[error("connection lost during set-up: {0}")]
     Io(String),
+    /// [`crate::DriverConfig::max_pending_dials`] dials were in set-up already.
+    #[error("too many dials in progress (at most {0})")]
+    TooManyDials(usize),
     /// The node is shutting down.
     #[error("node is shutting down")]
     ShuttingDown,
@@ -202,55 +205,59 @@ pub(crate) async fn connect<R: Runtime>(rt: &R, target: Target) -> Result<R::Tcp
     Err(last.expect("at least one address"))
 }
 
-/// Dialer side: security, muxer. Returns the authenticated peer id and the muxer.
-pub(crate) async fn upgrade_outbound<T>(
-    tcp: T,
-    key: &Keypair,
-) -> Result<(PeerId, Muxer<T>), DialError>
+/// Negotiates `proto` with multistream-select in `role`'s part: the dialer proposes, the
+/// listener accepts.
+async fn select<C>(io: C, proto: &'static str, role: Role) -> Result<Negotiated<C>, DialError>
 where
-    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    C: AsyncRead + AsyncWrite + Unpin,
 {
-    let noise = libp2p_noise::Config::new(key).map_err(|e| DialError::Noise(e.to_string()))?;
-    let (_, io) = dialer_select_proto(tcp, [NOISE], Version::V1)
-        .await
-        .map_err(|e| negotiation(NOISE, e))?;
-    let (peer, io) = noise
-        .upgrade_outbound(io, NOISE)
-        .await
-        .map_err(|e| DialError::Noise(e.to_string()))?;
-    let (_, io) = dialer_select_proto(io, [YAMUX], Version::V1)
-        .await
-        .map_err(|e| negotiation(YAMUX, e))?;
-    let muxer = libp2p_yamux::Config::default()
-        .upgrade_outbound(io, YAMUX)
-        .await
-        .map_err(|e| DialError::Io(e.to_string()))?;
-    Ok((peer, muxer))
+    let r = match role {
+        Role::Dialer => dialer_select_proto(io, [proto], Version::V1).await,
+        Role::Listener => listener_select_proto(io, [proto]).await,
+    };
+    r.map(|(_, io)| io).map_err(|e| negotiation(proto, e))
 }
 
-/// Listener side: security, muxer.
-pub(crate) async fn upgrade_inbound<T>(
+/// Negotiates `proto` and applies `up` in `role`'s part: what
+/// `libp2p_core::upgrade::apply` does (not public in libp2p-core 0.44), once for both roles.
+async fn apply<C, U, O, E>(
+    io: C,
+    up: U,
+    proto: &'static str,
+    role: Role,
+    err: fn(E) -> DialError,
+) -> Result<O, DialError>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: UpgradeInfo<Info = &'static str>
+        + InboundConnectionUpgrade<Negotiated<C>, Output = O, Error = E>
+        + OutboundConnectionUpgrade<Negotiated<C>, Output = O, Error = E>,
+{
+    let io = select(io, proto, role).await?;
+    match role {
+        Role::Dialer => up.upgrade_outbound(io, proto).await,
+        Role::Listener => up.upgrade_inbound(io, proto).await,
+    }
+    .map_err(err)
+}
+
+/// Security and muxer over a TCP stream, in either role: multistream-select `/noise`,
+/// the noise handshake, multistream-select `/yamux/1.0.0`, yamux. Returns the
+/// authenticated peer id and the muxer.
+pub(crate) async fn upgrade<T>(
     tcp: T,
     key: &Keypair,
+    role: Role,
 ) -> Result<(PeerId, Muxer<T>), DialError>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let noise = libp2p_noise::Config::new(key).map_err(|e| DialError::Noise(e.to_string()))?;
-    let (_, io) = listener_select_proto(tcp, [NOISE])
-        .await
-        .map_err(|e| negotiation(NOISE, e))?;
-    let (peer, io) = noise
-        .upgrade_inbound(io, NOISE)
-        .await
-        .map_err(|e| DialError::Noise(e.to_string()))?;
-    let (_, io) = listener_select_proto(io, [YAMUX])
-        .await
-        .map_err(|e| negotiation(YAMUX, e))?;
-    let muxer = libp2p_yamux::Config::default()
-        .upgrade_inbound(io, YAMUX)
-        .await
-        .map_err(|e| DialError::Io(e.to_string()))?;
+    let (peer, io) = apply(tcp, noise, NOISE, role, |e| DialError::Noise(e.to_string())).await?;
+    let muxer = apply(io, libp2p_yamux::Config::default(), YAMUX, role, |e| {
+        DialError::Io(e.to_string())
+    })
+    .await?;
     Ok((peer, muxer))
 }
 

@@ -53,20 +53,45 @@ async fn line<R: Runtime>(rt: R) {
 }
 scenario!(line);
 
-/// Both sides dial at once, 20 times: one connection survives, no message is lost.
+/// Both sides dial at once, 20 times (`ECHO_GLARE_ROUNDS` for more): one connection
+/// survives, and every message sent while the duplicate may still drain arrives exactly
+/// once. History sync may repair a frame lost in the hand-over (a short `sync_interval`
+/// keeps such rounds short); [`simultaneous_dial_exact`] is the strict version.
 async fn simultaneous_dial<R: Runtime>(rt: R) {
-    for round in 0..20u64 {
-        // Under heavy CPU contention a round occasionally (about 1 in 60) loses frames
-        // in the duplicate hand-over; history sync then repairs them at the next room
-        // summary (`sync_interval`, 10 s by default) — delivered exactly once, but late.
-        // Reported to the core's owner; a short interval keeps such rounds short.
-        let quick = |name: &str, seed| {
+    glare(rt, false).await
+}
+scenario!(simultaneous_dial);
+
+/// [`simultaneous_dial`] with anti-entropy effectively off (an hour's `sync_interval`),
+/// asserting that every message arrived through the hand-over itself: nothing was asked
+/// for again, and every message the other side sent as history (the summary of a
+/// connection opening can race the live copy) also came live. Fails today in about 1
+/// round in 50 on tokio (the receiver decodes none of the burst; the driver discarded
+/// no byte: `DriverStats::bytes_discarded` is 0 on both sides), so the loss is in the
+/// core's duplicate hand-over: un-ignore with the core's exact hand-over fix (issue 8,
+/// item 6).
+async fn simultaneous_dial_exact<R: Runtime>(rt: R) {
+    glare(rt, true).await
+}
+scenario!(
+    simultaneous_dial_exact,
+    ignore =
+        "frames lost in the core's duplicate hand-over; un-ignore with its fix (issue 8 item 6)"
+);
+
+async fn glare<R: Runtime>(rt: R, exact: bool) {
+    let rounds: u64 = std::env::var("ECHO_GLARE_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(20);
+    for round in 0..rounds {
+        let quiet = |name: &str, seed| {
             let mut o = no_auto(name, seed);
-            o.config.sync_interval = Duration::from_secs(2);
+            o.config.sync_interval = Duration::from_secs(if exact { 3600 } else { 2 });
             o
         };
-        let mut a = Probe::start(&rt, quick("a", 10)).await;
-        let mut b = Probe::start(&rt, quick("b", 11)).await;
+        let mut a = Probe::start(&rt, quiet("a", 10)).await;
+        let mut b = Probe::start(&rt, quiet("b", 11)).await;
         let (da, db) = (a.h.connect(&b.addr()), b.h.connect(&a.addr()));
         da.await.unwrap();
         db.await.unwrap();
@@ -98,11 +123,31 @@ async fn simultaneous_dial<R: Runtime>(rt: R) {
         };
         assert_eq!(count(&a, format!("b{round}-")).await.unwrap(), n as usize);
         assert_eq!(count(&b, format!("a{round}-")).await.unwrap(), n as usize);
+        // The driver dropped nothing in the hand-over.
+        let (da, db) = (
+            a.h.driver_stats().await.unwrap(),
+            b.h.driver_stats().await.unwrap(),
+        );
+        assert_eq!(
+            (da.bytes_discarded, db.bytes_discarded),
+            (0, 0),
+            "round {round}: {da:?} {db:?}"
+        );
+        // Live, not repaired: no gap was asked for again, and every message the other
+        // side sent as history (the summary of a connection opening can race the live
+        // copy) also came live (a duplicate): none arrived only by repair.
+        let (sa, sb) = (a.h.stats().await.unwrap(), b.h.stats().await.unwrap());
+        for (name, from, to) in [("a", &sb, &sa), ("b", &sa, &sb)] {
+            assert!(
+                !exact || to.repair_requests == 0 && from.history_sent <= to.duplicates,
+                "round {round}: {name} repaired frames lost in the hand-over: \
+                 sender {from:?}, receiver {to:?}; drivers: a {da:?}, b {db:?}"
+            );
+        }
         a.h.shutdown().await;
         b.h.shutdown().await;
     }
 }
-scenario!(simultaneous_dial);
 
 /// A peer killed mid-stream (no goodbye) is reported down, and redialed when it comes
 /// back on the same port with the same identity.

@@ -9,7 +9,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use echo_proto::{Config, Event, PeerId};
-use echo_runtime::{Events, Handle, Options, Runtime};
+use echo_runtime::{Events, Handle, Options, Runtime, RuntimeEvent};
 use futures::channel::oneshot;
 use futures::future::{self, Either};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
@@ -113,6 +113,28 @@ macro_rules! scenario {
             }
         }
     };
+    ($name:ident, ignore = $why:literal) => {
+        mod $name {
+            #[cfg(feature = "tokio")]
+            #[test]
+            #[ignore = $why]
+            fn tokio() {
+                $crate::common::on_tokio(super::$name);
+            }
+            #[cfg(feature = "smol")]
+            #[test]
+            #[ignore = $why]
+            fn smol() {
+                $crate::common::on_smol(super::$name);
+            }
+            #[cfg(feature = "async-std")]
+            #[test]
+            #[ignore = $why]
+            fn async_std() {
+                $crate::common::on_async_std(super::$name);
+            }
+        }
+    };
 }
 
 /// Options for a test node on 127.0.0.1 with a fixed seed and fast redials.
@@ -187,13 +209,20 @@ impl<R: Runtime> Probe<R> {
             let mut timer = self.rt.timer(self.rt.now() + left);
             let sleep = future::poll_fn(move |cx| timer.as_mut().poll(cx));
             match future::select(self.events.next(), std::pin::pin!(sleep)).await {
-                Either::Left((Some(e), _)) => {
+                Either::Left((Some(RuntimeEvent::Lagged { missed }), _)) => {
+                    panic!(
+                        "{}: lagged ({missed} events dropped) waiting for {what}",
+                        self.name
+                    )
+                }
+                Either::Left((Some(RuntimeEvent::Event(e)), _)) => {
                     let hit = pred(&e);
                     self.seen.push((e.clone(), hit));
                     if hit {
                         return e;
                     }
                 }
+                Either::Left((Some(_), _)) => {}
                 Either::Left((None, _)) => {
                     panic!("{}: events ended while waiting for {what}", self.name)
                 }
@@ -211,6 +240,14 @@ impl<R: Runtime> Probe<R> {
                 }
             }
         }
+    }
+
+    /// The next item of the event stream, raw (`Lagged` included), bypassing `wait`'s
+    /// record.
+    pub async fn next_raw(&mut self) -> RuntimeEvent {
+        bounded(&self.rt, WAIT, "next event", self.events.next())
+            .await
+            .expect("events go on")
     }
 
     /// Everything seen so far, short.
