@@ -229,3 +229,21 @@ pub enum Event {
         missing: (u64, u64),
     },
 }
+
+impl Event {
+    /// Whether a driver must hand this event to the app even when the app has fallen
+    /// behind and other events are being dropped (counted as lagged).
+    ///
+    /// These events carry state the app must persist for the node to restart safely
+    /// ([`Event::SeqReserved`]) or the local user's own room membership
+    /// ([`Event::Joined`], [`Event::Left`]). They are caused only by the local user's own
+    /// commands and sends (a sequence block is reserved once per
+    /// [`crate::Config::reserve_block`]` / 2` own messages), never by a peer, so exempting
+    /// them from a queue bound cannot let a peer grow that queue.
+    pub fn must_deliver(&self) -> bool {
+        matches!(
+            self,
+            Event::SeqReserved { .. } | Event::Joined { .. } | Event::Left { .. }
+        )
+    }
+}

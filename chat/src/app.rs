@@ -36,6 +36,9 @@ pub enum Input {
     StoreError(String),
     /// A headless input line that could not be read (e.g. not UTF-8): shown as an error.
     BadLine(String),
+    /// The app fell behind the node and this many events were dropped: the room logs
+    /// are re-read from the node so nothing is missing from the database.
+    Lagged(u64),
     /// SIGINT / SIGTERM.
     Signal,
 }
@@ -240,6 +243,7 @@ impl App {
             Input::StdinClosed | Input::Signal => self.quit = true,
             Input::Found(d) => self.on_found(d).await,
             Input::StoreError(e) | Input::BadLine(e) => self.error(e),
+            Input::Lagged(missed) => self.on_lagged(missed).await,
             Input::Term(_) => {}
         }
         self.model.trim_total();
@@ -755,6 +759,34 @@ impl App {
             n => format!("{n} peer(s) connected:"),
         };
         self.text_block(&title, lines);
+    }
+
+    /// Events were dropped between the node and the app (it fell behind): every message
+    /// the node holds goes to the database again (rows it has are ignored), so the stored
+    /// history misses nothing, and the user is told.
+    async fn on_lagged(&mut self, missed: u64) {
+        tracing::warn!(missed, "events dropped: the app fell behind the node");
+        let logs = self.handle.inspect(|n| {
+            n.rooms()
+                .filter_map(|r| n.room_log(r).map(|l| l.cloned().collect::<Vec<_>>()))
+                .collect::<Vec<_>>()
+        });
+        let mut stored = 0u64;
+        for msg in logs.await.unwrap_or_default().into_iter().flatten() {
+            self.writer.send(Op::Message(msg));
+            stored += 1;
+        }
+        self.emit(
+            json!({"event": "lagged", "missed": missed, "restored": stored}),
+            Some(format!(
+                "the app fell {missed} events behind the node; {stored} room messages were \
+                 re-read from it into the history"
+            )),
+        );
+        self.model.error(format!(
+            "{missed} events were skipped while the app was busy; the history was re-read \
+             from the node (scroll back to see it)"
+        ));
     }
 
     async fn on_found(&mut self, d: Discovered) {

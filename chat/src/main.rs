@@ -381,10 +381,7 @@ async fn session(
     let events = events.filter_map(|e| {
         futures::future::ready(match e {
             echo_runtime::RuntimeEvent::Event(e) => Some(Input::Node(e)),
-            echo_runtime::RuntimeEvent::Lagged { missed } => {
-                tracing::warn!(missed, "events dropped: the app fell behind the node");
-                None
-            }
+            echo_runtime::RuntimeEvent::Lagged { missed } => Some(Input::Lagged(missed)),
             _ => None,
         })
     });

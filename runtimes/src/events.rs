@@ -82,7 +82,9 @@ impl EventSender {
     /// Queues `e`, or counts it as missed if the app is `cap` events behind. Never waits.
     pub fn send(&self, e: Event) {
         let mut s = self.shared.state.lock().expect("not poisoned");
-        if s.events < self.cap {
+        // Events the app must persist (sequence reservations, own membership) are never
+        // dropped; only the local user's actions cause them, so they cannot flood.
+        if s.events < self.cap || e.must_deliver() {
             s.items.push_back(RuntimeEvent::Event(e));
             s.events += 1;
             s.sent += 1;
@@ -167,14 +169,15 @@ mod tests {
     use futures::StreamExt;
 
     fn ev(i: usize) -> Event {
-        Event::Joined {
+        Event::MemberJoined {
             room: format!("r{i}"),
+            peer: echo_proto::PeerId::random(),
         }
     }
 
     fn addr(e: &RuntimeEvent) -> Option<String> {
         match e {
-            RuntimeEvent::Event(Event::Joined { room }) => Some(room.clone()),
+            RuntimeEvent::Event(Event::MemberJoined { room, .. }) => Some(room.clone()),
             _ => None,
         }
     }
@@ -204,5 +207,37 @@ mod tests {
             drop(tx);
             assert!(rx.next().await.is_none());
         });
+    }
+
+    /// A sequence reservation reaches an app that fell behind: dropping it would let a
+    /// restarted node reuse sequence numbers.
+    #[test]
+    fn reservations_are_never_dropped() {
+        let (tx, mut rx) = channel(2);
+        for i in 0..10 {
+            tx.send(ev(i));
+        }
+        tx.send(Event::SeqReserved {
+            room: "general".into(),
+            upto: 2000,
+        });
+        tx.send(ev(99));
+        let c = tx.counts();
+        assert_eq!((c.sent, c.missed), (3, 9));
+        drop(tx);
+        let got: Vec<RuntimeEvent> = futures::executor::block_on(rx.by_ref().collect());
+        assert!(
+            matches!(
+                got.as_slice(),
+                [
+                    RuntimeEvent::Event(Event::MemberJoined { .. }),
+                    RuntimeEvent::Event(Event::MemberJoined { .. }),
+                    RuntimeEvent::Lagged { missed: 8 },
+                    RuntimeEvent::Event(Event::SeqReserved { upto: 2000, .. }),
+                    RuntimeEvent::Lagged { missed: 1 },
+                ]
+            ),
+            "{got:?}"
+        );
     }
 }
