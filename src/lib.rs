@@ -92,6 +92,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod clock;
 pub mod codec;
 mod config;
 mod conn;
@@ -105,6 +106,7 @@ pub mod ordering;
 pub mod peers;
 pub mod rate;
 mod rooms;
+mod sync_queue;
 pub mod wire;
 
 #[cfg(feature = "sim")]

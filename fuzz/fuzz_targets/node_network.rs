@@ -475,9 +475,11 @@ impl World {
     fn honest_send(&mut self, node: usize, room: &str) {
         self.counter += 1;
         let text = format!("n{node} says {}", self.counter);
-        let res = self.sim.with(node, |n, now| {
-            n.send(room, &text, SystemTime::UNIX_EPOCH, now)
-        });
+        // The simulated wall clock: the node's clock bounds what it accepts by it.
+        let wall = self.sim.wall();
+        let res = self
+            .sim
+            .with(node, |n, now| n.send(room, &text, wall, now));
         match res {
             Ok(m) => self.sent.push(Sent {
                 node,
