@@ -83,6 +83,7 @@
 //! | message hash, signatures | [`message`] |
 //! | per-author authentication and FIFO order | [`ordering`] |
 //! | a room's agreed log order | [`log`] |
+//! | the clock: hybrid logical, bounded by wall time | [`clock`] |
 //! | peers, tie-break, backoff, peer exchange | [`peers`] |
 //! | echo-go line protocol | [`legacy`] |
 //! | the state machine tying them together | [`Node`] |

@@ -119,7 +119,7 @@ impl Room {
         if key.is_some() {
             self.me = Some(id); // only the local author's key is passed in
         }
-        if !self.authors.contains_key(&id) {
+        if self.authors.len() >= self.limits.max_authors && !self.authors.contains_key(&id) {
             self.make_room_for_author();
         }
         match self.authors.entry(id) {
@@ -217,6 +217,16 @@ impl Room {
         let mut out = Intake::default();
         let author_id = msg.author;
         let max_buffer = self.limits.max_buffer;
+        if self.authors.len() >= self.limits.max_authors
+            && self.below_retention(&msg)
+            && !self.authors.contains_key(&author_id)
+        {
+            // At the author cap a chain for it would evict another, and retention would
+            // drop the message at once: it counts as known, so a neighbour that keeps
+            // more history cannot have an evicted author's old messages delivered again.
+            out.duplicate = true;
+            return out;
+        }
         let Some(author) = self.author_entry(author_id, None) else {
             out.forgers.push(from);
             return out;
@@ -279,6 +289,17 @@ impl Room {
             }
         }
         self.retain();
+    }
+
+    /// Whether retention would drop `msg` as soon as it was added: the log is full and
+    /// `msg` sorts before its first message.
+    fn below_retention(&self, msg: &SharedMessage) -> bool {
+        self.log.len() >= self.limits.max_messages
+            && self
+                .log
+                .iter()
+                .next()
+                .is_some_and(|first| msg.order_key() < first.order_key())
     }
 
     /// Applies retention: drops the oldest messages past the count or byte cap and moves

@@ -341,3 +341,44 @@ fn ten_thousand_identities_keep_authors_profiles_and_summaries_bounded() {
     chat(&mut sim, c, 0, "hi from carol", 2 * SEC);
     assert_eq!(sim.node(0).name_of(&sim.peer_id(c)), Some("carol"));
 }
+
+#[test]
+fn evicted_authors_are_not_delivered_again_by_a_neighbour_that_keeps_more() {
+    // A keeps little (20 messages, 8 authors); B keeps everything. Fresh keys speak
+    // once each through B. A's evicted authors leave its summaries, so B offers their
+    // messages again every round: A must not deliver them a second time.
+    let mut sim = Sim::new(32);
+    let a = sim.add_node(Config {
+        name: "a".into(),
+        max_log_messages: 20,
+        max_authors: 8,
+        ..Config::default()
+    });
+    let b = sim.add_named("b");
+    sim.connect(a, b);
+    assert!(sim.run_until(SEC, |s| s.is_connected(a, b) && s.is_connected(b, a)));
+    let h = sim.open_raw(b, &keypair(95), Protocol::Chat);
+    sim.raw_send(h, &hello("sybil"));
+    sim.run_for(10 * MS);
+    for i in 0..40u64 {
+        let wall = hlc(wall_ms(&sim));
+        sim.raw_send(
+            h,
+            &signed_message(&keypair(200 + i), wall, &format!("once {i}")),
+        );
+        sim.run_for(10 * MS);
+    }
+    // Several summary rounds.
+    sim.run_for(40 * SEC);
+    let mut seen = std::collections::BTreeMap::new();
+    for e in &sim.sim_node(a).events {
+        if let echo_proto::Event::Message { msg, .. } = e {
+            *seen.entry((msg.author, msg.seq)).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(seen.len(), 40);
+    let again: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(again.is_empty(), "delivered more than once: {again:?}");
+    assert!(sim.node(a).stats().room_authors <= 8);
+    chat(&mut sim, a, b, "still chatting", SEC);
+}
