@@ -382,3 +382,54 @@ fn evicted_authors_are_not_delivered_again_by_a_neighbour_that_keeps_more() {
     assert!(sim.node(a).stats().room_authors <= 8);
     chat(&mut sim, a, b, "still chatting", SEC);
 }
+
+#[test]
+fn restore_does_not_bring_a_stored_poisoned_clock_back() {
+    // What an older version may have stored: a message and a clock at the maximum, and
+    // a message a year ahead.
+    let wall = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let wall_ms = 1_700_000_000_000u64;
+    let skew_ms = Config::default().max_clock_skew.as_millis() as u64;
+    let stored = |key: &Keypair, lamport: u64, text: &str| {
+        let mut dec = echo_proto::codec::FrameDecoder::new(1 << 20);
+        dec.extend(&signed_message(key, lamport, text));
+        let payload = dec.decode().unwrap().unwrap();
+        let Frame {
+            kind: Some(Kind::Message(w)),
+        } = Frame::decode_payload(&payload).unwrap()
+        else {
+            unreachable!()
+        };
+        Message::decode(w).unwrap()
+    };
+    let year = hlc(wall_ms + 365 * 86_400_000);
+    let rooms = vec![echo_proto::RestoreRoom {
+        name: ROOM.into(),
+        reserved: 0,
+        messages: vec![
+            stored(&keypair(60), u64::MAX, "poison max"),
+            stored(&keypair(61), year, "a year ahead"),
+        ],
+    }];
+    for known_at_restore in [true, false] {
+        let now = std::time::Instant::now();
+        let state = echo_proto::Restore {
+            rooms: rooms.clone(),
+            lamport: u64::MAX,
+            wall: known_at_restore.then_some(wall),
+            ..Default::default()
+        };
+        let mut node = echo_proto::Node::restore(keypair(5), Config::default(), state, now);
+        if !known_at_restore {
+            node.set_wall_clock(wall, now);
+        }
+        // Half the skew, the restart jump and the first profile at most.
+        let bound = hlc(wall_ms + skew_ms / 2) + 1_000 + 1;
+        assert!(node.clock() <= bound, "{} > {bound}", node.clock());
+        let log: Vec<_> = node.room_log(ROOM).unwrap().map(|m| m.lamport).collect();
+        assert_eq!(log, vec![year], "the value above 2^62 is not loaded");
+        let m = node.send(ROOM, "hello", wall, now).unwrap();
+        assert!(m.lamport <= bound + 1 && m.lamport > hlc(wall_ms));
+        assert!(node.export().lamport <= i64::MAX as u64);
+    }
+}
