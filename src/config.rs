@@ -104,6 +104,10 @@ pub struct Config {
     /// a big backlog never delays live messages by more than about this much
     /// (default 64 KiB).
     pub sync_low_water: usize,
+    /// History sync jobs (one per room and author a neighbour lacks) queued per
+    /// connection; more are left for the next summary round (default 4,096). At most
+    /// twice as many ranges are queued per connection, and 128 per job.
+    pub max_sync_jobs: usize,
     /// An author signs at least every this many messages even inside a burst, so a
     /// receiver never holds more unverified messages than this (default 64).
     pub sign_every: u64,
@@ -112,6 +116,15 @@ pub struct Config {
     pub reserve_block: u64,
     /// Other authors' signed profiles (display names) remembered (default 4,096).
     pub max_profiles: usize,
+    /// Authors whose chains a room keeps (default 4,096; at least 2). A new author
+    /// beyond it evicts the author holding the fewest messages (the least recent among
+    /// equals); the evicted author's messages stay in the log (PROTOCOL.md section 9.6).
+    pub max_authors: usize,
+    /// How far ahead of the local wall clock a received clock value may be (default
+    /// 60 s). Messages and profiles further ahead are not accepted until the wall clock
+    /// catches up, and the node's clock never adopts more than half of this ahead of the
+    /// wall clock, so one message moves it by at most that (PROTOCOL.md section 8.3).
+    pub max_clock_skew: Duration,
 
     /// Connected peers at which the node stops dialing learned peers and refuses new
     /// connections (default 64).
@@ -162,9 +175,12 @@ impl Default for Config {
             sync_interval: Duration::from_secs(10),
             sync_batch_bytes: 32 * 1024,
             sync_low_water: 64 * 1024,
+            max_sync_jobs: 4_096,
             sign_every: 64,
             reserve_block: 1_000,
             max_profiles: 4_096,
+            max_authors: 4_096,
+            max_clock_skew: Duration::from_secs(60),
             max_peers: 64,
             max_known_peers: 256,
             max_addrs_per_peer: 8,

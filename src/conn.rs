@@ -1,6 +1,6 @@
 //! Per-connection state: decoder, outbox, handshake, liveness and rate limits.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::event::{Protocol, Role};
 use crate::legacy::LineDecoder;
 use crate::rate::TokenBucket;
+use crate::sync_queue::SyncQueue;
 
 /// Lifecycle of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,20 +51,12 @@ pub(crate) struct Conn {
     pub next_ping: Instant,
     pub ping_out: Option<(u64, Instant)>,
     pub bad_sigs: u32,
-    /// History this connection's peer lacks, sent in paced batches.
-    pub sync: VecDeque<SyncJob>,
+    /// History this connection's peer lacks, sent in paced batches (bounded).
+    pub sync: SyncQueue,
     /// When to send the next round of room summaries.
     pub next_sync: Instant,
     /// Authors listed so far in a multi-frame summary being received, per room.
     pub summary_rx: BTreeMap<String, BTreeSet<PeerId>>,
-}
-
-/// An author's messages in a room that a neighbour lacks: `[start, end)` ranges.
-#[derive(Debug, Clone)]
-pub(crate) struct SyncJob {
-    pub room: String,
-    pub author: PeerId,
-    pub ranges: VecDeque<(u64, u64)>,
 }
 
 impl Conn {
@@ -106,7 +99,7 @@ impl Conn {
             next_ping: now + config.ping_interval,
             ping_out: None,
             bad_sigs: 0,
-            sync: VecDeque::new(),
+            sync: SyncQueue::new(now),
             next_sync: now + config.sync_interval,
             summary_rx: BTreeMap::new(),
         }

@@ -83,6 +83,7 @@
 //! | message hash, signatures | [`message`] |
 //! | per-author authentication and FIFO order | [`ordering`] |
 //! | a room's agreed log order | [`log`] |
+//! | the clock: hybrid logical, bounded by wall time | [`clock`] |
 //! | peers, tie-break, backoff, peer exchange | [`peers`] |
 //! | echo-go line protocol | [`legacy`] |
 //! | the state machine tying them together | [`Node`] |
@@ -92,6 +93,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod clock;
 pub mod codec;
 mod config;
 mod conn;
@@ -105,6 +107,7 @@ pub mod ordering;
 pub mod peers;
 pub mod rate;
 mod rooms;
+mod sync_queue;
 pub mod wire;
 
 #[cfg(feature = "sim")]

@@ -50,7 +50,8 @@ pub struct Message {
     pub name: String,
     /// Per-(author, room) sequence number; 0 for unverified legacy messages.
     pub seq: u64,
-    /// Lamport timestamp; the room log is ordered by `(lamport, author, seq)`.
+    /// Clock value (a hybrid logical clock bounded by wall time, PROTOCOL.md section
+    /// 8.3; at most 2^62); the room log is ordered by `(lamport, author, seq)`.
     pub lamport: u64,
     /// Author's wall clock at sending, ms since the Unix epoch (informational, unverified).
     pub sent_at_ms: u64,

@@ -177,6 +177,11 @@ impl<S: Clone + PartialEq> Chain<S> {
         self.held + self.pending_n
     }
 
+    /// Messages kept: verified (delivered or held) plus pending candidates.
+    pub fn stored(&self) -> usize {
+        self.msgs.len() + self.pending_n
+    }
+
     /// Next sequence number to deliver, if anchored.
     pub fn next_seq(&self) -> Option<u64> {
         self.next

@@ -17,6 +17,8 @@ pub(crate) struct Author {
     pub chain: Chain<ConnId>,
     /// The connection whose message opened the current gap (asked first for repair).
     pub gap_source: Option<ConnId>,
+    /// Highest clock value of the author's verified messages (eviction order).
+    last_lamport: u64,
 }
 
 /// What happened to a received message.
@@ -43,6 +45,7 @@ pub(crate) struct Limits {
     pub max_repairs: u32,
     pub max_messages: usize,
     pub max_bytes: usize,
+    pub max_authors: usize,
 }
 
 impl Limits {
@@ -54,6 +57,7 @@ impl Limits {
             max_repairs: c.max_repair_attempts,
             max_messages: c.max_log_messages,
             max_bytes: c.max_log_bytes,
+            max_authors: c.max_authors.max(2),
         }
     }
 }
@@ -81,6 +85,10 @@ pub(crate) struct Room {
     pub own_last: (u64, Hash),
     /// Sequence numbers below this are reserved (persisted by the app).
     pub reserved: u64,
+    /// The local author (never evicted), once known.
+    me: Option<PeerId>,
+    /// Authors evicted to stay within `max_authors`.
+    pub evicted: u64,
 }
 
 impl Room {
@@ -94,6 +102,8 @@ impl Room {
             own_next: 1,
             own_last: (0, GENESIS),
             reserved: 1,
+            me: None,
+            evicted: 0,
         }
     }
 
@@ -106,6 +116,12 @@ impl Room {
 
     fn author_entry(&mut self, id: PeerId, key: Option<&PublicKey>) -> Option<&mut Author> {
         use std::collections::btree_map::Entry;
+        if key.is_some() {
+            self.me = Some(id); // only the local author's key is passed in
+        }
+        if self.authors.len() >= self.limits.max_authors && !self.authors.contains_key(&id) {
+            self.make_room_for_author();
+        }
         match self.authors.entry(id) {
             Entry::Occupied(e) => Some(e.into_mut()),
             Entry::Vacant(e) => {
@@ -121,9 +137,43 @@ impl Room {
                     key,
                     chain,
                     gap_source: None,
+                    last_lamport: 0,
                 }))
             }
         }
+    }
+
+    /// Evicts authors once the room holds `max_authors`: those holding the fewest
+    /// messages go first, among equals those whose newest message is oldest (never the
+    /// local author). Their messages stay in the log; their chain state goes, so fresh
+    /// keys that spoke once cannot hold slots against honest history. One scan evicts
+    /// a sixteenth of the cap, so a flood of new keys costs `O(1)` amortised per key.
+    fn make_room_for_author(&mut self) {
+        let max = self.limits.max_authors;
+        if self.authors.len() < max {
+            return;
+        }
+        let me = self.me;
+        let mut order: Vec<((usize, u64), PeerId)> = self
+            .authors
+            .iter()
+            .filter(|(id, _)| Some(**id) != me)
+            .map(|(id, a)| ((a.chain.stored(), a.last_lamport), *id))
+            .collect();
+        let n = (self.authors.len() + 1 - max)
+            .max(max / 16)
+            .min(order.len());
+        if n == 0 {
+            return;
+        }
+        if n < order.len() {
+            order.select_nth_unstable(n);
+        }
+        for (_, v) in &order[..n] {
+            self.authors.remove(v);
+            self.timed.remove(v);
+        }
+        self.evicted += n as u64;
     }
 
     /// Records a message of the local author and inserts it into the log.
@@ -131,6 +181,7 @@ impl Room {
         self.own_next = msg.seq + 1;
         self.own_last = (msg.seq, msg.hash);
         let author = self.author_entry(*me, Some(key)).expect("own key given");
+        author.last_lamport = author.last_lamport.max(msg.lamport);
         author.chain.push_local(msg.clone());
         let pos = self.log.insert(msg).expect("own (lamport, seq) is fresh");
         self.retain();
@@ -143,6 +194,7 @@ impl Room {
         let Some(a) = self.author_entry(msg.author, key) else {
             return;
         };
+        a.last_lamport = a.last_lamport.max(msg.lamport);
         a.chain.load(msg.clone());
         self.log.insert(msg);
     }
@@ -165,6 +217,16 @@ impl Room {
         let mut out = Intake::default();
         let author_id = msg.author;
         let max_buffer = self.limits.max_buffer;
+        if self.authors.len() >= self.limits.max_authors
+            && self.below_retention(&msg)
+            && !self.authors.contains_key(&author_id)
+        {
+            // At the author cap a chain for it would evict another, and retention would
+            // drop the message at once: it counts as known, so a neighbour that keeps
+            // more history cannot have an evicted author's old messages delivered again.
+            out.duplicate = true;
+            return out;
+        }
         let Some(author) = self.author_entry(author_id, None) else {
             out.forgers.push(from);
             return out;
@@ -176,6 +238,8 @@ impl Room {
             Offer::Full => out.full = true,
             Offer::Forged(f) => out.forgers = f,
             Offer::Verified(v, f) => {
+                let newest = v.iter().map(|m| m.lamport).max().unwrap_or(0);
+                author.last_lamport = author.last_lamport.max(newest);
                 out.verified = v;
                 out.forgers = f;
             }
@@ -225,6 +289,17 @@ impl Room {
             }
         }
         self.retain();
+    }
+
+    /// Whether retention would drop `msg` as soon as it was added: the log is full and
+    /// `msg` sorts before its first message.
+    fn below_retention(&self, msg: &SharedMessage) -> bool {
+        self.log.len() >= self.limits.max_messages
+            && self
+                .log
+                .iter()
+                .next()
+                .is_some_and(|first| msg.order_key() < first.order_key())
     }
 
     /// Applies retention: drops the oldest messages past the count or byte cap and moves

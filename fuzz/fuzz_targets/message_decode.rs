@@ -24,11 +24,11 @@ use std::sync::OnceLock;
 
 use arbitrary::{Arbitrary, Unstructured};
 use bytes::Bytes;
-use echo::codec;
-use echo::message::MAX_SEQ;
-use echo::sim::keypair;
-use echo::wire::{self, Frame, Kind};
-use echo::{Keypair, Message};
+use echo_proto::codec;
+use echo_proto::message::MAX_SEQ;
+use echo_proto::sim::keypair;
+use echo_proto::wire::{self, Frame, Kind};
+use echo_proto::{Keypair, Message};
 use libfuzzer_sys::fuzz_target;
 
 const SIG_DOMAIN: &[u8] = b"echo/chat/2 signature\0";
@@ -155,7 +155,7 @@ fn check_message(w: wire::RoomMessage) {
         && w.prev.len() == 32
         && ((prev_seq == Some(0)) == w.prev.iter().all(|&b| b == 0))
         && (w.signature.is_empty() || w.signature.len() == 64)
-        && echo::PeerId::from_bytes(&w.author).is_ok();
+        && echo_proto::PeerId::from_bytes(&w.author).is_ok();
     assert_eq!(
         decoded.is_ok(),
         rules_ok,
@@ -188,7 +188,7 @@ fn check_message(w: wire::RoomMessage) {
     assert_eq!(m2, m, "message changed after encode/decode");
     assert_eq!(m2.encode(), w2, "encode is not a fixed point");
     assert_eq!(
-        echo::PeerId::from_bytes(&w2.author).ok(),
+        echo_proto::PeerId::from_bytes(&w2.author).ok(),
         Some(m.author),
         "the encoded author is the decoded one"
     );

@@ -1,4 +1,4 @@
-//! Three honest nodes in `echo::sim::Sim`, fully connected, plus a hostile raw peer on
+//! Three honest nodes in `echo_proto::sim::Sim`, fully connected, plus a hostile raw peer on
 //! node 0 (and optionally a legacy raw peer on node 1). The input is a list of operations:
 //! the raw peer sends arbitrary bytes or well-formed hostile frames (messages with
 //! arbitrary fields or proper signed chains with gaps, replays and tampered copies of what
@@ -27,11 +27,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use arbitrary::Arbitrary;
 use bytes::Bytes;
-use echo::codec::FrameDecoder;
-use echo::message::MAX_SEQ;
-use echo::sim::{keypair, Sim};
-use echo::wire::{self, Frame, Kind};
-use echo::{Config, Event, Keypair, Message, Multiaddr, PeerId, Protocol};
+use echo_proto::codec::FrameDecoder;
+use echo_proto::message::MAX_SEQ;
+use echo_proto::sim::{keypair, Sim};
+use echo_proto::wire::{self, Frame, Kind};
+use echo_proto::{Config, Event, Keypair, Message, Multiaddr, PeerId, Protocol};
 use libfuzzer_sys::fuzz_target;
 
 const HONEST: usize = 3;
@@ -475,9 +475,11 @@ impl World {
     fn honest_send(&mut self, node: usize, room: &str) {
         self.counter += 1;
         let text = format!("n{node} says {}", self.counter);
-        let res = self.sim.with(node, |n, now| {
-            n.send(room, &text, SystemTime::UNIX_EPOCH, now)
-        });
+        // The simulated wall clock: the node's clock bounds what it accepts by it.
+        let wall = self.sim.wall();
+        let res = self
+            .sim
+            .with(node, |n, now| n.send(room, &text, wall, now));
         match res {
             Ok(m) => self.sent.push(Sent {
                 node,
@@ -800,12 +802,12 @@ impl World {
                 // A frame with an unknown (future) field number: length-delimited field.
                 let tag = 10 + u64::from(*tag % 20);
                 let mut payload = Vec::new();
-                echo::codec::put_varint(&mut payload, (tag << 3) | 2);
+                echo_proto::codec::put_varint(&mut payload, (tag << 3) | 2);
                 let body = &body[..body.len().min(256)];
-                echo::codec::put_varint(&mut payload, body.len() as u64);
+                echo_proto::codec::put_varint(&mut payload, body.len() as u64);
                 payload.extend_from_slice(body);
                 let mut f = bytes::BytesMut::new();
-                echo::codec::encode_frame(&mut f, &payload);
+                echo_proto::codec::encode_frame(&mut f, &payload);
                 self.raw_send(&f);
             }
             Op::RawReconnect { hello } => {

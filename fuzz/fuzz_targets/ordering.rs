@@ -1,4 +1,4 @@
-//! `echo::ordering::Chain` driven by arbitrary offers, `take_ready`, timeouts, start
+//! `echo_proto::ordering::Chain` driven by arbitrary offers, `take_ready`, timeouts, start
 //! hints and retention trims.
 //!
 //! Two authors with fixed genuine chains, built through the public API
@@ -41,11 +41,11 @@ use std::time::{Duration, Instant};
 
 use arbitrary::Arbitrary;
 use bytes::Bytes;
-use echo::message::MAX_SEQ;
-use echo::ordering::{Chain, GapAction, Offer};
-use echo::sim::keypair;
-use echo::wire;
-use echo::{Keypair, Message, SharedMessage};
+use echo_proto::message::MAX_SEQ;
+use echo_proto::ordering::{Chain, GapAction, Offer};
+use echo_proto::sim::keypair;
+use echo_proto::wire;
+use echo_proto::{Keypair, Message, SharedMessage};
 use libfuzzer_sys::fuzz_target;
 
 const GAP: Duration = Duration::from_secs(2);

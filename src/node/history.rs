@@ -12,14 +12,12 @@
 //!   [`wire::Request`] to the neighbour that sent the message after the gap, then to
 //!   other members; after `max_repair_attempts` the gap is skipped ([`Event::Gap`]).
 
-use std::collections::VecDeque;
 use std::time::Instant;
 
 use bytes::BytesMut;
 use libp2p_identity::PeerId;
 
 use super::Node;
-use crate::conn::SyncJob;
 use crate::event::{ConnId, Event, Protocol};
 use crate::ordering::GapAction;
 use crate::rooms::AuthorSummary;
@@ -142,8 +140,11 @@ impl Node {
             jobs.extend(room.all_ranges_except(&listed));
         }
         let delivered = room.collect_all(now);
+        let max_jobs = self.config.max_sync_jobs;
         for (author, ranges) in jobs {
-            queue_job(c, &sm.room, author, ranges);
+            if !c.sync.push(&sm.room, author, &ranges, max_jobs) {
+                self.stats.sync_dropped += 1;
+            }
         }
         if !c.sync.is_empty() {
             self.ready.insert(conn);
@@ -161,13 +162,33 @@ impl Node {
         {
             return self.violation(conn, "request range is malformed", now);
         }
-        if !self.rooms.contains_key(&r.room) {
+        let Some(room) = self.rooms.get(&r.room) else {
+            return;
+        };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        // Only what we hold is queued: a request naming nothing held costs a lookup.
+        let holds = room
+            .authors
+            .get(&author)
+            .is_some_and(|a| a.chain.range(r.start, r.end).next().is_some());
+        if !holds {
+            self.stats.requests_refused += 1;
+            if !c.sync.charge_refusal(now) {
+                return self.violation(conn, "too many requests for messages not held", now);
+            }
             return;
         }
-        if let Some(c) = self.conns.get_mut(&conn) {
-            queue_job(c, &r.room, author, vec![(r.start, r.end)]);
-            self.ready.insert(conn);
+        if !c.sync.push(
+            &r.room,
+            author,
+            &[(r.start, r.end)],
+            self.config.max_sync_jobs,
+        ) {
+            self.stats.sync_dropped += 1;
         }
+        self.ready.insert(conn);
     }
 
     /// Turns queued history into frames while the connection has room for it.
@@ -181,20 +202,20 @@ impl Node {
         }
         let mut out = BytesMut::new();
         while out.len() < batch {
-            let Some(job) = c.sync.front_mut() else {
+            let Some((key, first)) = c.sync.front() else {
                 break;
             };
-            let Some(&(start, end)) = job.ranges.front() else {
-                c.sync.pop_front();
+            let Some((start, end)) = first else {
+                c.sync.pop_job();
                 continue;
             };
             let Some(chain) = self
                 .rooms
-                .get(&job.room)
-                .and_then(|r| r.authors.get(&job.author))
+                .get(&key.0)
+                .and_then(|r| r.authors.get(&key.1))
                 .map(|a| &a.chain)
             else {
-                c.sync.pop_front();
+                c.sync.pop_job();
                 continue;
             };
             let mut next = end;
@@ -208,27 +229,16 @@ impl Node {
                 self.stats.history_sent += 1;
                 last = Some(m.clone());
             }
-            if next == end {
-                job.ranges.pop_front();
-            } else if let Some(r) = job.ranges.front_mut() {
-                r.0 = next;
-            }
             // The receiver can only verify a run that ends with a signature.
             if let Some(last) = last.filter(|l| l.signature.is_none()) {
-                let mut upto = last.seq;
                 for m in chain.through_next_signature(last.seq) {
                     Frame::new(Kind::Message(m.to_wire())).encode_to(&mut out);
                     self.stats.history_sent += 1;
-                    upto = m.seq;
-                }
-                // What the completion sent is not sent again by the next batch.
-                if let Some(r) = job.ranges.front_mut().filter(|r| r.0 <= upto) {
-                    r.0 = upto + 1;
-                    if r.0 >= r.1 {
-                        job.ranges.pop_front();
-                    }
+                    // What the completion sent is not sent again by the next batch.
+                    next = next.max(m.seq + 1);
                 }
             }
+            c.sync.sent_below(next);
         }
         c.outbox.extend_from_slice(&out);
     }
@@ -344,23 +354,4 @@ impl Node {
             }
         }
     }
-}
-
-/// Adds ranges of an author to a connection's sync queue (merging with a queued job for
-/// the same author so repeated summaries do not duplicate work).
-fn queue_job(c: &mut crate::conn::Conn, room: &str, author: PeerId, ranges: Vec<(u64, u64)>) {
-    if let Some(job) = c
-        .sync
-        .iter_mut()
-        .find(|j| j.room == room && j.author == author)
-    {
-        let merged = crate::rooms::union(job.ranges.iter().copied().collect(), &ranges);
-        job.ranges = merged.into();
-        return;
-    }
-    c.sync.push_back(SyncJob {
-        room: room.to_string(),
-        author,
-        ranges: VecDeque::from(ranges),
-    });
 }

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use libp2p_identity::{Keypair, PeerId, PublicKey};
@@ -12,6 +12,7 @@ use multiaddr::Multiaddr;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::clock::{unix_ms, Clock};
 use crate::config::Config;
 use crate::conn::{far_future, Conn, Decoder, State};
 use crate::error::CommandError;
@@ -22,6 +23,7 @@ use crate::peers::{self, Peer, PeerBook};
 use crate::rooms::{Limits, Room};
 use crate::wire::{self, Frame, GoodbyeCode, Kind};
 
+mod clock;
 mod history;
 mod persist;
 mod profile;
@@ -58,6 +60,26 @@ pub struct Stats {
     pub history_sent: u64,
     /// Gap repair requests sent.
     pub repair_requests: u64,
+    /// Gauge: author entries kept, summed over joined rooms (each rides in summaries).
+    pub room_authors: u64,
+    /// Gauge: signed profiles of other authors kept.
+    pub profiles: u64,
+    /// Gauge: history sync jobs queued, summed over connections.
+    pub sync_jobs: u64,
+    /// Gauge: ranges in those sync jobs.
+    pub sync_ranges: u64,
+    /// Messages and profiles not accepted because their clock was too far ahead.
+    pub clock_refused: u64,
+    /// Accepted clock values adopted only up to the bound (`max_clock_skew / 2`).
+    pub clock_clamped: u64,
+    /// History requests refused because they named nothing held.
+    pub requests_refused: u64,
+    /// Sync ranges left out because a connection's sync queue was full.
+    pub sync_dropped: u64,
+    /// Authors evicted from joined rooms to stay within `max_authors`.
+    pub authors_evicted: u64,
+    /// Profiles evicted to stay within `max_profiles`.
+    pub profiles_evicted: u64,
 }
 
 /// An echo chat node. Pure state: no I/O, no clock, no threads.
@@ -69,7 +91,7 @@ pub struct Node {
     rng: ChaCha8Rng,
     name: String,
     listen_addrs: Vec<Multiaddr>,
-    lamport: u64,
+    clock: Clock,
     conns: BTreeMap<ConnId, Conn>,
     peers: PeerBook,
     rooms: BTreeMap<String, Room>,
@@ -95,12 +117,6 @@ pub struct Node {
     timed_peers: BTreeSet<PeerId>,
     /// Reservations of rooms the node left: a rejoin continues above them.
     retired: BTreeMap<String, u64>,
-}
-
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 fn valid_label(s: &str, max: usize) -> Result<(), String> {
@@ -147,7 +163,7 @@ impl Node {
             public,
             id,
             listen_addrs: Vec::new(),
-            lamport: 0,
+            clock: Clock::new(config.max_clock_skew),
             conns: BTreeMap::new(),
             peers: PeerBook::new(),
             rooms: BTreeMap::new(),
@@ -211,9 +227,17 @@ impl Node {
         &self.config
     }
 
-    /// Counters.
-    pub fn stats(&self) -> &Stats {
-        &self.stats
+    /// Counters, and gauges of the bounded structures (filled in at the call).
+    pub fn stats(&self) -> Stats {
+        let mut s = self.stats.clone();
+        s.room_authors = self.rooms.values().map(|r| r.authors.len() as u64).sum();
+        s.authors_evicted = self.rooms.values().map(|r| r.evicted).sum();
+        s.profiles = self.profiles.len() as u64;
+        for c in self.conns.values() {
+            s.sync_jobs += c.sync.len() as u64;
+            s.sync_ranges += c.sync.ranges() as u64;
+        }
+        s
     }
 
     /// Rooms this node is in.
@@ -626,12 +650,15 @@ impl Node {
         let Some(r) = self.rooms.get_mut(room) else {
             return Err(CommandError::NotInRoom(room.into()));
         };
-        self.lamport = self.lamport.saturating_add(1);
+        if self.clock.set_wall(wall, now) {
+            self.stats.clock_clamped += 1;
+        }
+        let lamport = self.clock.tick(now);
         let msg = Arc::new(Message::new_local(
             self.id,
             room.to_string(),
             r.own_next,
-            self.lamport,
+            lamport,
             unix_ms(wall),
             name,
             text.to_string(),
@@ -1188,12 +1215,20 @@ impl Node {
             self.stats.duplicates += 1;
             return;
         }
+        if !self.clock.acceptable(m.lamport, now) {
+            // Too far ahead: accepted once the wall clock catches up (section 8.3).
+            self.stats.clock_refused += 1;
+            return;
+        }
         let msg = match Message::from_wire_parsed(m, author) {
             Ok(msg) => Arc::new(msg),
             Err(e) => return self.violation(conn, &format!("bad room message: {e}"), now),
         };
         let room_name = msg.room.clone();
         let intake = room.receive(msg, conn, now);
+        for m in &intake.verified {
+            self.adopt_clock(m.lamport, now);
+        }
         if intake.duplicate {
             self.stats.duplicates += 1;
         }
@@ -1225,9 +1260,6 @@ impl Node {
     /// A forwarded run always ends with a signed message (extending it from the chain
     /// if needed) so the receiver can verify it.
     fn relay(&mut self, room: &str, from: ConnId, msgs: &[SharedMessage], now: Instant) {
-        for m in msgs {
-            self.lamport = self.lamport.max(m.lamport);
-        }
         let Some(r) = self.rooms.get(room) else {
             return;
         };
@@ -1271,7 +1303,6 @@ impl Node {
     fn deliver(&mut self, delivered: Vec<(SharedMessage, crate::log::Position)>, now: Instant) {
         for (msg, pos) in delivered {
             self.stats.delivered += 1;
-            self.lamport = self.lamport.max(msg.lamport);
             self.send_legacy(&msg, now);
             self.events.push_back(Event::Message {
                 msg,
@@ -1426,7 +1457,7 @@ impl Node {
             author: peer,
             name,
             seq: 0,
-            lamport: self.lamport,
+            lamport: self.clock.value(),
             sent_at_ms: 0,
             text,
             verified: false,

@@ -21,6 +21,7 @@ use libp2p_identity::Keypair;
 use multiaddr::Multiaddr;
 
 use super::Node;
+use crate::clock::MAX_CLOCK;
 use crate::config::Config;
 use crate::event::Event;
 use crate::message::{Message, SharedMessage};
@@ -35,8 +36,14 @@ pub struct Restore {
     /// The rooms the node was in. Empty (and no `retired`): start fresh, in the default
     /// room.
     pub rooms: Vec<RestoreRoom>,
-    /// Highest Lamport time seen, if stored (it is also recomputed from the messages).
+    /// The node's clock ([`Node::clock`]), if stored (it is also recomputed from the
+    /// messages). Like every received value it moves the clock by at most the bound of
+    /// PROTOCOL.md section 8.3.
     pub lamport: u64,
+    /// The wall clock at the restart (`Some(SystemTime::now())`): lets the restored clock
+    /// and the first profile follow it at once. Without it, stored clock values are
+    /// adopted at the first wall reading ([`Node::set_wall_clock`], [`Node::send`]).
+    pub wall: Option<std::time::SystemTime>,
     /// Peers to reconnect to: their listen addresses ending in `/p2p/<id>` (as in
     /// [`crate::PeerInfo::listen_addrs`]). They are dialed at start and, like peers
     /// reached with [`Node::connect`], redialed with backoff while unreachable.
@@ -66,7 +73,11 @@ impl Node {
     /// [`Event::SeqReserved`] for each room.
     pub fn restore(key: Keypair, config: Config, state: Restore, now: Instant) -> Node {
         let mut node = Node::empty(key, config, now);
-        node.lamport = state.lamport;
+        if let Some(wall) = state.wall {
+            node.clock.set_wall(wall, now);
+        }
+        // Values over the bound (a clock poisoned before it existed) are clamped.
+        node.adopt_clock(state.lamport, now);
         node.retired = state.retired.into_iter().collect();
         for addr in state.peers {
             node.remember_peer(&addr, now);
@@ -83,12 +94,14 @@ impl Node {
             }
             let mut room = Room::new(limits);
             let mut msgs = rr.messages;
-            msgs.retain(|m| m.room == rr.name && m.verified && m.seq > 0);
+            // A stored clock value above the protocol maximum can only be a poisoned
+            // message from before the bound: it is not loaded.
+            msgs.retain(|m| m.room == rr.name && m.verified && m.seq > 0 && m.lamport <= MAX_CLOCK);
             msgs.sort_by_key(|m| (m.author, m.seq));
             msgs.dedup_by(|a, b| a.author == b.author && a.seq == b.seq);
             let mut own_last = None;
             for mut m in msgs {
-                node.lamport = node.lamport.max(m.lamport);
+                node.adopt_clock(m.lamport, now);
                 if m.author == node.id {
                     // Own messages were persisted before they were signed: sign the
                     // ones a receiver needs (every `sign_every`-th; the last is below).
@@ -120,7 +133,7 @@ impl Node {
         }
         // Name changes after the last stored message moved the clock without leaving a
         // trace on disk; jump past them so our next profile record wins again.
-        node.lamport = node.lamport.saturating_add(LAMPORT_RESTART_JUMP);
+        node.clock.jump(LAMPORT_RESTART_JUMP);
         node.sign_profile();
         node
     }
@@ -157,7 +170,8 @@ impl Node {
                         .map(move |a| a.clone().with(multiaddr::Protocol::P2p(*id)))
                 })
                 .collect(),
-            lamport: self.lamport,
+            lamport: self.clock.value(),
+            wall: None,
             retired: self.retired.iter().map(|(r, n)| (r.clone(), *n)).collect(),
             rooms: self
                 .rooms

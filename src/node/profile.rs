@@ -36,11 +36,11 @@ impl ProfileRec {
 impl Node {
     /// Signs our current name with a fresh Lamport time.
     pub(super) fn sign_profile(&mut self) {
-        self.lamport = self.lamport.saturating_add(1);
-        let bytes = profile_bytes(&self.id, self.lamport, &self.name);
+        let lamport = self.clock.tick(self.last_now);
+        let bytes = profile_bytes(&self.id, lamport, &self.name);
         self.own_profile = ProfileRec {
             name: self.name.clone(),
-            lamport: self.lamport,
+            lamport,
             signature: self
                 .key
                 .sign(&bytes)
@@ -83,6 +83,32 @@ impl Node {
         }
     }
 
+    /// Makes room for a new record: evicts the oldest records (by Lamport time) of
+    /// authors that are neither connected peers nor authors kept in a joined room, a
+    /// sixteenth of `max_profiles` at a time (so a flood of new keys costs `O(1)`
+    /// amortised per key). Returns whether anything was evicted.
+    fn evict_profiles(&mut self) -> bool {
+        let mut order: Vec<(u64, PeerId)> = self
+            .profiles
+            .iter()
+            .filter(|(id, _)| !self.peers.get(id).is_some_and(|p| p.up))
+            .filter(|(id, _)| !self.rooms.values().any(|r| r.authors.contains_key(id)))
+            .map(|(id, r)| (r.lamport, *id))
+            .collect();
+        let n = (self.config.max_profiles / 16).max(1).min(order.len());
+        if n == 0 {
+            return false;
+        }
+        if n < order.len() {
+            order.select_nth_unstable(n);
+        }
+        for (_, v) in &order[..n] {
+            self.profiles.remove(v);
+        }
+        self.stats.profiles_evicted += n as u64;
+        true
+    }
+
     pub(super) fn on_profile(&mut self, conn: ConnId, p: wire::Profile, now: Instant) {
         if p.name.len() > self.config.max_name_len || p.name.chars().any(char::is_control) {
             return self.violation(conn, "invalid name in profile", now);
@@ -102,20 +128,24 @@ impl Node {
         {
             return; // a copy or an older record: nothing to check
         }
+        if !self.clock.acceptable(p.lamport, now) {
+            // Too far ahead: accepted once the wall clock catches up (section 8.3).
+            self.stats.clock_refused += 1;
+            return;
+        }
         let valid = public_key_of(&author)
             .is_some_and(|k| k.verify(&profile_bytes(&author, p.lamport, &p.name), &p.signature));
         if !valid {
             self.stats.forgeries += 1;
             return self.bad_signature(conn, now);
         }
-        let is_peer = self.peers.get(&author).is_some_and(|x| x.up);
-        if !self.profiles.contains_key(&author)
-            && self.profiles.len() >= self.config.max_profiles
-            && !is_peer
-        {
-            return;
+        if !self.profiles.contains_key(&author) && self.profiles.len() >= self.config.max_profiles {
+            let is_peer = self.peers.get(&author).is_some_and(|x| x.up);
+            if !self.evict_profiles() && !is_peer {
+                return;
+            }
         }
-        self.lamport = self.lamport.max(p.lamport);
+        self.adopt_clock(p.lamport, now);
         let old = self
             .profiles
             .insert(

@@ -207,6 +207,13 @@ impl Sim {
         self.now
     }
 
+    /// The simulated wall clock: 2023-11-14 22:13:20 UTC (1.7e9 s after the Unix epoch)
+    /// at the start, then advancing with virtual time. Nodes get it at start and restart,
+    /// and with every [`Sim::send`].
+    pub fn wall(&self) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000) + self.elapsed()
+    }
+
     /// Virtual time elapsed since the start.
     pub fn elapsed(&self) -> Duration {
         self.now - self.start
@@ -224,6 +231,7 @@ impl Sim {
             .parse()
             .unwrap();
         let mut node = Node::new(key.clone(), config.clone(), self.now);
+        node.set_wall_clock(self.wall(), self.now);
         node.set_listen_addrs(vec![addr.clone()]);
         self.nodes.push(SimNode {
             node: Some(node),
@@ -317,8 +325,9 @@ impl Sim {
 
     /// Node `i` sends `text` to `room`.
     pub fn send(&mut self, i: NodeIdx, room: &str, text: &str) {
+        let wall = self.wall();
         let m = self
-            .with(i, |n, now| n.send(room, text, SystemTime::UNIX_EPOCH, now))
+            .with(i, |n, now| n.send(room, text, wall, now))
             .expect("send accepted");
         self.nodes[i].sent.push((m.id(), m.order_key()));
     }
@@ -398,8 +407,10 @@ impl Sim {
     /// Restarts a crashed node from what its app persisted, with the same identity and
     /// address.
     pub fn restart(&mut self, i: NodeIdx) {
+        let wall = self.wall();
         let sn = &mut self.nodes[i];
-        let state = sn.store.restore();
+        let mut state = sn.store.restore();
+        state.wall = Some(wall);
         let mut node = Node::restore(sn.key.clone(), sn.config.clone(), state, self.now);
         node.set_listen_addrs(vec![sn.addr.clone()]);
         sn.node = Some(node);

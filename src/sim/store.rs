@@ -73,6 +73,7 @@ impl Store {
         Restore {
             peers: self.peers.values().flatten().cloned().collect(),
             lamport: 0,
+            wall: None,
             retired: self
                 .reserved
                 .iter()
