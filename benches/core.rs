@@ -186,7 +186,7 @@ fn bench_send(c: &mut Criterion) {
 fn bench_log(c: &mut Criterion) {
     let mut msgs: Vec<_> = (0..10_000u64)
         .map(|i| {
-            let m = Message::decode(sample_wire(i % 7, 1 + i / 7, 16)).unwrap();
+            let m = Message::from_wire(sample_wire(i % 7, 1 + i / 7, 16)).unwrap();
             std::sync::Arc::new(m)
         })
         .collect();

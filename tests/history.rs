@@ -176,7 +176,7 @@ fn crash_and_restart_from_persisted_state_never_reuses_sequence_numbers() {
         let after_restart = &sim.sim_node(n[1]).events[sim.sim_node(n[1]).restarts[0]..];
         let redelivered = after_restart
             .iter()
-            .filter(|e| matches!(e, Event::Message { msg, .. } if msg.text.starts_with("before")))
+            .filter(|e| matches!(e, Event::Message { msg, .. } if msg.text().starts_with("before")))
             .count();
         assert_eq!(redelivered, lost, "only what the disk lost comes back");
     }
@@ -377,8 +377,8 @@ fn run_scenario(sc: Scenario) -> TestResult {
                     Event::Message { msg, position } => {
                         eprintln!(
                             "node {i}: {}#{} {:?}",
-                            &msg.author.to_base58()[48..],
-                            msg.seq,
+                            &msg.author().to_base58()[48..],
+                            msg.seq(),
                             position
                         )
                     }
@@ -443,20 +443,20 @@ fn export_and_restore_round_trip() {
     let log: Vec<String> = again
         .room_log(ROOM)
         .unwrap()
-        .map(|m| m.text.clone())
+        .map(|m| m.text().to_string())
         .collect();
     assert_eq!(log, sim.log(a, ROOM));
     // The restored node continues above its reservation, naming its last message.
     let m = again
         .send(ROOM, "next", std::time::SystemTime::UNIX_EPOCH, now)
         .unwrap();
-    assert!(m.seq >= reserved);
+    assert!(m.seq() >= reserved);
     assert_eq!(m.prev_seq(), 10);
     // It re-announced its reservation before anything was sent.
     let mut reserved_again = false;
     while let Some(e) = again.poll_event() {
         if let Event::SeqReserved { upto, .. } = e {
-            reserved_again = upto > m.seq;
+            reserved_again = upto > m.seq();
         }
     }
     assert!(reserved_again);
@@ -614,7 +614,7 @@ fn rejoin_during_partition_with_loss_converges() {
                 .node(i)
                 .room_log(ROOM)
                 .map(|l| {
-                    l.map(|m| format!("{}:{}#{}", m.text, &m.author.to_base58()[48..], m.seq))
+                    l.map(|m| format!("{}:{}#{}", m.text(), &m.author().to_base58()[48..], m.seq()))
                         .collect()
                 })
                 .unwrap_or_default();

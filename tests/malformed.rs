@@ -83,7 +83,7 @@ fn chain(key: &Keypair, texts: &[&str], sign: impl Fn(usize) -> bool) -> Vec<wir
                 signature: Bytes::new(),
                 skipped: 0,
             };
-            let m = Message::decode(w.clone()).unwrap();
+            let m = Message::from_wire(w.clone()).unwrap();
             prev = *m.hash();
             if sign(i) {
                 let mut b = b"echo/chat/2 signature\0".to_vec();

@@ -402,21 +402,21 @@ impl App {
 
     /// Shows (and prints) a room message. `restored`: loaded from the database at start.
     fn show_message(&mut self, msg: &SharedMessage, position: Option<Position>, restored: bool) {
-        let own = msg.author == self.model.me;
+        let own = msg.author() == self.model.me;
         let disp = msg.display_author();
         let late = position.is_some_and(|p| p.late);
         self.emit(
             json!({
                 "event": "message",
-                "room": msg.room,
-                "author": msg.author.to_base58(),
-                "name": msg.name,
+                "room": msg.room(),
+                "author": msg.author().to_base58(),
+                "name": msg.name(),
                 "display": disp,
-                "seq": msg.seq,
-                "lamport": msg.lamport,
-                "sent_at_ms": msg.sent_at_ms,
-                "text": msg.text,
-                "verified": msg.verified,
+                "seq": msg.seq(),
+                "lamport": msg.lamport(),
+                "sent_at_ms": msg.sent_at_ms(),
+                "text": msg.text(),
+                "verified": msg.verified(),
                 "own": own,
                 "late": late,
                 "restored": restored,
@@ -424,29 +424,29 @@ impl App {
             }),
             Some(format!(
                 "[#{}] {} {}: {}{}",
-                msg.room,
-                clock(msg.sent_at_ms),
+                msg.room(),
+                clock(msg.sent_at_ms()),
                 disp,
-                clean(&msg.text),
+                clean(&msg.text()),
                 if restored { "  (history)" } else { "" }
             )),
         );
-        let id = ViewId::Room(msg.room.clone());
+        let id = ViewId::Room(msg.room().to_string());
         if self.model.find(&id).is_none() {
             return; // a room we left meanwhile
         }
         let line = Line::Message {
-            author: msg.author,
-            name: msg.name.clone(),
-            text: msg.text.clone(),
+            author: msg.author(),
+            name: msg.name().to_string(),
+            text: msg.text().to_string(),
             own,
             history: restored || late,
         };
         let view = self.model.view_mut(&id);
         if position.is_some() || restored {
-            view.insert(msg.order_key(), msg.sent_at_ms, line);
+            view.insert(msg.order_key(), msg.sent_at_ms(), line);
         } else {
-            view.push(msg.sent_at_ms, line);
+            view.push(msg.sent_at_ms(), line);
         }
         if !own && !restored {
             if let Some(i) = self.model.find(&id) {

@@ -197,7 +197,7 @@ pub fn load(conn: &Connection, per_room: usize) -> Result<Loaded> {
         for row in rows {
             let bytes = row?;
             match decode(&bytes) {
-                Ok(m) if m.room == name => messages.push(m),
+                Ok(m) if m.room() == name => messages.push(m),
                 Ok(_) => tracing::warn!(room = %name, "stored message of another room; skipped"),
                 Err(e) => {
                     tracing::warn!(room = %name, error = %e, "undecodable stored message; skipped")
@@ -235,8 +235,7 @@ pub fn load(conn: &Connection, per_room: usize) -> Result<Loaded> {
 
 /// Decodes a stored message (wire `RoomMessage` bytes).
 pub fn decode(bytes: &[u8]) -> Result<Message> {
-    let wire = <echo_proto::wire::RoomMessage as prost::Message>::decode(bytes)?;
-    Message::decode(wire).map_err(|e| anyhow!(e))
+    Message::decode(bytes).map_err(|e| anyhow!(e))
 }
 
 /// One write.
@@ -360,15 +359,15 @@ fn write_batch(conn: &mut Connection, batch: &[Op], durable: bool) -> Result<()>
         for op in batch {
             match op {
                 Op::Message(m) => {
-                    let wire = prost::Message::encode_to_vec(&m.encode());
+                    let wire = m.encode();
                     ins.execute(params![
-                        m.room,
-                        m.author.to_base58(),
-                        m.seq as i64,
-                        m.lamport as i64,
-                        m.sent_at_ms as i64,
-                        m.name,
-                        m.text,
+                        m.room(),
+                        m.author().to_base58(),
+                        m.seq() as i64,
+                        m.lamport() as i64,
+                        m.sent_at_ms() as i64,
+                        m.name(),
+                        m.text(),
                         wire
                     ])?;
                 }
@@ -485,15 +484,20 @@ mod tests {
         let room = &loaded.restore.rooms[0];
         assert_eq!(room.name, "general");
         assert_eq!(room.reserved, reserved);
-        let texts: Vec<_> = room.messages.iter().map(|m| m.text.as_str()).collect();
+        let texts: Vec<_> = room.messages.iter().map(|m| m.text()).collect();
         assert_eq!(texts, ["one", "two"]);
 
         // The restored node continues above the reservation.
-        let mut node = echo_proto::Node::restore(key, echo_proto::Config::default(), loaded.restore, now);
+        let mut node =
+            echo_proto::Node::restore(key, echo_proto::Config::default(), loaded.restore, now);
         let m = node
             .send("general", "three", SystemTime::now(), now)
             .unwrap();
-        assert!(m.seq >= reserved, "seq {} reused below {reserved}", m.seq);
+        assert!(
+            m.seq() >= reserved,
+            "seq {} reused below {reserved}",
+            m.seq()
+        );
         assert_eq!(node.room_log("general").unwrap().count(), 3);
     }
 }

@@ -1,4 +1,4 @@
-//! `echo::codec::FrameDecoder` on arbitrary bytes in arbitrary chunkings.
+//! `echo_proto::codec::FrameDecoder` on arbitrary bytes in arbitrary chunkings.
 //!
 //! Invariants:
 //! * every frame is at most `max_len` bytes;
@@ -12,7 +12,7 @@
 
 use arbitrary::Arbitrary;
 use bytes::BytesMut;
-use echo::codec::{self, FrameDecoder, FrameError};
+use echo_proto::codec::{self, FrameDecoder, FrameError};
 use libfuzzer_sys::fuzz_target;
 
 /// Limits chosen around the varint boundaries (1 and 2 byte prefixes) and a realistic one.

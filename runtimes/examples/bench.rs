@@ -181,8 +181,8 @@ async fn receive(events: &mut Events, author: PeerId, n: usize) -> (usize, Insta
     let mut dups = 0;
     while got < n {
         match events.next().await {
-            Some(Event::Message { msg, .. }) if msg.author == author => {
-                let seq: usize = msg.text.split(' ').next().unwrap().parse().unwrap();
+            Some(Event::Message { msg, .. }) if msg.author() == author => {
+                let seq: usize = msg.text().split(' ').next().unwrap().parse().unwrap();
                 if std::mem::replace(&mut seen[seq], true) {
                     dups += 1;
                 } else {
@@ -248,9 +248,9 @@ async fn latency<R: Runtime>(rt: R, a: Args) -> String {
         let mut got = 0;
         while got < n {
             match eb.next().await {
-                Some(Event::Message { msg, .. }) if msg.author == author => {
+                Some(Event::Message { msg, .. }) if msg.author() == author => {
                     let now = start.elapsed().as_nanos() as u64;
-                    let mut it = msg.text.split(' ');
+                    let mut it = msg.text().split(' ');
                     let seq: usize = it.next().unwrap().parse().unwrap();
                     let sent: u64 = it.next().unwrap().parse().unwrap();
                     l2[seq].store(now - sent, Ordering::Relaxed);

@@ -244,7 +244,7 @@ impl<R: Runtime> Probe<R> {
         let t = text.to_string();
         self.wait(
             &format!("message {text:?}"),
-            move |e| matches!(e, Event::Message { msg, .. } if msg.text == t),
+            move |e| matches!(e, Event::Message { msg, .. } if msg.text() == t),
         )
         .await
     }
@@ -272,7 +272,7 @@ impl<R: Runtime> Probe<R> {
 
 fn short(e: &Event) -> String {
     match e {
-        Event::Message { msg, .. } => format!("Message({}: {})", msg.display_author(), msg.text),
+        Event::Message { msg, .. } => format!("Message({}: {})", msg.display_author(), msg.text()),
         e => {
             let s = format!("{e:?}");
             s.chars().take(200).collect()
