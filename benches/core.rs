@@ -9,7 +9,7 @@ use std::time::{Instant, SystemTime};
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use echo_proto::log::RoomLog;
-use echo_proto::sim::keypair;
+use echo_proto::sim::{identity, keypair};
 use echo_proto::wire::{self, Frame, Kind};
 use echo_proto::{codec, Config, ConnId, ConnInfo, Event, Message, Node, Protocol, Role};
 use rand::seq::SliceRandom;
@@ -74,8 +74,8 @@ fn sample_wire(author: u64, seq: u64, len: usize) -> wire::RoomMessage {
 
 /// Runs two nodes through their handshake; returns them.
 fn handshaken(now: Instant, config: Config) -> (Node, Node) {
-    let mut a = Node::new(keypair(1), config.clone(), now);
-    let mut b = Node::new(keypair(2), config, now);
+    let mut a = Node::new(identity(&keypair(1)), config.clone(), 1, now);
+    let mut b = Node::new(identity(&keypair(2)), config, 2, now);
     let addr: echo_proto::Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().unwrap();
     let info = |peer, role| ConnInfo {
         peer,

@@ -1,4 +1,4 @@
-//! Node configuration: every limit, timer and the RNG seed, with documented defaults.
+//! Node configuration: every limit and timer, with documented defaults.
 
 use std::time::Duration;
 
@@ -31,9 +31,6 @@ impl Default for RateLimit {
 /// Configuration of a [`crate::Node`]. `Config::default()` is a sensible chat node.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Seed of the node's RNG (ping nonces, hello nonces, backoff jitter). Give each node
-    /// its own seed (e.g. from `rand::random()` at start-up); tests fix it to replay runs.
-    pub seed: u64,
     /// Display name announced to peers (default `anon`).
     pub name: String,
     /// The default room, joined at start (default `general`); `None` joins none.
@@ -132,7 +129,6 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            seed: 0,
             name: "anon".into(),
             default_room: Some("general".into()),
             agent: concat!("echo/", env!("CARGO_PKG_VERSION")).into(),

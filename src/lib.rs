@@ -3,7 +3,8 @@
 //! A [`Node`] is echo's whole chat protocol — handshake, rooms, signed and ordered
 //! messages, relaying, connection rules, liveness, limits — with no I/O inside. It never
 //! reads a clock, opens a socket, spawns a thread or asks the OS for randomness: the
-//! driver passes `now` with every input and the RNG is seeded from [`Config::seed`].
+//! driver passes `now` with every input and the RNG is seeded from an argument of
+//! [`Node::new`].
 //! The same inputs always give the same outputs, so a whole network of nodes runs
 //! deterministically in one test thread (see the `sim` feature).
 //!
@@ -30,15 +31,14 @@
 //!
 //! ```
 //! use std::time::{Duration, Instant, SystemTime};
-//! use echo_proto::{Action, Config, ConnId, ConnInfo, Event, Node, Protocol, Role};
-//! use libp2p_identity::Keypair;
+//! use echo_proto::{Action, Config, ConnId, ConnInfo, Event, Identity, Node, Protocol, Role};
 //!
 //! let now = Instant::now();
-//! let ka = Keypair::ed25519_from_bytes([1; 32]).unwrap();
-//! let kb = Keypair::ed25519_from_bytes([2; 32]).unwrap();
-//! let (ida, idb) = (ka.public().to_peer_id(), kb.public().to_peer_id());
-//! let mut alice = Node::new(ka, Config { name: "alice".into(), seed: 1, ..Config::default() }, now);
-//! let mut bob = Node::new(kb, Config { name: "bob".into(), seed: 2, ..Config::default() }, now);
+//! let ka = Identity::from_secret_bytes([1; 32]);
+//! let kb = Identity::from_secret_bytes([2; 32]);
+//! let (ida, idb) = (ka.peer_id(), kb.peer_id());
+//! let mut alice = Node::new(ka, Config { name: "alice".into(), ..Config::default() }, 1, now);
+//! let mut bob = Node::new(kb, Config { name: "bob".into(), ..Config::default() }, 2, now);
 //!
 //! // The runtime set up a connection (TCP + noise + yamux + one substream) and reports it.
 //! let addr: multiaddr::Multiaddr = "/ip4/127.0.0.1/tcp/4001".parse().unwrap();
@@ -65,7 +65,7 @@
 //! let mut got = Vec::new();
 //! while let Some(ev) = bob.poll_event() {
 //!     if let Event::Message { msg, .. } = ev {
-//!         got.push(format!("{}: {}", msg.display_author(), msg.text));
+//!         got.push(format!("{}: {}", msg.display_author(), msg.text()));
 //!     }
 //! }
 //! assert_eq!(got.len(), 1);
@@ -97,6 +97,7 @@ mod config;
 mod conn;
 mod error;
 mod event;
+mod identity;
 pub mod legacy;
 pub mod log;
 pub mod message;
@@ -113,7 +114,8 @@ pub mod sim;
 pub use config::{Config, RateLimit};
 pub use error::CommandError;
 pub use event::{Action, ConnId, ConnInfo, DialId, Event, PeerInfo, Protocol, Role, Transmit};
-pub use libp2p_identity::{Keypair, PeerId};
+pub use identity::{Identity, IdentityError};
+pub use libp2p_identity::PeerId;
 pub use log::Position;
 pub use message::{Message, MsgId, SharedMessage};
 pub use multiaddr::Multiaddr;

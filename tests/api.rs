@@ -2,11 +2,11 @@
 
 use std::time::Instant;
 
+use echo_proto::Identity;
 use echo_proto::{ConnId, ConnInfo, Event, Message, Node, Protocol, Role};
-use libp2p_identity::Keypair;
 
-fn key(n: u8) -> Keypair {
-    Keypair::ed25519_from_bytes([n; 32]).unwrap()
+fn key(n: u8) -> Identity {
+    Identity::from_secret_bytes([n; 32])
 }
 
 /// A legacy echo-go line becomes a message with `seq` 0; encoding it for storage used to
@@ -14,8 +14,8 @@ fn key(n: u8) -> Keypair {
 #[test]
 fn legacy_message_encodes_without_panic() {
     let now = Instant::now();
-    let mut node = Node::new(key(1), echo_proto::Config::default(), now);
-    let peer = key(2).public().to_peer_id();
+    let mut node = Node::new(key(1), echo_proto::Config::default(), 1, now);
+    let peer = key(2).peer_id();
     let info = ConnInfo {
         peer,
         role: Role::Listener,

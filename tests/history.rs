@@ -439,7 +439,13 @@ fn export_and_restore_round_trip() {
     assert!(reserved > 10, "a reservation covers a's ten messages");
     let key = echo_proto::sim::keypair(a as u64);
     let now = sim.now();
-    let mut again = echo_proto::Node::restore(key, Config::default(), state, now);
+    let mut again = echo_proto::Node::restore(
+        echo_proto::sim::identity(&key),
+        Config::default(),
+        7,
+        state,
+        now,
+    );
     let log: Vec<String> = again
         .room_log(ROOM)
         .unwrap()

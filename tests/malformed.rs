@@ -7,7 +7,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use echo_proto::sim::{keypair, Sim};
 use echo_proto::wire::{self, Frame, Kind};
-use echo_proto::{codec, Config, Event, Keypair, Message, Protocol, RateLimit};
+use echo_proto::{codec, Config, Event, Message, Protocol, RateLimit};
+use libp2p_identity::Keypair;
 use quickcheck::{quickcheck, TestResult};
 
 const SEC: Duration = Duration::from_secs(1);

@@ -5,7 +5,8 @@
 
 use echo_proto::codec::{FrameDecoder, FrameError};
 use echo_proto::wire::{self, Frame, GoodbyeCode, Kind};
-use echo_proto::{Keypair, Message, Multiaddr, PeerId};
+use echo_proto::{Message, Multiaddr, PeerId};
+use libp2p_identity::Keypair;
 use libp2p_identity::PublicKey;
 use sha2::{Digest, Sha256};
 

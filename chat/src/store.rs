@@ -21,7 +21,7 @@ use std::sync::mpsc as std_mpsc;
 use std::thread;
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use echo_proto::{Keypair, Message, Restore, RestoreRoom};
+use echo_proto::{Identity, Message, Restore, RestoreRoom};
 
 use crate::model::now_ms;
 use futures::channel::oneshot;
@@ -67,27 +67,19 @@ impl DataDir {
     }
 
     /// Loads the identity key, creating it on first run.
-    pub fn identity(&self) -> Result<Keypair> {
+    pub fn identity(&self) -> Result<Identity> {
         let path = self.path.join("identity.key");
         match fs::read(&path) {
-            Ok(bytes) => {
-                let key = Keypair::from_protobuf_encoding(&bytes).map_err(|e| {
-                    anyhow!(
-                        "identity key {} is corrupt ({e}); move it away to start with a \
+            Ok(bytes) => Identity::from_protobuf_encoding(&bytes).map_err(|e| {
+                anyhow!(
+                    "identity key {} is unusable ({e}); move it away to start with a \
                          new identity",
-                        path.display()
-                    )
-                })?;
-                if key.clone().try_into_ed25519().is_err() {
-                    bail!("identity key {} is not an ed25519 key", path.display());
-                }
-                Ok(key)
-            }
+                    path.display()
+                )
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let key = Keypair::generate_ed25519();
-                let bytes = key
-                    .to_protobuf_encoding()
-                    .map_err(|e| anyhow!("cannot encode the new identity key: {e}"))?;
+                let key = Identity::generate();
+                let bytes = key.to_protobuf_encoding();
                 let tmp = self.path.join("identity.key.tmp");
                 let _ = fs::remove_file(&tmp);
                 let mut opts = OpenOptions::new();
@@ -424,7 +416,7 @@ mod tests {
         let dd = DataDir::open(dir.path()).unwrap();
         let a = dd.identity().unwrap();
         let b = dd.identity().unwrap();
-        assert_eq!(a.public().to_peer_id(), b.public().to_peer_id());
+        assert_eq!(a.peer_id(), b.peer_id());
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -443,7 +435,7 @@ mod tests {
     fn messages_reservations_rooms_and_name_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("h.sqlite3");
-        let key = Keypair::generate_ed25519();
+        let key = Identity::generate();
         let now = Instant::now();
         let mut node = echo_proto::Node::new(
             key.clone(),
@@ -451,6 +443,7 @@ mod tests {
                 name: "alice".into(),
                 ..Default::default()
             },
+            1,
             now,
         );
         node.send("general", "one", SystemTime::now(), now).unwrap();
@@ -489,7 +482,7 @@ mod tests {
 
         // The restored node continues above the reservation.
         let mut node =
-            echo_proto::Node::restore(key, echo_proto::Config::default(), loaded.restore, now);
+            echo_proto::Node::restore(key, echo_proto::Config::default(), 2, loaded.restore, now);
         let m = node
             .send("general", "three", SystemTime::now(), now)
             .unwrap();

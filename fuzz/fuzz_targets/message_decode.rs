@@ -28,8 +28,9 @@ use echo_proto::codec;
 use echo_proto::message::MAX_SEQ;
 use echo_proto::sim::keypair;
 use echo_proto::wire::{self, Frame, Kind};
-use echo_proto::{Keypair, Message};
+use echo_proto::Message;
 use libfuzzer_sys::fuzz_target;
+use libp2p_identity::Keypair;
 
 const SIG_DOMAIN: &[u8] = b"echo/chat/2 signature\0";
 

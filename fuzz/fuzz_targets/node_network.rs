@@ -31,8 +31,9 @@ use echo_proto::codec::FrameDecoder;
 use echo_proto::message::MAX_SEQ;
 use echo_proto::sim::{keypair, Sim};
 use echo_proto::wire::{self, Frame, Kind};
-use echo_proto::{Config, Event, Keypair, Message, Multiaddr, PeerId, Protocol};
+use echo_proto::{Config, Event, Message, Multiaddr, PeerId, Protocol};
 use libfuzzer_sys::fuzz_target;
+use libp2p_identity::Keypair;
 
 const HONEST: usize = 3;
 const SIDE_ROOMS: [&str; 2] = ["side", "other"];

@@ -45,8 +45,9 @@ use echo_proto::message::MAX_SEQ;
 use echo_proto::ordering::{Chain, GapAction, Offer};
 use echo_proto::sim::keypair;
 use echo_proto::wire;
-use echo_proto::{Keypair, Message, SharedMessage};
+use echo_proto::{Message, SharedMessage};
 use libfuzzer_sys::fuzz_target;
+use libp2p_identity::Keypair;
 
 const GAP: Duration = Duration::from_secs(2);
 const VERIFY: Duration = Duration::from_secs(5);

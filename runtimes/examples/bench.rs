@@ -119,10 +119,10 @@ async fn run<R: Runtime>(rt: R, a: Args) -> String {
 
 fn options(i: u64) -> Options {
     let mut o = Options::new(["/ip4/127.0.0.1/tcp/0"]);
-    o.keypair = Keypair::ed25519_from_bytes([i as u8 + 1; 32]).unwrap();
+    o.identity = echo_proto::Identity::from_secret_bytes([i as u8 + 1; 32]);
+    o.seed = i;
     o.config = Config {
         name: format!("n{i}"),
-        seed: i,
         auto_connect: false,
         rate_limit: None,
         max_queued_bytes: 1 << 30,

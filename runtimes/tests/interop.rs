@@ -89,12 +89,12 @@ async fn interop<R: Runtime>(rt: R) {
     // The source of protocol bytes: an echo Node with the swarm's identity.
     let now = Instant::now();
     let mut x = Node::new(
-        key.clone(),
+        echo_proto::Identity::try_from(key.clone()).unwrap(),
         echo_proto::Config {
             name: "rust-libp2p".into(),
-            seed: 71,
             ..echo_proto::Config::default()
         },
+        71,
         now,
     );
     let info = ConnInfo {

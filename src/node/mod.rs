@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::conn::{far_future, Conn, Decoder, State};
 use crate::error::CommandError;
 use crate::event::{Action, ConnId, ConnInfo, DialId, Event, PeerInfo, Protocol, Role, Transmit};
+use crate::identity::Identity;
 use crate::legacy;
 use crate::message::{Message, SharedMessage};
 use crate::peers::{self, Peer, PeerBook};
@@ -125,23 +126,22 @@ fn valid_room(s: &str, max: usize) -> Result<(), String> {
 }
 
 impl Node {
-    /// A node with identity `key` (must be ed25519). `now` starts its clocks.
+    /// A node with identity `identity`. `seed` seeds its RNG (ping and hello nonces,
+    /// backoff jitter): give each node its own (e.g. from OS randomness at start-up);
+    /// tests fix it to replay runs. `now` starts its clocks.
     ///
     /// A node that ever sent messages must be started with [`Node::restore`] instead,
     /// from what the app persisted, or it would reuse sequence numbers.
-    pub fn new(key: Keypair, config: Config, now: Instant) -> Self {
-        Self::restore(key, config, Restore::default(), now)
+    pub fn new(identity: Identity, config: Config, seed: u64, now: Instant) -> Self {
+        Self::restore(identity, config, seed, Restore::default(), now)
     }
 
-    fn empty(key: Keypair, config: Config, now: Instant) -> Self {
-        assert!(
-            key.clone().try_into_ed25519().is_ok(),
-            "echo identities are ed25519 keys"
-        );
+    fn empty(identity: Identity, config: Config, seed: u64, now: Instant) -> Self {
+        let key = identity.keypair();
         let public = key.public();
         let id = public.to_peer_id();
         Node {
-            rng: ChaCha8Rng::seed_from_u64(config.seed),
+            rng: ChaCha8Rng::seed_from_u64(seed),
             name: config.name.clone(),
             key,
             public,

@@ -118,10 +118,10 @@ macro_rules! scenario {
 /// Options for a test node on 127.0.0.1 with a fixed seed and fast redials.
 pub fn options(name: &str, seed: u64) -> Options {
     let mut o = Options::new(["/ip4/127.0.0.1/tcp/0"]);
-    o.keypair = Keypair::ed25519_from_bytes([seed as u8; 32]).unwrap();
+    o.identity = echo_proto::Identity::from_secret_bytes([seed as u8; 32]);
+    o.seed = seed;
     o.config = Config {
         name: name.into(),
-        seed,
         backoff_initial: Duration::from_millis(100),
         backoff_max: Duration::from_millis(800),
         ..Config::default()
