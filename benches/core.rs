@@ -120,14 +120,12 @@ fn stream(now: Instant, burst: usize) -> Bytes {
 }
 
 fn bench_config() -> Config {
-    Config {
-        rate_limit: None,
-        // Let one signature cover a whole 1,000-message burst (the default signs every
-        // 64th), so the receive benchmark isolates the core's own work.
-        sign_every: 1_000,
-        max_buffered_per_author: 2_000,
-        ..Config::default()
-    }
+    // Let one signature cover a whole 1,000-message burst (the default signs every
+    // 64th), so the receive benchmark isolates the core's own work.
+    Config::default()
+        .rate_limit(None)
+        .sign_every(1_000)
+        .max_buffered_per_author(2_000)
 }
 
 fn bench_receive(c: &mut Criterion) {

@@ -4,6 +4,7 @@ use libp2p_identity::PeerId;
 
 /// Why a command was refused. Nothing changed when one is returned.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum CommandError {
     /// The text is longer than `Config::max_text_len`.
     #[error("message is {len} bytes; the limit is {max}")]

@@ -20,6 +20,7 @@ pub struct DialId(pub u64);
 
 /// Which side opened the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Role {
     /// We dialed.
     Dialer,
@@ -29,6 +30,7 @@ pub enum Role {
 
 /// Which wire protocol the chat substream negotiated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Protocol {
     /// `/echo/chat/2.0.0`.
     Chat,
@@ -72,6 +74,7 @@ pub struct Transmit {
 
 /// Something the runtime must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Action {
     /// Open a connection to `addr` and report the outcome with
     /// [`crate::Node::handle_connected`] (passing `dial`) or
@@ -96,6 +99,7 @@ pub enum Action {
 
 /// Summary of a connected peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PeerInfo {
     /// Peer id.
     pub peer: PeerId,

@@ -37,8 +37,8 @@
 //! let ka = Identity::from_secret_bytes([1; 32]);
 //! let kb = Identity::from_secret_bytes([2; 32]);
 //! let (ida, idb) = (ka.peer_id(), kb.peer_id());
-//! let mut alice = Node::new(ka, Config { name: "alice".into(), ..Config::default() }, 1, now);
-//! let mut bob = Node::new(kb, Config { name: "bob".into(), ..Config::default() }, 2, now);
+//! let mut alice = Node::new(ka, Config::default().name("alice"), 1, now);
+//! let mut bob = Node::new(kb, Config::default().name("bob"), 2, now);
 //!
 //! // The runtime set up a connection (TCP + noise + yamux + one substream) and reports it.
 //! let addr: multiaddr::Multiaddr = "/ip4/127.0.0.1/tcp/4001".parse().unwrap();

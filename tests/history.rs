@@ -116,11 +116,11 @@ fn gaps_are_repaired_by_request_before_anything_is_skipped() {
     let mut sim = Sim::new(31);
     sim.loss = 0.3;
     let a = sim.add_named("a");
-    let b = sim.add_node(Config {
-        name: "b".into(),
-        sync_interval: Duration::from_secs(3600),
-        ..Config::default()
-    });
+    let b = sim.add_node(
+        Config::default()
+            .name("b")
+            .sync_interval(Duration::from_secs(3600)),
+    );
     sim.connect(b, a);
     assert!(sim.run_until(5 * SEC, |s| s.is_connected(a, b)));
     for k in 0..100 {
@@ -185,11 +185,7 @@ fn crash_and_restart_from_persisted_state_never_reuses_sequence_numbers() {
 #[test]
 fn relay_crash_reforms_the_line_via_peer_exchange() {
     let mut sim = Sim::new(25);
-    let cfg = |name: &str| Config {
-        name: name.into(),
-        target_peers: 1,
-        ..Config::default()
-    };
+    let cfg = |name: &str| Config::default().name(name).target_peers(1);
     let a = sim.add_node(cfg("a"));
     let b = sim.add_node(cfg("b"));
     let c = sim.add_node(cfg("c"));
@@ -214,11 +210,7 @@ fn relay_crash_reforms_the_line_via_peer_exchange() {
 #[test]
 fn retention_caps_logs_and_never_ping_pongs() {
     let mut sim = Sim::new(26);
-    let small = |name: &str| Config {
-        name: name.into(),
-        max_log_messages: 50,
-        ..Config::default()
-    };
+    let small = |name: &str| Config::default().name(name).max_log_messages(50);
     let big = sim.add_named("big");
     let s1 = sim.add_node(small("s1"));
     sim.connect(s1, big);

@@ -12,11 +12,7 @@ const SEC: Duration = Duration::from_secs(1);
 /// line stays a line.
 fn line_of_three() -> Sim {
     let mut sim = Sim::new(1);
-    let leaf = |name: &str| Config {
-        name: name.into(),
-        auto_connect: false,
-        ..Config::default()
-    };
+    let leaf = |name: &str| Config::default().name(name).auto_connect(false);
     let a = sim.add_node(leaf("alice"));
     let b = sim.add_named("bob");
     let c = sim.add_node(leaf("carol"));

@@ -439,10 +439,7 @@ mod tests {
         let now = Instant::now();
         let mut node = echo_proto::Node::new(
             key.clone(),
-            echo_proto::Config {
-                name: "alice".into(),
-                ..Default::default()
-            },
+            echo_proto::Config::default().name("alice"),
             1,
             now,
         );

@@ -352,10 +352,7 @@ fn tamper_text(t: &mut String, how: u8) {
 impl World {
     fn new(input: &Input) -> World {
         let mut sim = Sim::new(0xec40);
-        let cfg = |name: &str| Config {
-            name: name.into(),
-            ..Config::default()
-        };
+        let cfg = |name: &str| Config::default().name(name);
         for i in 0..HONEST {
             sim.add_node(cfg(&format!("n{i}")));
         }

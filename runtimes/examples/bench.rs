@@ -121,13 +121,11 @@ fn options(i: u64) -> Options {
     let mut o = Options::new(["/ip4/127.0.0.1/tcp/0"]);
     o.identity = echo_proto::Identity::from_secret_bytes([i as u8 + 1; 32]);
     o.seed = i;
-    o.config = Config {
-        name: format!("n{i}"),
-        auto_connect: false,
-        rate_limit: None,
-        max_queued_bytes: 1 << 30,
-        ..Config::default()
-    };
+    o.config = Config::default()
+        .name(format!("n{i}"))
+        .auto_connect(false)
+        .rate_limit(None)
+        .max_queued_bytes(1 << 30);
     o
 }
 

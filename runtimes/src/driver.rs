@@ -363,6 +363,8 @@ impl<R: Runtime> Driver<R> {
                         self.queue_poll(conn);
                     }
                 }
+                // `Action` is non_exhaustive; this version of the core has no others.
+                _ => {}
             }
         }
         while let Some(e) = self.node.poll_event() {

@@ -90,10 +90,7 @@ async fn interop<R: Runtime>(rt: R) {
     let now = Instant::now();
     let mut x = Node::new(
         echo_proto::Identity::try_from(key.clone()).unwrap(),
-        echo_proto::Config {
-            name: "rust-libp2p".into(),
-            ..echo_proto::Config::default()
-        },
+        echo_proto::Config::default().name("rust-libp2p"),
         71,
         now,
     );

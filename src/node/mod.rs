@@ -36,6 +36,7 @@ const GOODBYE_BACKOFF_STEPS: u32 = 5;
 
 /// Counters for tests, benches and diagnostics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Stats {
     /// Frames decoded from peers.
     pub frames_in: u64,

@@ -120,12 +120,10 @@ pub fn options(name: &str, seed: u64) -> Options {
     let mut o = Options::new(["/ip4/127.0.0.1/tcp/0"]);
     o.identity = echo_proto::Identity::from_secret_bytes([seed as u8; 32]);
     o.seed = seed;
-    o.config = Config {
-        name: name.into(),
-        backoff_initial: Duration::from_millis(100),
-        backoff_max: Duration::from_millis(800),
-        ..Config::default()
-    };
+    o.config = Config::default()
+        .name(name)
+        .backoff_initial(Duration::from_millis(100))
+        .backoff_max(Duration::from_millis(800));
     o
 }
 
