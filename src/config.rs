@@ -223,6 +223,168 @@ impl RateLimit {
     }
 }
 
+/// Why a [`Config`] is refused by [`Config::validate`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A limit or interval that must be positive is zero.
+    #[error("{field} must not be zero")]
+    Zero {
+        /// The field.
+        field: &'static str,
+    },
+    /// A duration is longer than [`Config::MAX_DURATION`].
+    #[error("{field} is longer than {max:?}")]
+    TooLong {
+        /// The field.
+        field: &'static str,
+        /// The longest allowed.
+        max: std::time::Duration,
+    },
+    /// Two settings contradict each other.
+    #[error("{0}")]
+    Inconsistent(&'static str),
+    /// A rate limit is not a positive finite number.
+    #[error("rate_limit.{field} must be a positive finite number")]
+    BadRate {
+        /// The field.
+        field: &'static str,
+    },
+    /// The display name or default room is not valid under the configured limits.
+    #[error("{field}: {reason}")]
+    BadName {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl Config {
+    /// The longest duration a setting may have (100 years). [`crate::Node::new`] and
+    /// [`crate::Node::restore`] clamp longer ones (e.g. `Duration::MAX` for "never") to
+    /// it, so no timer arithmetic can overflow an `Instant`.
+    pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+    /// Checks the configuration: limits and intervals that must be positive are,
+    /// durations are at most [`Config::MAX_DURATION`], `backoff_initial <= backoff_max`,
+    /// `max_text_len <= max_frame_len`, rate limits are positive and finite, and the name
+    /// and default room are valid. The node runs with any config (it clamps durations
+    /// and treats zero counts as one where zero would stall it); this tells an app that
+    /// what it asked for is not what it gets.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (field, v) in [
+            ("max_frame_len", self.max_frame_len),
+            ("max_text_len", self.max_text_len),
+            ("max_name_len", self.max_name_len),
+            ("max_room_len", self.max_room_len),
+            ("max_buffered_per_author", self.max_buffered_per_author),
+            ("max_legacy_line", self.max_legacy_line),
+            ("write_window", self.write_window),
+            ("max_queued_bytes", self.max_queued_bytes),
+            ("max_log_messages", self.max_log_messages),
+            ("max_log_bytes", self.max_log_bytes),
+            ("sync_batch_bytes", self.sync_batch_bytes),
+            ("sign_every", self.sign_every as usize),
+            ("reserve_block", self.reserve_block as usize),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::Zero { field });
+            }
+        }
+        for (field, d) in self.durations() {
+            if d > Self::MAX_DURATION {
+                return Err(ConfigError::TooLong {
+                    field,
+                    max: Self::MAX_DURATION,
+                });
+            }
+            let busy = matches!(field, "ping_interval" | "sync_interval" | "idle_timeout");
+            if busy && d.is_zero() {
+                return Err(ConfigError::Zero { field });
+            }
+        }
+        if self.backoff_initial > self.backoff_max {
+            return Err(ConfigError::Inconsistent(
+                "backoff_initial is longer than backoff_max",
+            ));
+        }
+        if self.max_text_len > self.max_frame_len {
+            return Err(ConfigError::Inconsistent(
+                "max_text_len is larger than max_frame_len",
+            ));
+        }
+        if let Some(r) = &self.rate_limit {
+            for (field, v) in [
+                ("frames_per_sec", r.frames_per_sec),
+                ("frame_burst", r.frame_burst),
+                ("bytes_per_sec", r.bytes_per_sec),
+                ("byte_burst", r.byte_burst),
+            ] {
+                if !(v.is_finite() && v > 0.0) {
+                    return Err(ConfigError::BadRate { field });
+                }
+            }
+        }
+        crate::node::valid_label(&self.name, self.max_name_len).map_err(|reason| {
+            ConfigError::BadName {
+                field: "name",
+                reason,
+            }
+        })?;
+        if let Some(room) = &self.default_room {
+            crate::node::valid_room(room, self.max_room_len).map_err(|reason| {
+                ConfigError::BadName {
+                    field: "default_room",
+                    reason,
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The config the node runs with: durations clamped to [`Config::MAX_DURATION`],
+    /// intervals that would make the node spin at least 1 ms, and
+    /// `backoff_initial <= backoff_max`.
+    pub(crate) fn clamped(mut self) -> Self {
+        let max = Self::MAX_DURATION;
+        let ms = Duration::from_millis(1);
+        for d in [
+            &mut self.handshake_timeout,
+            &mut self.drain_timeout,
+            &mut self.gap_timeout,
+            &mut self.verify_timeout,
+            &mut self.backoff_initial,
+            &mut self.backoff_max,
+        ] {
+            *d = (*d).min(max);
+        }
+        for d in [
+            &mut self.ping_interval,
+            &mut self.idle_timeout,
+            &mut self.sync_interval,
+        ] {
+            *d = (*d).clamp(ms, max);
+        }
+        self.backoff_initial = self.backoff_initial.min(self.backoff_max);
+        self
+    }
+
+    fn durations(&self) -> [(&'static str, Duration); 9] {
+        [
+            ("handshake_timeout", self.handshake_timeout),
+            ("ping_interval", self.ping_interval),
+            ("idle_timeout", self.idle_timeout),
+            ("drain_timeout", self.drain_timeout),
+            ("gap_timeout", self.gap_timeout),
+            ("verify_timeout", self.verify_timeout),
+            ("backoff_initial", self.backoff_initial),
+            ("backoff_max", self.backoff_max),
+            ("sync_interval", self.sync_interval),
+        ]
+    }
+}
+
 /// Chainable setters, one per field: `Config::default().name("alice").max_peers(16)`.
 impl Config {
     /// Sets [`Config::name`].

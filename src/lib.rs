@@ -111,7 +111,7 @@ pub mod wire;
 #[cfg(feature = "sim")]
 pub mod sim;
 
-pub use config::{Config, RateLimit};
+pub use config::{Config, ConfigError, RateLimit};
 pub use error::CommandError;
 pub use event::{Action, ConnId, ConnInfo, DialId, Event, PeerInfo, Protocol, Role, Transmit};
 pub use identity::{Identity, IdentityError};

@@ -105,7 +105,7 @@ fn unix_ms(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-fn valid_label(s: &str, max: usize) -> Result<(), String> {
+pub(crate) fn valid_label(s: &str, max: usize) -> Result<(), String> {
     if s.is_empty() {
         return Err("empty".into());
     }
@@ -118,7 +118,7 @@ fn valid_label(s: &str, max: usize) -> Result<(), String> {
     Ok(())
 }
 
-fn valid_room(s: &str, max: usize) -> Result<(), String> {
+pub(crate) fn valid_room(s: &str, max: usize) -> Result<(), String> {
     valid_label(s, max)?;
     if s.chars().any(char::is_whitespace) {
         return Err("contains whitespace".into());
@@ -131,6 +131,11 @@ impl Node {
     /// backoff jitter): give each node its own (e.g. from OS randomness at start-up);
     /// tests fix it to replay runs. `now` starts its clocks.
     ///
+    /// The node never panics on its config: durations longer than
+    /// [`Config::MAX_DURATION`] (e.g. `Duration::MAX` for "never") are clamped to it, and
+    /// zero intervals to 1 ms. Check a config with [`Config::validate`] first to refuse
+    /// such values instead.
+    ///
     /// A node that ever sent messages must be started with [`Node::restore`] instead,
     /// from what the app persisted, or it would reuse sequence numbers.
     pub fn new(identity: Identity, config: Config, seed: u64, now: Instant) -> Self {
@@ -138,6 +143,7 @@ impl Node {
     }
 
     fn empty(identity: Identity, config: Config, seed: u64, now: Instant) -> Self {
+        let config = config.clamped();
         let key = identity.keypair();
         let public = key.public();
         let id = public.to_peer_id();
