@@ -112,7 +112,7 @@ pub mod wire;
 pub mod sim;
 
 pub use config::{Config, ConfigError, RateLimit};
-pub use error::CommandError;
+pub use error::{CommandError, DecodeError};
 pub use event::{Action, ConnId, ConnInfo, DialId, Event, PeerInfo, Protocol, Role, Transmit};
 pub use identity::{Identity, IdentityError};
 pub use libp2p_identity::PeerId;

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use libp2p_identity::{Keypair, PeerId, PublicKey};
 use sha2::{Digest, Sha256};
 
+use crate::error::DecodeError;
 use crate::wire;
 
 /// SHA-256 digest of a message's canonical encoding.
@@ -154,9 +155,8 @@ impl Message {
 
     /// Parses a message from the bytes [`Message::encode`] gives (a protobuf
     /// `RoomMessage`, see `PROTOCOL.md`) and computes its hash; does not check signatures.
-    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
-        let w = <wire::RoomMessage as prost::Message>::decode(bytes)
-            .map_err(|e| format!("bad protobuf: {e}"))?;
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let w = <wire::RoomMessage as prost::Message>::decode(bytes)?;
         Self::from_wire(w)
     }
 
@@ -253,29 +253,33 @@ impl Message {
 
     /// Parses the wire form, computing the hash. Does not check the signature.
     #[doc(hidden)]
-    pub fn from_wire(m: wire::RoomMessage) -> Result<Self, String> {
-        let author = PeerId::from_bytes(&m.author).map_err(|e| format!("bad author id: {e}"))?;
+    pub fn from_wire(m: wire::RoomMessage) -> Result<Self, DecodeError> {
+        let author =
+            PeerId::from_bytes(&m.author).map_err(|e| DecodeError::BadAuthor(e.to_string()))?;
         Self::from_wire_parsed(m, author)
     }
 
     /// [`Message::from_wire`] with the author id already parsed from `m.author`.
-    pub(crate) fn from_wire_parsed(m: wire::RoomMessage, author: PeerId) -> Result<Self, String> {
+    pub(crate) fn from_wire_parsed(
+        m: wire::RoomMessage,
+        author: PeerId,
+    ) -> Result<Self, DecodeError> {
         let prev: Hash = m
             .prev
             .as_ref()
             .try_into()
-            .map_err(|_| format!("prev hash has {} bytes, expected 32", m.prev.len()))?;
+            .map_err(|_| DecodeError::BadPrevLen(m.prev.len()))?;
         if m.seq == 0 || m.seq > MAX_SEQ {
-            return Err(format!("sequence number {} out of range", m.seq));
+            return Err(DecodeError::SeqOutOfRange(m.seq));
         }
         let Some(prev_seq) = (m.seq - 1).checked_sub(m.skipped) else {
-            return Err("skipped reaches below sequence number 1".into());
+            return Err(DecodeError::SkippedTooFar);
         };
         if (prev_seq == 0) != (prev == GENESIS) {
-            return Err("prev hash must be zero exactly for a chain's first message".into());
+            return Err(DecodeError::PrevMismatch);
         }
         if !m.signature.is_empty() && m.signature.len() != 64 {
-            return Err(format!("signature has {} bytes", m.signature.len()));
+            return Err(DecodeError::BadSignatureLen(m.signature.len()));
         }
         let mut msg = Message {
             room: m.room,

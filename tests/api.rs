@@ -36,10 +36,15 @@ fn legacy_message_encodes_without_panic() {
     assert_eq!(msg.author(), peer);
     let bytes = msg.encode();
     assert!(!bytes.is_empty());
-    assert!(
-        Message::decode(&bytes).is_err(),
+    assert_eq!(
+        Message::decode(&bytes),
+        Err(echo_proto::DecodeError::SeqOutOfRange(0)),
         "seq 0 is not a valid wire message"
     );
+    assert!(matches!(
+        Message::decode(b"\xff"),
+        Err(echo_proto::DecodeError::Protobuf(_))
+    ));
 }
 
 /// Every duration at `Duration::MAX`: the node is clamped, not overflowed, through a
