@@ -44,7 +44,7 @@ fn main() {
     sim.persist = false;
     // Each unique signature is verified once per run, not once per simulated node (see
     // echo_proto::message::memo); the per-message cost with verification is in benches/core.rs.
-    echo_proto::message::memo::enable(true);
+    echo_proto::message::memo::enable(true); // a `fuzzing` hook (on with `sim`)
     sim.latency = Duration::from_millis(5);
     sim.jitter = Duration::from_millis(5);
     let config = Config::default()

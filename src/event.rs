@@ -40,7 +40,7 @@ pub enum Protocol {
 
 impl Protocol {
     /// The multistream-select protocol id.
-    pub fn id(self) -> &'static str {
+    pub const fn id(self) -> &'static str {
         match self {
             Protocol::Chat => crate::wire::PROTOCOL_ID,
             Protocol::Legacy => crate::wire::LEGACY_PROTOCOL_ID,

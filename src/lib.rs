@@ -74,39 +74,55 @@
 //! assert!(bob.poll_timeout().unwrap() <= now + Duration::from_secs(10));
 //! ```
 //!
-//! ## Module map
+//! ## Public surface
 //!
-//! | concern | module |
-//! |---|---|
-//! | length-prefixed framing | [`codec`] |
-//! | protobuf frames of `/echo/chat/2.0.0` | [`wire`] |
-//! | message hash, signatures | [`message`] |
-//! | per-author authentication and FIFO order | [`ordering`] |
-//! | a room's agreed log order | [`log`] |
-//! | peers, tie-break, backoff, peer exchange | [`peers`] |
-//! | echo-go line protocol | [`legacy`] |
-//! | the state machine tying them together | [`Node`] |
+//! An embedder needs [`Node`], its [`Config`], the inputs' and outputs' types
+//! ([`ConnInfo`], [`Transmit`], [`Action`], [`Event`]), [`Message`] and [`MsgId`],
+//! [`Identity`], [`Restore`] and [`Stats`]. The framing, protobuf, ordering, log, peer
+//! book, rate limiter and legacy line modules are internal; the `fuzzing` cargo feature
+//! (enabled by the fuzz crate and by tests that write raw frames) exposes them,
+//! `#[doc(hidden)]` and without any stability promise. The `sim` feature adds the
+//! deterministic network simulator (and implies `fuzzing`).
 //!
 //! The wire protocol is specified in `PROTOCOL.md` at the repository root.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod codec;
+/// Internal modules: public (and `#[doc(hidden)]`, unstable) only with the `fuzzing`
+/// feature, as quinn-proto does.
+macro_rules! internal {
+    ($($(#[$attr:meta])* $m:ident;)*) => {$(
+        $(#[$attr])*
+        #[cfg(feature = "fuzzing")]
+        #[doc(hidden)]
+        pub mod $m;
+        $(#[$attr])*
+        #[cfg(not(feature = "fuzzing"))]
+        #[allow(dead_code)]
+        mod $m;
+    )*};
+}
+
+// Each has its own module docs (links there resolve inside the module).
+internal! {
+    codec;
+    legacy;
+    log;
+    message;
+    ordering;
+    peers;
+    rate;
+    wire;
+}
+
 mod config;
 mod conn;
 mod error;
 mod event;
 mod identity;
-pub mod legacy;
-pub mod log;
-pub mod message;
 mod node;
-pub mod ordering;
-pub mod peers;
-pub mod rate;
 mod rooms;
-pub mod wire;
 
 #[cfg(feature = "sim")]
 pub mod sim;
@@ -117,6 +133,6 @@ pub use event::{Action, ConnId, ConnInfo, DialId, Event, PeerInfo, Protocol, Rol
 pub use identity::{Identity, IdentityError};
 pub use libp2p_identity::PeerId;
 pub use log::Position;
-pub use message::{Message, MsgId, SharedMessage};
+pub use message::{display_name, Message, MsgId, OrderKey, SharedMessage};
 pub use multiaddr::Multiaddr;
 pub use node::{Node, Restore, RestoreRoom, Stats};

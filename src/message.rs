@@ -128,7 +128,7 @@ impl Message {
         &self.hash
     }
 
-    /// Hash of the author's previous message in this room ([`GENESIS`] for seq 1).
+    /// Hash of the author's previous message in this room (all zeros for seq 1).
     pub fn prev(&self) -> &Hash {
         &self.prev
     }

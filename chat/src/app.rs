@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use echo_proto::message::display_name;
+use echo_proto::display_name;
 use echo_proto::{DialId, Event, Multiaddr, PeerId, Position, Protocol, SharedMessage};
 use echo_runtime::Handle;
 use serde_json::{json, Value};
@@ -427,7 +427,7 @@ impl App {
                 msg.room(),
                 clock(msg.sent_at_ms()),
                 disp,
-                clean(&msg.text()),
+                clean(msg.text()),
                 if restored { "  (history)" } else { "" }
             )),
         );

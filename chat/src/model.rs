@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use echo_proto::message::{display_name, OrderKey};
+use echo_proto::{display_name, OrderKey};
 use echo_proto::{Multiaddr, PeerId};
 
 /// A room or a direct conversation.

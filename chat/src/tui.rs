@@ -544,7 +544,7 @@ pub fn entry_rows(e: &Entry, width: usize) -> Vec<TLine<'static>> {
             own,
             history,
         } => {
-            let who = echo_proto::message::display_name(name, author);
+            let who = echo_proto::display_name(name, author);
             let mut st = Style::default()
                 .fg(author_color(author))
                 .add_modifier(Modifier::BOLD);
@@ -836,7 +836,7 @@ fn render_peers(f: &mut Frame, model: &Model, area: Rect) {
     peers.sort_by_key(|(_, p)| (!p.online, p.name.to_lowercase()));
     let mut lines = Vec::new();
     for (id, p) in peers {
-        let disp = echo_proto::message::display_name(&p.name, id);
+        let disp = echo_proto::display_name(&p.name, id);
         let (dot, st) = if p.online {
             ("●", Style::default().fg(Color::Green))
         } else {
