@@ -45,6 +45,12 @@ pub struct MsgId {
 /// Read-only outside this crate: the fields are covered by the message's cached hash
 /// (and its signature), so a `Message` is only made by the node, by [`Message::decode`],
 /// or by restoring stored bytes, and read through its getters.
+///
+/// ```compile_fail
+/// fn forge(m: &mut echo_proto::Message) {
+///     m.text = "edited under the signature".into(); // fields are private
+/// }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     pub(crate) room: String,
