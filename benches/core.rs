@@ -9,7 +9,7 @@ use std::time::{Instant, SystemTime};
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use echo_proto::log::RoomLog;
-use echo_proto::sim::keypair;
+use echo_proto::sim::{identity, keypair};
 use echo_proto::wire::{self, Frame, Kind};
 use echo_proto::{codec, Config, ConnId, ConnInfo, Event, Message, Node, Protocol, Role};
 use rand::seq::SliceRandom;
@@ -74,8 +74,8 @@ fn sample_wire(author: u64, seq: u64, len: usize) -> wire::RoomMessage {
 
 /// Runs two nodes through their handshake; returns them.
 fn handshaken(now: Instant, config: Config) -> (Node, Node) {
-    let mut a = Node::new(keypair(1), config.clone(), now);
-    let mut b = Node::new(keypair(2), config, now);
+    let mut a = Node::new(identity(&keypair(1)), config.clone(), 1, now);
+    let mut b = Node::new(identity(&keypair(2)), config, 2, now);
     let addr: echo_proto::Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().unwrap();
     let info = |peer, role| ConnInfo {
         peer,
@@ -120,14 +120,12 @@ fn stream(now: Instant, burst: usize) -> Bytes {
 }
 
 fn bench_config() -> Config {
-    Config {
-        rate_limit: None,
-        // Let one signature cover a whole 1,000-message burst (the default signs every
-        // 64th), so the receive benchmark isolates the core's own work.
-        sign_every: 1_000,
-        max_buffered_per_author: 2_000,
-        ..Config::default()
-    }
+    // Let one signature cover a whole 1,000-message burst (the default signs every
+    // 64th), so the receive benchmark isolates the core's own work.
+    Config::default()
+        .rate_limit(None)
+        .sign_every(1_000)
+        .max_buffered_per_author(2_000)
 }
 
 fn bench_receive(c: &mut Criterion) {
@@ -186,7 +184,7 @@ fn bench_send(c: &mut Criterion) {
 fn bench_log(c: &mut Criterion) {
     let mut msgs: Vec<_> = (0..10_000u64)
         .map(|i| {
-            let m = Message::decode(sample_wire(i % 7, 1 + i / 7, 16)).unwrap();
+            let m = Message::from_wire(sample_wire(i % 7, 1 + i / 7, 16)).unwrap();
             std::sync::Arc::new(m)
         })
         .collect();

@@ -44,20 +44,15 @@ fn main() {
     sim.persist = false;
     // Each unique signature is verified once per run, not once per simulated node (see
     // echo_proto::message::memo); the per-message cost with verification is in benches/core.rs.
-    echo_proto::message::memo::enable(true);
+    echo_proto::message::memo::enable(true); // a `fuzzing` hook (on with `sim`)
     sim.latency = Duration::from_millis(5);
     sim.jitter = Duration::from_millis(5);
-    let config = Config {
-        rate_limit: None,
-        target_peers: degree,
-        max_log_messages: msgs + 1,
-        ..Config::default()
-    };
+    let config = Config::default()
+        .rate_limit(None)
+        .target_peers(degree)
+        .max_log_messages(msgs + 1);
     for i in 0..nodes {
-        sim.add_node(Config {
-            name: format!("n{i}"),
-            ..config.clone()
-        });
+        sim.add_node(config.clone().name(format!("n{i}")));
     }
     // Random connected topology: a random tree plus `degree/2` random extra links each.
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);

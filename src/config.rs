@@ -1,9 +1,10 @@
-//! Node configuration: every limit, timer and the RNG seed, with documented defaults.
+//! Node configuration: every limit and timer, with documented defaults.
 
 use std::time::Duration;
 
 /// Per-connection token bucket limits on what a peer may send us.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub struct RateLimit {
     /// Sustained frames per second.
     pub frames_per_sec: f64,
@@ -29,11 +30,22 @@ impl Default for RateLimit {
 }
 
 /// Configuration of a [`crate::Node`]. `Config::default()` is a sensible chat node.
+///
+/// Fields are public to read and assign; new ones may be added in minor versions, so
+/// build one from the default with the chainable setters (one per field, named like it):
+///
+/// ```
+/// use std::time::Duration;
+/// let config = echo_proto::Config::default()
+///     .name("alice")
+///     .default_room(Some("rust".into()))
+///     .max_peers(16)
+///     .idle_timeout(Duration::from_secs(60));
+/// assert_eq!(config.max_peers, 16);
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Config {
-    /// Seed of the node's RNG (ping nonces, hello nonces, backoff jitter). Give each node
-    /// its own seed (e.g. from `rand::random()` at start-up); tests fix it to replay runs.
-    pub seed: u64,
     /// Display name announced to peers (default `anon`).
     pub name: String,
     /// The default room, joined at start (default `general`); `None` joins none.
@@ -145,7 +157,6 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            seed: 0,
             name: "anon".into(),
             default_room: Some("general".into()),
             agent: concat!("echo/", env!("CARGO_PKG_VERSION")).into(),
@@ -188,5 +199,455 @@ impl Default for Config {
             auto_connect: true,
             target_peers: 8,
         }
+    }
+}
+
+impl RateLimit {
+    /// A limit of `frames_per_sec` (burst `frame_burst`) and `bytes_per_sec` (burst
+    /// `byte_burst`).
+    pub fn new(frames_per_sec: f64, frame_burst: f64, bytes_per_sec: f64, byte_burst: f64) -> Self {
+        RateLimit {
+            frames_per_sec,
+            frame_burst,
+            bytes_per_sec,
+            byte_burst,
+        }
+    }
+
+    /// Sets [`RateLimit::frames_per_sec`].
+    pub fn frames_per_sec(mut self, frames_per_sec: f64) -> Self {
+        self.frames_per_sec = frames_per_sec;
+        self
+    }
+
+    /// Sets [`RateLimit::frame_burst`].
+    pub fn frame_burst(mut self, frame_burst: f64) -> Self {
+        self.frame_burst = frame_burst;
+        self
+    }
+
+    /// Sets [`RateLimit::bytes_per_sec`].
+    pub fn bytes_per_sec(mut self, bytes_per_sec: f64) -> Self {
+        self.bytes_per_sec = bytes_per_sec;
+        self
+    }
+
+    /// Sets [`RateLimit::byte_burst`].
+    pub fn byte_burst(mut self, byte_burst: f64) -> Self {
+        self.byte_burst = byte_burst;
+        self
+    }
+}
+
+/// Why a [`Config`] is refused by [`Config::validate`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A limit or interval that must be positive is zero.
+    #[error("{field} must not be zero")]
+    Zero {
+        /// The field.
+        field: &'static str,
+    },
+    /// A duration is longer than [`Config::MAX_DURATION`].
+    #[error("{field} is longer than {max:?}")]
+    TooLong {
+        /// The field.
+        field: &'static str,
+        /// The longest allowed.
+        max: std::time::Duration,
+    },
+    /// Two settings contradict each other.
+    #[error("{0}")]
+    Inconsistent(&'static str),
+    /// A rate limit is not a positive finite number.
+    #[error("rate_limit.{field} must be a positive finite number")]
+    BadRate {
+        /// The field.
+        field: &'static str,
+    },
+    /// The display name or default room is not valid under the configured limits.
+    #[error("{field}: {reason}")]
+    BadName {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl Config {
+    /// The longest duration a setting may have (100 years). [`crate::Node::new`] and
+    /// [`crate::Node::restore`] clamp longer ones (e.g. `Duration::MAX` for "never") to
+    /// it, so no timer arithmetic can overflow an `Instant`.
+    pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+    /// Checks the configuration: limits and intervals that must be positive are,
+    /// durations are at most [`Config::MAX_DURATION`], `backoff_initial <= backoff_max`,
+    /// `max_text_len <= max_frame_len`, rate limits are positive and finite, and the name
+    /// and default room are valid. The node runs with any config (it clamps durations
+    /// and treats zero counts as one where zero would stall it); this tells an app that
+    /// what it asked for is not what it gets.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (field, v) in [
+            ("max_frame_len", self.max_frame_len),
+            ("max_text_len", self.max_text_len),
+            ("max_name_len", self.max_name_len),
+            ("max_room_len", self.max_room_len),
+            ("max_buffered_per_author", self.max_buffered_per_author),
+            ("max_legacy_line", self.max_legacy_line),
+            ("write_window", self.write_window),
+            ("max_queued_bytes", self.max_queued_bytes),
+            ("max_log_messages", self.max_log_messages),
+            ("max_log_bytes", self.max_log_bytes),
+            ("sync_batch_bytes", self.sync_batch_bytes),
+            ("sign_every", self.sign_every as usize),
+            ("reserve_block", self.reserve_block as usize),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::Zero { field });
+            }
+        }
+        for (field, d) in self.durations() {
+            if d > Self::MAX_DURATION {
+                return Err(ConfigError::TooLong {
+                    field,
+                    max: Self::MAX_DURATION,
+                });
+            }
+            let busy = matches!(field, "ping_interval" | "sync_interval" | "idle_timeout");
+            if busy && d.is_zero() {
+                return Err(ConfigError::Zero { field });
+            }
+        }
+        if self.backoff_initial > self.backoff_max {
+            return Err(ConfigError::Inconsistent(
+                "backoff_initial is longer than backoff_max",
+            ));
+        }
+        if self.max_text_len > self.max_frame_len {
+            return Err(ConfigError::Inconsistent(
+                "max_text_len is larger than max_frame_len",
+            ));
+        }
+        if let Some(r) = &self.rate_limit {
+            for (field, v) in [
+                ("frames_per_sec", r.frames_per_sec),
+                ("frame_burst", r.frame_burst),
+                ("bytes_per_sec", r.bytes_per_sec),
+                ("byte_burst", r.byte_burst),
+            ] {
+                if !(v.is_finite() && v > 0.0) {
+                    return Err(ConfigError::BadRate { field });
+                }
+            }
+        }
+        crate::node::valid_label(&self.name, self.max_name_len).map_err(|reason| {
+            ConfigError::BadName {
+                field: "name",
+                reason,
+            }
+        })?;
+        if let Some(room) = &self.default_room {
+            crate::node::valid_room(room, self.max_room_len).map_err(|reason| {
+                ConfigError::BadName {
+                    field: "default_room",
+                    reason,
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The config the node runs with: durations clamped to [`Config::MAX_DURATION`],
+    /// intervals that would make the node spin at least 1 ms, and
+    /// `backoff_initial <= backoff_max`.
+    pub(crate) fn clamped(mut self) -> Self {
+        let max = Self::MAX_DURATION;
+        let ms = Duration::from_millis(1);
+        for d in [
+            &mut self.handshake_timeout,
+            &mut self.drain_timeout,
+            &mut self.gap_timeout,
+            &mut self.verify_timeout,
+            &mut self.backoff_initial,
+            &mut self.backoff_max,
+            &mut self.max_clock_skew,
+        ] {
+            *d = (*d).min(max);
+        }
+        for d in [
+            &mut self.ping_interval,
+            &mut self.idle_timeout,
+            &mut self.sync_interval,
+        ] {
+            *d = (*d).clamp(ms, max);
+        }
+        self.backoff_initial = self.backoff_initial.min(self.backoff_max);
+        self
+    }
+
+    fn durations(&self) -> [(&'static str, Duration); 10] {
+        [
+            ("handshake_timeout", self.handshake_timeout),
+            ("ping_interval", self.ping_interval),
+            ("idle_timeout", self.idle_timeout),
+            ("drain_timeout", self.drain_timeout),
+            ("gap_timeout", self.gap_timeout),
+            ("verify_timeout", self.verify_timeout),
+            ("backoff_initial", self.backoff_initial),
+            ("backoff_max", self.backoff_max),
+            ("sync_interval", self.sync_interval),
+            ("max_clock_skew", self.max_clock_skew),
+        ]
+    }
+}
+
+/// Chainable setters, one per field: `Config::default().name("alice").max_peers(16)`.
+impl Config {
+    /// Sets [`Config::name`].
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Sets [`Config::max_clock_skew`].
+    pub fn max_clock_skew(mut self, max_clock_skew: Duration) -> Self {
+        self.max_clock_skew = max_clock_skew;
+        self
+    }
+
+    /// Sets [`Config::max_authors`].
+    pub fn max_authors(mut self, max_authors: usize) -> Self {
+        self.max_authors = max_authors;
+        self
+    }
+
+    /// Sets [`Config::max_sync_jobs`].
+    pub fn max_sync_jobs(mut self, max_sync_jobs: usize) -> Self {
+        self.max_sync_jobs = max_sync_jobs;
+        self
+    }
+
+    /// Sets [`Config::default_room`].
+    pub fn default_room(mut self, default_room: Option<String>) -> Self {
+        self.default_room = default_room;
+        self
+    }
+
+    /// Sets [`Config::agent`].
+    pub fn agent(mut self, agent: impl Into<String>) -> Self {
+        self.agent = agent.into();
+        self
+    }
+
+    /// Sets [`Config::max_frame_len`].
+    pub fn max_frame_len(mut self, max_frame_len: usize) -> Self {
+        self.max_frame_len = max_frame_len;
+        self
+    }
+
+    /// Sets [`Config::max_text_len`].
+    pub fn max_text_len(mut self, max_text_len: usize) -> Self {
+        self.max_text_len = max_text_len;
+        self
+    }
+
+    /// Sets [`Config::max_name_len`].
+    pub fn max_name_len(mut self, max_name_len: usize) -> Self {
+        self.max_name_len = max_name_len;
+        self
+    }
+
+    /// Sets [`Config::max_room_len`].
+    pub fn max_room_len(mut self, max_room_len: usize) -> Self {
+        self.max_room_len = max_room_len;
+        self
+    }
+
+    /// Sets [`Config::max_rooms`].
+    pub fn max_rooms(mut self, max_rooms: usize) -> Self {
+        self.max_rooms = max_rooms;
+        self
+    }
+
+    /// Sets [`Config::max_buffered_per_author`].
+    pub fn max_buffered_per_author(mut self, max_buffered_per_author: usize) -> Self {
+        self.max_buffered_per_author = max_buffered_per_author;
+        self
+    }
+
+    /// Sets [`Config::max_legacy_line`].
+    pub fn max_legacy_line(mut self, max_legacy_line: usize) -> Self {
+        self.max_legacy_line = max_legacy_line;
+        self
+    }
+
+    /// Sets [`Config::rate_limit`].
+    pub fn rate_limit(mut self, rate_limit: Option<RateLimit>) -> Self {
+        self.rate_limit = rate_limit;
+        self
+    }
+
+    /// Sets [`Config::write_window`].
+    pub fn write_window(mut self, write_window: usize) -> Self {
+        self.write_window = write_window;
+        self
+    }
+
+    /// Sets [`Config::max_queued_bytes`].
+    pub fn max_queued_bytes(mut self, max_queued_bytes: usize) -> Self {
+        self.max_queued_bytes = max_queued_bytes;
+        self
+    }
+
+    /// Sets [`Config::max_bad_signatures`].
+    pub fn max_bad_signatures(mut self, max_bad_signatures: u32) -> Self {
+        self.max_bad_signatures = max_bad_signatures;
+        self
+    }
+
+    /// Sets [`Config::handshake_timeout`].
+    pub fn handshake_timeout(mut self, handshake_timeout: Duration) -> Self {
+        self.handshake_timeout = handshake_timeout;
+        self
+    }
+
+    /// Sets [`Config::ping_interval`].
+    pub fn ping_interval(mut self, ping_interval: Duration) -> Self {
+        self.ping_interval = ping_interval;
+        self
+    }
+
+    /// Sets [`Config::idle_timeout`].
+    pub fn idle_timeout(mut self, idle_timeout: Duration) -> Self {
+        self.idle_timeout = idle_timeout;
+        self
+    }
+
+    /// Sets [`Config::drain_timeout`].
+    pub fn drain_timeout(mut self, drain_timeout: Duration) -> Self {
+        self.drain_timeout = drain_timeout;
+        self
+    }
+
+    /// Sets [`Config::gap_timeout`].
+    pub fn gap_timeout(mut self, gap_timeout: Duration) -> Self {
+        self.gap_timeout = gap_timeout;
+        self
+    }
+
+    /// Sets [`Config::verify_timeout`].
+    pub fn verify_timeout(mut self, verify_timeout: Duration) -> Self {
+        self.verify_timeout = verify_timeout;
+        self
+    }
+
+    /// Sets [`Config::backoff_initial`].
+    pub fn backoff_initial(mut self, backoff_initial: Duration) -> Self {
+        self.backoff_initial = backoff_initial;
+        self
+    }
+
+    /// Sets [`Config::backoff_max`].
+    pub fn backoff_max(mut self, backoff_max: Duration) -> Self {
+        self.backoff_max = backoff_max;
+        self
+    }
+
+    /// Sets [`Config::max_dial_attempts_unconnected`].
+    pub fn max_dial_attempts_unconnected(mut self, max_dial_attempts_unconnected: u32) -> Self {
+        self.max_dial_attempts_unconnected = max_dial_attempts_unconnected;
+        self
+    }
+
+    /// Sets [`Config::max_repair_attempts`].
+    pub fn max_repair_attempts(mut self, max_repair_attempts: u32) -> Self {
+        self.max_repair_attempts = max_repair_attempts;
+        self
+    }
+
+    /// Sets [`Config::max_log_messages`].
+    pub fn max_log_messages(mut self, max_log_messages: usize) -> Self {
+        self.max_log_messages = max_log_messages;
+        self
+    }
+
+    /// Sets [`Config::max_log_bytes`].
+    pub fn max_log_bytes(mut self, max_log_bytes: usize) -> Self {
+        self.max_log_bytes = max_log_bytes;
+        self
+    }
+
+    /// Sets [`Config::sync_interval`].
+    pub fn sync_interval(mut self, sync_interval: Duration) -> Self {
+        self.sync_interval = sync_interval;
+        self
+    }
+
+    /// Sets [`Config::sync_batch_bytes`].
+    pub fn sync_batch_bytes(mut self, sync_batch_bytes: usize) -> Self {
+        self.sync_batch_bytes = sync_batch_bytes;
+        self
+    }
+
+    /// Sets [`Config::sync_low_water`].
+    pub fn sync_low_water(mut self, sync_low_water: usize) -> Self {
+        self.sync_low_water = sync_low_water;
+        self
+    }
+
+    /// Sets [`Config::sign_every`].
+    pub fn sign_every(mut self, sign_every: u64) -> Self {
+        self.sign_every = sign_every;
+        self
+    }
+
+    /// Sets [`Config::reserve_block`].
+    pub fn reserve_block(mut self, reserve_block: u64) -> Self {
+        self.reserve_block = reserve_block;
+        self
+    }
+
+    /// Sets [`Config::max_profiles`].
+    pub fn max_profiles(mut self, max_profiles: usize) -> Self {
+        self.max_profiles = max_profiles;
+        self
+    }
+
+    /// Sets [`Config::max_peers`].
+    pub fn max_peers(mut self, max_peers: usize) -> Self {
+        self.max_peers = max_peers;
+        self
+    }
+
+    /// Sets [`Config::max_known_peers`].
+    pub fn max_known_peers(mut self, max_known_peers: usize) -> Self {
+        self.max_known_peers = max_known_peers;
+        self
+    }
+
+    /// Sets [`Config::max_addrs_per_peer`].
+    pub fn max_addrs_per_peer(mut self, max_addrs_per_peer: usize) -> Self {
+        self.max_addrs_per_peer = max_addrs_per_peer;
+        self
+    }
+
+    /// Sets [`Config::max_exchange_peers`].
+    pub fn max_exchange_peers(mut self, max_exchange_peers: usize) -> Self {
+        self.max_exchange_peers = max_exchange_peers;
+        self
+    }
+
+    /// Sets [`Config::auto_connect`].
+    pub fn auto_connect(mut self, auto_connect: bool) -> Self {
+        self.auto_connect = auto_connect;
+        self
+    }
+
+    /// Sets [`Config::target_peers`].
+    pub fn target_peers(mut self, target_peers: usize) -> Self {
+        self.target_peers = target_peers;
+        self
     }
 }

@@ -167,5 +167,6 @@ impl Conn {
 
 /// An instant far enough away to mean "never" without overflowing.
 pub(crate) fn far_future(now: Instant) -> Instant {
-    now + Duration::from_secs(86_400 * 365)
+    let year = Duration::from_secs(86_400 * 365);
+    now.checked_add(year).unwrap_or(now)
 }

@@ -4,6 +4,7 @@ use libp2p_identity::PeerId;
 
 /// Why a command was refused. Nothing changed when one is returned.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum CommandError {
     /// The text is longer than `Config::max_text_len`.
     #[error("message is {len} bytes; the limit is {max}")]
@@ -54,4 +55,41 @@ pub enum CommandError {
     /// The node is shutting down.
     #[error("node is shut down")]
     ShutDown,
+}
+
+/// Why bytes from a peer (or from storage) do not decode: a frame, or a room message
+/// inside one. Nodes close the sending connection with this as the reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The length prefix is malformed or announces a frame over the limit.
+    #[error(transparent)]
+    Frame(#[from] crate::codec::FrameError),
+    /// The payload is not valid protobuf for its message type.
+    #[error("bad protobuf: {0}")]
+    Protobuf(String),
+    /// The author field is not a peer id.
+    #[error("bad author id: {0}")]
+    BadAuthor(String),
+    /// The `prev` hash is not 32 bytes.
+    #[error("prev hash has {0} bytes, expected 32")]
+    BadPrevLen(usize),
+    /// The sequence number is 0 or above `MAX_SEQ` (2^62).
+    #[error("sequence number {0} out of range")]
+    SeqOutOfRange(u64),
+    /// `skipped` reaches below sequence number 1.
+    #[error("skipped reaches below sequence number 1")]
+    SkippedTooFar,
+    /// `prev` is zero for a later message, or non-zero for a chain's first.
+    #[error("prev hash must be zero exactly for a chain's first message")]
+    PrevMismatch,
+    /// A signature that is neither absent nor 64 bytes.
+    #[error("signature has {0} bytes")]
+    BadSignatureLen(usize),
+}
+
+impl From<prost::DecodeError> for DecodeError {
+    fn from(e: prost::DecodeError) -> Self {
+        DecodeError::Protobuf(e.to_string())
+    }
 }

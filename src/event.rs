@@ -29,6 +29,7 @@ pub enum Role {
 
 /// Which wire protocol the chat substream negotiated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Protocol {
     /// `/echo/chat/2.0.0`.
     Chat,
@@ -38,7 +39,7 @@ pub enum Protocol {
 
 impl Protocol {
     /// The multistream-select protocol id.
-    pub fn id(self) -> &'static str {
+    pub const fn id(self) -> &'static str {
         match self {
             Protocol::Chat => crate::wire::PROTOCOL_ID,
             Protocol::Legacy => crate::wire::LEGACY_PROTOCOL_ID,
@@ -72,6 +73,7 @@ pub struct Transmit {
 
 /// Something the runtime must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Action {
     /// Open a connection to `addr` and report the outcome with
     /// [`crate::Node::handle_connected`] (passing `dial`) or
@@ -96,6 +98,7 @@ pub enum Action {
 
 /// Summary of a connected peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PeerInfo {
     /// Peer id.
     pub peer: PeerId,

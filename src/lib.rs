@@ -3,7 +3,8 @@
 //! A [`Node`] is echo's whole chat protocol — handshake, rooms, signed and ordered
 //! messages, relaying, connection rules, liveness, limits — with no I/O inside. It never
 //! reads a clock, opens a socket, spawns a thread or asks the OS for randomness: the
-//! driver passes `now` with every input and the RNG is seeded from [`Config::seed`].
+//! driver passes `now` with every input and the RNG is seeded from an argument of
+//! [`Node::new`].
 //! The same inputs always give the same outputs, so a whole network of nodes runs
 //! deterministically in one test thread (see the `sim` feature).
 //!
@@ -30,15 +31,14 @@
 //!
 //! ```
 //! use std::time::{Duration, Instant, SystemTime};
-//! use echo_proto::{Action, Config, ConnId, ConnInfo, Event, Node, Protocol, Role};
-//! use libp2p_identity::Keypair;
+//! use echo_proto::{Action, Config, ConnId, ConnInfo, Event, Identity, Node, Protocol, Role};
 //!
 //! let now = Instant::now();
-//! let ka = Keypair::ed25519_from_bytes([1; 32]).unwrap();
-//! let kb = Keypair::ed25519_from_bytes([2; 32]).unwrap();
-//! let (ida, idb) = (ka.public().to_peer_id(), kb.public().to_peer_id());
-//! let mut alice = Node::new(ka, Config { name: "alice".into(), seed: 1, ..Config::default() }, now);
-//! let mut bob = Node::new(kb, Config { name: "bob".into(), seed: 2, ..Config::default() }, now);
+//! let ka = Identity::from_secret_bytes([1; 32]);
+//! let kb = Identity::from_secret_bytes([2; 32]);
+//! let (ida, idb) = (ka.peer_id(), kb.peer_id());
+//! let mut alice = Node::new(ka, Config::default().name("alice"), 1, now);
+//! let mut bob = Node::new(kb, Config::default().name("bob"), 2, now);
 //!
 //! // The runtime set up a connection (TCP + noise + yamux + one substream) and reports it.
 //! let addr: multiaddr::Multiaddr = "/ip4/127.0.0.1/tcp/4001".parse().unwrap();
@@ -65,7 +65,7 @@
 //! let mut got = Vec::new();
 //! while let Some(ev) = bob.poll_event() {
 //!     if let Event::Message { msg, .. } = ev {
-//!         got.push(format!("{}: {}", msg.display_author(), msg.text));
+//!         got.push(format!("{}: {}", msg.display_author(), msg.text()));
 //!     }
 //! }
 //! assert_eq!(got.len(), 1);
@@ -74,50 +74,67 @@
 //! assert!(bob.poll_timeout().unwrap() <= now + Duration::from_secs(10));
 //! ```
 //!
-//! ## Module map
+//! ## Public surface
 //!
-//! | concern | module |
-//! |---|---|
-//! | length-prefixed framing | [`codec`] |
-//! | protobuf frames of `/echo/chat/2.0.0` | [`wire`] |
-//! | message hash, signatures | [`message`] |
-//! | per-author authentication and FIFO order | [`ordering`] |
-//! | a room's agreed log order | [`log`] |
-//! | the clock: hybrid logical, bounded by wall time | [`clock`] |
-//! | peers, tie-break, backoff, peer exchange | [`peers`] |
-//! | echo-go line protocol | [`legacy`] |
-//! | the state machine tying them together | [`Node`] |
+//! An embedder needs [`Node`], its [`Config`], the inputs' and outputs' types
+//! ([`ConnInfo`], [`Transmit`], [`Action`], [`Event`]), [`Message`] and [`MsgId`],
+//! [`Identity`], [`Restore`] and [`Stats`]. The framing, protobuf, ordering, log, peer
+//! book, rate limiter and legacy line modules are internal; the `fuzzing` cargo feature
+//! (enabled by the fuzz crate and by tests that write raw frames) exposes them,
+//! `#[doc(hidden)]` and without any stability promise. The `sim` feature adds the
+//! deterministic network simulator (and implies `fuzzing`).
 //!
 //! The wire protocol is specified in `PROTOCOL.md` at the repository root.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod clock;
-pub mod codec;
+/// Internal modules: public (and `#[doc(hidden)]`, unstable) only with the `fuzzing`
+/// feature, as quinn-proto does.
+macro_rules! internal {
+    ($($(#[$attr:meta])* $m:ident;)*) => {$(
+        $(#[$attr])*
+        #[cfg(feature = "fuzzing")]
+        #[doc(hidden)]
+        pub mod $m;
+        $(#[$attr])*
+        #[cfg(not(feature = "fuzzing"))]
+        #[allow(dead_code)]
+        mod $m;
+    )*};
+}
+
+// Each has its own module docs (links there resolve inside the module).
+internal! {
+    clock;
+    codec;
+    legacy;
+    log;
+    message;
+    ordering;
+    peers;
+    rate;
+    wire;
+}
+
 mod config;
 mod conn;
 mod error;
 mod event;
-pub mod legacy;
-pub mod log;
-pub mod message;
+mod identity;
 mod node;
-pub mod ordering;
-pub mod peers;
-pub mod rate;
 mod rooms;
 mod sync_queue;
-pub mod wire;
 
 #[cfg(feature = "sim")]
 pub mod sim;
 
-pub use config::{Config, RateLimit};
-pub use error::CommandError;
+pub use config::{Config, ConfigError, RateLimit};
+pub use error::{CommandError, DecodeError};
 pub use event::{Action, ConnId, ConnInfo, DialId, Event, PeerInfo, Protocol, Role, Transmit};
-pub use libp2p_identity::{Keypair, PeerId};
+pub use identity::{Identity, IdentityError};
+pub use libp2p_identity::PeerId;
 pub use log::Position;
-pub use message::{Message, MsgId, SharedMessage};
+pub use message::{display_name, Message, MsgId, OrderKey, SharedMessage};
 pub use multiaddr::Multiaddr;
 pub use node::{Node, Restore, RestoreRoom, Stats};

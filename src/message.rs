@@ -13,6 +13,7 @@ use bytes::Bytes;
 use libp2p_identity::{Keypair, PeerId, PublicKey};
 use sha2::{Digest, Sha256};
 
+use crate::error::DecodeError;
 use crate::wire;
 
 /// SHA-256 digest of a message's canonical encoding.
@@ -40,25 +41,26 @@ pub struct MsgId {
 }
 
 /// A room message as the app sees it.
+///
+/// Read-only outside this crate: the fields are covered by the message's cached hash
+/// (and its signature), so a `Message` is only made by the node, by [`Message::decode`],
+/// or by restoring stored bytes, and read through its getters.
+///
+/// ```compile_fail
+/// fn forge(m: &mut echo_proto::Message) {
+///     m.text = "edited under the signature".into(); // fields are private
+/// }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
-    /// Room.
-    pub room: String,
-    /// Author (authenticated by signature, or by the connection for legacy peers).
-    pub author: PeerId,
-    /// Author's display name when sending (names are not unique: show it with the peer id).
-    pub name: String,
-    /// Per-(author, room) sequence number; 0 for unverified legacy messages.
-    pub seq: u64,
-    /// Clock value (a hybrid logical clock bounded by wall time, PROTOCOL.md section
-    /// 8.3; at most 2^62); the room log is ordered by `(lamport, author, seq)`.
-    pub lamport: u64,
-    /// Author's wall clock at sending, ms since the Unix epoch (informational, unverified).
-    pub sent_at_ms: u64,
-    /// The text.
-    pub text: String,
-    /// `false` only for lines from legacy echo-go peers, which carry no signature.
-    pub verified: bool,
+    pub(crate) room: String,
+    pub(crate) author: PeerId,
+    pub(crate) name: String,
+    pub(crate) seq: u64,
+    pub(crate) lamport: u64,
+    pub(crate) sent_at_ms: u64,
+    pub(crate) text: String,
+    pub(crate) verified: bool,
     pub(crate) prev: Hash,
     /// Sequence number of the message `prev` names (0 for the first message). Usually
     /// `seq - 1`; larger jumps mark numbers that were reserved but never used (restart).
@@ -68,6 +70,48 @@ pub struct Message {
 }
 
 impl Message {
+    /// Room.
+    pub fn room(&self) -> &str {
+        &self.room
+    }
+
+    /// Author (authenticated by signature, or by the connection for legacy peers).
+    pub fn author(&self) -> PeerId {
+        self.author
+    }
+
+    /// Author's display name when sending (names are not unique: show it with the peer
+    /// id, e.g. with [`Message::display_author`]).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Per-(author, room) sequence number; 0 for unverified legacy messages.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Clock value: a hybrid logical clock bounded by wall time (PROTOCOL.md section
+    /// 8.3; at most 2^62); the room log is ordered by `(lamport, author, seq)`.
+    pub fn lamport(&self) -> u64 {
+        self.lamport
+    }
+
+    /// Author's wall clock at sending, ms since the Unix epoch (informational, unverified).
+    pub fn sent_at_ms(&self) -> u64 {
+        self.sent_at_ms
+    }
+
+    /// The text.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// `false` only for lines from legacy echo-go peers, which carry no signature.
+    pub fn verified(&self) -> bool {
+        self.verified
+    }
+
     /// The message's id.
     pub fn id(&self) -> MsgId {
         MsgId {
@@ -91,7 +135,7 @@ impl Message {
         &self.hash
     }
 
-    /// Hash of the author's previous message in this room ([`GENESIS`] for seq 1).
+    /// Hash of the author's previous message in this room (all zeros for seq 1).
     pub fn prev(&self) -> &Hash {
         &self.prev
     }
@@ -116,14 +160,19 @@ impl Message {
         }
     }
 
-    /// Parses a received wire message and computes its hash; does not check signatures.
-    pub fn decode(m: wire::RoomMessage) -> Result<Self, String> {
-        Self::from_wire(m)
+    /// Parses a message from the bytes [`Message::encode`] gives (a protobuf
+    /// `RoomMessage`, see `PROTOCOL.md`) and computes its hash; does not check signatures.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let w = <wire::RoomMessage as prost::Message>::decode(bytes)?;
+        Self::from_wire(w)
     }
 
-    /// The wire form of this message.
-    pub fn encode(&self) -> wire::RoomMessage {
-        self.to_wire()
+    /// The message as bytes (a protobuf `RoomMessage`, the form it has inside a frame;
+    /// see `PROTOCOL.md`), e.g. for storage. Never panics, legacy messages included;
+    /// [`Message::decode`] reads signed messages back (legacy ones, with `seq` 0, are not
+    /// valid wire messages and are refused).
+    pub fn encode(&self) -> Vec<u8> {
+        prost::Message::encode_to_vec(&self.to_wire())
     }
 
     /// Short, human-friendly form of the author: `name#abcd` (last 4 chars of the id).
@@ -192,7 +241,8 @@ impl Message {
     }
 
     /// Wire form.
-    pub(crate) fn to_wire(&self) -> wire::RoomMessage {
+    #[doc(hidden)]
+    pub fn to_wire(&self) -> wire::RoomMessage {
         wire::RoomMessage {
             author: Bytes::from(self.author.to_bytes()),
             room: self.room.clone(),
@@ -203,34 +253,40 @@ impl Message {
             text: self.text.clone(),
             prev: Bytes::copy_from_slice(&self.prev),
             signature: self.signature.clone().unwrap_or_default(),
-            skipped: self.seq - 1 - self.prev_seq,
+            // Legacy messages have seq 0 and prev_seq 0: skipped is 0, not an underflow.
+            skipped: self.seq.saturating_sub(1).saturating_sub(self.prev_seq),
         }
     }
 
     /// Parses the wire form, computing the hash. Does not check the signature.
-    pub(crate) fn from_wire(m: wire::RoomMessage) -> Result<Self, String> {
-        let author = PeerId::from_bytes(&m.author).map_err(|e| format!("bad author id: {e}"))?;
+    #[doc(hidden)]
+    pub fn from_wire(m: wire::RoomMessage) -> Result<Self, DecodeError> {
+        let author =
+            PeerId::from_bytes(&m.author).map_err(|e| DecodeError::BadAuthor(e.to_string()))?;
         Self::from_wire_parsed(m, author)
     }
 
     /// [`Message::from_wire`] with the author id already parsed from `m.author`.
-    pub(crate) fn from_wire_parsed(m: wire::RoomMessage, author: PeerId) -> Result<Self, String> {
+    pub(crate) fn from_wire_parsed(
+        m: wire::RoomMessage,
+        author: PeerId,
+    ) -> Result<Self, DecodeError> {
         let prev: Hash = m
             .prev
             .as_ref()
             .try_into()
-            .map_err(|_| format!("prev hash has {} bytes, expected 32", m.prev.len()))?;
+            .map_err(|_| DecodeError::BadPrevLen(m.prev.len()))?;
         if m.seq == 0 || m.seq > MAX_SEQ {
-            return Err(format!("sequence number {} out of range", m.seq));
+            return Err(DecodeError::SeqOutOfRange(m.seq));
         }
         let Some(prev_seq) = (m.seq - 1).checked_sub(m.skipped) else {
-            return Err("skipped reaches below sequence number 1".into());
+            return Err(DecodeError::SkippedTooFar);
         };
         if (prev_seq == 0) != (prev == GENESIS) {
-            return Err("prev hash must be zero exactly for a chain's first message".into());
+            return Err(DecodeError::PrevMismatch);
         }
         if !m.signature.is_empty() && m.signature.len() != 64 {
-            return Err(format!("signature has {} bytes", m.signature.len()));
+            return Err(DecodeError::BadSignatureLen(m.signature.len()));
         }
         let mut msg = Message {
             room: m.room,

@@ -280,13 +280,13 @@ impl Frame {
     }
 
     /// Decodes a frame payload (without its length prefix).
-    pub fn decode_payload(payload: &[u8]) -> Result<Self, prost::DecodeError> {
-        Frame::decode(payload)
+    pub fn decode_payload(payload: &[u8]) -> Result<Self, crate::DecodeError> {
+        Ok(Frame::decode(payload)?)
     }
 
     /// Decodes a frame payload, sharing (not copying) its `bytes` fields.
-    pub fn decode_shared(payload: Bytes) -> Result<Self, prost::DecodeError> {
-        Frame::decode(payload)
+    pub fn decode_shared(payload: Bytes) -> Result<Self, crate::DecodeError> {
+        Ok(Frame::decode(payload)?)
     }
 
     /// Appends this frame with its length prefix to `out`.

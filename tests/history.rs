@@ -116,11 +116,11 @@ fn gaps_are_repaired_by_request_before_anything_is_skipped() {
     let mut sim = Sim::new(31);
     sim.loss = 0.3;
     let a = sim.add_named("a");
-    let b = sim.add_node(Config {
-        name: "b".into(),
-        sync_interval: Duration::from_secs(3600),
-        ..Config::default()
-    });
+    let b = sim.add_node(
+        Config::default()
+            .name("b")
+            .sync_interval(Duration::from_secs(3600)),
+    );
     sim.connect(b, a);
     assert!(sim.run_until(5 * SEC, |s| s.is_connected(a, b)));
     for k in 0..100 {
@@ -176,7 +176,7 @@ fn crash_and_restart_from_persisted_state_never_reuses_sequence_numbers() {
         let after_restart = &sim.sim_node(n[1]).events[sim.sim_node(n[1]).restarts[0]..];
         let redelivered = after_restart
             .iter()
-            .filter(|e| matches!(e, Event::Message { msg, .. } if msg.text.starts_with("before")))
+            .filter(|e| matches!(e, Event::Message { msg, .. } if msg.text().starts_with("before")))
             .count();
         assert_eq!(redelivered, lost, "only what the disk lost comes back");
     }
@@ -185,11 +185,7 @@ fn crash_and_restart_from_persisted_state_never_reuses_sequence_numbers() {
 #[test]
 fn relay_crash_reforms_the_line_via_peer_exchange() {
     let mut sim = Sim::new(25);
-    let cfg = |name: &str| Config {
-        name: name.into(),
-        target_peers: 1,
-        ..Config::default()
-    };
+    let cfg = |name: &str| Config::default().name(name).target_peers(1);
     let a = sim.add_node(cfg("a"));
     let b = sim.add_node(cfg("b"));
     let c = sim.add_node(cfg("c"));
@@ -214,11 +210,7 @@ fn relay_crash_reforms_the_line_via_peer_exchange() {
 #[test]
 fn retention_caps_logs_and_never_ping_pongs() {
     let mut sim = Sim::new(26);
-    let small = |name: &str| Config {
-        name: name.into(),
-        max_log_messages: 50,
-        ..Config::default()
-    };
+    let small = |name: &str| Config::default().name(name).max_log_messages(50);
     let big = sim.add_named("big");
     let s1 = sim.add_node(small("s1"));
     sim.connect(s1, big);
@@ -377,8 +369,8 @@ fn run_scenario(sc: Scenario) -> TestResult {
                     Event::Message { msg, position } => {
                         eprintln!(
                             "node {i}: {}#{} {:?}",
-                            &msg.author.to_base58()[48..],
-                            msg.seq,
+                            &msg.author().to_base58()[48..],
+                            msg.seq(),
                             position
                         )
                     }
@@ -439,24 +431,30 @@ fn export_and_restore_round_trip() {
     assert!(reserved > 10, "a reservation covers a's ten messages");
     let key = echo_proto::sim::keypair(a as u64);
     let now = sim.now();
-    let mut again = echo_proto::Node::restore(key, Config::default(), state, now);
+    let mut again = echo_proto::Node::restore(
+        echo_proto::sim::identity(&key),
+        Config::default(),
+        7,
+        state,
+        now,
+    );
     let log: Vec<String> = again
         .room_log(ROOM)
         .unwrap()
-        .map(|m| m.text.clone())
+        .map(|m| m.text().to_string())
         .collect();
     assert_eq!(log, sim.log(a, ROOM));
     // The restored node continues above its reservation, naming its last message.
     let m = again
         .send(ROOM, "next", std::time::SystemTime::UNIX_EPOCH, now)
         .unwrap();
-    assert!(m.seq >= reserved);
+    assert!(m.seq() >= reserved);
     assert_eq!(m.prev_seq(), 10);
     // It re-announced its reservation before anything was sent.
     let mut reserved_again = false;
     while let Some(e) = again.poll_event() {
         if let Event::SeqReserved { upto, .. } = e {
-            reserved_again = upto > m.seq;
+            reserved_again = upto > m.seq();
         }
     }
     assert!(reserved_again);
@@ -614,7 +612,7 @@ fn rejoin_during_partition_with_loss_converges() {
                 .node(i)
                 .room_log(ROOM)
                 .map(|l| {
-                    l.map(|m| format!("{}:{}#{}", m.text, &m.author.to_base58()[48..], m.seq))
+                    l.map(|m| format!("{}:{}#{}", m.text(), &m.author().to_base58()[48..], m.seq()))
                         .collect()
                 })
                 .unwrap_or_default();

@@ -8,7 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use echo_proto::sim::{keypair, Sim};
 use echo_proto::wire::{self, Frame, Kind};
-use echo_proto::{Config, Keypair, Message, Protocol};
+use echo_proto::{Config, Message, Protocol};
+use libp2p_identity::Keypair;
 
 const SEC: Duration = Duration::from_secs(1);
 const MS: Duration = Duration::from_millis(1);
@@ -17,14 +18,8 @@ const ROOM: &str = "general";
 /// A and B connected, each built from `config`.
 fn pair(config: Config) -> Sim {
     let mut sim = Sim::new(31);
-    let a = sim.add_node(Config {
-        name: "a".into(),
-        ..config.clone()
-    });
-    let b = sim.add_node(Config {
-        name: "b".into(),
-        ..config
-    });
+    let a = sim.add_node(config.clone().name("a"));
+    let b = sim.add_node(config.name("b"));
     sim.connect(a, b);
     assert!(sim.run_until(SEC, |s| s.is_connected(a, b) && s.is_connected(b, a)));
     sim
@@ -67,7 +62,7 @@ fn signed_message(key: &Keypair, lamport: u64, text: &str) -> Vec<u8> {
         signature: Bytes::new(),
         skipped: 0,
     };
-    let m = Message::decode(w.clone()).unwrap();
+    let m = Message::from_wire(w.clone()).unwrap();
     let mut b = b"echo/chat/2 signature\0".to_vec();
     b.extend_from_slice(m.hash());
     w.signature = Bytes::from(key.sign(&b).unwrap());
@@ -198,7 +193,7 @@ fn poisoned_clock_moves_honest_clocks_by_at_most_the_bound() {
     let stored = sim.node(0).export();
     assert!(stored.lamport <= i64::MAX as u64);
     for r in &stored.rooms {
-        assert!(r.messages.iter().all(|m| m.lamport <= i64::MAX as u64));
+        assert!(r.messages.iter().all(|m| m.lamport() <= i64::MAX as u64));
     }
 }
 
@@ -258,12 +253,9 @@ fn request_flood_from_a_peer_that_never_reads_stays_bounded() {
 
 #[test]
 fn ten_thousand_identities_keep_authors_profiles_and_summaries_bounded() {
-    let config = Config {
-        // Retention big enough that the flood does not push honest history out: this
-        // test is about author entries, not retention.
-        max_log_messages: 50_000,
-        ..Config::default()
-    };
+    // Retention big enough that the flood does not push honest history out: this test is
+    // about author entries, not retention.
+    let config = Config::default().max_log_messages(50_000);
     let max_authors = config.max_authors;
     let max_profiles = config.max_profiles;
     let mut sim = pair(config.clone());
@@ -329,10 +321,7 @@ fn ten_thousand_identities_keep_authors_profiles_and_summaries_bounded() {
     }
     chat(&mut sim, 0, 1, "still here", SEC);
     chat(&mut sim, 1, 0, "me too", SEC);
-    let c = sim.add_node(Config {
-        name: "carol".into(),
-        ..config
-    });
+    let c = sim.add_node(config.name("carol"));
     sim.connect(c, 1);
     assert!(sim.run_until(30 * SEC, |s| {
         let log = s.log(c, ROOM);
@@ -348,12 +337,12 @@ fn evicted_authors_are_not_delivered_again_by_a_neighbour_that_keeps_more() {
     // once each through B. A's evicted authors leave its summaries, so B offers their
     // messages again every round: A must not deliver them a second time.
     let mut sim = Sim::new(32);
-    let a = sim.add_node(Config {
-        name: "a".into(),
-        max_log_messages: 20,
-        max_authors: 8,
-        ..Config::default()
-    });
+    let a = sim.add_node(
+        Config::default()
+            .name("a")
+            .max_log_messages(20)
+            .max_authors(8),
+    );
     let b = sim.add_named("b");
     sim.connect(a, b);
     assert!(sim.run_until(SEC, |s| s.is_connected(a, b) && s.is_connected(b, a)));
@@ -373,7 +362,7 @@ fn evicted_authors_are_not_delivered_again_by_a_neighbour_that_keeps_more() {
     let mut seen = std::collections::BTreeMap::new();
     for e in &sim.sim_node(a).events {
         if let echo_proto::Event::Message { msg, .. } = e {
-            *seen.entry((msg.author, msg.seq)).or_insert(0) += 1;
+            *seen.entry((msg.author(), msg.seq())).or_insert(0) += 1;
         }
     }
     assert_eq!(seen.len(), 40);
@@ -400,7 +389,7 @@ fn restore_does_not_bring_a_stored_poisoned_clock_back() {
         else {
             unreachable!()
         };
-        Message::decode(w).unwrap()
+        Message::from_wire(w).unwrap()
     };
     let year = hlc(wall_ms + 365 * 86_400_000);
     let rooms = vec![echo_proto::RestoreRoom {
@@ -419,17 +408,23 @@ fn restore_does_not_bring_a_stored_poisoned_clock_back() {
             wall: known_at_restore.then_some(wall),
             ..Default::default()
         };
-        let mut node = echo_proto::Node::restore(keypair(5), Config::default(), state, now);
+        let mut node = echo_proto::Node::restore(
+            echo_proto::sim::identity(&keypair(5)),
+            Config::default(),
+            5,
+            state,
+            now,
+        );
         if !known_at_restore {
             node.set_wall_clock(wall, now);
         }
         // Half the skew, the restart jump and the first profile at most.
         let bound = hlc(wall_ms + skew_ms / 2) + 1_000 + 1;
         assert!(node.clock() <= bound, "{} > {bound}", node.clock());
-        let log: Vec<_> = node.room_log(ROOM).unwrap().map(|m| m.lamport).collect();
+        let log: Vec<_> = node.room_log(ROOM).unwrap().map(|m| m.lamport()).collect();
         assert_eq!(log, vec![year], "the value above 2^62 is not loaded");
         let m = node.send(ROOM, "hello", wall, now).unwrap();
-        assert!(m.lamport <= bound + 1 && m.lamport > hlc(wall_ms));
+        assert!(m.lamport() <= bound + 1 && m.lamport() > hlc(wall_ms));
         assert!(node.export().lamport <= i64::MAX as u64);
     }
 }

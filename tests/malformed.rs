@@ -7,7 +7,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use echo_proto::sim::{keypair, Sim};
 use echo_proto::wire::{self, Frame, Kind};
-use echo_proto::{codec, Config, Event, Keypair, Message, Protocol, RateLimit};
+use echo_proto::{codec, Config, Event, Message, Protocol, RateLimit};
+use libp2p_identity::Keypair;
 use quickcheck::{quickcheck, TestResult};
 
 const SEC: Duration = Duration::from_secs(1);
@@ -15,10 +16,7 @@ const SEC: Duration = Duration::from_secs(1);
 /// A and B connected; returns the sim.
 fn pair(config: Config) -> Sim {
     let mut sim = Sim::new(11);
-    let a = sim.add_node(Config {
-        name: "a".into(),
-        ..config
-    });
+    let a = sim.add_node(config.name("a"));
     let b = sim.add_named("b");
     sim.connect(a, b);
     assert!(sim.run_until(SEC, |s| s.is_connected(a, b) && s.is_connected(b, a)));
@@ -83,7 +81,7 @@ fn chain(key: &Keypair, texts: &[&str], sign: impl Fn(usize) -> bool) -> Vec<wir
                 signature: Bytes::new(),
                 skipped: 0,
             };
-            let m = Message::decode(w.clone()).unwrap();
+            let m = Message::from_wire(w.clone()).unwrap();
             prev = *m.hash();
             if sign(i) {
                 let mut b = b"echo/chat/2 signature\0".to_vec();
@@ -246,15 +244,10 @@ fn replayed_sequences_are_delivered_once_and_not_punished() {
 
 #[test]
 fn flood_past_the_rate_limit_is_cut_off() {
-    let limit = RateLimit {
-        frames_per_sec: 100.0,
-        frame_burst: 200.0,
-        ..RateLimit::default()
-    };
-    let mut sim = pair(Config {
-        rate_limit: Some(limit),
-        ..Config::default()
-    });
+    let limit = RateLimit::default()
+        .frames_per_sec(100.0)
+        .frame_burst(200.0);
+    let mut sim = pair(Config::default().rate_limit(Some(limit)));
     let key = keypair(60);
     let h = sim.open_raw(0, &key, Protocol::Chat);
     sim.raw_send(h, &hello("flooder"));
@@ -272,10 +265,7 @@ fn flood_past_the_rate_limit_is_cut_off() {
 
 #[test]
 fn peer_that_does_not_read_is_closed_and_memory_bounded() {
-    let mut sim = pair(Config {
-        max_queued_bytes: 64 * 1024,
-        ..Config::default()
-    });
+    let mut sim = pair(Config::default().max_queued_bytes(64 * 1024));
     let h = sim.open_raw(0, &keypair(61), Protocol::Chat);
     sim.raw_send(h, &hello("sleeper"));
     sim.raw_set_reading(h, false);

@@ -12,11 +12,7 @@ const SEC: Duration = Duration::from_secs(1);
 /// line stays a line.
 fn line_of_three() -> Sim {
     let mut sim = Sim::new(1);
-    let leaf = |name: &str| Config {
-        name: name.into(),
-        auto_connect: false,
-        ..Config::default()
-    };
+    let leaf = |name: &str| Config::default().name(name).auto_connect(false);
     let a = sim.add_node(leaf("alice"));
     let b = sim.add_named("bob");
     let c = sim.add_node(leaf("carol"));
@@ -70,10 +66,10 @@ fn room_message_relays_along_a_line() {
     assert_eq!(la, sim.log(c, "general"));
     // The relayed message is attributed to alice, not bob.
     let m = sim.sim_node(c).events.iter().find_map(|e| match e {
-        Event::Message { msg, .. } if msg.text == "hi from alice" => Some(msg.clone()),
+        Event::Message { msg, .. } if msg.text() == "hi from alice" => Some(msg.clone()),
         _ => None,
     });
-    assert_eq!(m.unwrap().author, sim.peer_id(a));
+    assert_eq!(m.unwrap().author(), sim.peer_id(a));
 }
 
 #[test]
@@ -325,9 +321,9 @@ fn legacy_peer_joins_default_room() {
         _ => None,
     });
     let (m, pos) = m.expect("legacy line delivered");
-    assert_eq!(m.text, "hello from go|with a bar");
-    assert_eq!(m.name, "gopher");
-    assert!(!m.verified);
+    assert_eq!(m.text(), "hello from go|with a bar");
+    assert_eq!(m.name(), "gopher");
+    assert!(!m.verified());
     assert!(pos.is_none(), "legacy lines are not in the agreed log");
     // Legacy lines are not relayed into the signed network.
     sim.run_for(SEC);

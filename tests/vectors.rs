@@ -5,7 +5,8 @@
 
 use echo_proto::codec::{FrameDecoder, FrameError};
 use echo_proto::wire::{self, Frame, GoodbyeCode, Kind};
-use echo_proto::{Keypair, Message, Multiaddr, PeerId};
+use echo_proto::{Message, Multiaddr, PeerId};
+use libp2p_identity::Keypair;
 use libp2p_identity::PublicKey;
 use sha2::{Digest, Sha256};
 
@@ -292,20 +293,29 @@ fn signed_room_message_vector() {
     );
     assert_eq!(hex::encode(Sha256::digest(&input)), MSG1_HASH);
 
-    let m = Message::decode(w.clone()).expect("valid message");
+    let m = Message::from_wire(w.clone()).expect("valid message");
     assert_eq!(hex::encode(m.hash()), MSG1_HASH);
     assert_eq!(m.prev(), &[0u8; 32]);
     assert_eq!(m.prev_seq(), 0);
-    assert_eq!(m.author, PeerId::from_bytes(&w.author).unwrap());
-    assert_eq!(m.seq, 1);
-    assert_eq!(m.lamport, 1);
-    assert_eq!(m.text, "hello, echo");
+    assert_eq!(m.author(), PeerId::from_bytes(&w.author).unwrap());
+    assert_eq!(m.seq(), 1);
+    assert_eq!(m.lamport(), 1);
+    assert_eq!(m.text(), "hello, echo");
     assert_eq!(
         m.signature().map(hex::encode).as_deref(),
         Some(MSG1_SIGNATURE)
     );
     assert!(m.verify_signature());
-    assert_eq!(m.encode(), w, "Message::encode gives back the wire message");
+    assert_eq!(
+        m.to_wire(),
+        w,
+        "Message::encode gives back the wire message"
+    );
+    assert_eq!(
+        Message::decode(&m.encode()).unwrap(),
+        m,
+        "encode/decode round-trip"
+    );
 
     // The signed string, and ed25519 determinism: signing it again gives the vector.
     let signed = signed_string(m.hash());
@@ -330,7 +340,7 @@ fn flipping_a_text_byte_breaks_the_signature() {
     let payload = d.decode().unwrap().unwrap();
     let w = room_message(Frame::decode_payload(&payload).unwrap());
     assert_eq!(w.text, "Hello, echo");
-    let forged = Message::decode(w).expect("still well-formed");
+    let forged = Message::from_wire(w).expect("still well-formed");
     assert_ne!(hex::encode(forged.hash()), MSG1_HASH);
     assert!(forged.signature().is_some());
     assert!(!forged.verify_signature());
@@ -338,7 +348,7 @@ fn flipping_a_text_byte_breaks_the_signature() {
 
 #[test]
 fn unsigned_chained_message_vector() {
-    let first = Message::decode(room_message(decode_frame(MSG1_FRAME))).unwrap();
+    let first = Message::from_wire(room_message(decode_frame(MSG1_FRAME))).unwrap();
     let w = room_message(decode_frame(MSG2_FRAME));
     assert_eq!(hex::encode(&w.author), AUTHOR_PEER_ID_BYTES);
     assert_eq!(w.room, "general");
@@ -352,18 +362,18 @@ fn unsigned_chained_message_vector() {
     assert_eq!(w.skipped, 0);
 
     assert_eq!(hex::encode(Sha256::digest(hash_input(&w))), MSG2_HASH);
-    let m = Message::decode(w.clone()).expect("valid message");
+    let m = Message::from_wire(w.clone()).expect("valid message");
     assert_eq!(hex::encode(m.hash()), MSG2_HASH);
     assert_eq!(m.prev(), first.hash(), "chained to the first message");
     assert_eq!(m.prev_seq(), 1);
-    assert_eq!(m.encode(), w);
+    assert_eq!(m.to_wire(), w);
     assert_eq!(m.signature(), None);
     assert!(!m.verify_signature(), "no signature of its own");
 }
 
 #[test]
 fn skipped_numbers_message_vector() {
-    let second = Message::decode(room_message(decode_frame(MSG2_FRAME))).unwrap();
+    let second = Message::from_wire(room_message(decode_frame(MSG2_FRAME))).unwrap();
     let w = room_message(decode_frame(MSG3_FRAME));
     assert_eq!(hex::encode(&w.author), AUTHOR_PEER_ID_BYTES);
     assert_eq!(w.room, "general");
@@ -385,9 +395,9 @@ fn skipped_numbers_message_vector() {
     );
     assert_eq!(hex::encode(Sha256::digest(&input)), MSG3_HASH);
 
-    let m = Message::decode(w.clone()).expect("valid message");
+    let m = Message::from_wire(w.clone()).expect("valid message");
     assert_eq!(hex::encode(m.hash()), MSG3_HASH);
-    assert_eq!(m.seq, 1001);
+    assert_eq!(m.seq(), 1001);
     assert_eq!(m.prev_seq(), 2, "prev_seq = seq - 1 - skipped");
     assert_eq!(m.prev(), second.hash(), "names message 2 of the chain");
     assert_eq!(
@@ -395,7 +405,7 @@ fn skipped_numbers_message_vector() {
         Some(MSG3_SIGNATURE)
     );
     assert!(m.verify_signature());
-    assert_eq!(m.encode(), w, "Message::encode gives back `skipped`");
+    assert_eq!(m.to_wire(), w, "Message::encode gives back `skipped`");
 
     let signed = signed_string(m.hash());
     let key = author_key();
@@ -409,7 +419,7 @@ fn skipped_count_is_authenticated() {
     // changes the hash, and the signature no longer verifies.
     let mut w = room_message(decode_frame(MSG3_FRAME));
     w.skipped = 997;
-    let m = Message::decode(w).expect("still well-formed");
+    let m = Message::from_wire(w).expect("still well-formed");
     assert_eq!(m.prev_seq(), 3);
     assert_ne!(hex::encode(m.hash()), MSG3_HASH);
     assert!(m.signature().is_some());
@@ -422,7 +432,7 @@ fn chain_link_rules() {
     let decode = |f: &dyn Fn(&mut wire::RoomMessage)| {
         let mut w = base.clone();
         f(&mut w);
-        Message::decode(w)
+        Message::from_wire(w)
     };
     // Section 6.4: `skipped` may reach down to 0 but not below.
     assert!(
@@ -445,7 +455,7 @@ fn chain_link_rules() {
     })
     .expect("a chain segment starting at 1001");
     assert_eq!(start.prev_seq(), 0);
-    assert_eq!(start.encode().skipped, 1000);
+    assert_eq!(start.to_wire().skipped, 1000);
     let mid = decode(&|w| w.skipped = 999).expect("any prev_seq from 1 to seq - 1");
     assert_eq!(mid.prev_seq(), 1);
     assert!(decode(&|w| w.seq = 0).is_err(), "seq 0");

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use echo_proto::message::display_name;
+use echo_proto::display_name;
 use echo_proto::{DialId, Event, Multiaddr, PeerId, Position, Protocol, SharedMessage};
 use echo_runtime::Handle;
 use serde_json::{json, Value};
@@ -135,13 +135,13 @@ impl App {
             .into_iter()
             .map(|m| {
                 let line = Line::Message {
-                    author: m.author,
-                    name: m.name.clone(),
-                    text: m.text.clone(),
-                    own: m.author == me,
+                    author: m.author(),
+                    name: m.name().to_string(),
+                    text: m.text().to_string(),
+                    own: m.author() == me,
                     history: true,
                 };
-                (m.order_key(), m.sent_at_ms, line)
+                (m.order_key(), m.sent_at_ms(), line)
             })
             .collect();
         let added = !lines.is_empty();
@@ -477,21 +477,21 @@ impl App {
 
     /// Shows (and prints) a room message. `restored`: loaded from the database at start.
     fn show_message(&mut self, msg: &SharedMessage, position: Option<Position>, restored: bool) {
-        let own = msg.author == self.model.me;
+        let own = msg.author() == self.model.me;
         let disp = msg.display_author();
         let late = position.is_some_and(|p| p.late);
         self.emit(
             json!({
                 "event": "message",
-                "room": msg.room,
-                "author": msg.author.to_base58(),
-                "name": msg.name,
+                "room": msg.room(),
+                "author": msg.author().to_base58(),
+                "name": msg.name(),
                 "display": disp,
-                "seq": msg.seq,
-                "lamport": msg.lamport,
-                "sent_at_ms": msg.sent_at_ms,
-                "text": msg.text,
-                "verified": msg.verified,
+                "seq": msg.seq(),
+                "lamport": msg.lamport(),
+                "sent_at_ms": msg.sent_at_ms(),
+                "text": msg.text(),
+                "verified": msg.verified(),
                 "own": own,
                 "late": late,
                 "restored": restored,
@@ -499,29 +499,29 @@ impl App {
             }),
             Some(format!(
                 "[#{}] {} {}: {}{}",
-                msg.room,
-                clock(msg.sent_at_ms),
+                msg.room(),
+                clock(msg.sent_at_ms()),
                 disp,
-                clean(&msg.text),
+                clean(msg.text()),
                 if restored { "  (history)" } else { "" }
             )),
         );
-        let id = ViewId::Room(msg.room.clone());
+        let id = ViewId::Room(msg.room().to_string());
         if self.model.find(&id).is_none() {
             return; // a room we left meanwhile
         }
         let line = Line::Message {
-            author: msg.author,
-            name: msg.name.clone(),
-            text: msg.text.clone(),
+            author: msg.author(),
+            name: msg.name().to_string(),
+            text: msg.text().to_string(),
             own,
             history: restored || late,
         };
         let view = self.model.view_mut(&id);
         if position.is_some() || restored {
-            view.insert(msg.order_key(), msg.sent_at_ms, line);
+            view.insert(msg.order_key(), msg.sent_at_ms(), line);
         } else {
-            view.push(msg.sent_at_ms, line);
+            view.push(msg.sent_at_ms(), line);
         }
         if !own && !restored {
             if let Some(i) = self.model.find(&id) {

@@ -170,7 +170,7 @@ fn init_logging(
 struct Run {
     cli: Cli,
     data: DataDir,
-    key: echo_proto::Keypair,
+    key: echo_proto::Identity,
     loaded: store::Loaded,
     config: Config,
     headless: bool,
@@ -202,7 +202,6 @@ impl Run {
         if let Some(room) = &cli.room {
             config.default_room = Some(room.clone());
         }
-        config.seed = rand::random();
         let rooms: Vec<String> = restore.rooms.iter().map(|r| r.name.clone()).collect();
         let history: Vec<echo_proto::Message> = restore
             .rooms
@@ -210,7 +209,7 @@ impl Run {
             .flat_map(|r| r.messages.iter().cloned())
             .collect();
         let mut options = Options::new(cli.listen_addrs());
-        options.keypair = key;
+        options.identity = key;
         options.config = config;
         options.restore = restore;
 

@@ -392,10 +392,10 @@ mod tests {
 
     #[test]
     fn query_and_response_round_trip() {
-        let a = echo_proto::Keypair::generate_ed25519()
+        let a = libp2p_identity::Keypair::generate_ed25519()
             .public()
             .to_peer_id();
-        let b = echo_proto::Keypair::generate_ed25519()
+        let b = libp2p_identity::Keypair::generate_ed25519()
             .public()
             .to_peer_id();
         let q = query_packet().unwrap();
@@ -421,7 +421,7 @@ mod tests {
 
     #[test]
     fn advertised_expands_unspecified() {
-        let id = echo_proto::Keypair::generate_ed25519()
+        let id = libp2p_identity::Keypair::generate_ed25519()
             .public()
             .to_peer_id();
         let listen: Vec<Multiaddr> = vec![

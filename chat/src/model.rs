@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use echo_proto::message::{display_name, OrderKey};
+use echo_proto::{display_name, OrderKey};
 use echo_proto::{Multiaddr, PeerId};
 
 /// A room or a direct conversation.
@@ -605,7 +605,7 @@ mod tests {
 
     #[test]
     fn late_messages_go_where_they_belong() {
-        let a = echo_proto::Keypair::generate_ed25519()
+        let a = libp2p_identity::Keypair::generate_ed25519()
             .public()
             .to_peer_id();
         let mut v = View::new(ViewId::Room("r".into()), &Limits::TUI);
@@ -628,7 +628,7 @@ mod tests {
     }
 
     fn pid() -> PeerId {
-        echo_proto::Keypair::generate_ed25519()
+        libp2p_identity::Keypair::generate_ed25519()
             .public()
             .to_peer_id()
     }
@@ -748,13 +748,13 @@ mod tests {
 
     #[test]
     fn resolves_peers() {
-        let me = echo_proto::Keypair::generate_ed25519()
+        let me = libp2p_identity::Keypair::generate_ed25519()
             .public()
             .to_peer_id();
-        let b1 = echo_proto::Keypair::generate_ed25519()
+        let b1 = libp2p_identity::Keypair::generate_ed25519()
             .public()
             .to_peer_id();
-        let b2 = echo_proto::Keypair::generate_ed25519()
+        let b2 = libp2p_identity::Keypair::generate_ed25519()
             .public()
             .to_peer_id();
         let mut m = Model::new(me, "me".into(), vec![], Limits::TUI);

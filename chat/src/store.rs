@@ -21,7 +21,7 @@ use std::sync::mpsc as std_mpsc;
 use std::thread;
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use echo_proto::{Keypair, Message, Restore, RestoreRoom};
+use echo_proto::{Identity, Message, Restore, RestoreRoom};
 
 use crate::model::now_ms;
 use futures::channel::oneshot;
@@ -67,7 +67,7 @@ impl DataDir {
     }
 
     /// Loads the identity key, creating it on first run.
-    pub fn identity(&self) -> Result<Keypair> {
+    pub fn identity(&self) -> Result<Identity> {
         let path = self.path.join("identity.key");
         match fs::read(&path) {
             Ok(bytes) if bytes.is_empty() => bail!(
@@ -76,27 +76,19 @@ impl DataDir {
                  peer id)",
                 path.display()
             ),
-            Ok(bytes) => {
-                let key = Keypair::from_protobuf_encoding(&bytes).map_err(|e| {
-                    // libp2p's own words (e.g. about cargo features) mean nothing to a user.
-                    tracing::warn!(error = %e, path = %path.display(), "identity key unreadable");
-                    anyhow!(
-                        "identity key {} is corrupt: it is not an ed25519 key in libp2p's \
-                         format; restore it from a backup, or move it aside to start with a \
-                         new identity (a new peer id)",
-                        path.display()
-                    )
-                })?;
-                if key.clone().try_into_ed25519().is_err() {
-                    bail!("identity key {} is not an ed25519 key", path.display());
-                }
-                Ok(key)
-            }
+            Ok(bytes) => Identity::from_protobuf_encoding(&bytes).map_err(|e| {
+                // libp2p's own words (e.g. about cargo features) mean nothing to a user.
+                tracing::warn!(error = %e, path = %path.display(), "identity key unreadable");
+                anyhow!(
+                    "identity key {} is corrupt: it is not an ed25519 key in libp2p's \
+                     format; restore it from a backup, or move it aside to start with a \
+                     new identity (a new peer id)",
+                    path.display()
+                )
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let key = Keypair::generate_ed25519();
-                let bytes = key
-                    .to_protobuf_encoding()
-                    .map_err(|e| anyhow!("cannot encode the new identity key: {e}"))?;
+                let key = Identity::generate();
+                let bytes = key.to_protobuf_encoding();
                 let tmp = self.path.join("identity.key.tmp");
                 let _ = fs::remove_file(&tmp);
                 let mut opts = OpenOptions::new();
@@ -218,7 +210,7 @@ pub fn load(conn: &Connection, per_room: usize) -> Result<Loaded> {
         for row in rows {
             let bytes = row?;
             match decode(&bytes) {
-                Ok(m) if m.room == name => messages.push(m),
+                Ok(m) if m.room() == name => messages.push(m),
                 Ok(_) => {
                     skipped += 1;
                     tracing::warn!(room = %name, "stored message of another room; skipped")
@@ -281,7 +273,7 @@ pub fn older(
     })? {
         fetched += 1;
         if let Ok(m) = decode(&row?) {
-            if m.room == room && m.order_key() < *before {
+            if m.room() == room && m.order_key() < *before {
                 found.push(m);
             }
         }
@@ -294,8 +286,7 @@ pub fn older(
 
 /// Decodes a stored message (wire `RoomMessage` bytes).
 pub fn decode(bytes: &[u8]) -> Result<Message> {
-    let wire = <echo_proto::wire::RoomMessage as prost::Message>::decode(bytes)?;
-    Message::decode(wire).map_err(|e| anyhow!(e))
+    Message::decode(bytes).map_err(|e| anyhow!(e))
 }
 
 /// One write.
@@ -419,15 +410,15 @@ fn write_batch(conn: &mut Connection, batch: &[Op], durable: bool) -> Result<()>
         for op in batch {
             match op {
                 Op::Message(m) => {
-                    let wire = prost::Message::encode_to_vec(&m.encode());
+                    let wire = m.encode();
                     ins.execute(params![
-                        m.room,
-                        m.author.to_base58(),
-                        m.seq as i64,
-                        m.lamport as i64,
-                        m.sent_at_ms as i64,
-                        m.name,
-                        m.text,
+                        m.room(),
+                        m.author().to_base58(),
+                        m.seq() as i64,
+                        m.lamport() as i64,
+                        m.sent_at_ms() as i64,
+                        m.name(),
+                        m.text(),
                         wire
                     ])?;
                 }
@@ -484,7 +475,7 @@ mod tests {
         let dd = DataDir::open(dir.path()).unwrap();
         let a = dd.identity().unwrap();
         let b = dd.identity().unwrap();
-        assert_eq!(a.public().to_peer_id(), b.public().to_peer_id());
+        assert_eq!(a.peer_id(), b.peer_id());
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -503,14 +494,12 @@ mod tests {
     fn messages_reservations_rooms_and_name_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("h.sqlite3");
-        let key = Keypair::generate_ed25519();
+        let key = Identity::generate();
         let now = Instant::now();
         let mut node = echo_proto::Node::new(
             key.clone(),
-            echo_proto::Config {
-                name: "alice".into(),
-                ..Default::default()
-            },
+            echo_proto::Config::default().name("alice"),
+            1,
             now,
         );
         node.send("general", "one", SystemTime::now(), now).unwrap();
@@ -544,24 +533,28 @@ mod tests {
         let room = &loaded.restore.rooms[0];
         assert_eq!(room.name, "general");
         assert_eq!(room.reserved, reserved);
-        let texts: Vec<_> = room.messages.iter().map(|m| m.text.as_str()).collect();
+        let texts: Vec<_> = room.messages.iter().map(|m| m.text()).collect();
         assert_eq!(texts, ["one", "two"]);
         // Scrolling back: what sorts before a message, oldest first.
         let conn = open_db(&db).unwrap();
         let two = room.messages[1].order_key();
         let (older_msgs, all) = older(&conn, "general", &two, 10).unwrap();
         assert_eq!(older_msgs.len(), 1);
-        assert_eq!(older_msgs[0].text, "one");
+        assert_eq!(older_msgs[0].text(), "one");
         assert!(all);
         drop(conn);
 
         // The restored node continues above the reservation.
         let mut node =
-            echo_proto::Node::restore(key, echo_proto::Config::default(), loaded.restore, now);
+            echo_proto::Node::restore(key, echo_proto::Config::default(), 2, loaded.restore, now);
         let m = node
             .send("general", "three", SystemTime::now(), now)
             .unwrap();
-        assert!(m.seq >= reserved, "seq {} reused below {reserved}", m.seq);
+        assert!(
+            m.seq() >= reserved,
+            "seq {} reused below {reserved}",
+            m.seq()
+        );
         assert_eq!(node.room_log("general").unwrap().count(), 3);
     }
 }

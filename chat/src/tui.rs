@@ -684,7 +684,7 @@ fn render_peers(f: &mut Frame, model: &Model, area: Rect) {
     peers.sort_by_key(|(_, p)| (!p.online, p.name.to_lowercase()));
     let mut lines = Vec::new();
     for (id, p) in peers {
-        let disp = echo_proto::message::display_name(&p.name, id);
+        let disp = echo_proto::display_name(&p.name, id);
         let (dot, st) = if p.online {
             ("●", Style::default().fg(Color::Green))
         } else {

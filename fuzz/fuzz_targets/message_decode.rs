@@ -28,8 +28,9 @@ use echo_proto::codec;
 use echo_proto::message::MAX_SEQ;
 use echo_proto::sim::keypair;
 use echo_proto::wire::{self, Frame, Kind};
-use echo_proto::{Keypair, Message};
+use echo_proto::Message;
 use libfuzzer_sys::fuzz_target;
+use libp2p_identity::Keypair;
 
 const SIG_DOMAIN: &[u8] = b"echo/chat/2 signature\0";
 
@@ -104,7 +105,7 @@ fn structured_payload(u: &mut Unstructured) -> arbitrary::Result<Vec<u8>> {
         0 => Bytes::new(),
         1 | 4 => {
             // Sign what the receiver will hash, if it parses.
-            match (Message::decode(w.clone()), key) {
+            match (Message::from_wire(w.clone()), key) {
                 (Ok(m), Some(k)) => {
                     let signer = if s.sig_sel % 5 == 1 {
                         k
@@ -144,7 +145,7 @@ fn strip_prefix(wire: &[u8]) -> &[u8] {
 }
 
 fn check_message(w: wire::RoomMessage) {
-    let decoded = Message::decode(w.clone());
+    let decoded = Message::from_wire(w.clone());
     // The field rules, checked independently: a valid author id, 1 <= seq <= MAX_SEQ,
     // `skipped` leaving a predecessor seq `prev_seq = seq - 1 - skipped` >= 0, a 32-byte
     // prev that is all zero exactly for a chain's first message (`prev_seq == 0`), an
@@ -164,12 +165,12 @@ fn check_message(w: wire::RoomMessage) {
     let Ok(m) = decoded else { return };
 
     // Fields carried over unchanged.
-    assert_eq!(m.room, w.room);
-    assert_eq!(m.seq, w.seq);
-    assert_eq!(m.lamport, w.lamport);
-    assert_eq!(m.sent_at_ms, w.sent_at_ms);
-    assert_eq!(m.name, w.name);
-    assert_eq!(m.text, w.text);
+    assert_eq!(m.room(), w.room);
+    assert_eq!(m.seq(), w.seq);
+    assert_eq!(m.lamport(), w.lamport);
+    assert_eq!(m.sent_at_ms(), w.sent_at_ms);
+    assert_eq!(m.name(), w.name);
+    assert_eq!(m.text(), w.text);
     assert_eq!(&m.prev()[..], &w.prev[..]);
     assert_eq!(Some(m.prev_seq()), prev_seq);
     assert_eq!(
@@ -177,19 +178,19 @@ fn check_message(w: wire::RoomMessage) {
         (!w.signature.is_empty()).then_some(&w.signature[..])
     );
     assert!(
-        m.verified,
+        m.verified(),
         "decoded wire messages are marked verified (not legacy)"
     );
 
     // encode -> decode is the identity, hash included.
-    let w2 = m.encode();
-    let m2 = Message::decode(w2.clone()).expect("re-encoded message decodes");
+    let w2 = m.to_wire();
+    let m2 = Message::from_wire(w2.clone()).expect("re-encoded message decodes");
     assert_eq!(m2.hash(), m.hash(), "hash changed after encode/decode");
     assert_eq!(m2, m, "message changed after encode/decode");
-    assert_eq!(m2.encode(), w2, "encode is not a fixed point");
+    assert_eq!(m2.to_wire(), w2, "encode is not a fixed point");
     assert_eq!(
         echo_proto::PeerId::from_bytes(&w2.author).ok(),
-        Some(m.author),
+        Some(m.author()),
         "the encoded author is the decoded one"
     );
 
@@ -199,7 +200,10 @@ fn check_message(w: wire::RoomMessage) {
     if m.signature().is_none() {
         assert!(!ok, "a message without a signature verified");
     }
-    if let Some(k) = keys().iter().find(|k| k.public().to_peer_id() == m.author) {
+    if let Some(k) = keys()
+        .iter()
+        .find(|k| k.public().to_peer_id() == m.author())
+    {
         if m.signature().is_some() {
             let mut b = SIG_DOMAIN.to_vec();
             b.extend_from_slice(m.hash());
@@ -210,17 +214,17 @@ fn check_message(w: wire::RoomMessage) {
         // Any change to a hashed field breaks it.
         let mut t = w2.clone();
         t.text.push('!');
-        let forged = Message::decode(t).expect("still well-formed");
+        let forged = Message::from_wire(t).expect("still well-formed");
         assert_ne!(forged.hash(), m.hash());
         assert!(!forged.verify_signature(), "altered text still verifies");
         let mut t = w2.clone();
         t.lamport = t.lamport.wrapping_add(1);
-        let forged = Message::decode(t).expect("still well-formed");
+        let forged = Message::from_wire(t).expect("still well-formed");
         assert!(!forged.verify_signature(), "altered lamport still verifies");
         // Stripping the signature leaves the hash alone.
         let mut t = w2;
         t.signature = Bytes::new();
-        let bare = Message::decode(t).expect("still well-formed");
+        let bare = Message::from_wire(t).expect("still well-formed");
         assert_eq!(bare.hash(), m.hash());
         assert!(!bare.verify_signature());
     }

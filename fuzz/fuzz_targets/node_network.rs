@@ -31,8 +31,9 @@ use echo_proto::codec::FrameDecoder;
 use echo_proto::message::MAX_SEQ;
 use echo_proto::sim::{keypair, Sim};
 use echo_proto::wire::{self, Frame, Kind};
-use echo_proto::{Config, Event, Keypair, Message, Multiaddr, PeerId, Protocol};
+use echo_proto::{Config, Event, Message, Multiaddr, PeerId, Protocol};
 use libfuzzer_sys::fuzz_target;
+use libp2p_identity::Keypair;
 
 const HONEST: usize = 3;
 const SIDE_ROOMS: [&str; 2] = ["side", "other"];
@@ -326,11 +327,11 @@ fn frame(kind: Kind) -> Bytes {
 }
 
 fn hash_of(w: &wire::RoomMessage) -> Option<[u8; 32]> {
-    Message::decode(w.clone()).ok().map(|m| *m.hash())
+    Message::from_wire(w.clone()).ok().map(|m| *m.hash())
 }
 
 fn sign_wire(key: &Keypair, w: &mut wire::RoomMessage) {
-    match Message::decode(w.clone()) {
+    match Message::from_wire(w.clone()) {
         Ok(m) => {
             let mut b = b"echo/chat/2 signature\0".to_vec();
             b.extend_from_slice(m.hash());
@@ -351,10 +352,7 @@ fn tamper_text(t: &mut String, how: u8) {
 impl World {
     fn new(input: &Input) -> World {
         let mut sim = Sim::new(0xec40);
-        let cfg = |name: &str| Config {
-            name: name.into(),
-            ..Config::default()
-        };
+        let cfg = |name: &str| Config::default().name(name);
         for i in 0..HONEST {
             sim.add_node(cfg(&format!("n{i}")));
         }
@@ -951,10 +949,10 @@ impl World {
             .map(|m| {
                 format!(
                     "  {} seq {} lamport {} {:?}",
-                    who(&m.author),
-                    m.seq,
-                    m.lamport,
-                    m.text
+                    who(&m.author()),
+                    m.seq(),
+                    m.lamport(),
+                    m.text()
                 )
             })
             .collect::<Vec<_>>()
@@ -986,7 +984,7 @@ impl World {
                 sim.node(i)
                     .room_log("general")
                     .expect("in general")
-                    .map(|m| (*m.hash(), m.author, m.seq))
+                    .map(|m| (*m.hash(), m.author(), m.seq()))
                     .collect()
             })
             .collect();
@@ -1019,7 +1017,7 @@ impl World {
             let node = sim.node(i);
             for room in node.rooms() {
                 for m in node.room_log(room).expect("joined") {
-                    if let Some(a) = self.honest.iter().position(|h| *h == m.author) {
+                    if let Some(a) = self.honest.iter().position(|h| *h == m.author()) {
                         assert!(
                             sent.contains(&(a, room, *m.hash())),
                             "node {i}'s log of {room} has a message of node {a} it never sent"
@@ -1115,22 +1113,22 @@ fn check_events(node: usize, events: &[Event], honest: &[PeerId]) {
                 position: Some(_),
             } => {
                 let t = rooms
-                    .entry(msg.room.clone())
+                    .entry(msg.room().to_string())
                     .or_default()
-                    .entry(msg.author)
+                    .entry(msg.author())
                     .or_default();
-                let seq = msg.seq;
+                let seq = msg.seq();
                 assert!(
                     t.seen.insert(seq),
                     "node {node} delivered {}'s seq {seq} in {} twice",
-                    msg.author,
-                    msg.room
+                    msg.author(),
+                    msg.room()
                 );
                 if t.first == 0 {
                     (t.first, t.high) = (seq, seq);
                     continue;
                 }
-                if !honest.contains(&msg.author) {
+                if !honest.contains(&msg.author()) {
                     // A hostile author can declare numbers unused and then fill them.
                     t.high = t.high.max(seq);
                     continue;
@@ -1141,8 +1139,8 @@ fn check_events(node: usize, events: &[Event], honest: &[PeerId]) {
                         p <= t.high || covered(&t.gaps, t.high + 1, p + 1),
                         "node {node}: {}'s messages in {} went from {} to {seq} (prev_seq {p}) \
                          without a gap event ({:?})",
-                        msg.author,
-                        msg.room,
+                        msg.author(),
+                        msg.room(),
                         t.high,
                         t.gaps
                     );
@@ -1151,8 +1149,8 @@ fn check_events(node: usize, events: &[Event], honest: &[PeerId]) {
                     assert!(
                         seq < t.first || t.gaps.iter().any(|&(s, e)| s <= seq && seq < e),
                         "node {node}: {}'s seq {seq} in {} delivered out of order (after {})",
-                        msg.author,
-                        msg.room,
+                        msg.author(),
+                        msg.room(),
                         t.high
                     );
                 }

@@ -45,8 +45,9 @@ use echo_proto::message::MAX_SEQ;
 use echo_proto::ordering::{Chain, GapAction, Offer};
 use echo_proto::sim::keypair;
 use echo_proto::wire;
-use echo_proto::{Keypair, Message, SharedMessage};
+use echo_proto::{Message, SharedMessage};
 use libfuzzer_sys::fuzz_target;
+use libp2p_identity::Keypair;
 
 const GAP: Duration = Duration::from_secs(2);
 const VERIFY: Duration = Duration::from_secs(5);
@@ -71,24 +72,24 @@ struct Author {
 }
 
 fn sign(key: &Keypair, w: &mut wire::RoomMessage) {
-    let h = *Message::decode(w.clone()).expect("well-formed").hash();
+    let h = *Message::from_wire(w.clone()).expect("well-formed").hash();
     let mut b = b"echo/chat/2 signature\0".to_vec();
     b.extend_from_slice(&h);
     w.signature = Bytes::from(key.sign(&b).expect("ed25519 signing"));
 }
 
 fn variants(key: &Keypair, w: wire::RoomMessage) -> Variants {
-    let unsigned = Message::decode(w.clone()).expect("well-formed");
+    let unsigned = Message::from_wire(w.clone()).expect("well-formed");
     let mut ws = w;
     sign(key, &mut ws);
-    let signed = Message::decode(ws.clone()).expect("well-formed");
+    let signed = Message::from_wire(ws.clone()).expect("well-formed");
     assert!(signed.verify_signature());
     let mut wt = ws;
     wt.text.push_str(" (tampered)");
-    let tampered_signed = Message::decode(wt.clone()).expect("well-formed");
+    let tampered_signed = Message::from_wire(wt.clone()).expect("well-formed");
     assert!(!tampered_signed.verify_signature());
     wt.signature = Bytes::new();
-    let tampered_unsigned = Message::decode(wt).expect("well-formed");
+    let tampered_unsigned = Message::from_wire(wt).expect("well-formed");
     Variants {
         signed: signed.into(),
         unsigned: unsigned.into(),
@@ -143,7 +144,7 @@ fn build_author(i: u64) -> Author {
     let mut genuine: BTreeMap<u64, Vec<[u8; 32]>> = BTreeMap::new();
     for v in &msgs {
         genuine
-            .entry(v.signed.seq)
+            .entry(v.signed.seq())
             .or_default()
             .push(*v.signed.hash());
     }
@@ -292,7 +293,7 @@ impl Track {
         let mut out = Vec::new();
         self.chain.take_ready(&mut out, now);
         for m in out {
-            let seq = m.seq;
+            let seq = m.seq();
             assert!(
                 a.genuine.get(&seq).is_some_and(|h| h.contains(m.hash())),
                 "take_ready handed out a message that is not a genuine seq {seq}"
@@ -367,7 +368,7 @@ impl Track {
         if tampered {
             self.tamperers.insert(source);
         }
-        let seq = msg.seq;
+        let seq = msg.seq();
         let signed = msg.signature().is_some();
         let was_known = self.chain.is_known(seq);
         // The message `take_ready` would hand out right away needs no buffer space.
@@ -391,21 +392,27 @@ impl Track {
                 }
                 let mut last = 0;
                 for m in v {
-                    assert!(m.seq > last, "Verified not ascending");
-                    last = m.seq;
+                    assert!(m.seq() > last, "Verified not ascending");
+                    last = m.seq();
                     assert!(
-                        a.genuine.get(&m.seq).is_some_and(|h| h.contains(m.hash())),
+                        a.genuine
+                            .get(&m.seq())
+                            .is_some_and(|h| h.contains(m.hash())),
                         "Verified a message that is not genuine"
                     );
-                    assert!(self.verified.insert(m.seq), "seq {} verified twice", m.seq);
+                    assert!(
+                        self.verified.insert(m.seq()),
+                        "seq {} verified twice",
+                        m.seq()
+                    );
                     // The author declares the numbers between its predecessor and it
                     // unused (a restart): delivery may hop over them.
-                    if m.prev_seq() + 1 < m.seq {
-                        self.excused.push((m.prev_seq() + 1, m.seq));
+                    if m.prev_seq() + 1 < m.seq() {
+                        self.excused.push((m.prev_seq() + 1, m.seq()));
                     }
                 }
                 assert!(
-                    v.iter().any(|m| m.seq == seq),
+                    v.iter().any(|m| m.seq() == seq),
                     "offered message not in Verified"
                 );
             }
@@ -514,7 +521,7 @@ fuzz_target!(|input: Input| {
         t.take_ready(a, now);
         let mut refused = false;
         for _round in 0..2 {
-            for v in a.msgs.iter().filter(|v| a.main.contains(&v.signed.seq)) {
+            for v in a.msgs.iter().filter(|v| a.main.contains(&v.signed.seq())) {
                 refused |= t.offer(a, v.signed.clone(), 0, false, now);
                 t.take_ready(a, now);
             }

@@ -136,25 +136,30 @@ fuzz_target!(|input: Input| {
             let log: Vec<String> = node
                 .room_log(ROOM)
                 .map(|l| {
-                    l.map(|m| format!("{}:{}#{}", m.text, &m.author.to_base58()[48..], m.seq))
+                    l.map(|m| format!("{}:{}#{}", m.text(), &m.author().to_base58()[48..], m.seq()))
                         .collect()
                 })
                 .unwrap_or_default();
             eprintln!(
                 "node {i} {}: {log:?} peers {:?}",
                 &node.peer_id().to_base58()[48..],
-                node.peers().iter().map(|p| p.name.clone()).collect::<Vec<_>>()
+                node.peers()
+                    .iter()
+                    .map(|p| p.name.clone())
+                    .collect::<Vec<_>>()
             );
             eprintln!("   stats {:?}", node.stats());
             for e in &sim.sim_node(i).events {
                 match e {
                     echo_proto::Event::Message { msg, position } => eprintln!(
                         "   msg {}#{} {:?}",
-                        &msg.author.to_base58()[48..],
-                        msg.seq,
+                        &msg.author().to_base58()[48..],
+                        msg.seq(),
                         position
                     ),
-                    echo_proto::Event::Joined { .. } | echo_proto::Event::Left { .. } | echo_proto::Event::Gap { .. } => {
+                    echo_proto::Event::Joined { .. }
+                    | echo_proto::Event::Left { .. }
+                    | echo_proto::Event::Gap { .. } => {
                         eprintln!("   {e:?}")
                     }
                     _ => {}

@@ -119,15 +119,13 @@ async fn run<R: Runtime>(rt: R, a: Args) -> String {
 
 fn options(i: u64) -> Options {
     let mut o = Options::new(["/ip4/127.0.0.1/tcp/0"]);
-    o.keypair = Keypair::ed25519_from_bytes([i as u8 + 1; 32]).unwrap();
-    o.config = Config {
-        name: format!("n{i}"),
-        seed: i,
-        auto_connect: false,
-        rate_limit: None,
-        max_queued_bytes: 1 << 30,
-        ..Config::default()
-    };
+    o.identity = echo_proto::Identity::from_secret_bytes([i as u8 + 1; 32]);
+    o.seed = i;
+    o.config = Config::default()
+        .name(format!("n{i}"))
+        .auto_connect(false)
+        .rate_limit(None)
+        .max_queued_bytes(1 << 30);
     // The receivers read as fast as they can; a lag would be a failed run, not a figure.
     o.driver.event_buffer = 1 << 20;
     o
@@ -183,8 +181,8 @@ async fn receive(events: &mut Events, author: PeerId, n: usize) -> (usize, Insta
     let mut dups = 0;
     while got < n {
         match events.next().await {
-            Some(RuntimeEvent::Event(Event::Message { msg, .. })) if msg.author == author => {
-                let seq: usize = msg.text.split(' ').next().unwrap().parse().unwrap();
+            Some(RuntimeEvent::Event(Event::Message { msg, .. })) if msg.author() == author => {
+                let seq: usize = msg.text().split(' ').next().unwrap().parse().unwrap();
                 if std::mem::replace(&mut seen[seq], true) {
                     dups += 1;
                 } else {
@@ -253,9 +251,9 @@ async fn latency<R: Runtime>(rt: R, a: Args) -> String {
         let mut got = 0;
         while got < n {
             match eb.next().await {
-                Some(RuntimeEvent::Event(Event::Message { msg, .. })) if msg.author == author => {
+                Some(RuntimeEvent::Event(Event::Message { msg, .. })) if msg.author() == author => {
                     let now = start.elapsed().as_nanos() as u64;
-                    let mut it = msg.text.split(' ');
+                    let mut it = msg.text().split(' ');
                     let seq: usize = it.next().unwrap().parse().unwrap();
                     let sent: u64 = it.next().unwrap().parse().unwrap();
                     l2[seq].store(now - sent, Ordering::Relaxed);

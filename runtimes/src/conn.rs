@@ -108,7 +108,11 @@ pub(crate) async fn dial<R: Runtime>(mut s: Setup<R>, dial: DialId, addr: Multia
     };
     match guarded(setup, &mut timer, &mut s.cancel, timeout).await {
         Ok(Some((peer, muxer, stream))) => {
-            let (bare, _) = echo_proto::peers::split_p2p(&addr);
+            // The address as dialed, its `/p2p/` suffix replaced by the peer's real id.
+            let mut bare = addr.clone();
+            if let Some(multiaddr::Protocol::P2p(_)) = bare.iter().last() {
+                bare.pop();
+            }
             let remote = bare.with(multiaddr::Protocol::P2p(peer));
             let mut c = Conn::new(&s, Role::Dialer, Some(dial), peer, remote, muxer, timer);
             c.establishing = Some(transport::negotiate_chat(stream));

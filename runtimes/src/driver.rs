@@ -193,6 +193,8 @@ impl<R: Runtime> Future for Driver<R> {
             if this.timer_at.is_some() && this.timer.as_mut().poll(cx).is_ready() {
                 this.timer_at = None;
                 let now = this.rt.now();
+                // Keeps the node's wall clock true across suspends and clock steps.
+                this.node.set_wall_clock(SystemTime::now(), now);
                 this.node.handle_timeout(now);
                 this.drain();
                 progress = true;
@@ -419,6 +421,8 @@ impl<R: Runtime> Driver<R> {
                         self.queue_poll(conn);
                     }
                 }
+                // `Action` is non_exhaustive; this version of the core has no others.
+                _ => {}
             }
         }
         while let Some(e) = self.node.poll_event() {

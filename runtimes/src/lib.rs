@@ -94,12 +94,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use echo_proto::{
-    CommandError, Config, DialId, Multiaddr, Node, PeerId, PeerInfo, SharedMessage, Stats,
+    CommandError, Config, DialId, Identity, Multiaddr, Node, PeerId, PeerInfo, SharedMessage, Stats,
 };
 use futures::channel::{mpsc, oneshot};
 use futures::future::{AbortHandle, Abortable, FutureExt, Shared};
 use futures::Future;
-use libp2p_identity::Keypair;
+
 use multiaddr::Protocol as Ma;
 
 mod conn;
@@ -168,8 +168,10 @@ pub struct Options {
     /// Listen multiaddrs, `/ip4|ip6/<ip>/tcp/<port>` (`0`: any free port), optionally
     /// ending in this node's own `/p2p/<id>`.
     pub listen: Vec<String>,
-    /// The node's identity (must be ed25519).
-    pub keypair: Keypair,
+    /// The node's identity.
+    pub identity: Identity,
+    /// Seed of the node's RNG (see [`echo_proto::Node::new`]); random by default.
+    pub seed: u64,
     /// The protocol configuration.
     pub config: Config,
     /// Persisted state to restart from (see [`echo_proto::Node::restore`]); empty by default.
@@ -183,11 +185,9 @@ impl Options {
     pub fn new<S: Into<String>>(listen: impl IntoIterator<Item = S>) -> Self {
         Options {
             listen: listen.into_iter().map(Into::into).collect(),
-            keypair: Keypair::generate_ed25519(),
-            config: Config {
-                seed: seed(),
-                ..Config::default()
-            },
+            identity: Identity::generate(),
+            seed: seed(),
+            config: Config::default(),
             restore: echo_proto::Restore::default(),
             driver: DriverConfig::default(),
         }
@@ -232,9 +232,6 @@ pub enum StartError {
         /// The OS error.
         error: std::io::Error,
     },
-    /// echo identities are ed25519 keys.
-    #[error("the keypair is not ed25519; echo identities must be")]
-    NotEd25519,
 }
 
 /// Why a command did not run.
@@ -598,15 +595,14 @@ pub async fn start<R: Runtime>(
 ) -> Result<(Handle, Events), StartError> {
     let Options {
         listen,
-        keypair,
+        identity,
+        seed,
         config,
         restore,
         driver: cfg,
     } = options;
-    if keypair.clone().try_into_ed25519().is_err() {
-        return Err(StartError::NotEd25519);
-    }
-    let peer_id = keypair.public().to_peer_id();
+    let keypair = identity.keypair();
+    let peer_id = identity.peer_id();
     let mut listeners = Vec::new();
     let mut bound = Vec::new();
     for addr in &listen {
@@ -619,7 +615,9 @@ pub async fn start<R: Runtime>(
         listeners.push(incoming);
     }
     let now = runtime.now();
-    let mut node = Node::restore(keypair.clone(), config, restore, now);
+    let mut node = Node::restore(identity, config, seed, restore, now);
+    // The wall clock bounds what a peer's clock value may do (PROTOCOL.md section 8.3).
+    node.set_wall_clock(std::time::SystemTime::now(), now);
     node.set_listen_addrs(bound.clone());
     // Holds at most two inputs per set-up task, and set-up tasks are capped
     // (`max_pending_handshakes` accepted, `max_pending_dials` dialed).

@@ -20,9 +20,9 @@ use multistream_select::{
 use crate::runtime::Runtime;
 
 /// `/echo/chat/2.0.0`.
-pub const CHAT: &str = echo_proto::wire::PROTOCOL_ID;
+pub const CHAT: &str = echo_proto::Protocol::Chat.id();
 /// `/echo-go/chat/1.0.0`.
-pub const LEGACY: &str = echo_proto::wire::LEGACY_PROTOCOL_ID;
+pub const LEGACY: &str = echo_proto::Protocol::Legacy.id();
 /// `/ipfs/ping/1.0.0`.
 pub const PING: &str = "/ipfs/ping/1.0.0";
 const NOISE: &str = "/noise";

@@ -89,12 +89,9 @@ async fn interop<R: Runtime>(rt: R) {
     // The source of protocol bytes: an echo Node with the swarm's identity.
     let now = Instant::now();
     let mut x = Node::new(
-        key.clone(),
-        echo_proto::Config {
-            name: "rust-libp2p".into(),
-            seed: 71,
-            ..echo_proto::Config::default()
-        },
+        echo_proto::Identity::try_from(key.clone()).unwrap(),
+        echo_proto::Config::default().name("rust-libp2p"),
+        71,
         now,
     );
     let info = ConnInfo {
@@ -148,11 +145,11 @@ async fn interop<R: Runtime>(rt: R) {
     let Event::Message { msg, .. } = echo.message("hello from rust-libp2p").await else {
         unreachable!()
     };
-    assert_eq!(msg.author, key.public().to_peer_id());
+    assert_eq!(msg.author(), key.public().to_peer_id());
     // And one back.
     echo.h.send("general", "hello, libp2p").await.unwrap();
     pump_until!("echo's message", |ev: &Vec<Event>| ev.iter().any(
-        |e| matches!(e, Event::Message { msg, .. } if msg.text == "hello, libp2p")
+        |e| matches!(e, Event::Message { msg, .. } if msg.text() == "hello, libp2p")
     ));
 
     // --- /echo-go/chat/1.0.0 lines from another swarm ---
@@ -175,7 +172,7 @@ async fn interop<R: Runtime>(rt: R) {
     let Event::Message { msg, position } = echo.message("hello from echo-go").await else {
         unreachable!()
     };
-    assert_eq!(msg.author, gokey.public().to_peer_id());
+    assert_eq!(msg.author(), gokey.public().to_peer_id());
     assert!(position.is_none(), "legacy lines are not in the log");
     echo.h.send("general", "hi gopher").await.unwrap();
     let mut got = Vec::new();

@@ -178,7 +178,7 @@ async fn commands_backpressure<R: Runtime>(rt: R) {
         a.h.inspect(|n| {
             n.room_log("general")
                 .unwrap()
-                .map(|m| m.text.clone())
+                .map(|m| m.text().to_string())
                 .collect()
         })
         .await

@@ -31,7 +31,7 @@ async fn line<R: Runtime>(rt: R) {
     let Event::Message { msg, .. } = got else {
         unreachable!()
     };
-    assert_eq!(msg.author, a.id());
+    assert_eq!(msg.author(), a.id());
     b.message("hello from alice").await;
 
     a.h.send_direct(b.id(), "psst, bob").await.unwrap();
@@ -117,7 +117,7 @@ async fn glare<R: Runtime>(rt: R, exact: bool) {
             p.h.inspect(move |n| {
                 n.room_log("general")
                     .unwrap()
-                    .filter(|m| m.text.starts_with(&prefix))
+                    .filter(|m| m.text().starts_with(&prefix))
                     .count()
             })
         };

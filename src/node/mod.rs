@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::conn::{far_future, Conn, Decoder, State};
 use crate::error::CommandError;
 use crate::event::{Action, ConnId, ConnInfo, DialId, Event, PeerInfo, Protocol, Role, Transmit};
+use crate::identity::Identity;
 use crate::legacy;
 use crate::message::{Message, SharedMessage};
 use crate::peers::{self, Peer, PeerBook};
@@ -37,6 +38,7 @@ const GOODBYE_BACKOFF_STEPS: u32 = 5;
 
 /// Counters for tests, benches and diagnostics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Stats {
     /// Frames decoded from peers.
     pub frames_in: u64,
@@ -119,7 +121,7 @@ pub struct Node {
     retired: BTreeMap<String, u64>,
 }
 
-fn valid_label(s: &str, max: usize) -> Result<(), String> {
+pub(crate) fn valid_label(s: &str, max: usize) -> Result<(), String> {
     if s.is_empty() {
         return Err("empty".into());
     }
@@ -132,7 +134,7 @@ fn valid_label(s: &str, max: usize) -> Result<(), String> {
     Ok(())
 }
 
-fn valid_room(s: &str, max: usize) -> Result<(), String> {
+pub(crate) fn valid_room(s: &str, max: usize) -> Result<(), String> {
     valid_label(s, max)?;
     if s.chars().any(char::is_whitespace) {
         return Err("contains whitespace".into());
@@ -141,23 +143,28 @@ fn valid_room(s: &str, max: usize) -> Result<(), String> {
 }
 
 impl Node {
-    /// A node with identity `key` (must be ed25519). `now` starts its clocks.
+    /// A node with identity `identity`. `seed` seeds its RNG (ping and hello nonces,
+    /// backoff jitter): give each node its own (e.g. from OS randomness at start-up);
+    /// tests fix it to replay runs. `now` starts its clocks.
+    ///
+    /// The node never panics on its config: durations longer than
+    /// [`Config::MAX_DURATION`] (e.g. `Duration::MAX` for "never") are clamped to it, and
+    /// zero intervals to 1 ms. Check a config with [`Config::validate`] first to refuse
+    /// such values instead.
     ///
     /// A node that ever sent messages must be started with [`Node::restore`] instead,
     /// from what the app persisted, or it would reuse sequence numbers.
-    pub fn new(key: Keypair, config: Config, now: Instant) -> Self {
-        Self::restore(key, config, Restore::default(), now)
+    pub fn new(identity: Identity, config: Config, seed: u64, now: Instant) -> Self {
+        Self::restore(identity, config, seed, Restore::default(), now)
     }
 
-    fn empty(key: Keypair, config: Config, now: Instant) -> Self {
-        assert!(
-            key.clone().try_into_ed25519().is_ok(),
-            "echo identities are ed25519 keys"
-        );
+    fn empty(identity: Identity, config: Config, seed: u64, now: Instant) -> Self {
+        let config = config.clamped();
+        let key = identity.keypair();
         let public = key.public();
         let id = public.to_peer_id();
         Node {
-            rng: ChaCha8Rng::seed_from_u64(config.seed),
+            rng: ChaCha8Rng::seed_from_u64(seed),
             name: config.name.clone(),
             key,
             public,

@@ -17,13 +17,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use libp2p_identity::Keypair;
 use multiaddr::Multiaddr;
 
 use super::Node;
 use crate::clock::MAX_CLOCK;
 use crate::config::Config;
 use crate::event::Event;
+use crate::identity::Identity;
 use crate::message::{Message, SharedMessage};
 use crate::rooms::{Limits, Room};
 
@@ -71,8 +71,15 @@ impl Node {
     /// Stored messages are trusted (they were verified when first received) and are
     /// not reported again as events. Reports [`Event::Joined`] and a fresh
     /// [`Event::SeqReserved`] for each room.
-    pub fn restore(key: Keypair, config: Config, state: Restore, now: Instant) -> Node {
-        let mut node = Node::empty(key, config, now);
+    /// `seed` seeds the node's RNG as in [`Node::new`].
+    pub fn restore(
+        identity: Identity,
+        config: Config,
+        seed: u64,
+        state: Restore,
+        now: Instant,
+    ) -> Node {
+        let mut node = Node::empty(identity, config, seed, now);
         if let Some(wall) = state.wall {
             node.clock.set_wall(wall, now);
         }

@@ -24,12 +24,22 @@ use crate::codec::FrameDecoder;
 use crate::event::{Action, ConnId, ConnInfo, DialId, Event, Protocol, Role};
 use crate::message::{MsgId, OrderKey};
 use crate::wire::{Frame, Kind};
-use crate::{Config, Node};
+use crate::{Config, Identity, Node};
 
 mod check;
 mod store;
 
 pub use store::Store;
+
+/// The RNG seed of simulated node `i` (the same across restarts).
+fn node_seed(i: usize) -> u64 {
+    1000 + i as u64
+}
+
+/// [`keypair`]'s key as an [`Identity`].
+pub fn identity(key: &Keypair) -> Identity {
+    Identity::try_from(key.clone()).expect("simulated keys are ed25519")
+}
 
 /// Deterministic identity number `i` of a simulation.
 pub fn keypair(i: u64) -> Keypair {
@@ -219,18 +229,15 @@ impl Sim {
         self.now - self.start
     }
 
-    /// Adds a node with identity [`keypair`]`(index)`; its seed is derived from the index
-    /// unless the config sets one.
-    pub fn add_node(&mut self, mut config: Config) -> NodeIdx {
+    /// Adds a node with identity [`keypair`]`(index)`; its RNG seed is derived from the
+    /// index.
+    pub fn add_node(&mut self, config: Config) -> NodeIdx {
         let i = self.nodes.len();
-        if config.seed == 0 {
-            config.seed = 1000 + i as u64;
-        }
         let key = keypair(i as u64);
         let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{}", 10_000 + i)
             .parse()
             .unwrap();
-        let mut node = Node::new(key.clone(), config.clone(), self.now);
+        let mut node = Node::new(identity(&key), config.clone(), node_seed(i), self.now);
         node.set_wall_clock(self.wall(), self.now);
         node.set_listen_addrs(vec![addr.clone()]);
         self.nodes.push(SimNode {
@@ -411,7 +418,13 @@ impl Sim {
         let sn = &mut self.nodes[i];
         let mut state = sn.store.restore();
         state.wall = Some(wall);
-        let mut node = Node::restore(sn.key.clone(), sn.config.clone(), state, self.now);
+        let mut node = Node::restore(
+            identity(&sn.key),
+            sn.config.clone(),
+            node_seed(i),
+            state,
+            self.now,
+        );
         node.set_listen_addrs(vec![sn.addr.clone()]);
         sn.node = Some(node);
         sn.restarts.push(sn.events.len());

@@ -140,14 +140,12 @@ macro_rules! scenario {
 /// Options for a test node on 127.0.0.1 with a fixed seed and fast redials.
 pub fn options(name: &str, seed: u64) -> Options {
     let mut o = Options::new(["/ip4/127.0.0.1/tcp/0"]);
-    o.keypair = Keypair::ed25519_from_bytes([seed as u8; 32]).unwrap();
-    o.config = Config {
-        name: name.into(),
-        seed,
-        backoff_initial: Duration::from_millis(100),
-        backoff_max: Duration::from_millis(800),
-        ..Config::default()
-    };
+    o.identity = echo_proto::Identity::from_secret_bytes([seed as u8; 32]);
+    o.seed = seed;
+    o.config = Config::default()
+        .name(name)
+        .backoff_initial(Duration::from_millis(100))
+        .backoff_max(Duration::from_millis(800));
     o
 }
 
@@ -281,7 +279,7 @@ impl<R: Runtime> Probe<R> {
         let t = text.to_string();
         self.wait(
             &format!("message {text:?}"),
-            move |e| matches!(e, Event::Message { msg, .. } if msg.text == t),
+            move |e| matches!(e, Event::Message { msg, .. } if msg.text() == t),
         )
         .await
     }
@@ -309,7 +307,7 @@ impl<R: Runtime> Probe<R> {
 
 fn short(e: &Event) -> String {
     match e {
-        Event::Message { msg, .. } => format!("Message({}: {})", msg.display_author(), msg.text),
+        Event::Message { msg, .. } => format!("Message({}: {})", msg.display_author(), msg.text()),
         e => {
             let s = format!("{e:?}");
             s.chars().take(200).collect()
