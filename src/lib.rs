@@ -98,6 +98,7 @@ mod conn;
 mod error;
 mod event;
 pub mod legacy;
+mod links;
 pub mod log;
 pub mod message;
 mod node;

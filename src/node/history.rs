@@ -42,6 +42,7 @@ impl Node {
     /// `SUMMARY_CHUNK` authors and about `SUMMARY_BYTES` bytes.
     pub(super) fn send_summary(&mut self, peer: PeerId, room: &str, now: Instant) {
         let Some(conn) = self
+            .links
             .peers
             .get(&peer)
             .filter(|p| p.up && p.protocol == Protocol::Chat)
@@ -119,7 +120,7 @@ impl Node {
         let Some(room) = self.rooms.get_mut(&sm.room) else {
             return; // not (or no longer) in that room
         };
-        let Some(c) = self.conns.get_mut(&conn) else {
+        let Some(c) = self.links.conns.get_mut(&conn) else {
             return;
         };
         let mut jobs = Vec::new();
@@ -146,7 +147,7 @@ impl Node {
             queue_job(c, &sm.room, author, ranges);
         }
         if !c.sync.is_empty() {
-            self.ready.insert(conn);
+            self.links.ready.insert(conn);
         }
         self.deliver(delivered, now);
     }
@@ -164,16 +165,16 @@ impl Node {
         if !self.rooms.contains_key(&r.room) {
             return;
         }
-        if let Some(c) = self.conns.get_mut(&conn) {
+        if let Some(c) = self.links.conns.get_mut(&conn) {
             queue_job(c, &r.room, author, vec![(r.start, r.end)]);
-            self.ready.insert(conn);
+            self.links.ready.insert(conn);
         }
     }
 
     /// Turns queued history into frames while the connection has room for it.
     pub(super) fn pump_sync(&mut self, conn: ConnId) {
         let (low, batch) = (self.config.sync_low_water, self.config.sync_batch_bytes);
-        let Some(c) = self.conns.get_mut(&conn) else {
+        let Some(c) = self.links.conns.get_mut(&conn) else {
             return;
         };
         if c.sync.is_empty() || c.queued() >= low || !c.is_open() {
@@ -278,10 +279,11 @@ impl Node {
         // First the neighbour that sent the message after the gap, then the others in
         // turn (the author first of all if it is a neighbour).
         let mut candidates: Vec<ConnId> = Vec::new();
-        if let Some(s) = source.filter(|s| self.conns.get(s).is_some_and(|c| c.is_open())) {
+        if let Some(s) = source.filter(|s| self.links.conns.get(s).is_some_and(|c| c.is_open())) {
             candidates.push(s);
         }
         if let Some(c) = self
+            .links
             .peers
             .get(&author)
             .filter(|p| p.up)
@@ -292,9 +294,10 @@ impl Node {
             }
         }
         for p in self.members(room) {
-            if let Some(c) = self.peers.get(&p).and_then(|p| p.active) {
+            if let Some(c) = self.links.peers.get(&p).and_then(|p| p.active) {
                 if !candidates.contains(&c)
                     && self
+                        .links
                         .conns
                         .get(&c)
                         .is_some_and(|c| c.protocol == Protocol::Chat)
@@ -321,6 +324,7 @@ impl Node {
     pub(super) fn sync_timeout(&mut self, now: Instant) {
         let interval = self.config.sync_interval;
         let due: Vec<PeerId> = self
+            .links
             .conns
             .iter_mut()
             .filter(|(_, c)| c.is_open() && c.protocol == Protocol::Chat && c.next_sync <= now)
@@ -330,10 +334,10 @@ impl Node {
             })
             .collect();
         for peer in due {
-            if self.peers.get(&peer).is_none_or(|p| !p.up) {
+            if self.links.peers.get(&peer).is_none_or(|p| !p.up) {
                 continue;
             }
-            let rooms: Vec<String> = self.peers[&peer]
+            let rooms: Vec<String> = self.links.peers[&peer]
                 .rooms
                 .iter()
                 .filter(|r| self.rooms.contains_key(*r))
