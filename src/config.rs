@@ -127,6 +127,22 @@ pub struct Config {
     /// Learned peers are dialed while fewer than this many are connected, and again when
     /// a neighbour drops (default 8; relaying reaches the rest of a larger group).
     pub target_peers: usize,
+    /// Legacy (`/echo-go/chat/1.0.0`) connections allowed at once, out of `max_peers`
+    /// (default 16, a quarter of the default `max_peers`), so silent legacy peers can
+    /// never take every slot.
+    pub max_legacy_peers: usize,
+    /// A legacy connection that sent nothing for this long is closed (default 10 min;
+    /// legacy peers have no ping).
+    pub legacy_idle_timeout: Duration,
+    /// Addresses learned from the network (hellos, peer exchange) and never confirmed
+    /// by a connection we dialed are forgotten this long after their peer was last seen
+    /// (default 1 h).
+    pub learned_addr_ttl: Duration,
+    /// Sustained rate at which unconfirmed learned addresses may be dialed, over all
+    /// peers (default 1 per second).
+    pub learned_dials_per_sec: f64,
+    /// Unconfirmed learned addresses that may be dialed at once (default 8).
+    pub learned_dial_burst: f64,
 }
 
 impl Default for Config {
@@ -171,6 +187,11 @@ impl Default for Config {
             max_exchange_peers: 32,
             auto_connect: true,
             target_peers: 8,
+            max_legacy_peers: 16,
+            legacy_idle_timeout: Duration::from_secs(600),
+            learned_addr_ttl: Duration::from_secs(3600),
+            learned_dials_per_sec: 1.0,
+            learned_dial_burst: 8.0,
         }
     }
 }

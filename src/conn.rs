@@ -37,6 +37,8 @@ pub(crate) struct Conn {
     pub state: State,
     pub decoder: Decoder,
     pub my_nonce: u64,
+    /// The dial that made this connection, if we dialed it.
+    pub dial: Option<crate::event::DialId>,
     pub their_nonce: Option<u64>,
     /// Bytes produced and not yet handed to the runtime.
     pub outbox: BytesMut,
@@ -91,6 +93,7 @@ impl Conn {
             },
             decoder,
             my_nonce: nonce,
+            dial: None,
             their_nonce: None,
             outbox: BytesMut::new(),
             hello_left: 0,
@@ -155,7 +158,10 @@ impl Conn {
         match self.state {
             State::Handshaking => self.opened + config.handshake_timeout,
             State::Draining { until } => until,
-            State::Open if self.protocol == Protocol::Legacy => far_future(self.opened),
+            State::Open if self.protocol == Protocol::Legacy => {
+                (self.last_recv.checked_add(config.legacy_idle_timeout))
+                    .unwrap_or_else(|| far_future(self.opened))
+            }
             State::Open => {
                 let idle = self.last_recv + config.idle_timeout;
                 let ping = match self.ping_out {

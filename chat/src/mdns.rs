@@ -392,8 +392,12 @@ mod tests {
 
     #[test]
     fn query_and_response_round_trip() {
-        let a = echo_proto::Keypair::generate_ed25519().public().to_peer_id();
-        let b = echo_proto::Keypair::generate_ed25519().public().to_peer_id();
+        let a = echo_proto::Keypair::generate_ed25519()
+            .public()
+            .to_peer_id();
+        let b = echo_proto::Keypair::generate_ed25519()
+            .public()
+            .to_peer_id();
         let q = query_packet().unwrap();
         assert_eq!(handle_packet(&q, &a), Some(Incoming::Query(0)));
         let addrs: Vec<Multiaddr> = vec![
@@ -417,7 +421,9 @@ mod tests {
 
     #[test]
     fn advertised_expands_unspecified() {
-        let id = echo_proto::Keypair::generate_ed25519().public().to_peer_id();
+        let id = echo_proto::Keypair::generate_ed25519()
+            .public()
+            .to_peer_id();
         let listen: Vec<Multiaddr> = vec![
             format!("/ip4/0.0.0.0/tcp/1/p2p/{id}").parse().unwrap(),
             format!("/ip4/127.0.0.1/tcp/2/p2p/{id}").parse().unwrap(),

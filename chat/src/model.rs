@@ -357,7 +357,9 @@ mod tests {
 
     #[test]
     fn late_messages_go_where_they_belong() {
-        let a = echo_proto::Keypair::generate_ed25519().public().to_peer_id();
+        let a = echo_proto::Keypair::generate_ed25519()
+            .public()
+            .to_peer_id();
         let mut v = View::new(ViewId::Room("r".into()));
         v.push(0, Line::Info("joined".into()));
         v.insert(key(1, a, 1), 0, msg("one", a));
@@ -379,9 +381,15 @@ mod tests {
 
     #[test]
     fn resolves_peers() {
-        let me = echo_proto::Keypair::generate_ed25519().public().to_peer_id();
-        let b1 = echo_proto::Keypair::generate_ed25519().public().to_peer_id();
-        let b2 = echo_proto::Keypair::generate_ed25519().public().to_peer_id();
+        let me = echo_proto::Keypair::generate_ed25519()
+            .public()
+            .to_peer_id();
+        let b1 = echo_proto::Keypair::generate_ed25519()
+            .public()
+            .to_peer_id();
+        let b2 = echo_proto::Keypair::generate_ed25519()
+            .public()
+            .to_peer_id();
         let mut m = Model::new(me, "me".into(), vec![]);
         for (id, online) in [(b1, true), (b2, false)] {
             m.peers.insert(

@@ -489,7 +489,8 @@ mod tests {
         assert_eq!(texts, ["one", "two"]);
 
         // The restored node continues above the reservation.
-        let mut node = echo_proto::Node::restore(key, echo_proto::Config::default(), loaded.restore, now);
+        let mut node =
+            echo_proto::Node::restore(key, echo_proto::Config::default(), loaded.restore, now);
         let m = node
             .send("general", "three", SystemTime::now(), now)
             .unwrap();

@@ -8,6 +8,7 @@ use rand::Rng;
 
 use super::{Links, Out};
 use crate::event::{Action, ConnId, DialId, Protocol};
+use crate::node::Stats;
 use crate::peers::{self, Peer};
 use crate::wire::{self, Frame, Kind};
 
@@ -81,7 +82,10 @@ impl Links {
             let connected = self.connected();
             let p = self.peers.entry(id).or_insert_with(Peer::new);
             for a in addrs {
-                p.add_addr(a, max_addrs);
+                p.add_addr(a, max_addrs, false);
+            }
+            if p.last_seen.is_none() {
+                p.last_seen = Some(now);
             }
             let idle = !p.up && p.dialing.is_none() && p.next_dial.is_none();
             let want = self.config.target_peers.min(self.config.max_peers);
@@ -100,18 +104,25 @@ impl Links {
     }
 
     /// A user-chosen address: remembered (if it names a peer) and dialed now.
-    pub fn connect(&mut self, bare: Multiaddr, ma: Multiaddr, peer: Option<PeerId>) -> DialId {
+    pub fn connect(
+        &mut self,
+        bare: Multiaddr,
+        ma: Multiaddr,
+        peer: Option<PeerId>,
+        now: Instant,
+        out: &mut Out,
+    ) -> DialId {
         if let Some(peer) = peer {
             let max = self.config.max_addrs_per_peer;
-            let p = self.peers.entry(peer).or_insert_with(Peer::new);
-            p.add_addr(bare, max);
+            let p = self.entry(peer, now, out.stats);
+            p.add_addr(bare, max, true);
             p.ever_connected = true; // chosen by the user: keep trying
         }
         self.dial(ma, peer)
     }
 
     /// A persisted peer address: added to the book and dialed soon.
-    pub fn remember_peer(&mut self, addr: &Multiaddr, now: Instant) {
+    pub fn remember_peer(&mut self, addr: &Multiaddr, now: Instant, out: &mut Out) {
         let (bare, Some(peer)) = peers::split_p2p(addr) else {
             return;
         };
@@ -119,8 +130,8 @@ impl Links {
             return;
         }
         let max = self.config.max_addrs_per_peer;
-        let p = self.peers.entry(peer).or_insert_with(Peer::new);
-        p.add_addr(bare, max);
+        let p = self.entry(peer, now, out.stats);
+        p.add_addr(bare, max, true);
         p.ever_connected = true;
         p.next_dial = Some(now);
         self.timed_peers.insert(peer);
@@ -171,7 +182,8 @@ impl Links {
         dial
     }
 
-    pub(super) fn redial(&mut self, peer: PeerId, now: Instant) {
+    pub(super) fn redial(&mut self, peer: PeerId, now: Instant, stats: &mut Stats) {
+        let ttl = self.config.learned_addr_ttl;
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
@@ -182,10 +194,25 @@ impl Links {
         if self.conns.values().any(|c| c.peer == peer) {
             return;
         }
+        if Self::expired(p, ttl, now) {
+            p.drop_unconfirmed();
+        }
         let Some(addr) = p.dial_addr().cloned() else {
             return;
         };
-        let _ = now;
+        if p.unconfirmed.contains(&addr) {
+            // An address someone told us about: dialed at a bounded rate, so a hostile
+            // peer cannot aim our dials at a third party.
+            if !self.learned_dials.take(1.0, now) {
+                stats.learned_dials_refused += 1;
+                let rate = self.config.learned_dials_per_sec.max(1e-3);
+                let wait = Duration::from_secs_f64((1.0 / rate).min(3600.0));
+                p.next_dial = Some(now + wait);
+                self.timed_peers.insert(peer);
+                return;
+            }
+            stats.learned_dials += 1;
+        }
         self.dial(addr, Some(peer));
     }
 

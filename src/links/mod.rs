@@ -21,6 +21,7 @@ use crate::conn::{far_future, Conn};
 use crate::event::{Action, ConnId, DialId, Event, PeerInfo, Protocol, Transmit};
 use crate::node::Stats;
 use crate::peers::{Peer, PeerBook};
+use crate::rate::TokenBucket;
 
 mod dial;
 mod session;
@@ -63,11 +64,21 @@ pub(crate) struct Links {
     pub rooms: BTreeSet<String>,
     /// Notices for the node, drained after every input.
     pub up: VecDeque<Up>,
+    /// Paces dials of unconfirmed learned addresses (`learned_dials_per_sec`).
+    pub learned_dials: TokenBucket,
+    /// Next time the address book is scanned for expired learned addresses.
+    pub next_expiry: Option<Instant>,
 }
 
 impl Links {
-    pub fn new(id: PeerId, config: Config) -> Self {
+    pub fn new(id: PeerId, config: Config, now: Instant) -> Self {
         Links {
+            learned_dials: TokenBucket::new(
+                config.learned_dials_per_sec,
+                config.learned_dial_burst,
+                now,
+            ),
+            next_expiry: None,
             id,
             rng: ChaCha8Rng::seed_from_u64(config.seed),
             config,
@@ -137,8 +148,7 @@ impl Links {
             rtt: p.rtt,
             rooms: p.rooms.clone(),
             listen_addrs: p
-                .addrs
-                .iter()
+                .confirmed_addrs()
                 .rev()
                 .map(|a| a.clone().with(multiaddr::Protocol::P2p(*id)))
                 .collect(),
@@ -154,6 +164,89 @@ impl Links {
 
     pub fn connected(&self) -> usize {
         self.peers.values().filter(|p| p.up).count()
+    }
+
+    /// Peer slots taken: peers up, plus peers not up with a chat handshake in flight
+    /// (so handshakes arriving together cannot overshoot `max_peers`).
+    pub fn slots_taken(&self) -> usize {
+        let handshaking: BTreeSet<&PeerId> = self
+            .conns
+            .values()
+            .filter(|c| c.state == crate::conn::State::Handshaking)
+            .map(|c| &c.peer)
+            .filter(|id| self.peers.get(*id).is_none_or(|p| !p.up))
+            .collect();
+        self.connected() + handshaking.len()
+    }
+
+    /// Open legacy connections.
+    pub fn legacy_conns(&self) -> usize {
+        let legacy = |c: &&Conn| c.protocol == Protocol::Legacy;
+        self.conns.values().filter(legacy).count()
+    }
+
+    /// The book entry of `id`, created if new. A new entry in a full book first evicts
+    /// the peer seen least recently among those with no connection, no dial in flight
+    /// and not up; connected peers are never evicted.
+    pub fn entry(&mut self, id: PeerId, now: Instant, stats: &mut Stats) -> &mut Peer {
+        if !self.peers.contains_key(&id) && self.peers.len() >= self.config.max_known_peers {
+            let busy: BTreeSet<PeerId> = self.conns.values().map(|c| c.peer).collect();
+            let victim = self
+                .peers
+                .iter()
+                .filter(|(pid, p)| !p.up && p.dialing.is_none() && !busy.contains(*pid))
+                .min_by_key(|(_, p)| {
+                    let dialable = p.confirmed_addrs().next().is_some();
+                    (dialable, p.ever_connected, p.last_seen)
+                })
+                .map(|(pid, _)| *pid);
+            if let Some(v) = victim {
+                self.peers.remove(&v);
+                self.timed_peers.remove(&v);
+                stats.peers_evicted += 1;
+            }
+        }
+        let p = self.peers.entry(id).or_insert_with(Peer::new);
+        if p.last_seen.is_none_or(|t| t < now) {
+            p.last_seen = Some(now);
+        }
+        p
+    }
+
+    /// Writes the links' bounded sizes into `stats`.
+    pub fn gauges(&self, stats: &mut Stats) {
+        stats.known_peers = self.peers.len() as u64;
+        stats.known_addrs = self.peers.values().map(|p| p.addrs.len() as u64).sum();
+        let hs = |c: &&Conn| c.state == crate::conn::State::Handshaking;
+        stats.handshakes = self.conns.values().filter(hs).count() as u64;
+        stats.legacy_conns = self.legacy_conns() as u64;
+    }
+
+    /// Forgets unconfirmed learned addresses of peers not seen for `learned_addr_ttl`
+    /// (at most once a minute, or per ttl if shorter).
+    pub fn expire_addrs(&mut self, now: Instant) {
+        if self.next_expiry.is_some_and(|t| now < t) {
+            return;
+        }
+        let ttl = self.config.learned_addr_ttl;
+        let step = ttl
+            .min(std::time::Duration::from_secs(60))
+            .max(std::time::Duration::from_millis(100));
+        self.next_expiry = now.checked_add(step);
+        for p in self.peers.values_mut() {
+            if Self::expired(p, ttl, now) {
+                p.drop_unconfirmed();
+            }
+        }
+    }
+
+    pub(crate) fn expired(p: &Peer, ttl: std::time::Duration, now: Instant) -> bool {
+        !p.up
+            && p.active.is_none()
+            && !p.unconfirmed.is_empty()
+            && p.last_seen
+                .and_then(|t| t.checked_add(ttl))
+                .is_some_and(|t| t <= now)
     }
 
     // ----- outputs -------------------------------------------------------------------
@@ -226,7 +319,8 @@ impl Links {
     }
 
     /// Redials and stash expiry of timed peers.
-    pub fn peers_timeout(&mut self, now: Instant) {
+    pub fn peers_timeout(&mut self, now: Instant, stats: &mut Stats) {
+        self.expire_addrs(now);
         let timed: Vec<PeerId> = std::mem::take(&mut self.timed_peers).into_iter().collect();
         for peer in timed {
             let Some(p) = self.peers.get_mut(&peer) else {
@@ -237,7 +331,7 @@ impl Links {
                 p.stash_until = None;
             }
             if p.next_dial.is_some_and(|d| d <= now) {
-                self.redial(peer, now);
+                self.redial(peer, now, stats);
             }
             if self
                 .peers

@@ -9,7 +9,7 @@ use multiaddr::Multiaddr;
 use super::{Links, Out, Up, GOODBYE_BACKOFF_STEPS};
 use crate::conn::{Conn, State};
 use crate::event::{Action, ConnId, ConnInfo, Event, Protocol, Role, Transmit};
-use crate::peers::{self, Peer};
+use crate::peers;
 use crate::wire::{self, Frame, GoodbyeCode, Kind};
 
 impl Links {
@@ -23,10 +23,14 @@ impl Links {
         out: &mut Out,
     ) {
         if let Some(d) = info.dial {
-            if let Some((_, expected)) = self.dials.remove(&d) {
+            if let Some((addr, expected)) = self.dials.remove(&d) {
                 if let Some(p) = expected.and_then(|e| self.peers.get_mut(&e)) {
                     if p.dialing == Some(d) {
                         p.dialing = None;
+                    }
+                    // We dialed it and reached the peer: the address is confirmed.
+                    if expected == Some(info.peer) {
+                        p.unconfirmed.remove(&peers::split_p2p(&addr).0);
                     }
                 }
             }
@@ -46,6 +50,7 @@ impl Links {
             &self.config,
             now,
         );
+        c.dial = info.dial;
         if info.peer == self.id {
             self.actions.push_back(Action::Close {
                 conn,
@@ -60,9 +65,11 @@ impl Links {
             });
             return;
         }
-        let connected = self.connected();
-        let known_up = self.peers.get(&info.peer).is_some_and(|p| p.up);
-        if !known_up && connected >= self.config.max_peers {
+        // A peer already up or already handshaking holds its slot; handshakes in flight
+        // count, so many arriving together cannot overshoot `max_peers`.
+        let holds_slot = self.peers.get(&info.peer).is_some_and(|p| p.up)
+            || self.conns.values().any(|c| c.peer == info.peer);
+        if !holds_slot && self.slots_taken() >= self.config.max_peers {
             if info.protocol == Protocol::Chat {
                 self.conns.insert(conn, c);
                 self.close(
@@ -101,15 +108,22 @@ impl Links {
                     });
                     return;
                 }
+                if self.legacy_conns() >= self.config.max_legacy_peers {
+                    self.actions.push_back(Action::Close {
+                        conn,
+                        reason: "too many legacy peers".into(),
+                    });
+                    return;
+                }
                 self.conns.insert(conn, c);
                 let rooms: Vec<String> = self.config.default_room.iter().cloned().collect();
                 let book_max = self.config.max_addrs_per_peer;
-                let p = self.peers.entry(info.peer).or_insert_with(Peer::new);
+                let p = self.entry(info.peer, now, out.stats);
                 p.protocol = Protocol::Legacy;
                 p.rooms = rooms;
                 if info.role == Role::Dialer {
                     let (bare, _) = peers::split_p2p(&info.remote_addr);
-                    p.add_addr(bare, book_max);
+                    p.add_addr(bare, book_max, true);
                 }
                 self.activate(conn, now, out);
             }
@@ -126,7 +140,7 @@ impl Links {
         c.next_ping = now + self.config.ping_interval;
         let (peer, addr, role) = (c.peer, c.addr.clone(), c.role);
         let max_addrs = self.config.max_addrs_per_peer;
-        let p = self.peers.entry(peer).or_insert_with(Peer::new);
+        let p = self.entry(peer, now, out.stats);
         let old_name = std::mem::replace(&mut p.name, h.name.clone());
         let mut rooms = h.rooms;
         rooms.sort();
@@ -137,14 +151,16 @@ impl Links {
             if let Ok(a) = Multiaddr::try_from(a.clone()) {
                 let (bare, id) = peers::split_p2p(&a);
                 if id.is_none_or(|id| id == peer) && peers::is_dialable(&bare).is_ok() {
-                    p.add_addr(peers::fix_unspecified(&bare, &addr), max_addrs);
+                    p.add_addr(peers::fix_unspecified(&bare, &addr), max_addrs, false);
                 }
             }
         }
         if role == Role::Dialer {
             let (bare, _) = peers::split_p2p(&addr);
-            if peers::is_dialable(&bare).is_ok() && p.addrs.is_empty() {
-                p.add_addr(bare, max_addrs);
+            // We dialed this address and reached the peer: it is confirmed.
+            if peers::is_dialable(&bare).is_ok() && (p.addrs.is_empty() || p.addrs.contains(&bare))
+            {
+                p.add_addr(bare, max_addrs, true);
             }
         }
         let legacy_old = p.active.filter(|old| {
@@ -218,7 +234,7 @@ impl Links {
         };
         let peer = c.peer;
         let is_chat = c.protocol == Protocol::Chat;
-        let p = self.peers.entry(peer).or_insert_with(Peer::new);
+        let p = self.entry(peer, now, out.stats);
         p.active = Some(conn);
         p.attempts = 0;
         p.next_dial = None;
@@ -331,10 +347,23 @@ impl Links {
         } else {
             format!("peer said goodbye: {reason}")
         };
-        if g.code == GoodbyeCode::Shutdown as u32 {
-            // It left on purpose: keep trying, but not at once and not often.
+        let refused = g.code == GoodbyeCode::TooManyPeers as u32;
+        if g.code == GoodbyeCode::Shutdown as u32 || refused {
+            // It left on purpose, or has no room for us: keep trying, but not at once
+            // and not often.
             if let Some(p) = self.peers.get_mut(&peer) {
                 p.attempts = p.attempts.max(GOODBYE_BACKOFF_STEPS);
+            }
+        }
+        // A dial answered with a goodbye before any hello (e.g. refused for too many
+        // peers): the dial failed, and the app learns why.
+        if let Some(c) = self.conns.get(&conn) {
+            if let (State::Handshaking, Some(dial)) = (c.state, c.dial) {
+                out.events.push_back(Event::DialFailed {
+                    dial,
+                    addr: c.addr.clone(),
+                    error: text.clone(),
+                });
             }
         }
         self.finish(conn, &text, now, out);
@@ -496,6 +525,7 @@ impl Links {
             return;
         }
         let was_up = std::mem::replace(&mut p.up, false);
+        p.last_seen = Some(now);
         let rooms = std::mem::take(&mut p.rooms);
         if was_up {
             let (name, rtt) = (p.name.clone(), p.rtt);
@@ -528,6 +558,13 @@ impl Links {
             }
             State::Draining { until } if now >= until => {
                 self.finish(id, "duplicate connection drained", now, out);
+            }
+            State::Open if c.protocol == Protocol::Legacy => {
+                let idle = self.config.legacy_idle_timeout;
+                if c.last_recv.checked_add(idle).is_some_and(|t| now >= t) {
+                    let reason = format!("legacy peer silent for {idle:?}");
+                    self.close(id, GoodbyeCode::Idle, &reason, false, now, out);
+                }
             }
             State::Open if c.protocol == Protocol::Chat => {
                 if now >= c.last_recv + self.config.idle_timeout {

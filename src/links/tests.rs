@@ -1,10 +1,11 @@
 //! Unit tests of the links state machine on its own.
 
 use super::*;
+use std::time::Instant;
 
 fn links() -> Links {
     let id = crate::message::test_key().public().to_peer_id();
-    Links::new(id, Config::default())
+    Links::new(id, Config::default(), Instant::now())
 }
 
 #[test]

@@ -52,6 +52,20 @@ pub struct Stats {
     pub history_sent: u64,
     /// Gap repair requests sent.
     pub repair_requests: u64,
+    /// Peers in the address book (bounded by `max_known_peers`, connected ones aside).
+    pub known_peers: u64,
+    /// Addresses in the address book, over all peers.
+    pub known_addrs: u64,
+    /// Peers evicted from the full address book.
+    pub peers_evicted: u64,
+    /// Chat connections whose handshake is in flight.
+    pub handshakes: u64,
+    /// Open legacy connections.
+    pub legacy_conns: u64,
+    /// Dials of unconfirmed learned addresses.
+    pub learned_dials: u64,
+    /// Dials of unconfirmed learned addresses put off by `learned_dials_per_sec`.
+    pub learned_dials_refused: u64,
 }
 
 /// An echo chat node. Pure state: no I/O, no clock, no threads.
@@ -130,7 +144,7 @@ impl Node {
             id,
             listen_addrs: Vec::new(),
             lamport: 0,
-            links: Links::new(id, config.clone()),
+            links: Links::new(id, config.clone(), now),
             rooms: BTreeMap::new(),
             unsealed: Vec::new(),
             events: VecDeque::new(),
@@ -284,6 +298,7 @@ impl Node {
         self.last_now = self.last_now.max(now);
         let (links, mut out) = self.split();
         links.handle_closed(conn, reason, now, &mut out);
+        self.links.gauges(&mut self.stats);
     }
 
     /// A dial the node asked for failed.
@@ -291,6 +306,7 @@ impl Node {
         self.last_now = self.last_now.max(now);
         let (links, mut out) = self.split();
         links.handle_dial_failed(dial, error, now, &mut out);
+        self.links.gauges(&mut self.stats);
     }
 
     /// A timer fired. Spurious and late calls are harmless.
@@ -300,7 +316,8 @@ impl Node {
         links.handle_timeout(now, &mut out);
         self.rooms_timeout(now);
         self.sync_timeout(now);
-        self.links.peers_timeout(now);
+        self.links.peers_timeout(now, &mut self.stats);
+        self.links.gauges(&mut self.stats);
     }
 
     // ----- commands from the local user ---------------------------------------------
@@ -460,7 +477,10 @@ impl Node {
         if peer == Some(self.id) {
             return Err(CommandError::SelfDial);
         }
-        Ok(self.links.connect(bare, ma, peer))
+        let (links, mut out) = self.split();
+        let dial = links.connect(bare, ma, peer, now, &mut out);
+        self.links.gauges(&mut self.stats);
+        Ok(dial)
     }
 
     /// Says goodbye on every connection and closes them; the node accepts no more
@@ -471,6 +491,7 @@ impl Node {
         self.seal();
         let (links, mut out) = self.split();
         links.shutdown(now, &mut out);
+        self.links.gauges(&mut self.stats);
     }
 
     fn check_up(&self) -> Result<(), CommandError> {

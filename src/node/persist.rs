@@ -127,7 +127,9 @@ impl Node {
 
     /// Adds a persisted peer address to the book and dials it soon.
     fn remember_peer(&mut self, addr: &Multiaddr, now: Instant) {
-        self.links.remember_peer(addr, now);
+        let (links, mut out) = self.split();
+        links.remember_peer(addr, now, &mut out);
+        self.links.gauges(&mut self.stats);
     }
 
     /// A snapshot of what [`Node::restore`] needs (messages within retention).
@@ -139,8 +141,7 @@ impl Node {
                 .iter()
                 .filter(|(_, p)| p.ever_connected && p.protocol == crate::Protocol::Chat)
                 .flat_map(|(id, p)| {
-                    p.addrs
-                        .iter()
+                    p.confirmed_addrs()
                         .map(move |a| a.clone().with(multiaddr::Protocol::P2p(*id)))
                 })
                 .collect(),

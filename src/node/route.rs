@@ -128,6 +128,7 @@ impl Node {
             Some(Kind::Goodbye(g)) => {
                 let (links, mut out) = self.split();
                 links.on_goodbye(conn, g, now, &mut out);
+                self.links.gauges(&mut self.stats);
             }
             _ if handshaking => self.violation(conn, "frame before hello", now),
             None => {} // a frame kind from a newer minor version: ignored
@@ -143,7 +144,10 @@ impl Node {
             Some(Kind::Message(m)) => self.on_message(conn, m, checked_author, now),
             Some(Kind::Membership(m)) => self.on_membership(conn, m, now),
             Some(Kind::Direct(d)) => self.on_direct(conn, d, now),
-            Some(Kind::Peers(p)) => self.links.on_peers(p, now),
+            Some(Kind::Peers(p)) => {
+                self.links.on_peers(p, now);
+                self.links.gauges(&mut self.stats);
+            }
             Some(Kind::Profile(p)) => self.on_profile(conn, p, now),
             Some(Kind::Summary(sm)) => self.on_summary(conn, sm, now),
             Some(Kind::Request(r)) => self.on_request(conn, r, now),
@@ -186,6 +190,7 @@ impl Node {
 
     /// Sends profiles and room summaries to peers that just came up.
     pub(super) fn greet(&mut self, now: Instant) {
+        self.links.gauges(&mut self.stats);
         while let Some(Up::ChatPeerUp(peer)) = self.links.take_up() {
             self.send_profiles(peer, now);
             let shared: Vec<String> = self
@@ -240,6 +245,7 @@ impl Node {
     ) {
         let (links, mut out) = self.split();
         links.close(conn, code, reason, misbehaved, now, &mut out);
+        self.links.gauges(&mut self.stats);
     }
 
     pub(super) fn active_peer(&self, conn: ConnId) -> Option<PeerId> {
