@@ -115,6 +115,7 @@ pub use config::{Config, RateLimit};
 pub use error::CommandError;
 pub use event::{Action, ConnId, ConnInfo, DialId, Event, PeerInfo, Protocol, Role, Transmit};
 pub use libp2p_identity::{Keypair, PeerId};
+pub use links::AddrSource;
 pub use log::Position;
 pub use message::{Message, MsgId, SharedMessage};
 pub use multiaddr::Multiaddr;

@@ -254,3 +254,39 @@ fn refused_newcomer_sees_why_and_backs_off() {
     assert!(!sim.is_connected(c, 0));
     assert_pair_healthy(&mut sim, "after refusals");
 }
+
+/// The app's discovery (mDNS) hands addresses to the core, which dials once and then
+/// follows its redial backoff however often the peer is announced; the address book
+/// entry is bounded like any other.
+#[test]
+fn discovered_addresses_dial_at_once_then_follow_the_backoff() {
+    let mut sim = Sim::new(5);
+    let a = sim.add_node(Config {
+        learned_dials_per_sec: 100.0,
+        ..Config::default()
+    });
+    let b = sim.add_named("b");
+    let (pb, addr_b) = (sim.peer_id(b), sim.dial_addr(b));
+    let addrs = vec![addr_b.parse::<echo_proto::Multiaddr>().unwrap()];
+    let used = sim.with(a, |n, now| {
+        n.handle_addresses(pb, &addrs, echo_proto::AddrSource::Discovered, now)
+    });
+    assert_eq!(used, 1);
+    assert!(sim.run_until(SEC, |s| s.is_connected(a, b)));
+    // Gone: announcements every 100 ms for 30 s must not speed up the redials.
+    sim.crash(b);
+    assert!(sim.run_until(SEC, |s| !s.is_connected(a, b)));
+    let before = dial_failures(&sim, a, "/tcp/");
+    for _ in 0..300 {
+        sim.with(a, |n, now| {
+            n.handle_addresses(pb, &addrs, echo_proto::AddrSource::Discovered, now)
+        });
+        sim.run_for(Duration::from_millis(100));
+    }
+    let dials = dial_failures(&sim, a, "/tcp/") - before;
+    eprintln!("{dials} dials in 30 s of announcements");
+    // Backoff 0.5 s · 2^n (jittered): at most about 8 attempts in 30 s.
+    assert!((1..=8).contains(&dials), "{dials} dials");
+    sim.restart(b);
+    assert!(sim.run_until(60 * SEC, |s| s.is_connected(a, b)));
+}

@@ -6,7 +6,7 @@ use libp2p_identity::PeerId;
 use multiaddr::Multiaddr;
 use rand::Rng;
 
-use super::{Links, Out};
+use super::{AddrSource, Links, Out};
 use crate::event::{Action, ConnId, DialId, Protocol};
 use crate::node::Stats;
 use crate::peers::{self, Peer};
@@ -119,6 +119,47 @@ impl Links {
             p.ever_connected = true; // chosen by the user: keep trying
         }
         self.dial(ma, peer)
+    }
+
+    /// Addresses for `peer` from the app (mDNS, a directory, its store): remembered and,
+    /// if the peer is not connected, not being dialed and not waiting for a backoff,
+    /// dialed now. Later calls never dial faster than the redial backoff. Returns how
+    /// many addresses were taken.
+    pub fn handle_addresses(
+        &mut self,
+        peer: PeerId,
+        addrs: &[Multiaddr],
+        source: AddrSource,
+        now: Instant,
+        out: &mut Out,
+    ) -> usize {
+        if peer == self.id || self.shut_down {
+            return 0;
+        }
+        let good: Vec<Multiaddr> = addrs
+            .iter()
+            .map(peers::split_p2p)
+            .filter(|(a, id)| id.is_none_or(|id| id == peer) && peers::is_dialable(a).is_ok())
+            .map(|(a, _)| a)
+            .take(self.config.max_addrs_per_peer)
+            .collect();
+        if good.is_empty() {
+            return 0;
+        }
+        let max = self.config.max_addrs_per_peer;
+        let trusted = source == AddrSource::Trusted;
+        let p = self.entry(peer, now, out.stats);
+        for a in &good {
+            p.add_addr(a.clone(), max, trusted);
+        }
+        if trusted {
+            p.ever_connected = true;
+        }
+        let idle = !p.up && p.dialing.is_none() && p.next_dial.is_none();
+        if idle && !self.conns.values().any(|c| c.peer == peer) {
+            self.redial(peer, now, out.stats);
+        }
+        good.len()
     }
 
     /// A persisted peer address: added to the book and dialed soon.

@@ -30,6 +30,18 @@ mod session;
 /// (500 ms · 2^5 = 16 s with the default backoff).
 pub(crate) const GOODBYE_BACKOFF_STEPS: u32 = 5;
 
+/// Where addresses given to [`crate::Node::handle_addresses`] come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AddrSource {
+    /// Found on the network (mDNS on the LAN, a directory): unconfirmed until a dial
+    /// reaches the peer there, so dialed at `learned_dials_per_sec` and forgotten after
+    /// `learned_addr_ttl`.
+    Discovered,
+    /// Chosen by the user or persisted by the app: kept, and the peer redialed.
+    Trusted,
+}
+
 /// What the links tell the node after an input.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Up {

@@ -13,7 +13,7 @@ use multiaddr::Multiaddr;
 use crate::config::Config;
 use crate::error::CommandError;
 use crate::event::{Action, ConnId, ConnInfo, DialId, Event, PeerInfo, Protocol, Transmit};
-use crate::links::Links;
+use crate::links::{AddrSource, Links};
 use crate::message::{Message, SharedMessage};
 use crate::peers;
 use crate::rooms::{Limits, Room};
@@ -481,6 +481,26 @@ impl Node {
         let dial = links.connect(bare, ma, peer, now, &mut out);
         self.links.gauges(&mut self.stats);
         Ok(dial)
+    }
+
+    /// Addresses for `peer` learned by the app (mDNS, a directory) or kept by it
+    /// ([`AddrSource`]). The node remembers them (within `max_addrs_per_peer` and the
+    /// book's bound) and dials the peer if it is not connected, not being dialed and not
+    /// waiting out a redial backoff; calling again on every announcement never dials
+    /// faster than that backoff (and discovered addresses not faster than
+    /// `learned_dials_per_sec`). Returns how many addresses were usable.
+    pub fn handle_addresses(
+        &mut self,
+        peer: PeerId,
+        addrs: &[Multiaddr],
+        source: AddrSource,
+        now: Instant,
+    ) -> usize {
+        self.last_now = self.last_now.max(now);
+        let (links, mut out) = self.split();
+        let n = links.handle_addresses(peer, addrs, source, now, &mut out);
+        self.links.gauges(&mut self.stats);
+        n
     }
 
     /// Says goodbye on every connection and closes them; the node accepts no more
