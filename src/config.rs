@@ -152,6 +152,22 @@ pub struct Config {
     /// Learned peers are dialed while fewer than this many are connected, and again when
     /// a neighbour drops (default 8; relaying reaches the rest of a larger group).
     pub target_peers: usize,
+    /// Legacy (`/echo-go/chat/1.0.0`) connections allowed at once, out of `max_peers`
+    /// (default 16, a quarter of the default `max_peers`), so silent legacy peers can
+    /// never take every slot.
+    pub max_legacy_peers: usize,
+    /// A legacy connection that sent nothing for this long is closed (default 10 min;
+    /// legacy peers have no ping).
+    pub legacy_idle_timeout: Duration,
+    /// Addresses learned from the network (hellos, peer exchange) and never confirmed
+    /// by a connection we dialed are forgotten this long after their peer was last seen
+    /// (default 1 h).
+    pub learned_addr_ttl: Duration,
+    /// Sustained rate at which unconfirmed learned addresses may be dialed, over all
+    /// peers (default 1 per second).
+    pub learned_dials_per_sec: f64,
+    /// Unconfirmed learned addresses that may be dialed at once (default 8).
+    pub learned_dial_burst: f64,
 }
 
 impl Default for Config {
@@ -198,6 +214,11 @@ impl Default for Config {
             max_exchange_peers: 32,
             auto_connect: true,
             target_peers: 8,
+            max_legacy_peers: 16,
+            legacy_idle_timeout: Duration::from_secs(600),
+            learned_addr_ttl: Duration::from_secs(3600),
+            learned_dials_per_sec: 1.0,
+            learned_dial_burst: 8.0,
         }
     }
 }
@@ -342,6 +363,14 @@ impl Config {
                 }
             }
         }
+        for (field, v) in [
+            ("learned_dials_per_sec", self.learned_dials_per_sec),
+            ("learned_dial_burst", self.learned_dial_burst),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(ConfigError::BadRate { field });
+            }
+        }
         crate::node::valid_label(&self.name, self.max_name_len).map_err(|reason| {
             ConfigError::BadName {
                 field: "name",
@@ -373,6 +402,7 @@ impl Config {
             &mut self.backoff_initial,
             &mut self.backoff_max,
             &mut self.max_clock_skew,
+            &mut self.learned_addr_ttl,
         ] {
             *d = (*d).min(max);
         }
@@ -380,14 +410,22 @@ impl Config {
             &mut self.ping_interval,
             &mut self.idle_timeout,
             &mut self.sync_interval,
+            &mut self.legacy_idle_timeout,
         ] {
             *d = (*d).clamp(ms, max);
         }
         self.backoff_initial = self.backoff_initial.min(self.backoff_max);
+        let defaults = Config::default();
+        if !(self.learned_dials_per_sec.is_finite() && self.learned_dials_per_sec >= 0.0) {
+            self.learned_dials_per_sec = defaults.learned_dials_per_sec;
+        }
+        if !(self.learned_dial_burst.is_finite() && self.learned_dial_burst >= 0.0) {
+            self.learned_dial_burst = defaults.learned_dial_burst;
+        }
         self
     }
 
-    fn durations(&self) -> [(&'static str, Duration); 10] {
+    fn durations(&self) -> [(&'static str, Duration); 12] {
         [
             ("handshake_timeout", self.handshake_timeout),
             ("ping_interval", self.ping_interval),
@@ -399,6 +437,8 @@ impl Config {
             ("backoff_max", self.backoff_max),
             ("sync_interval", self.sync_interval),
             ("max_clock_skew", self.max_clock_skew),
+            ("legacy_idle_timeout", self.legacy_idle_timeout),
+            ("learned_addr_ttl", self.learned_addr_ttl),
         ]
     }
 }
@@ -408,6 +448,36 @@ impl Config {
     /// Sets [`Config::name`].
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
+        self
+    }
+
+    /// Sets [`Config::max_legacy_peers`].
+    pub fn max_legacy_peers(mut self, max_legacy_peers: usize) -> Self {
+        self.max_legacy_peers = max_legacy_peers;
+        self
+    }
+
+    /// Sets [`Config::legacy_idle_timeout`].
+    pub fn legacy_idle_timeout(mut self, legacy_idle_timeout: Duration) -> Self {
+        self.legacy_idle_timeout = legacy_idle_timeout;
+        self
+    }
+
+    /// Sets [`Config::learned_addr_ttl`].
+    pub fn learned_addr_ttl(mut self, learned_addr_ttl: Duration) -> Self {
+        self.learned_addr_ttl = learned_addr_ttl;
+        self
+    }
+
+    /// Sets [`Config::learned_dials_per_sec`].
+    pub fn learned_dials_per_sec(mut self, learned_dials_per_sec: f64) -> Self {
+        self.learned_dials_per_sec = learned_dials_per_sec;
+        self
+    }
+
+    /// Sets [`Config::learned_dial_burst`].
+    pub fn learned_dial_burst(mut self, learned_dial_burst: f64) -> Self {
+        self.learned_dial_burst = learned_dial_burst;
         self
     }
 

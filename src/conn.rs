@@ -38,6 +38,8 @@ pub(crate) struct Conn {
     pub state: State,
     pub decoder: Decoder,
     pub my_nonce: u64,
+    /// The dial that made this connection, if we dialed it.
+    pub dial: Option<crate::event::DialId>,
     pub their_nonce: Option<u64>,
     /// Bytes produced and not yet handed to the runtime.
     pub outbox: BytesMut,
@@ -84,6 +86,7 @@ impl Conn {
             },
             decoder,
             my_nonce: nonce,
+            dial: None,
             their_nonce: None,
             outbox: BytesMut::new(),
             hello_left: 0,
@@ -148,7 +151,10 @@ impl Conn {
         match self.state {
             State::Handshaking => self.opened + config.handshake_timeout,
             State::Draining { until } => until,
-            State::Open if self.protocol == Protocol::Legacy => far_future(self.opened),
+            State::Open if self.protocol == Protocol::Legacy => {
+                (self.last_recv.checked_add(config.legacy_idle_timeout))
+                    .unwrap_or_else(|| far_future(self.opened))
+            }
             State::Open => {
                 let idle = self.last_recv + config.idle_timeout;
                 let ping = match self.ping_out {

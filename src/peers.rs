@@ -11,7 +11,7 @@
 //!   address book (capped); learned peers are dialed while below `max_peers`, the lower
 //!   peer id first so that mutual discovery rarely races.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -48,6 +48,12 @@ pub(crate) struct Peer {
     pub rtt: Option<Duration>,
     /// Known listen addresses (without `/p2p/`), newest last.
     pub addrs: Vec<Multiaddr>,
+    /// Of `addrs`, those learned from the network (a hello, peer exchange) and not yet
+    /// confirmed by a connection we dialed: dialed at a limited rate, never persisted,
+    /// forgotten `learned_addr_ttl` after the peer was last seen.
+    pub unconfirmed: BTreeSet<Multiaddr>,
+    /// When the peer was last connected or learned (eviction and address expiry).
+    pub last_seen: Option<Instant>,
     /// We had a chat session with this peer (keep redialing it).
     pub ever_connected: bool,
     /// Dial attempts since the last successful connection.
@@ -70,6 +76,8 @@ impl Peer {
             rooms: Vec::new(),
             rtt: None,
             addrs: Vec::new(),
+            unconfirmed: BTreeSet::new(),
+            last_seen: None,
             ever_connected: false,
             attempts: 0,
             next_dial: None,
@@ -79,15 +87,37 @@ impl Peer {
         }
     }
 
-    /// Remembers an address (deduplicated, capped, newest kept).
-    pub fn add_addr(&mut self, addr: Multiaddr, max: usize) {
-        if let Some(i) = self.addrs.iter().position(|a| *a == addr) {
+    /// Remembers an address (deduplicated, capped, newest kept). `confirmed`: chosen by
+    /// the user, persisted, or one we dialed successfully; otherwise it was learned from
+    /// the network (and a confirmed address stays confirmed).
+    pub fn add_addr(&mut self, addr: Multiaddr, max: usize, confirmed: bool) {
+        let known = if let Some(i) = self.addrs.iter().position(|a| *a == addr) {
             self.addrs.remove(i);
+            true
+        } else {
+            false
+        };
+        if confirmed {
+            self.unconfirmed.remove(&addr);
+        } else if !known {
+            self.unconfirmed.insert(addr.clone());
         }
         self.addrs.push(addr);
-        if self.addrs.len() > max {
-            self.addrs.remove(0);
+        while self.addrs.len() > max.max(1) {
+            let old = self.addrs.remove(0);
+            self.unconfirmed.remove(&old);
         }
+    }
+
+    /// Forgets every address learned from the network and never confirmed.
+    pub fn drop_unconfirmed(&mut self) {
+        let gone = std::mem::take(&mut self.unconfirmed);
+        self.addrs.retain(|a| !gone.contains(a));
+    }
+
+    /// Addresses confirmed by a connection or chosen by the user, newest last.
+    pub fn confirmed_addrs(&self) -> impl DoubleEndedIterator<Item = &Multiaddr> {
+        self.addrs.iter().filter(|a| !self.unconfirmed.contains(*a))
     }
 
     /// Address for the next attempt, rotating through what is known.

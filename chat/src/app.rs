@@ -2,12 +2,11 @@
 //! contract asks for, and prints events in headless mode. Runtime-agnostic: it only
 //! awaits `futures` channels and the node's handle.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io::Write;
-use std::time::{Duration, Instant};
 
 use echo_proto::display_name;
-use echo_proto::{DialId, Event, Multiaddr, PeerId, Position, Protocol, SharedMessage};
+use echo_proto::{DialId, Event, PeerId, Position, Protocol, SharedMessage};
 use echo_runtime::Handle;
 use serde_json::{json, Value};
 
@@ -68,8 +67,6 @@ pub struct App {
     pub quit: bool,
     /// Set when the TUI should show its help overlay.
     pub show_help: bool,
-    /// mDNS dials, to not redial a peer too often.
-    mdns_dials: HashMap<PeerId, (Instant, usize)>,
     /// Dials the user asked for: their failures are shown; automatic redials' are logged.
     pub user_dials: HashSet<DialId>,
     /// The history database, read when the user scrolls back past what the model holds.
@@ -87,7 +84,6 @@ impl App {
             mode,
             quit: false,
             show_help: false,
-            mdns_dials: HashMap::new(),
             user_dials: HashSet::new(),
             db_path: None,
             reader: None,
@@ -789,36 +785,27 @@ impl App {
         ));
     }
 
+    /// mDNS found a peer: its addresses go to the core, which dials it if idle and
+    /// otherwise keeps to its own redial backoff (however often the peer announces).
     async fn on_found(&mut self, d: Discovered) {
         if d.peer == self.model.me || self.model.peers.get(&d.peer).is_some_and(|p| p.online) {
             return;
         }
-        let now = Instant::now();
-        let attempt = match self.mdns_dials.get(&d.peer) {
-            Some((at, _)) if now.duration_since(*at) < Duration::from_secs(15) => return,
-            Some((_, n)) => n + 1,
-            None => 0,
-        };
-        self.mdns_dials.insert(d.peer, (now, attempt));
-        // Prefer IPv4 non-loopback addresses; rotate through them on retries.
-        let mut addrs: Vec<&Multiaddr> = d.addrs.iter().collect();
-        addrs.sort_by_key(|a| a.to_string().starts_with("/ip4/127."));
-        let Some(addr) = addrs
-            .get(attempt % addrs.len().max(1))
-            .map(|a| a.to_string())
-        else {
-            return;
-        };
         self.emit(
             json!({"event": "discovered", "peer": d.peer.to_base58(), "addrs": d.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>()}),
             None,
         );
-        tracing::info!(peer = %d.peer, %addr, "mDNS: dialing");
-        match self.handle.connect(&addr).await {
-            Ok(_) => self
-                .model
-                .info(format!("found {} on the LAN; connecting", d.peer)),
-            Err(e) => tracing::warn!(%addr, error = %e, "mDNS: address refused"),
+        // Prefer IPv4 non-loopback addresses (the core dials the newest first).
+        let mut addrs = d.addrs.clone();
+        addrs.sort_by_key(|a| !a.to_string().starts_with("/ip4/127."));
+        match self
+            .handle
+            .add_addresses(d.peer, addrs, echo_proto::AddrSource::Discovered)
+            .await
+        {
+            Ok(0) => tracing::warn!(peer = %d.peer, "mDNS: no dialable address"),
+            Ok(_) => tracing::debug!(peer = %d.peer, "mDNS: addresses handed to the node"),
+            Err(e) => tracing::warn!(peer = %d.peer, error = %e, "mDNS: not taken"),
         }
     }
 }

@@ -278,6 +278,14 @@ impl<R: Runtime> Driver<R> {
             Command::Connect { addr, reply } => {
                 let _ = reply.send(node.connect(&addr, now));
             }
+            Command::Addresses {
+                peer,
+                addrs,
+                source,
+                reply,
+            } => {
+                let _ = reply.send(Ok(node.handle_addresses(peer, &addrs, source, now)));
+            }
             Command::Inspect(f) => f(node),
             Command::DriverStats(reply) => {
                 let _ = reply.send(Ok(self.stats()));

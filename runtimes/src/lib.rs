@@ -274,6 +274,12 @@ pub(crate) enum Command {
         addr: String,
         reply: Reply<DialId>,
     },
+    Addresses {
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        source: echo_proto::AddrSource,
+        reply: Reply<usize>,
+    },
     Inspect(Box<dyn FnOnce(&Node) + Send>),
     DriverStats(Reply<DriverStats>),
     Shutdown {
@@ -494,6 +500,24 @@ impl Handle {
     pub fn connect(&self, addr: &str) -> Pending<DialId> {
         let addr = addr.to_string();
         self.call(|reply| Command::Connect { addr, reply })
+    }
+
+    /// Addresses for `peer` found by the app (e.g. mDNS) or kept by it: the node
+    /// remembers them and dials the peer if it is idle, never faster than its redial
+    /// backoff however often this is called ([`echo_proto::Node::handle_addresses`]).
+    /// Resolves to how many addresses were usable.
+    pub fn add_addresses(
+        &self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        source: echo_proto::AddrSource,
+    ) -> Pending<usize> {
+        self.call(|reply| Command::Addresses {
+            peer,
+            addrs,
+            source,
+            reply,
+        })
     }
 
     /// Runs `f` on the node (for queries: peers, rooms, stats, connection counts).

@@ -40,6 +40,7 @@ impl Node {
     /// `SUMMARY_CHUNK` authors and about `SUMMARY_BYTES` bytes.
     pub(super) fn send_summary(&mut self, peer: PeerId, room: &str, now: Instant) {
         let Some(conn) = self
+            .links
             .peers
             .get(&peer)
             .filter(|p| p.up && p.protocol == Protocol::Chat)
@@ -117,7 +118,7 @@ impl Node {
         let Some(room) = self.rooms.get_mut(&sm.room) else {
             return; // not (or no longer) in that room
         };
-        let Some(c) = self.conns.get_mut(&conn) else {
+        let Some(c) = self.links.conns.get_mut(&conn) else {
             return;
         };
         let mut jobs = Vec::new();
@@ -147,7 +148,7 @@ impl Node {
             }
         }
         if !c.sync.is_empty() {
-            self.ready.insert(conn);
+            self.links.ready.insert(conn);
         }
         self.deliver(delivered, now);
     }
@@ -165,7 +166,7 @@ impl Node {
         let Some(room) = self.rooms.get(&r.room) else {
             return;
         };
-        let Some(c) = self.conns.get_mut(&conn) else {
+        let Some(c) = self.links.conns.get_mut(&conn) else {
             return;
         };
         // Only what we hold is queued: a request naming nothing held costs a lookup.
@@ -188,13 +189,13 @@ impl Node {
         ) {
             self.stats.sync_dropped += 1;
         }
-        self.ready.insert(conn);
+        self.links.ready.insert(conn);
     }
 
     /// Turns queued history into frames while the connection has room for it.
     pub(super) fn pump_sync(&mut self, conn: ConnId) {
         let (low, batch) = (self.config.sync_low_water, self.config.sync_batch_bytes);
-        let Some(c) = self.conns.get_mut(&conn) else {
+        let Some(c) = self.links.conns.get_mut(&conn) else {
             return;
         };
         if c.sync.is_empty() || c.queued() >= low || !c.is_open() {
@@ -288,10 +289,11 @@ impl Node {
         // First the neighbour that sent the message after the gap, then the others in
         // turn (the author first of all if it is a neighbour).
         let mut candidates: Vec<ConnId> = Vec::new();
-        if let Some(s) = source.filter(|s| self.conns.get(s).is_some_and(|c| c.is_open())) {
+        if let Some(s) = source.filter(|s| self.links.conns.get(s).is_some_and(|c| c.is_open())) {
             candidates.push(s);
         }
         if let Some(c) = self
+            .links
             .peers
             .get(&author)
             .filter(|p| p.up)
@@ -302,9 +304,10 @@ impl Node {
             }
         }
         for p in self.members(room) {
-            if let Some(c) = self.peers.get(&p).and_then(|p| p.active) {
+            if let Some(c) = self.links.peers.get(&p).and_then(|p| p.active) {
                 if !candidates.contains(&c)
                     && self
+                        .links
                         .conns
                         .get(&c)
                         .is_some_and(|c| c.protocol == Protocol::Chat)
@@ -331,6 +334,7 @@ impl Node {
     pub(super) fn sync_timeout(&mut self, now: Instant) {
         let interval = self.config.sync_interval;
         let due: Vec<PeerId> = self
+            .links
             .conns
             .iter_mut()
             .filter(|(_, c)| c.is_open() && c.protocol == Protocol::Chat && c.next_sync <= now)
@@ -340,10 +344,10 @@ impl Node {
             })
             .collect();
         for peer in due {
-            if self.peers.get(&peer).is_none_or(|p| !p.up) {
+            if self.links.peers.get(&peer).is_none_or(|p| !p.up) {
                 continue;
             }
-            let rooms: Vec<String> = self.peers[&peer]
+            let rooms: Vec<String> = self.links.peers[&peer]
                 .rooms
                 .iter()
                 .filter(|r| self.rooms.contains_key(*r))

@@ -147,33 +147,20 @@ impl Node {
 
     /// Adds a persisted peer address to the book and dials it soon.
     fn remember_peer(&mut self, addr: &Multiaddr, now: Instant) {
-        let (bare, Some(peer)) = crate::peers::split_p2p(addr) else {
-            return;
-        };
-        if peer == self.id || crate::peers::is_dialable(&bare).is_err() {
-            return;
-        }
-        let max = self.config.max_addrs_per_peer;
-        let p = self
-            .peers
-            .entry(peer)
-            .or_insert_with(crate::peers::Peer::new);
-        p.add_addr(bare, max);
-        p.ever_connected = true;
-        p.next_dial = Some(now);
-        self.timed_peers.insert(peer);
+        let (links, mut out) = self.split();
+        links.remember_peer(addr, now, &mut out);
     }
 
     /// A snapshot of what [`Node::restore`] needs (messages within retention).
     pub fn export(&self) -> Restore {
         Restore {
             peers: self
+                .links
                 .peers
                 .iter()
                 .filter(|(_, p)| p.ever_connected && p.protocol == crate::Protocol::Chat)
                 .flat_map(|(id, p)| {
-                    p.addrs
-                        .iter()
+                    p.confirmed_addrs()
                         .map(move |a| a.clone().with(multiaddr::Protocol::P2p(*id)))
                 })
                 .collect(),

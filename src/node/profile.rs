@@ -57,11 +57,11 @@ impl Node {
         if let Some(p) = self.profiles.get(peer) {
             return Some(&p.name);
         }
-        self.peers.get(peer).map(|p| p.name.as_str())
+        self.links.peers.get(peer).map(|p| p.name.as_str())
     }
 
     pub(super) fn send_profiles(&mut self, peer: PeerId, now: Instant) {
-        let Some(conn) = self.peers.get(&peer).and_then(|p| p.active) else {
+        let Some(conn) = self.links.peers.get(&peer).and_then(|p| p.active) else {
             return;
         };
         let mut recs: Vec<(&PeerId, &ProfileRec)> = self
@@ -91,7 +91,7 @@ impl Node {
         let mut order: Vec<(u64, PeerId)> = self
             .profiles
             .iter()
-            .filter(|(id, _)| !self.peers.get(id).is_some_and(|p| p.up))
+            .filter(|(id, _)| !self.links.peers.get(id).is_some_and(|p| p.up))
             .filter(|(id, _)| !self.rooms.values().any(|r| r.authors.contains_key(id)))
             .map(|(id, r)| (r.lamport, *id))
             .collect();
@@ -140,7 +140,7 @@ impl Node {
             return self.bad_signature(conn, now);
         }
         if !self.profiles.contains_key(&author) && self.profiles.len() >= self.config.max_profiles {
-            let is_peer = self.peers.get(&author).is_some_and(|x| x.up);
+            let is_peer = self.links.peers.get(&author).is_some_and(|x| x.up);
             if !self.evict_profiles() && !is_peer {
                 return;
             }
@@ -157,8 +157,8 @@ impl Node {
                 },
             )
             .map(|r| r.name)
-            .or_else(|| self.peers.get(&author).map(|x| x.name.clone()));
-        if let Some(st) = self.peers.get_mut(&author) {
+            .or_else(|| self.links.peers.get(&author).map(|x| x.name.clone()));
+        if let Some(st) = self.links.peers.get_mut(&author) {
             st.name = p.name.clone();
         }
         if let Some(old) = old.filter(|o| *o != p.name) {
@@ -169,9 +169,10 @@ impl Node {
             });
         }
         // Relay to every other neighbour.
-        let from = self.conns.get(&conn).map(|c| c.peer);
+        let from = self.links.conns.get(&conn).map(|c| c.peer);
         let wire = Frame::new(Kind::Profile(p)).to_wire();
         let targets: Vec<ConnId> = self
+            .links
             .peers
             .iter()
             .filter(|(id, x)| {

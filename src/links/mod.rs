@@ -1,0 +1,365 @@
+//! Links: the connections/peers state machine, split out of [`crate::Node`] the way
+//! iroh-gossip splits membership (hyparview) from broadcast (plumtree).
+//!
+//! [`Links`] owns every connection, the address book, dialing and redial, the
+//! handshake, the duplicate tie-break and hand-over, the stash, peer exchange,
+//! ping/idle and the legacy connections' slots, together with their bounds. `Node`
+//! routes frames between it and rooms, history and profiles: it hands hellos,
+//! goodbyes, pongs and peer lists here, and takes [`Up`] notices back (a peer came up:
+//! send it profiles and summaries).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Instant;
+
+use libp2p_identity::PeerId;
+use multiaddr::Multiaddr;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::config::Config;
+use crate::conn::{far_future, Conn};
+use crate::event::{Action, ConnId, DialId, Event, PeerInfo, Protocol, Transmit};
+use crate::node::Stats;
+use crate::peers::{Peer, PeerBook};
+use crate::rate::TokenBucket;
+
+mod dial;
+mod session;
+
+/// A peer that shut down is redialed starting at this many backoff doublings
+/// (500 ms · 2^5 = 16 s with the default backoff).
+pub(crate) const GOODBYE_BACKOFF_STEPS: u32 = 5;
+
+/// Where addresses given to [`crate::Node::handle_addresses`] come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AddrSource {
+    /// Found on the network (mDNS on the LAN, a directory): unconfirmed until a dial
+    /// reaches the peer there, so dialed at `learned_dials_per_sec` and forgotten after
+    /// `learned_addr_ttl`.
+    Discovered,
+    /// Chosen by the user or persisted by the app: kept, and the peer redialed.
+    Trusted,
+}
+
+/// What the links tell the node after an input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Up {
+    /// A chat peer came up: send it profiles and room summaries.
+    ChatPeerUp(PeerId),
+}
+
+/// The node's output queues the links write to (events in order with the node's own).
+pub(crate) struct Out<'a> {
+    pub events: &'a mut VecDeque<Event>,
+    pub stats: &'a mut Stats,
+}
+
+/// Connections and peers: see the module docs.
+pub(crate) struct Links {
+    pub id: PeerId,
+    pub config: Config,
+    pub rng: ChaCha8Rng,
+    pub conns: BTreeMap<ConnId, Conn>,
+    pub peers: PeerBook,
+    /// Connections with bytes in their outbox.
+    pub ready: BTreeSet<ConnId>,
+    /// Final bytes of connections being closed; handed out before their `Close`.
+    pub urgent: VecDeque<Transmit>,
+    pub actions: VecDeque<Action>,
+    pub dials: BTreeMap<DialId, (Multiaddr, Option<PeerId>)>,
+    pub next_dial: u64,
+    /// Peers whose `next_dial` or `stash_until` may be set (a superset).
+    pub timed_peers: BTreeSet<PeerId>,
+    pub shut_down: bool,
+    /// Rooms this node is in (membership events are reported for these only).
+    pub rooms: BTreeSet<String>,
+    /// Notices for the node, drained after every input.
+    pub up: VecDeque<Up>,
+    /// Paces dials of unconfirmed learned addresses (`learned_dials_per_sec`).
+    pub learned_dials: TokenBucket,
+    /// Next time the address book is scanned for expired learned addresses.
+    pub next_expiry: Option<Instant>,
+}
+
+impl Links {
+    pub fn new(id: PeerId, config: Config, seed: u64, now: Instant) -> Self {
+        Links {
+            learned_dials: TokenBucket::new(
+                config.learned_dials_per_sec,
+                config.learned_dial_burst,
+                now,
+            ),
+            next_expiry: None,
+            id,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            config,
+            conns: BTreeMap::new(),
+            peers: PeerBook::new(),
+            ready: BTreeSet::new(),
+            urgent: VecDeque::new(),
+            actions: VecDeque::new(),
+            dials: BTreeMap::new(),
+            next_dial: 0,
+            timed_peers: BTreeSet::new(),
+            shut_down: false,
+            rooms: BTreeSet::new(),
+            up: VecDeque::new(),
+        }
+    }
+
+    // ----- queries -------------------------------------------------------------------
+
+    /// Connected peers.
+    pub fn peer_infos(&self) -> Vec<PeerInfo> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.up)
+            .filter_map(|(id, p)| self.peer_info(id, p))
+            .collect()
+    }
+
+    /// Connected peers that announced `room`.
+    pub fn members(&self, room: &str) -> Vec<PeerId> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.up && p.in_room(room))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Active connections of open chat peers (in `room`, if given).
+    pub fn chat_targets(&self, room: Option<&str>) -> Vec<ConnId> {
+        self.peers
+            .values()
+            .filter(|p| p.up && p.protocol == Protocol::Chat)
+            .filter(|p| room.is_none_or(|r| p.in_room(r)))
+            .filter_map(|p| p.active)
+            .collect()
+    }
+
+    pub fn queued_bytes(&self, peer: &PeerId) -> usize {
+        self.peers
+            .get(peer)
+            .and_then(|p| p.active)
+            .and_then(|c| self.conns.get(&c))
+            .map_or(0, |c| c.queued())
+    }
+
+    pub fn connection_count(&self, peer: &PeerId) -> usize {
+        self.conns.values().filter(|c| c.peer == *peer).count()
+    }
+
+    pub fn peer_info(&self, id: &PeerId, p: &Peer) -> Option<PeerInfo> {
+        let conn = self.conns.get(&p.active?)?;
+        Some(PeerInfo {
+            peer: *id,
+            name: p.name.clone(),
+            addr: conn.addr.clone(),
+            protocol: p.protocol,
+            rtt: p.rtt,
+            rooms: p.rooms.clone(),
+            listen_addrs: p
+                .confirmed_addrs()
+                .rev()
+                .map(|a| a.clone().with(multiaddr::Protocol::P2p(*id)))
+                .collect(),
+        })
+    }
+
+    /// The peer whose active connection `conn` is (frames on a draining duplicate are
+    /// still accepted: they were sent before the remote saw the tie-break).
+    pub fn active_peer(&self, conn: ConnId) -> Option<PeerId> {
+        let c = self.conns.get(&conn)?;
+        self.peers.get(&c.peer).filter(|p| p.up).map(|_| c.peer)
+    }
+
+    pub fn connected(&self) -> usize {
+        self.peers.values().filter(|p| p.up).count()
+    }
+
+    /// Peer slots taken: peers up, plus peers not up with a chat handshake in flight
+    /// (so handshakes arriving together cannot overshoot `max_peers`).
+    pub fn slots_taken(&self) -> usize {
+        let handshaking: BTreeSet<&PeerId> = self
+            .conns
+            .values()
+            .filter(|c| c.state == crate::conn::State::Handshaking)
+            .map(|c| &c.peer)
+            .filter(|id| self.peers.get(*id).is_none_or(|p| !p.up))
+            .collect();
+        self.connected() + handshaking.len()
+    }
+
+    /// Open legacy connections.
+    pub fn legacy_conns(&self) -> usize {
+        let legacy = |c: &&Conn| c.protocol == Protocol::Legacy;
+        self.conns.values().filter(legacy).count()
+    }
+
+    /// The book entry of `id`, created if new. A new entry in a full book first evicts
+    /// the peer seen least recently among those with no connection, no dial in flight
+    /// and not up; connected peers are never evicted.
+    pub fn entry(&mut self, id: PeerId, now: Instant, stats: &mut Stats) -> &mut Peer {
+        if !self.peers.contains_key(&id) && self.peers.len() >= self.config.max_known_peers {
+            let busy: BTreeSet<PeerId> = self.conns.values().map(|c| c.peer).collect();
+            let victim = self
+                .peers
+                .iter()
+                .filter(|(pid, p)| !p.up && p.dialing.is_none() && !busy.contains(*pid))
+                .min_by_key(|(_, p)| {
+                    let dialable = p.confirmed_addrs().next().is_some();
+                    (dialable, p.ever_connected, p.last_seen)
+                })
+                .map(|(pid, _)| *pid);
+            if let Some(v) = victim {
+                self.peers.remove(&v);
+                self.timed_peers.remove(&v);
+                stats.peers_evicted += 1;
+            }
+        }
+        let p = self.peers.entry(id).or_insert_with(Peer::new);
+        if p.last_seen.is_none_or(|t| t < now) {
+            p.last_seen = Some(now);
+        }
+        p
+    }
+
+    /// Writes the links' bounded sizes into `stats`.
+    pub fn gauges(&self, stats: &mut Stats) {
+        stats.known_peers = self.peers.len() as u64;
+        stats.known_addrs = self.peers.values().map(|p| p.addrs.len() as u64).sum();
+        let hs = |c: &&Conn| c.state == crate::conn::State::Handshaking;
+        stats.handshakes = self.conns.values().filter(hs).count() as u64;
+        stats.legacy_conns = self.legacy_conns() as u64;
+    }
+
+    /// Forgets unconfirmed learned addresses of peers not seen for `learned_addr_ttl`
+    /// (at most once a minute, or per ttl if shorter).
+    pub fn expire_addrs(&mut self, now: Instant) {
+        if self.next_expiry.is_some_and(|t| now < t) {
+            return;
+        }
+        let ttl = self.config.learned_addr_ttl;
+        let step = ttl
+            .min(std::time::Duration::from_secs(60))
+            .max(std::time::Duration::from_millis(100));
+        self.next_expiry = now.checked_add(step);
+        for p in self.peers.values_mut() {
+            if Self::expired(p, ttl, now) {
+                p.drop_unconfirmed();
+            }
+        }
+    }
+
+    pub(crate) fn expired(p: &Peer, ttl: std::time::Duration, now: Instant) -> bool {
+        !p.up
+            && p.active.is_none()
+            && !p.unconfirmed.is_empty()
+            && p.last_seen
+                .and_then(|t| t.checked_add(ttl))
+                .is_some_and(|t| t <= now)
+    }
+
+    // ----- outputs -------------------------------------------------------------------
+
+    /// Earliest deadline of a connection or a timed peer.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut t: Option<Instant> = None;
+        let mut min = |d: Instant| t = Some(t.map_or(d, |x| x.min(d)));
+        for c in self.conns.values() {
+            let d = c.deadline(&self.config);
+            if d < far_future(c.opened) {
+                min(d);
+            }
+            if c.is_open() && c.protocol == Protocol::Chat {
+                min(c.next_sync);
+            }
+        }
+        for p in self.timed_peers.iter().filter_map(|id| self.peers.get(id)) {
+            if let Some(d) = p.next_dial {
+                min(d);
+            }
+            if let Some(d) = p.stash_until {
+                min(d);
+            }
+        }
+        t
+    }
+
+    // ----- inputs --------------------------------------------------------------------
+
+    /// The runtime wrote `bytes` of this connection's transmits.
+    pub fn handle_sent(&mut self, conn: ConnId, bytes: usize) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.ack(bytes);
+            if !c.outbox.is_empty() || !c.sync.is_empty() {
+                self.ready.insert(conn);
+            }
+        }
+    }
+
+    /// A connection closed (EOF, error or reset).
+    pub fn handle_closed(&mut self, conn: ConnId, reason: &str, now: Instant, out: &mut Out) {
+        if let Some(c) = self.conns.remove(&conn) {
+            self.ready.remove(&conn);
+            self.detach(conn, c, reason, now, out);
+        }
+    }
+
+    /// A dial the node asked for failed.
+    pub fn handle_dial_failed(&mut self, dial: DialId, error: &str, now: Instant, out: &mut Out) {
+        let Some((addr, peer)) = self.dials.remove(&dial) else {
+            return;
+        };
+        out.events.push_back(Event::DialFailed {
+            dial,
+            addr,
+            error: error.to_string(),
+        });
+        if let Some(peer) = peer {
+            self.schedule_redial(peer, now);
+        }
+    }
+
+    /// Connection timers, then redials and stash expiry.
+    pub fn handle_timeout(&mut self, now: Instant, out: &mut Out) {
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for id in ids {
+            self.conn_timeout(id, now, out);
+        }
+    }
+
+    /// Redials and stash expiry of timed peers.
+    pub fn peers_timeout(&mut self, now: Instant, stats: &mut Stats) {
+        self.expire_addrs(now);
+        let timed: Vec<PeerId> = std::mem::take(&mut self.timed_peers).into_iter().collect();
+        for peer in timed {
+            let Some(p) = self.peers.get_mut(&peer) else {
+                continue;
+            };
+            if p.stash_until.is_some_and(|d| d <= now) {
+                p.stash.clear();
+                p.stash_until = None;
+            }
+            if p.next_dial.is_some_and(|d| d <= now) {
+                self.redial(peer, now, stats);
+            }
+            if self
+                .peers
+                .get(&peer)
+                .is_some_and(|p| p.next_dial.is_some() || p.stash_until.is_some())
+            {
+                self.timed_peers.insert(peer);
+            }
+        }
+    }
+
+    /// A random nonce (hello, ping).
+    pub fn nonce(&mut self) -> u64 {
+        self.rng.random()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,381 @@
+//! Routing: bytes and frames from connections go to the links (hello, goodbye, pong,
+//! peer lists) or to rooms, history and profiles; legacy lines become messages.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use libp2p_identity::PeerId;
+
+use super::{valid_room, Node};
+use crate::conn::{Decoder, State};
+use crate::event::{ConnId, Event, Protocol};
+use crate::legacy;
+use crate::links::{Links, Out, Up};
+use crate::message::Message;
+use crate::wire::{self, Frame, GoodbyeCode, Kind};
+
+impl Node {
+    /// Bytes arrived on a connection (any chunking).
+    pub fn handle_data(&mut self, conn: ConnId, data: &[u8], now: Instant) {
+        self.last_now = self.last_now.max(now);
+        let Some(c) = self.links.conns.get_mut(&conn) else {
+            return;
+        };
+        c.last_recv = now;
+        match &mut c.decoder {
+            Decoder::Lines(d) => {
+                let mut lines = Vec::new();
+                let res = d.feed(data, |l| lines.push(l));
+                for l in lines {
+                    self.on_legacy_line(conn, l, now);
+                }
+                if let Err(e) = res {
+                    self.close(
+                        conn,
+                        GoodbyeCode::ProtocolViolation,
+                        &e.to_string(),
+                        true,
+                        now,
+                    );
+                }
+            }
+            Decoder::Frames(d) => {
+                d.extend(data);
+                loop {
+                    let Some(c) = self.links.conns.get_mut(&conn) else {
+                        return;
+                    };
+                    let Decoder::Frames(d) = &mut c.decoder else {
+                        return;
+                    };
+                    match d.decode() {
+                        Ok(Some(payload)) => self.on_frame(conn, payload, now),
+                        Ok(None) => return,
+                        Err(e) => {
+                            let reason = format!("malformed stream: {e}");
+                            self.close(conn, GoodbyeCode::ProtocolViolation, &reason, true, now);
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    // ----- frames --------------------------------------------------------------------
+
+    pub(super) fn hello(&self, nonce: u64) -> wire::Hello {
+        wire::Hello {
+            version_major: wire::VERSION_MAJOR,
+            version_minor: wire::VERSION_MINOR,
+            name: self.name.clone(),
+            rooms: self.rooms.keys().cloned().collect(),
+            listen_addrs: self.listen_addrs.iter().map(|a| a.to_vec()).collect(),
+            capabilities: vec!["chain-sig".into()],
+            nonce,
+            agent: self.config.agent.clone(),
+        }
+    }
+
+    pub(super) fn on_frame(&mut self, conn: ConnId, payload: Bytes, now: Instant) {
+        self.stats.frames_in += 1;
+        let Some(c) = self.links.conns.get_mut(&conn) else {
+            return;
+        };
+        if !c.charge(
+            payload.len() + crate::codec::varint_len(payload.len() as u64),
+            now,
+        ) {
+            self.close(
+                conn,
+                GoodbyeCode::ProtocolViolation,
+                "rate limit exceeded",
+                true,
+                now,
+            );
+            return;
+        }
+        // Fast path: a room message we already hold is dropped without decoding it.
+        let mut checked_author = None;
+        if c.state != State::Handshaking {
+            if let Some((author, room, seq)) = wire::peek_message_id(&payload) {
+                let room = std::str::from_utf8(room)
+                    .ok()
+                    .and_then(|r| self.rooms.get(r));
+                if let (Some(room), Ok(author)) = (room, PeerId::from_bytes(author)) {
+                    if room.is_known(&author, seq) {
+                        self.stats.messages_in += 1;
+                        self.stats.duplicates += 1;
+                        return;
+                    }
+                    checked_author = Some(author);
+                }
+            }
+        }
+        let frame = match Frame::decode_shared(payload) {
+            Ok(f) => f,
+            Err(e) => {
+                let reason = format!("undecodable frame: {e}");
+                self.close(conn, GoodbyeCode::ProtocolViolation, &reason, true, now);
+                return;
+            }
+        };
+        let handshaking = c.state == State::Handshaking;
+        match frame.kind {
+            Some(Kind::Hello(h)) if handshaking => self.on_hello(conn, h, now),
+            Some(Kind::Hello(_)) => self.violation(conn, "second hello", now),
+            Some(Kind::Goodbye(g)) => {
+                let (links, mut out) = self.split();
+                links.on_goodbye(conn, g, now, &mut out);
+            }
+            _ if handshaking => self.violation(conn, "frame before hello", now),
+            None => {} // a frame kind from a newer minor version: ignored
+            // Not on a draining duplicate: our goodbye was its last frame.
+            Some(Kind::Ping(p)) if !matches!(c.state, State::Draining { .. }) => {
+                self.send_frame(conn, &Frame::new(Kind::Pong(p)), now);
+            }
+            Some(Kind::Ping(_)) => {}
+            Some(Kind::Pong(p)) => {
+                let (links, mut out) = self.split();
+                links.on_pong(conn, p.nonce, now, &mut out);
+            }
+            Some(Kind::Message(m)) => self.on_message(conn, m, checked_author, now),
+            Some(Kind::Membership(m)) => self.on_membership(conn, m, now),
+            Some(Kind::Direct(d)) => self.on_direct(conn, d, now),
+            Some(Kind::Peers(p)) => {
+                self.links.on_peers(p, now);
+            }
+            Some(Kind::Profile(p)) => self.on_profile(conn, p, now),
+            Some(Kind::Summary(sm)) => self.on_summary(conn, sm, now),
+            Some(Kind::Request(r)) => self.on_request(conn, r, now),
+        }
+    }
+
+    pub(super) fn violation(&mut self, conn: ConnId, reason: &str, now: Instant) {
+        self.close(conn, GoodbyeCode::ProtocolViolation, reason, true, now);
+    }
+
+    pub(super) fn on_hello(&mut self, conn: ConnId, h: wire::Hello, now: Instant) {
+        if h.version_major != wire::VERSION_MAJOR {
+            let reason = format!(
+                "incompatible protocol version {}.{} (this node speaks {}.x)",
+                h.version_major,
+                h.version_minor,
+                wire::VERSION_MAJOR
+            );
+            self.close(conn, GoodbyeCode::IncompatibleVersion, &reason, false, now);
+            return;
+        }
+        if h.name.len() > self.config.max_name_len || h.name.chars().any(char::is_control) {
+            return self.violation(conn, "invalid name in hello", now);
+        }
+        if h.rooms.len() > self.config.max_rooms {
+            return self.violation(conn, "too many rooms in hello", now);
+        }
+        if let Some(r) = h
+            .rooms
+            .iter()
+            .find(|r| valid_room(r, self.config.max_room_len).is_err())
+        {
+            let reason = format!("invalid room name {r:?} in hello");
+            return self.violation(conn, &reason, now);
+        }
+        let (links, mut out) = self.split();
+        links.on_hello(conn, h, now, &mut out);
+        self.greet(now);
+    }
+
+    /// Sends profiles and room summaries to peers that just came up.
+    pub(super) fn greet(&mut self, now: Instant) {
+        while let Some(Up::ChatPeerUp(peer)) = self.links.take_up() {
+            self.send_profiles(peer, now);
+            let shared: Vec<String> = self
+                .links
+                .peers
+                .get(&peer)
+                .map(|p| p.rooms.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|r| self.rooms.contains_key(r))
+                .collect();
+            for r in shared {
+                self.send_summary(peer, &r, now);
+            }
+        }
+    }
+
+    /// The links and the node's output queues, borrowed together.
+    pub(super) fn split(&mut self) -> (&mut Links, Out<'_>) {
+        let out = Out {
+            events: &mut self.events,
+            stats: &mut self.stats,
+        };
+        (&mut self.links, out)
+    }
+
+    pub(super) fn send_frame(&mut self, conn: ConnId, frame: &Frame, now: Instant) {
+        let (links, mut out) = self.split();
+        links.send_frame(conn, frame, now, &mut out);
+    }
+
+    pub(super) fn send_bytes(&mut self, conn: ConnId, data: &[u8], now: Instant) {
+        let (links, mut out) = self.split();
+        links.send_bytes(conn, data, now, &mut out);
+    }
+
+    /// Sends a frame to every open chat peer.
+    pub(super) fn broadcast_chat(&mut self, frame: &Frame, now: Instant) {
+        let wire = frame.to_wire();
+        for t in self.links.chat_targets(None) {
+            self.send_bytes(t, &wire, now);
+        }
+    }
+
+    pub(super) fn close(
+        &mut self,
+        conn: ConnId,
+        code: GoodbyeCode,
+        reason: &str,
+        misbehaved: bool,
+        now: Instant,
+    ) {
+        let (links, mut out) = self.split();
+        links.close(conn, code, reason, misbehaved, now, &mut out);
+    }
+
+    pub(super) fn active_peer(&self, conn: ConnId) -> Option<PeerId> {
+        self.links.active_peer(conn)
+    }
+
+    pub(super) fn on_membership(&mut self, conn: ConnId, m: wire::Membership, now: Instant) {
+        if let Err(e) = valid_room(&m.room, self.config.max_room_len) {
+            return self.violation(conn, &format!("invalid room name: {e}"), now);
+        }
+        let Some(peer) = self.active_peer(conn) else {
+            return;
+        };
+        let max = self.config.max_rooms;
+        let Some(p) = self.links.peers.get_mut(&peer) else {
+            return;
+        };
+        let had = p.in_room(&m.room);
+        if m.joined && !had {
+            if p.rooms.len() >= max {
+                return self.violation(conn, "joined too many rooms", now);
+            }
+            p.rooms.push(m.room.clone());
+            p.rooms.sort();
+        } else if !m.joined && had {
+            p.rooms.retain(|r| *r != m.room);
+        } else {
+            return;
+        }
+        if self.rooms.contains_key(&m.room) {
+            if m.joined {
+                self.send_summary(peer, &m.room, now);
+            }
+            self.events.push_back(if m.joined {
+                Event::MemberJoined { room: m.room, peer }
+            } else {
+                Event::MemberLeft { room: m.room, peer }
+            });
+        }
+    }
+
+    pub(super) fn on_direct(&mut self, conn: ConnId, d: wire::Direct, now: Instant) {
+        if d.text.len() > self.config.max_text_len {
+            return self.violation(conn, "direct message over the limit", now);
+        }
+        let Some(from) = self.active_peer(conn) else {
+            return;
+        };
+        let name = self
+            .links
+            .peers
+            .get(&from)
+            .map(|p| p.name.clone())
+            .unwrap_or_default();
+        self.events.push_back(Event::Direct {
+            from,
+            name,
+            text: d.text,
+            sent_at_ms: d.sent_at_ms,
+        });
+    }
+
+    pub(super) fn on_legacy_line(&mut self, conn: ConnId, line: legacy::Line, now: Instant) {
+        let Some(c) = self.links.conns.get_mut(&conn) else {
+            return;
+        };
+        if !c.charge(line.text.len() + line.name.len() + 2, now) {
+            return self.violation(conn, "rate limit exceeded", now);
+        }
+        let peer = c.peer;
+        let mut name: String = line.name;
+        name.truncate(name.floor_char_boundary(self.config.max_name_len));
+        let mut text = line.text;
+        text.truncate(text.floor_char_boundary(self.config.max_text_len));
+        if let Some(p) = self.links.peers.get_mut(&peer) {
+            if name.is_empty() {
+                // A line without `name|` keeps the last claimed name.
+                name = p.name.clone();
+            } else if p.name != name {
+                let old = std::mem::replace(&mut p.name, name.clone());
+                if !old.is_empty() {
+                    self.events.push_back(Event::NameChanged {
+                        peer,
+                        old,
+                        new: name.clone(),
+                    });
+                }
+            }
+        }
+        let Some(room) = self.config.default_room.clone() else {
+            return;
+        };
+        if !self.rooms.contains_key(&room) {
+            return;
+        }
+        let msg = Message {
+            room,
+            author: peer,
+            name,
+            seq: 0,
+            lamport: self.clock.value(),
+            sent_at_ms: 0,
+            text,
+            verified: false,
+            prev: crate::message::GENESIS,
+            prev_seq: 0,
+            hash: crate::message::GENESIS,
+            signature: None,
+        };
+        self.events.push_back(Event::Message {
+            msg: Arc::new(msg),
+            position: None,
+        });
+    }
+
+    /// Sends a default-room message to legacy peers as `name|text\n`.
+    pub(super) fn send_legacy(&mut self, msg: &Message, now: Instant) {
+        if self.config.default_room.as_deref() != Some(msg.room.as_str()) {
+            return;
+        }
+        let targets: Vec<ConnId> = self
+            .links
+            .peers
+            .iter()
+            .filter(|(id, p)| p.up && p.protocol == Protocol::Legacy && **id != msg.author)
+            .filter_map(|(_, p)| p.active)
+            .collect();
+        if targets.is_empty() {
+            return;
+        }
+        let mut line = Vec::new();
+        legacy::encode(&msg.name, &msg.text, &mut line);
+        for t in targets {
+            self.send_bytes(t, &line, now);
+        }
+    }
+}
