@@ -10,7 +10,10 @@
 //!
 //! ## The run loop
 //!
-//! A driver (the runtimes in `runtimes/`, or a test) owns the node and repeats:
+//! To run a node over real libp2p connections on tokio, smol or async-std, use the
+//! [`echo-runtime`](https://docs.rs/echo-runtime) crate, which drives this core (and
+//! re-exports it as `echo_runtime::proto`). Your own driver (another transport, a
+//! simulator, a test) owns the node and repeats:
 //!
 //! 1. **Input**: one of [`Node::handle_connected`], [`Node::handle_data`],
 //!    [`Node::handle_sent`], [`Node::handle_closed`], [`Node::handle_dial_failed`],

@@ -1,34 +1,53 @@
 //! # echo-runtime: echo chat nodes over real libp2p connections
 //!
-//! Runs an [`echo_proto::Node`] (the sans-IO protocol core) over TCP + noise + yamux, on
-//! **tokio** (feature `tokio`, default), **smol** (feature `smol`, default) or
-//! **async-std** (feature `async-std`).
-//!
-//! > **async-std is discontinued upstream** ([RUSTSEC-2025-0052]). It is supported behind
-//! > its feature for existing applications; tokio and smol are the first-class runtimes.
-//!
-//! [RUSTSEC-2025-0052]: https://rustsec.org/advisories/RUSTSEC-2025-0052
+//! Embed a peer-to-peer chat node in an async Rust program: [`tokio::start`] (or
+//! `smol::start`, `async_std::start`) listens, dials and runs an [`echo_proto::Node`]
+//! (the sans-IO protocol core, re-exported here as [`proto`] so one dependency is
+//! enough) over TCP + noise + yamux, and hands back a [`Handle`] for commands and an
+//! [`Events`] stream.
 //!
 //! ```no_run
 //! # #[cfg(feature = "tokio")]
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use futures::StreamExt;
-//! use echo_runtime::{Options, tokio::start};
+//! use echo_runtime::proto::Event;
+//! use echo_runtime::{tokio::start, Options, RuntimeEvent};
 //!
 //! let (node, mut events) = start(Options::new(["/ip4/127.0.0.1/tcp/0"])).await?;
 //! println!("listening on {:?}", node.listen_addrs()); // .../tcp/<port>/p2p/<id>
 //! node.connect("/ip4/127.0.0.1/tcp/4001/p2p/12D3KooW...").await?;
+//! node.join("general").await?;
 //! node.send("general", "hello").await?;
 //! while let Some(event) = events.next().await {
 //!     match event {
-//!         echo_runtime::RuntimeEvent::Event(e) => println!("{e:?}"),
-//!         echo_runtime::RuntimeEvent::Lagged { missed } => println!("{missed} events missed"),
+//!         RuntimeEvent::Event(Event::Message { msg, .. }) => {
+//!             println!("{}: {}", msg.display_author(), msg.text())
+//!         }
+//!         // The app fell behind: re-read what it keeps (see "Bounds" below).
+//!         RuntimeEvent::Lagged { missed } => println!("{missed} events missed"),
 //!         _ => {}
 //!     }
 //! }
 //! node.shutdown().await; // goodbye on every connection, flushed
 //! # Ok(()) }
 //! ```
+//!
+//! Runnable programs are in `examples/`: `bot` answers `!ping` and `!time` in a room,
+//! `bridge` copies stdin lines into a room (each on tokio, or on smol with `--smol`):
+//! `cargo run -p echo-runtime --features smol --example bot`.
+//!
+//! ## Features
+//!
+//! * `tokio` (default): the [`tokio`] module, on the current tokio runtime.
+//! * `smol`: the `smol` module, on smol's global executor (one thread unless
+//!   `SMOL_THREADS` is set).
+//! * `async-std`: the `async_std` module. **async-std is discontinued upstream**
+//!   ([RUSTSEC-2025-0052]); it is supported for existing applications, tokio and smol
+//!   are the first-class runtimes.
+//!
+//! Any other executor works through the small [`Runtime`] trait and [`start`].
+//!
+//! [RUSTSEC-2025-0052]: https://rustsec.org/advisories/RUSTSEC-2025-0052
 //!
 //! ## Wire stack
 //!
@@ -68,21 +87,22 @@
 //! * commands: a full queue makes the next [`Pending`]s wait for room (backpressure);
 //! * events: the node task never waits for the app. If the app falls
 //!   [`DriverConfig::event_buffer`] events behind, later events are dropped and counted,
-//!   and [`Events`] yields [`RuntimeEvent::Lagged`] where they were. The node itself
-//!   lost nothing: an app that keeps history re-reads it on `Lagged`, e.g.
+//!   and [`Events`] yields [`RuntimeEvent::Lagged`] where they were. Events the app must
+//!   persist ([`proto::Event::must_deliver`]: sequence reservations, its own joins and
+//!   leaves) are never dropped. The node itself lost nothing: an app that keeps history
+//!   re-reads it on `Lagged`, e.g.
 //!
 //! ```no_run
 //! # async fn demo(node: echo_runtime::Handle) -> Result<(), echo_runtime::Error> {
 //! let log: Vec<String> = node
-//!     .inspect(|n| n.room_log("general").map(|l| l.map(|m| m.text.clone()).collect()).unwrap_or_default())
+//!     .inspect(|n| {
+//!         n.room_log("general")
+//!             .map(|l| l.map(|m| m.text().to_string()).collect())
+//!             .unwrap_or_default()
+//!     })
 //!     .await?;
 //! # Ok(()) }
 //! ```
-//!
-//! Per runtime: the `tokio` module uses the current tokio runtime;
-//! the `smol` module uses smol's global executor, which has **one thread unless
-//! `SMOL_THREADS` is set**; the `async_std` module uses async-std's global
-//! executor.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -116,6 +136,8 @@ pub mod smol;
 #[cfg(feature = "tokio")]
 pub mod tokio;
 
+/// The protocol core, [`echo_proto`], re-exported: depend on `echo-runtime` alone.
+pub use echo_proto as proto;
 pub use events::{Events, RuntimeEvent};
 pub use runtime::{Incoming, Runtime, Timer};
 pub use transport::{DialError, CHAT, LEGACY, PING};
