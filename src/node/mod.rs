@@ -529,8 +529,7 @@ impl Node {
     ) -> usize {
         self.last_now = self.last_now.max(now);
         let (links, mut out) = self.split();
-        let n = links.handle_addresses(peer, addrs, source, now, &mut out);
-        n
+        links.handle_addresses(peer, addrs, source, now, &mut out)
     }
 
     /// Says goodbye on every connection and closes them; the node accepts no more
