@@ -63,27 +63,22 @@ async fn simultaneous_dial<R: Runtime>(rt: R) {
 scenario!(simultaneous_dial);
 
 /// [`simultaneous_dial`] with anti-entropy effectively off (an hour's `sync_interval`),
-/// asserting that every message arrived through the hand-over itself: nothing was asked
-/// for again, and every message the other side sent as history (the summary of a
-/// connection opening can race the live copy) also came live. Fails today in about 1
-/// round in 50 on tokio (the receiver decodes none of the burst; the driver discarded
-/// no byte: `DriverStats::bytes_discarded` is 0 on both sides), so the loss is in the
-/// core's duplicate hand-over: un-ignore with the core's exact hand-over fix (issue 8,
-/// item 6).
+/// 100 rounds: every message arrives through the hand-over itself: nothing was asked for
+/// again, and every message the other side sent as history (the summary of a connection
+/// opening can race the live copy) also came live, as a duplicate. The "1 round in 50
+/// lost" this test once reported was this check reading the counters while those
+/// history copies were still in flight (the live copies had all been decoded); it now
+/// waits until each side has read every message frame the other sent.
 async fn simultaneous_dial_exact<R: Runtime>(rt: R) {
     glare(rt, true).await
 }
-scenario!(
-    simultaneous_dial_exact,
-    ignore =
-        "frames lost in the core's duplicate hand-over; un-ignore with its fix (issue 8 item 6)"
-);
+scenario!(simultaneous_dial_exact);
 
 async fn glare<R: Runtime>(rt: R, exact: bool) {
     let rounds: u64 = std::env::var("ECHO_GLARE_ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())
-        .unwrap_or(20);
+        .unwrap_or(if exact { 100 } else { 20 });
     for round in 0..rounds {
         let quiet = |name: &str, seed| {
             let mut o = no_auto(name, seed);
@@ -135,7 +130,18 @@ async fn glare<R: Runtime>(rt: R, exact: bool) {
         );
         // Live, not repaired: no gap was asked for again, and every message the other
         // side sent as history (the summary of a connection opening can race the live
-        // copy) also came live (a duplicate): none arrived only by repair.
+        // copy) also came live (a duplicate): none arrived only by repair. The history
+        // copies may still be in flight: wait until each side has read every message
+        // frame the other sent (its live burst plus its history), then compare.
+        if exact {
+            for (from, to) in [(&a, &b), (&b, &a)] {
+                let sent = from.h.stats().await.unwrap().history_sent + n;
+                to.until("every live and history copy read", move |node| {
+                    node.stats().messages_in >= sent
+                })
+                .await;
+            }
+        }
         let (sa, sb) = (a.h.stats().await.unwrap(), b.h.stats().await.unwrap());
         for (name, from, to) in [("a", &sb, &sa), ("b", &sa, &sb)] {
             assert!(
