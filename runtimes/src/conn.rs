@@ -137,7 +137,13 @@ async fn establish<R: Runtime>(mut s: Setup<R>, mut c: Conn<R>) {
             return Poll::Ready(false);
         }
         match c.poll(cx) {
-            Poll::Ready(()) => Poll::Ready(false),
+            // Up, then ended at once (e.g. a refusing listener's goodbye and close):
+            // the node still gets the connection's reports, in order.
+            Poll::Ready(()) => Poll::Ready(
+                c.events
+                    .iter()
+                    .any(|e| matches!(e, ConnEvent::Connected(_))),
+            ),
             Poll::Pending if c.state != State::Establishing => Poll::Ready(true),
             Poll::Pending => Poll::Pending,
         }
@@ -336,6 +342,8 @@ impl<R: Runtime> Conn<R> {
         let mut reads = 0;
         for round in 0..BUDGET {
             let mut progress = false;
+            // The muxer ended while the dialer's chat negotiation was still running.
+            let mut closed: Option<String> = None;
 
             // The muxer: moves every byte of the connection, and yields inbound substreams.
             if let Some(m) = self.muxer.as_mut() {
@@ -353,8 +361,14 @@ impl<R: Runtime> Conn<R> {
                             Poll::Ready(Err(e)) => {
                                 progress = true;
                                 self.muxer = None;
-                                if self.chat.is_none() {
+                                if self.chat.is_none() && self.establishing.is_none() {
                                     self.broken(format!("connection closed: {e}"));
+                                } else if self.chat.is_none() {
+                                    // The dialer's chat negotiation may still complete
+                                    // from what the remote wrote before closing (a
+                                    // listener refusing us answers, says goodbye and
+                                    // closes at once): poll it first.
+                                    closed = Some(format!("connection closed: {e}"));
                                 }
                                 // Otherwise the chat substream reports EOF after its
                                 // buffered bytes (e.g. a goodbye) have been read.
@@ -384,6 +398,14 @@ impl<R: Runtime> Conn<R> {
                             self.state = State::Ending;
                         }
                     }
+                }
+            }
+            if let Some(reason) = closed.take() {
+                if self.state == State::Establishing {
+                    // The connection is gone and the negotiation did not complete from
+                    // what was buffered.
+                    self.establishing = None;
+                    self.broken(reason);
                 }
             }
 
