@@ -56,8 +56,13 @@ pub(crate) struct Peer {
     pub last_seen: Option<Instant>,
     /// We had a chat session with this peer (keep redialing it).
     pub ever_connected: bool,
-    /// Dial attempts since the last successful connection.
+    /// Backoff steps since the last successful connection (the redial delay's exponent;
+    /// a goodbye or refusal jumps it ahead).
     pub attempts: u32,
+    /// Dials since the last successful connection that reached nothing; a peer never
+    /// connected is forgotten after `max_dial_attempts_unconnected` of them. A peer that
+    /// answers (even to refuse) resets it: it is there.
+    pub failures: u32,
     pub next_dial: Option<Instant>,
     pub dialing: Option<DialId>,
     /// Frames that were queued on a connection the remote closed as a duplicate, for the
@@ -80,6 +85,7 @@ impl Peer {
             last_seen: None,
             ever_connected: false,
             attempts: 0,
+            failures: 0,
             next_dial: None,
             dialing: None,
             stash: BytesMut::new(),

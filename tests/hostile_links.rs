@@ -246,6 +246,38 @@ fn refused_newcomer_sees_why_and_backs_off() {
     assert_pair_healthy(&mut sim, "after refusals");
 }
 
+/// A refusal proves the peer is there: the refused node keeps trying at the slow pace
+/// (it does not give up as on an unreachable address) and gets in once a slot frees.
+#[test]
+fn refused_newcomer_gets_in_when_a_slot_frees() {
+    let mut sim = pair(Config::default().max_peers(1));
+    let c = sim.add_named("c");
+    // Learned once (as from one mDNS announcement), not chosen by the user.
+    let (p0, addr0) = (sim.peer_id(0), sim.dial_addr(0));
+    let addrs = vec![addr0.parse::<echo_proto::Multiaddr>().unwrap()];
+    sim.with(c, |n, now| {
+        n.handle_addresses(p0, &addrs, echo_proto::AddrSource::Discovered, now)
+    });
+    sim.run_for(Duration::from_secs(300));
+    let refusals = sim
+        .sim_node(c)
+        .events
+        .iter()
+        .filter(
+            |e| matches!(e, Event::DialFailed { error, .. } if error.contains("too many peers")),
+        )
+        .count();
+    eprintln!("{refusals} refusals in 5 minutes");
+    // More refusals than `max_dial_attempts_unconnected` (5): it did not give up.
+    assert!(refusals > 5, "{refusals} refusals in 5 minutes");
+    assert!(!sim.is_connected(c, 0));
+    sim.crash(1);
+    assert!(
+        sim.run_until(Duration::from_secs(120), |s| s.is_connected(c, 0)),
+        "the refused node never got the freed slot"
+    );
+}
+
 /// The app's discovery (mDNS) hands addresses to the core, which dials once and then
 /// follows its redial backoff however often the peer is announced; the address book
 /// entry is bounded like any other.

@@ -268,12 +268,13 @@ impl Links {
         if p.up || p.addrs.is_empty() {
             return;
         }
-        if !p.ever_connected && p.attempts + 1 >= max_unconnected {
+        if !p.ever_connected && p.failures + 1 >= max_unconnected {
             self.peers.remove(&peer);
             return;
         }
         p.next_dial = Some(now + peers::backoff(initial, max, p.attempts, jitter));
         p.attempts = p.attempts.saturating_add(1);
+        p.failures = p.failures.saturating_add(1);
         self.timed_peers.insert(peer);
     }
 }

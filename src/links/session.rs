@@ -237,6 +237,7 @@ impl Links {
         let p = self.entry(peer, now, out.stats);
         p.active = Some(conn);
         p.attempts = 0;
+        p.failures = 0;
         p.next_dial = None;
         p.ever_connected = true;
         let stash = std::mem::take(&mut p.stash);
@@ -353,6 +354,8 @@ impl Links {
             // and not often.
             if let Some(p) = self.peers.get_mut(&peer) {
                 p.attempts = p.attempts.max(GOODBYE_BACKOFF_STEPS);
+                // It answered: it is reachable, so it is not given up on as unreachable.
+                p.failures = 0;
             }
         }
         // A dial answered with a goodbye before any hello (e.g. refused for too many
