@@ -151,8 +151,8 @@ pub mod sim;
 pub use close::{CloseReason, GoodbyeCode};
 pub use config::{Config, ConfigError, RateLimit};
 pub use error::{CommandError, DecodeError};
-pub use event::{Action, ConnId, ConnInfo, DialId, Event, Output, PeerInfo, Protocol, Role,
-    Transmit,
+pub use event::{
+    Action, ConnId, ConnInfo, DialId, Event, Output, PeerInfo, Protocol, Role, Transmit,
 };
 pub use identity::{Identity, IdentityError};
 pub use libp2p_identity::PeerId;

@@ -31,9 +31,9 @@ fn legacy_message_encodes_without_panic() {
     })
     .find_map(|o| match o {
         Output::Event(Event::Message { msg, .. }) => Some(msg),
-            _ => None,
-        })
-        .expect("the legacy line is delivered");
+        _ => None,
+    })
+    .expect("the legacy line is delivered");
     assert_eq!((msg.seq(), msg.verified()), (0, false));
     assert_eq!((msg.name(), msg.text()), ("gopher", "hello from go"));
     assert_eq!(msg.author(), peer);

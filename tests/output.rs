@@ -71,7 +71,10 @@ fn close_after_goodbye(a: &mut Node, b: &mut Node, now: Instant, code: GoodbyeCo
     loop {
         match a.poll_output() {
             Output::Transmit(t) => {
-                assert!(!seen_close, "bytes handed out after their connection's Close");
+                assert!(
+                    !seen_close,
+                    "bytes handed out after their connection's Close"
+                );
                 a.handle_sent(t.conn, t.data.len());
                 b.handle_data(t.conn, &t.data, now);
                 b_events.extend(events(b));

@@ -328,7 +328,9 @@ async fn errors<R: Runtime>(rt: R) {
         unreachable!()
     };
     assert!(
-        error.to_string().contains("does not support /echo/chat/2.0.0 or /echo-go/chat/1.0.0"),
+        error
+            .to_string()
+            .contains("does not support /echo/chat/2.0.0 or /echo-go/chat/1.0.0"),
         "{error}"
     );
 

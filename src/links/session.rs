@@ -181,7 +181,12 @@ impl Links {
                 p.active = Some(conn);
             }
             let why = "replaced by an echo/chat/2 connection";
-            self.finish(old, CloseReason::local(GoodbyeCode::Duplicate, why), now, out);
+            self.finish(
+                old,
+                CloseReason::local(GoodbyeCode::Duplicate, why),
+                now,
+                out,
+            );
             return self.activate(conn, now, out);
         }
         let Some(p) = self.peers.get_mut(&peer) else {
@@ -572,7 +577,8 @@ impl Links {
                 self.close(id, GoodbyeCode::ProtocolViolation, reason, false, now, out);
             }
             State::Draining { until } if now >= until => {
-                let reason = CloseReason::local(GoodbyeCode::Duplicate, "duplicate connection drained");
+                let reason =
+                    CloseReason::local(GoodbyeCode::Duplicate, "duplicate connection drained");
                 self.finish(id, reason, now, out);
             }
             State::Open if c.protocol == Protocol::Legacy => {

@@ -13,9 +13,7 @@ use multiaddr::Multiaddr;
 use crate::clock::{unix_ms, Clock};
 use crate::config::Config;
 use crate::error::CommandError;
-use crate::event::{
-    Action, ConnId, ConnInfo, DialId, Event, Output, PeerInfo, Protocol, Transmit,
-};
+use crate::event::{Action, ConnId, ConnInfo, DialId, Event, Output, PeerInfo, Protocol, Transmit};
 use crate::identity::Identity;
 use crate::links::{AddrSource, Links};
 use crate::message::{Message, SharedMessage};
