@@ -11,7 +11,9 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use echo_proto::log::RoomLog;
 use echo_proto::sim::{identity, keypair};
 use echo_proto::wire::{self, Frame, Kind};
-use echo_proto::{codec, Config, ConnId, ConnInfo, Event, Message, Node, Protocol, Role};
+use echo_proto::{
+    codec, Config, ConnId, ConnInfo, Event, Message, Node, Output, Protocol, Role, Transmit,
+};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
@@ -87,16 +89,27 @@ fn handshaken(now: Instant, config: Config) -> (Node, Node) {
     a.handle_connected(ConnId(1), info(b.peer_id(), Role::Dialer), now);
     b.handle_connected(ConnId(1), info(a.peer_id(), Role::Listener), now);
     for _ in 0..3 {
-        while let Some(t) = a.poll_transmit() {
+        while let Some(t) = transmit(&mut a) {
             b.handle_data(t.conn, &t.data, now);
         }
-        while let Some(t) = b.poll_transmit() {
+        while let Some(t) = transmit(&mut b) {
             a.handle_data(t.conn, &t.data, now);
         }
     }
-    while a.poll_event().is_some() {}
-    while b.poll_event().is_some() {}
+    while !matches!(a.poll_output(), Output::Wait(_)) {}
+    while !matches!(b.poll_output(), Output::Wait(_)) {}
     (a, b)
+}
+
+/// The next transmit, skipping other outputs (`None` once the node waits).
+fn transmit(node: &mut Node) -> Option<Transmit> {
+    loop {
+        match node.poll_output() {
+            Output::Transmit(t) => return Some(t),
+            Output::Wait(_) => return None,
+            _ => {}
+        }
+    }
 }
 
 /// The bytes `a` sends for `N` room messages of 256 B, signing every `burst`-th.
@@ -108,12 +121,12 @@ fn stream(now: Instant, burst: usize) -> Bytes {
         a.send("general", &text, SystemTime::UNIX_EPOCH, now)
             .unwrap();
         if (i + 1) % burst == 0 {
-            while let Some(t) = a.poll_transmit() {
+            while let Some(t) = transmit(&mut a) {
                 out.extend_from_slice(&t.data);
             }
         }
     }
-    while let Some(t) = a.poll_transmit() {
+    while let Some(t) = transmit(&mut a) {
         out.extend_from_slice(&t.data);
     }
     out.freeze()
@@ -144,9 +157,11 @@ fn bench_receive(c: &mut Criterion) {
                         node.handle_data(ConnId(1), chunk, now);
                     }
                     let mut n = 0;
-                    while let Some(e) = node.poll_event() {
-                        if matches!(e, Event::Message { .. }) {
-                            n += 1;
+                    loop {
+                        match node.poll_output() {
+                            Output::Event(Event::Message { .. }) => n += 1,
+                            Output::Wait(_) => break,
+                            _ => {}
                         }
                     }
                     assert_eq!(n, N);
@@ -172,7 +187,7 @@ fn bench_send(c: &mut Criterion) {
                     node.send("general", &text, SystemTime::UNIX_EPOCH, now)
                         .unwrap();
                 }
-                while node.poll_transmit().is_some() {}
+                while transmit(&mut node).is_some() {}
                 node
             },
             BatchSize::LargeInput,

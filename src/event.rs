@@ -7,6 +7,7 @@ use bytes::Bytes;
 use libp2p_identity::PeerId;
 use multiaddr::Multiaddr;
 
+use crate::close::CloseReason;
 use crate::log::Position;
 use crate::message::SharedMessage;
 
@@ -92,7 +93,7 @@ pub enum Action {
         /// The connection.
         conn: ConnId,
         /// Why (for logs).
-        reason: String,
+        reason: CloseReason,
     },
 }
 
@@ -129,8 +130,8 @@ pub enum Event {
         peer: PeerId,
         /// Its last display name.
         name: String,
-        /// Why, readable.
-        reason: String,
+        /// Why (its `Display` is readable).
+        reason: CloseReason,
         /// Last measured round-trip time.
         rtt: Option<Duration>,
     },
@@ -198,8 +199,8 @@ pub enum Event {
     Misbehaved {
         /// The peer.
         peer: PeerId,
-        /// What it did.
-        reason: String,
+        /// What it did: a [`CloseReason::Local`] with the goodbye code it was sent.
+        reason: CloseReason,
     },
     /// A dial failed.
     DialFailed {
@@ -207,8 +208,10 @@ pub enum Event {
         dial: DialId,
         /// The address.
         addr: Multiaddr,
-        /// The runtime's error, readable.
-        error: String,
+        /// Why: the runtime's error ([`CloseReason::Transport`]), or the peer's goodbye
+        /// when it answered the dial by refusing us ([`CloseReason::Remote`], e.g. with
+        /// [`crate::GoodbyeCode::TooManyPeers`]).
+        reason: CloseReason,
     },
     /// Sequence numbers below `upto` are reserved for the local author in `room`.
     /// **Persist this before sending anything else** and pass it back in
@@ -249,4 +252,27 @@ impl Event {
             Event::SeqReserved { .. } | Event::Joined { .. } | Event::Left { .. }
         )
     }
+}
+
+/// One output of a [`crate::Node`], from [`crate::Node::poll_output`].
+///
+/// Drain outputs until [`Output::Wait`] after every input, handling each in the order
+/// given: the node hands out every transmit before any action and every action before
+/// any event, so the bytes of a goodbye always come before the `Close` of their
+/// connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+#[must_use = "an output must be handled: bytes written, actions done, events passed on"]
+pub enum Output {
+    /// Bytes to write on a connection's chat substream; report them written with
+    /// [`crate::Node::handle_sent`].
+    Transmit(Transmit),
+    /// Something the runtime must do (dial, close).
+    Action(Action),
+    /// Something the app should know.
+    Event(Event),
+    /// Nothing more to do: wait for the next input, or until this instant (if any) and
+    /// then call [`crate::Node::handle_timeout`]. Spurious and late timer calls are
+    /// harmless.
+    Wait(Option<std::time::Instant>),
 }

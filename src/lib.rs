@@ -20,13 +20,15 @@
 //!    [`Node::handle_timeout`], or a user command ([`Node::send`], [`Node::join`],
 //!    [`Node::leave`], [`Node::send_direct`], [`Node::set_name`], [`Node::connect`],
 //!    [`Node::shutdown`]).
-//! 2. **Drain outputs until empty**, in this order: [`Node::poll_transmit`] (write the
-//!    bytes on that connection's chat substream, then report them with
-//!    [`Node::handle_sent`]), [`Node::poll_action`] (dial an address; flush and close a
-//!    connection), [`Node::poll_event`] (hand to the app).
-//! 3. **Sleep** until [`Node::poll_timeout`] or the next input, whichever is first; when
-//!    the timeout passes call [`Node::handle_timeout`]. Spurious or late timer calls are
-//!    harmless, so one sleep per node is enough.
+//! 2. **Drain [`Node::poll_output`] until it returns [`Output::Wait`]**, handling each
+//!    output as it comes: [`Output::Transmit`] (write the bytes on that connection's chat
+//!    substream, then report them with [`Node::handle_sent`]), [`Output::Action`] (dial
+//!    an address; flush and close a connection), [`Output::Event`] (hand to the app).
+//!    The node hands out every transmit before any action, so a goodbye's bytes always
+//!    come before the `Close` of their connection.
+//! 3. **Sleep** until the instant in [`Output::Wait`] (if any) or the next input,
+//!    whichever is first; when the instant passes call [`Node::handle_timeout`].
+//!    Spurious or late timer calls are harmless, so one sleep per node is enough.
 //!
 //! Nothing a peer sends can panic the node: a malformed or hostile connection is closed
 //! with a reason ([`Event::Misbehaved`]) and every other session carries on. A panic is a
@@ -34,7 +36,7 @@
 //!
 //! ```
 //! use std::time::{Duration, Instant, SystemTime};
-//! use echo_proto::{Action, Config, ConnId, ConnInfo, Event, Identity, Node, Protocol, Role};
+//! use echo_proto::{Action, Config, ConnId, ConnInfo, Event, Identity, Node, Output, Protocol, Role};
 //!
 //! let now = Instant::now();
 //! let ka = Identity::from_secret_bytes([1; 32]);
@@ -49,38 +51,50 @@
 //! alice.handle_connected(ConnId(1), info(idb, Role::Dialer), now);
 //! bob.handle_connected(ConnId(1), info(ida, Role::Listener), now);
 //!
-//! // A toy driver: move every transmit to the other node until both are quiet.
-//! fn pump(from: &mut Node, to: &mut Node, now: Instant) -> bool {
+//! // A toy driver: move every transmit to the other node, collect the events, until
+//! // both are quiet.
+//! fn pump(from: &mut Node, to: &mut Node, events: &mut Vec<Event>, now: Instant) -> bool {
 //!     let mut moved = false;
-//!     while let Some(t) = from.poll_transmit() {
-//!         from.handle_sent(t.conn, t.data.len());
-//!         to.handle_data(t.conn, &t.data, now);
-//!         moved = true;
+//!     loop {
+//!         match from.poll_output() {
+//!             Output::Transmit(t) => {
+//!                 from.handle_sent(t.conn, t.data.len());
+//!                 to.handle_data(t.conn, &t.data, now);
+//!                 moved = true;
+//!             }
+//!             Output::Action(a) => assert!(!matches!(a, Action::Close { .. })),
+//!             Output::Event(e) => events.push(e),
+//!             Output::Wait(_) => return moved,
+//!             _ => {} // `Output` is non_exhaustive
+//!         }
 //!     }
-//!     while let Some(a) = from.poll_action() {
-//!         assert!(!matches!(a, Action::Close { .. }));
-//!     }
-//!     moved
 //! }
-//! while pump(&mut alice, &mut bob, now) | pump(&mut bob, &mut alice, now) {} // handshake
+//! let (mut at_alice, mut at_bob) = (Vec::new(), Vec::new());
+//! let mut both = |alice: &mut Node, bob: &mut Node| {
+//!     while pump(alice, bob, &mut at_alice, now) | pump(bob, alice, &mut at_bob, now) {}
+//! };
+//! both(&mut alice, &mut bob); // handshake
 //! alice.send("general", "hello bob", SystemTime::now(), now).unwrap();
-//! while pump(&mut alice, &mut bob, now) | pump(&mut bob, &mut alice, now) {}
-//! let mut got = Vec::new();
-//! while let Some(ev) = bob.poll_event() {
-//!     if let Event::Message { msg, .. } = ev {
-//!         got.push(format!("{}: {}", msg.display_author(), msg.text()));
-//!     }
-//! }
+//! both(&mut alice, &mut bob);
+//! let got: Vec<String> = at_bob
+//!     .iter()
+//!     .filter_map(|ev| match ev {
+//!         Event::Message { msg, .. } => Some(format!("{}: {}", msg.display_author(), msg.text())),
+//!         _ => None,
+//!     })
+//!     .collect();
 //! assert_eq!(got.len(), 1);
 //! assert!(got[0].starts_with("alice#") && got[0].ends_with(": hello bob"));
-//! // The next timer: a ping in `Config::ping_interval`.
-//! assert!(bob.poll_timeout().unwrap() <= now + Duration::from_secs(10));
+//! // Drained: the next timer is a ping in `Config::ping_interval`.
+//! let Output::Wait(Some(next)) = bob.poll_output() else { panic!("bob has a timer") };
+//! assert!(next <= now + Duration::from_secs(10));
 //! ```
 //!
 //! ## Public surface
 //!
 //! An embedder needs [`Node`], its [`Config`], the inputs' and outputs' types
-//! ([`ConnInfo`], [`Transmit`], [`Action`], [`Event`]), [`Message`] and [`MsgId`],
+//! ([`ConnInfo`], [`Output`] with its [`Transmit`], [`Action`] and [`Event`],
+//! [`CloseReason`] and [`GoodbyeCode`]), [`Message`] and [`MsgId`],
 //! [`Identity`], [`Restore`] and [`Stats`]. The framing, protobuf, ordering, log, peer
 //! book, rate limiter and legacy line modules are internal; the `fuzzing` cargo feature
 //! (enabled by the fuzz crate and by tests that write raw frames) exposes them,
@@ -120,6 +134,7 @@ internal! {
     wire;
 }
 
+mod close;
 mod config;
 mod conn;
 mod error;
@@ -133,9 +148,12 @@ mod sync_queue;
 #[cfg(feature = "sim")]
 pub mod sim;
 
+pub use close::{CloseReason, GoodbyeCode};
 pub use config::{Config, ConfigError, RateLimit};
 pub use error::{CommandError, DecodeError};
-pub use event::{Action, ConnId, ConnInfo, DialId, Event, PeerInfo, Protocol, Role, Transmit};
+pub use event::{
+    Action, ConnId, ConnInfo, DialId, Event, Output, PeerInfo, Protocol, Role, Transmit,
+};
 pub use identity::{Identity, IdentityError};
 pub use libp2p_identity::PeerId;
 pub use links::AddrSource;

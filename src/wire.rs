@@ -104,22 +104,7 @@ pub struct Goodbye {
 }
 
 /// Codes carried in [`Goodbye::code`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
-pub enum GoodbyeCode {
-    /// The node is shutting down.
-    Shutdown = 0,
-    /// A duplicate connection lost the tie-break; the winner stays.
-    Duplicate = 1,
-    /// The peer's protocol version is not supported.
-    IncompatibleVersion = 2,
-    /// The peer broke the protocol or a limit.
-    ProtocolViolation = 3,
-    /// The peer was silent past the idle timeout.
-    Idle = 4,
-    /// The node has no room for another peer.
-    TooManyPeers = 5,
-}
+pub use crate::close::GoodbyeCode;
 
 /// Ping and pong payload.
 #[derive(Clone, PartialEq, prost::Message)]

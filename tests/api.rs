@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use echo_proto::Identity;
-use echo_proto::{ConnId, ConnInfo, Event, Message, Node, Protocol, Role};
+use echo_proto::{ConnId, ConnInfo, Event, Message, Node, Output, Protocol, Role};
 
 fn key(n: u8) -> Identity {
     Identity::from_secret_bytes([n; 32])
@@ -25,12 +25,15 @@ fn legacy_message_encodes_without_panic() {
     };
     node.handle_connected(ConnId(1), info, now);
     node.handle_data(ConnId(1), b"gopher|hello from go\n", now);
-    let msg = std::iter::from_fn(|| node.poll_event())
-        .find_map(|e| match e {
-            Event::Message { msg, .. } => Some(msg),
-            _ => None,
-        })
-        .expect("the legacy line is delivered");
+    let msg = std::iter::from_fn(|| match node.poll_output() {
+        Output::Wait(_) => None,
+        o => Some(o),
+    })
+    .find_map(|o| match o {
+        Output::Event(Event::Message { msg, .. }) => Some(msg),
+        _ => None,
+    })
+    .expect("the legacy line is delivered");
     assert_eq!((msg.seq(), msg.verified()), (0, false));
     assert_eq!((msg.name(), msg.text()), ("gopher", "hello from go"));
     assert_eq!(msg.author(), peer);
@@ -87,16 +90,19 @@ fn durations_at_max_do_not_panic() {
     };
     fn pump(from: &mut Node, to: &mut Node, now: Instant) -> bool {
         let mut moved = false;
-        while let Some(t) = from.poll_transmit() {
-            from.handle_sent(t.conn, t.data.len());
-            to.handle_data(t.conn, &t.data, now);
-            moved = true;
+        loop {
+            match from.poll_output() {
+                Output::Transmit(t) => {
+                    from.handle_sent(t.conn, t.data.len());
+                    to.handle_data(t.conn, &t.data, now);
+                    moved = true;
+                }
+                Output::Wait(_) => return moved,
+                _ => {}
+            }
         }
-        while from.poll_action().is_some() {}
-        while from.poll_event().is_some() {}
-        moved
     }
-    while a.poll_action().is_some() {}
+    while !matches!(a.poll_output(), Output::Wait(_)) {}
     a.handle_connected(ConnId(1), info(idb, Role::Dialer, Some(dial)), now);
     b.handle_connected(ConnId(1), info(ida, Role::Listener, None), now);
     while pump(&mut a, &mut b, now) | pump(&mut b, &mut a, now) {}
@@ -109,7 +115,9 @@ fn durations_at_max_do_not_panic() {
     }
     assert_eq!(a.room_log("general").unwrap().count(), 10);
     for n in [&mut a, &mut b] {
-        let t = n.poll_timeout();
+        let Output::Wait(t) = n.poll_output() else {
+            panic!("drained");
+        };
         assert!(t.is_none_or(|t| t > now));
         now += Duration::from_secs(3600);
         n.handle_timeout(now);
@@ -118,14 +126,22 @@ fn durations_at_max_do_not_panic() {
     a.handle_closed(ConnId(1), "reset", now);
     b.handle_closed(ConnId(1), "reset", now);
     for n in [&mut a, &mut b] {
-        while n.poll_action().is_some() {}
-        if let Some(t) = n.poll_timeout() {
+        let wait = loop {
+            if let Output::Wait(t) = n.poll_output() {
+                break t;
+            }
+        };
+        if let Some(t) = wait {
             n.handle_timeout(t);
         }
         n.handle_timeout(now + Duration::from_secs(86_400 * 365 * 50));
-        while let Some(act) = n.poll_action() {
-            if let Action::Dial { dial, .. } = act {
-                n.handle_dial_failed(dial, "refused", now);
+        loop {
+            match n.poll_output() {
+                Output::Action(Action::Dial { dial, .. }) => {
+                    n.handle_dial_failed(dial, "refused", now)
+                }
+                Output::Wait(_) => break,
+                _ => {}
             }
         }
     }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use echo_proto::sim::{NodeIdx, Sim};
-use echo_proto::{Config, Event};
+use echo_proto::{Config, Event, Output};
 use quickcheck::{quickcheck, Arbitrary, Gen, TestResult};
 
 const SEC: Duration = Duration::from_secs(1);
@@ -452,9 +452,11 @@ fn export_and_restore_round_trip() {
     assert_eq!(m.prev_seq(), 10);
     // It re-announced its reservation before anything was sent.
     let mut reserved_again = false;
-    while let Some(e) = again.poll_event() {
-        if let Event::SeqReserved { upto, .. } = e {
-            reserved_again = upto > m.seq();
+    loop {
+        match again.poll_output() {
+            Output::Event(Event::SeqReserved { upto, .. }) => reserved_again = upto > m.seq(),
+            Output::Wait(_) => break,
+            _ => {}
         }
     }
     assert!(reserved_again);

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use echo_proto::sim::{keypair, Sim};
 use echo_proto::wire::{self, Frame, GoodbyeCode, Kind};
-use echo_proto::{Config, Event, Protocol};
+use echo_proto::{CloseReason, Config, Event, Protocol};
 
 const SEC: Duration = Duration::from_secs(1);
 
@@ -53,7 +53,7 @@ fn hello(name: &str, listen: &[String]) -> Vec<u8> {
 
 fn goodbye() -> Vec<u8> {
     frame(Kind::Goodbye(wire::Goodbye {
-        code: GoodbyeCode::Shutdown as u32,
+        code: GoodbyeCode::Shutdown.code(),
         reason: "bye".into(),
     }))
 }
@@ -228,18 +228,21 @@ fn refused_newcomer_sees_why_and_backs_off() {
     let c = sim.add_named("c");
     sim.connect(c, 0);
     sim.run_for(Duration::from_secs(60));
-    let refusals: Vec<String> = sim
+    let refusals: Vec<CloseReason> = sim
         .sim_node(c)
         .events
         .iter()
         .filter_map(|e| match e {
-            Event::DialFailed { error, .. } => Some(error.clone()),
+            Event::DialFailed { reason, .. } => Some(reason.clone()),
             _ => None,
         })
         .collect();
     eprintln!("refusals in 60 s: {refusals:?}");
     assert!(!refusals.is_empty());
-    assert!(refusals.iter().all(|r| r.contains("too many peers")));
+    // Typed: the peer's goodbye code, and its text for people.
+    assert!(refusals.iter().all(|r| r.is_refusal()
+        && r.code() == Some(GoodbyeCode::TooManyPeers)
+        && r.to_string() == "peer said goodbye: too many peers"));
     // 0.5 s · 2^n would be ~7 attempts a minute; the refusal backoff starts at 16 s.
     assert!(refusals.len() <= 4, "{} attempts in 60 s", refusals.len());
     assert!(!sim.is_connected(c, 0));

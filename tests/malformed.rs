@@ -56,7 +56,7 @@ fn misbehaved(sim: &Sim) -> Vec<String> {
         .events
         .iter()
         .filter_map(|e| match e {
-            Event::Misbehaved { reason, .. } => Some(reason.clone()),
+            Event::Misbehaved { reason, .. } => Some(reason.to_string()),
             _ => None,
         })
         .collect()
@@ -177,7 +177,7 @@ fn incompatible_version_gets_a_readable_goodbye() {
         }
     }
     let bye = bye.expect("goodbye sent");
-    assert_eq!(bye.code, wire::GoodbyeCode::IncompatibleVersion as u32);
+    assert_eq!(bye.code, wire::GoodbyeCode::IncompatibleVersion.code());
     assert!(bye.reason.contains("version 3.0"), "{}", bye.reason);
 }
 

@@ -277,7 +277,9 @@ fn silent_peer_is_closed_after_idle_timeout() {
         Event::PeerDown { reason, .. } => Some(reason.clone()),
         _ => None,
     });
-    assert!(reason.unwrap().contains("no answer"));
+    let reason = reason.unwrap();
+    assert!(reason.to_string().contains("no answer"), "{reason}");
+    assert_eq!(reason.code(), Some(echo_proto::GoodbyeCode::Idle));
 }
 
 #[test]
@@ -361,7 +363,9 @@ fn shutdown_says_goodbye() {
         Event::PeerDown { reason, .. } => Some(reason.clone()),
         _ => None,
     });
-    assert_eq!(reason.unwrap(), "peer said goodbye: node shutting down");
+    let reason = reason.unwrap();
+    assert_eq!(reason.to_string(), "peer said goodbye: node shutting down");
+    assert_eq!(reason.code(), Some(echo_proto::GoodbyeCode::Shutdown));
     assert!(sim.with(a, |n, now| n.join("x", now)).is_err());
     // A peer that left on purpose is not hammered with redials.
     sim.run_for(7 * SEC);

@@ -227,7 +227,7 @@ fn goodbye_vector() {
         panic!("expected goodbye");
     };
     assert_eq!(g.code, 2);
-    assert_eq!(g.code, GoodbyeCode::IncompatibleVersion as u32);
+    assert_eq!(g.code, GoodbyeCode::IncompatibleVersion.code());
     assert_eq!(
         g.reason,
         "incompatible protocol version 3.0 (this node speaks 2.x)"
@@ -245,7 +245,7 @@ fn goodbye_codes_match_doc_table() {
         (GoodbyeCode::TooManyPeers, 5, "TooManyPeers"),
     ];
     for (code, value, name) in codes {
-        assert_eq!(code as u32, value);
+        assert_eq!(code.code(), value);
         let row = format!("| {value} | `{name}` |");
         assert!(
             DOC.contains(&row),

@@ -288,7 +288,7 @@ impl App {
                 let disp = display_name(&name, &peer);
                 self.emit(
                     json!({"event": "peer_down", "peer": peer.to_base58(), "name": name,
-                           "display": disp, "reason": reason}),
+                           "display": disp, "reason": reason.to_string()}),
                     None,
                 );
                 self.info(format!("{disp} disconnected: {reason}"));
@@ -413,17 +413,22 @@ impl App {
             Event::Misbehaved { peer, reason } => {
                 let disp = self.model.display(&peer);
                 self.emit(
-                    json!({"event": "misbehaved", "peer": peer.to_base58(), "display": disp, "reason": reason}),
+                    json!({"event": "misbehaved", "peer": peer.to_base58(), "display": disp, "reason": reason.to_string()}),
                     None,
                 );
                 self.error(format!(
                     "closed the connection to {disp}: it broke the protocol ({reason})"
                 ));
             }
-            Event::DialFailed { dial, addr, error } => {
+            Event::DialFailed {
+                dial,
+                addr,
+                reason: error,
+                ..
+            } => {
                 let user = self.user_dials.remove(&dial);
                 self.emit(
-                    json!({"event": "dial_failed", "addr": addr.to_string(), "error": error, "requested": user}),
+                    json!({"event": "dial_failed", "addr": addr.to_string(), "error": error.to_string(), "requested": user}),
                     None,
                 );
                 if user {

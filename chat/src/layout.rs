@@ -133,7 +133,7 @@ pub fn entry_rows(e: &Entry, width: usize) -> Vec<TLine<'static>> {
             own,
             history,
         } => {
-            let who = echo_proto::message::display_name(name, author);
+            let who = echo_proto::display_name(name, author);
             let mut st = Style::default()
                 .fg(author_color(author))
                 .add_modifier(Modifier::BOLD);

@@ -256,7 +256,7 @@ pub fn load(conn: &Connection, per_room: usize) -> Result<Loaded> {
 pub fn older(
     conn: &Connection,
     room: &str,
-    before: &echo_proto::message::OrderKey,
+    before: &echo_proto::OrderKey,
     limit: usize,
 ) -> Result<(Vec<Message>, bool)> {
     // Messages sharing `before`'s lamport may sort on either side of it: fetch a margin.
@@ -506,7 +506,12 @@ mod tests {
         node.send("general", "two", SystemTime::now(), now).unwrap();
         let writer = Writer::start(open_db(&db).unwrap(), |e| panic!("{e}"));
         let mut reserved = 0;
-        while let Some(ev) = node.poll_event() {
+        loop {
+            let ev = match node.poll_output() {
+                echo_proto::Output::Event(ev) => ev,
+                echo_proto::Output::Wait(_) => break,
+                _ => continue,
+            };
             match ev {
                 echo_proto::Event::Message {
                     msg,

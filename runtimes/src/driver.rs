@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Instant, SystemTime};
 
-use echo_proto::{Action, ConnId, Node};
+use echo_proto::{Action, ConnId, Node, Output};
 use futures::channel::{mpsc, oneshot};
 use futures::task::AtomicWaker;
 use futures::StreamExt;
@@ -391,57 +391,62 @@ impl<R: Runtime> Driver<R> {
         }
     }
 
-    /// Drains the node's outputs: transmits, actions, events; then re-arms the timer.
+    /// Drains the node's outputs in the order it gives them (transmits, actions,
+    /// events), then re-arms the timer.
     pub(crate) fn drain(&mut self) {
-        while let Some(t) = self.node.poll_transmit() {
-            match self.conns.get_mut(&t.conn) {
-                Some(s) if !s.closing => {
-                    s.conn.write(t.data);
-                    self.queue_poll(t.conn);
-                }
-                _ => self.discarded += t.data.len() as u64,
-            }
-        }
-        while let Some(a) = self.node.poll_action() {
-            match a {
-                Action::Dial { dial, addr, .. } => {
-                    if self.shutting_down {
-                        let now = self.rt.now();
-                        let e = DialError::ShuttingDown.to_string();
-                        self.node.handle_dial_failed(dial, &e, now);
-                        continue;
+        let at = loop {
+            match self.node.poll_output() {
+                Output::Transmit(t) => match self.conns.get_mut(&t.conn) {
+                    Some(s) if !s.closing => {
+                        s.conn.write(t.data);
+                        self.queue_poll(t.conn);
                     }
-                    if self.dialing.len() >= self.cfg.max_pending_dials {
-                        self.dials_refused += 1;
-                        let now = self.rt.now();
-                        let e = DialError::TooManyDials(self.cfg.max_pending_dials).to_string();
-                        self.node.handle_dial_failed(dial, &e, now);
-                        continue;
-                    }
-                    let s = self.setup();
-                    self.dialing.insert(s.conn);
-                    self.rt.spawn(conn::dial(s, dial, addr));
-                }
-                Action::Close { conn, .. } => {
-                    if let Some(s) = self.conns.get_mut(&conn) {
-                        s.closing = true;
-                        s.conn.close();
-                        self.queue_poll(conn);
-                    }
-                }
-                // `Action` is non_exhaustive; this version of the core has no others.
+                    _ => self.discarded += t.data.len() as u64,
+                },
+                Output::Action(a) => self.act(a),
+                Output::Event(e) => self.events.send(e),
+                Output::Wait(at) => break at,
+                // `Output` is non_exhaustive; this version of the core has no others.
                 _ => {}
             }
-        }
-        while let Some(e) = self.node.poll_event() {
-            self.events.send(e);
-        }
-        let at = self.node.poll_timeout();
+        };
         if at != self.timer_at {
             if let Some(at) = at {
                 self.timer.as_mut().reset(at);
             }
             self.timer_at = at;
+        }
+    }
+
+    fn act(&mut self, a: Action) {
+        match a {
+            Action::Dial { dial, addr, .. } => {
+                if self.shutting_down {
+                    let now = self.rt.now();
+                    let e = DialError::ShuttingDown.to_string();
+                    self.node.handle_dial_failed(dial, &e, now);
+                    return;
+                }
+                if self.dialing.len() >= self.cfg.max_pending_dials {
+                    self.dials_refused += 1;
+                    let now = self.rt.now();
+                    let e = DialError::TooManyDials(self.cfg.max_pending_dials).to_string();
+                    self.node.handle_dial_failed(dial, &e, now);
+                    return;
+                }
+                let s = self.setup();
+                self.dialing.insert(s.conn);
+                self.rt.spawn(conn::dial(s, dial, addr));
+            }
+            Action::Close { conn, .. } => {
+                if let Some(s) = self.conns.get_mut(&conn) {
+                    s.closing = true;
+                    s.conn.close();
+                    self.queue_poll(conn);
+                }
+            }
+            // `Action` is non_exhaustive; this version of the core has no others.
+            _ => {}
         }
     }
 

@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{bounded, options, Probe, WAIT};
-use echo_proto::{ConnId, ConnInfo, Event, Node, Protocol, Role};
+use echo_proto::{ConnId, ConnInfo, Event, Node, Output, Protocol, Role};
 use echo_runtime::Runtime;
 use futures::channel::mpsc;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
@@ -109,14 +109,18 @@ async fn interop<R: Runtime>(rt: R) {
         ($what:expr, $done:expr) => {
             bounded(&rt, WAIT, $what, async {
                 loop {
-                    while let Some(t) = x.poll_transmit() {
-                        stream.write_all(&t.data).await.unwrap();
-                        x.handle_sent(t.conn, t.data.len());
+                    loop {
+                        match x.poll_output() {
+                            Output::Transmit(t) => {
+                                stream.write_all(&t.data).await.unwrap();
+                                x.handle_sent(t.conn, t.data.len());
+                            }
+                            Output::Event(e) => x_events.push(e),
+                            Output::Wait(_) => break,
+                            _ => {}
+                        }
                     }
                     stream.flush().await.unwrap();
-                    while let Some(e) = x.poll_event() {
-                        x_events.push(e);
-                    }
                     if $done(&x_events) {
                         break;
                     }

@@ -210,7 +210,7 @@ async fn dials_capped<R: Runtime>(rt: R) {
     for _ in 0..5 - CAP {
         let e = a
             .wait("dial refused", |e| {
-                matches!(e, echo_proto::Event::DialFailed { error, .. } if error.contains("too many dials"))
+                matches!(e, echo_proto::Event::DialFailed { reason, .. } if reason.to_string().contains("too many dials"))
             })
             .await;
         drop(e);

@@ -211,7 +211,7 @@ async fn garbage_peer_closed<R: Runtime>(rt: R) {
     let Event::Misbehaved { reason, .. } = ev else {
         unreachable!()
     };
-    assert!(reason.contains("malformed"), "{reason}");
+    assert!(reason.to_string().contains("malformed"), "{reason}");
     // The raw peer sees its connection end (it got the node's hello and goodbye first).
     let r = common::bounded(&rt, WAIT, "raw peer closed", ended)
         .await
@@ -293,10 +293,10 @@ async fn errors<R: Runtime>(rt: R) {
     let ev = a
         .wait("dial failed", |e| matches!(e, Event::DialFailed { .. }))
         .await;
-    let Event::DialFailed { error, .. } = ev else {
+    let Event::DialFailed { reason: error, .. } = ev else {
         unreachable!()
     };
-    assert!(error.contains("refused"), "{error}");
+    assert!(error.to_string().contains("refused"), "{error}");
 
     // Peer id mismatch: B's address with A's... some other id.
     let other = libp2p_identity::Keypair::ed25519_from_bytes([99; 32])
@@ -312,11 +312,12 @@ async fn errors<R: Runtime>(rt: R) {
     let ev = a
         .wait("dial failed", |e| matches!(e, Event::DialFailed { .. }))
         .await;
-    let Event::DialFailed { error, .. } = ev else {
+    let Event::DialFailed { reason: error, .. } = ev else {
         unreachable!()
     };
     assert!(
-        error.contains("peer id mismatch") && error.contains(&b.id().to_string()),
+        error.to_string().contains("peer id mismatch")
+            && error.to_string().contains(&b.id().to_string()),
         "{error}"
     );
 
@@ -329,11 +330,13 @@ async fn errors<R: Runtime>(rt: R) {
     let ev = a
         .wait("dial failed", |e| matches!(e, Event::DialFailed { .. }))
         .await;
-    let Event::DialFailed { error, .. } = ev else {
+    let Event::DialFailed { reason: error, .. } = ev else {
         unreachable!()
     };
     assert!(
-        error.contains("does not support /echo/chat/2.0.0 or /echo-go/chat/1.0.0"),
+        error
+            .to_string()
+            .contains("does not support /echo/chat/2.0.0 or /echo-go/chat/1.0.0"),
         "{error}"
     );
 
@@ -351,10 +354,10 @@ async fn errors<R: Runtime>(rt: R) {
     let ev = d
         .wait("dial failed", |e| matches!(e, Event::DialFailed { .. }))
         .await;
-    let Event::DialFailed { error, .. } = ev else {
+    let Event::DialFailed { reason: error, .. } = ev else {
         unreachable!()
     };
-    assert!(error.contains("timed out"), "{error}");
+    assert!(error.to_string().contains("timed out"), "{error}");
     drop(silent);
 
     for p in [&a, &b, &d] {

@@ -303,7 +303,8 @@ impl Links {
     pub fn handle_closed(&mut self, conn: ConnId, reason: &str, now: Instant, out: &mut Out) {
         if let Some(c) = self.conns.remove(&conn) {
             self.ready.remove(&conn);
-            self.detach(conn, c, reason, now, out);
+            let reason = crate::close::CloseReason::Transport(reason.to_string());
+            self.detach(conn, c, &reason, now, out);
         }
     }
 
@@ -315,7 +316,7 @@ impl Links {
         out.events.push_back(Event::DialFailed {
             dial,
             addr,
-            error: error.to_string(),
+            reason: crate::close::CloseReason::Transport(error.to_string()),
         });
         if let Some(peer) = peer {
             self.schedule_redial(peer, now);

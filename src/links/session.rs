@@ -7,6 +7,7 @@ use bytes::BytesMut;
 use multiaddr::Multiaddr;
 
 use super::{Links, Out, Up, GOODBYE_BACKOFF_STEPS};
+use crate::close::CloseReason;
 use crate::conn::{Conn, State};
 use crate::event::{Action, ConnId, ConnInfo, Event, Protocol, Role, Transmit};
 use crate::peers;
@@ -54,14 +55,14 @@ impl Links {
         if info.peer == self.id {
             self.actions.push_back(Action::Close {
                 conn,
-                reason: "connected to itself".into(),
+                reason: CloseReason::local(GoodbyeCode::ProtocolViolation, "connected to itself"),
             });
             return;
         }
         if self.shut_down {
             self.actions.push_back(Action::Close {
                 conn,
-                reason: "node is shut down".into(),
+                reason: CloseReason::local(GoodbyeCode::Shutdown, "node is shut down"),
             });
             return;
         }
@@ -83,7 +84,7 @@ impl Links {
             } else {
                 self.actions.push_back(Action::Close {
                     conn,
-                    reason: "too many peers".into(),
+                    reason: CloseReason::local(GoodbyeCode::TooManyPeers, "too many peers"),
                 });
             }
             return;
@@ -104,14 +105,20 @@ impl Links {
                 {
                     self.actions.push_back(Action::Close {
                         conn,
-                        reason: "duplicate legacy connection".into(),
+                        reason: CloseReason::local(
+                            GoodbyeCode::Duplicate,
+                            "duplicate legacy connection",
+                        ),
                     });
                     return;
                 }
                 if self.legacy_conns() >= self.config.max_legacy_peers {
                     self.actions.push_back(Action::Close {
                         conn,
-                        reason: "too many legacy peers".into(),
+                        reason: CloseReason::local(
+                            GoodbyeCode::TooManyPeers,
+                            "too many legacy peers",
+                        ),
                     });
                     return;
                 }
@@ -173,7 +180,13 @@ impl Links {
             if let Some(p) = self.peers.get_mut(&peer) {
                 p.active = Some(conn);
             }
-            self.finish(old, "replaced by an echo/chat/2 connection", now, out);
+            let why = "replaced by an echo/chat/2 connection";
+            self.finish(
+                old,
+                CloseReason::local(GoodbyeCode::Duplicate, why),
+                now,
+                out,
+            );
             return self.activate(conn, now, out);
         }
         let Some(p) = self.peers.get_mut(&peer) else {
@@ -274,7 +287,7 @@ impl Links {
     fn drain(&mut self, conn: ConnId, now: Instant) {
         let until = now + self.config.drain_timeout;
         let bye = Frame::new(Kind::Goodbye(wire::Goodbye {
-            code: GoodbyeCode::Duplicate as u32,
+            code: GoodbyeCode::Duplicate.code(),
             reason: "duplicate connection".into(),
         }));
         if let Some(c) = self.conns.get_mut(&conn) {
@@ -297,7 +310,12 @@ impl Links {
             .filter(|c| !c.is_control())
             .take(256)
             .collect();
-        if g.code == GoodbyeCode::Duplicate as u32 {
+        let code = GoodbyeCode::from_code(g.code);
+        let remote = CloseReason::Remote {
+            code,
+            detail: reason,
+        };
+        if code == GoodbyeCode::Duplicate {
             if !draining {
                 // The remote chose another connection before we saw it. Keep our queued
                 // frames for that connection, answer, and close this one.
@@ -339,17 +357,11 @@ impl Links {
                     out,
                 );
             } else {
-                self.finish(conn, "duplicate connection closed", now, out);
+                self.finish(conn, remote, now, out);
             }
             return;
         }
-        let text = if reason.is_empty() {
-            "peer said goodbye".to_string()
-        } else {
-            format!("peer said goodbye: {reason}")
-        };
-        let refused = g.code == GoodbyeCode::TooManyPeers as u32;
-        if g.code == GoodbyeCode::Shutdown as u32 || refused {
+        if code == GoodbyeCode::Shutdown || code == GoodbyeCode::TooManyPeers {
             // It left on purpose, or has no room for us: keep trying, but not at once
             // and not often.
             if let Some(p) = self.peers.get_mut(&peer) {
@@ -365,11 +377,11 @@ impl Links {
                 out.events.push_back(Event::DialFailed {
                     dial,
                     addr: c.addr.clone(),
-                    error: text.clone(),
+                    reason: remote.clone(),
                 });
             }
         }
-        self.finish(conn, &text, now, out);
+        self.finish(conn, remote, now, out);
     }
 
     /// A pong arrived: measures RTT.
@@ -456,23 +468,24 @@ impl Links {
         self.ready.remove(&conn);
         if c.protocol == Protocol::Chat {
             Frame::new(Kind::Goodbye(wire::Goodbye {
-                code: code as u32,
+                code: code.code(),
                 reason: reason.into(),
             }))
             .encode_to(&mut c.outbox);
         }
+        let reason = CloseReason::local(code, reason);
         if misbehaved {
             out.stats.misbehaved += 1;
             out.events.push_back(Event::Misbehaved {
                 peer: c.peer,
-                reason: reason.to_string(),
+                reason: reason.clone(),
             });
         }
         self.release(conn, c, reason, now, out);
     }
 
     /// Closes a connection whose remote said goodbye.
-    pub fn finish(&mut self, conn: ConnId, reason: &str, now: Instant, out: &mut Out) {
+    pub fn finish(&mut self, conn: ConnId, reason: CloseReason, now: Instant, out: &mut Out) {
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
@@ -482,15 +495,22 @@ impl Links {
 
     /// Hands out a removed connection's last bytes, asks the runtime to close it, and
     /// forgets it.
-    fn release(&mut self, conn: ConnId, mut c: Conn, reason: &str, now: Instant, out: &mut Out) {
+    fn release(
+        &mut self,
+        conn: ConnId,
+        mut c: Conn,
+        reason: CloseReason,
+        now: Instant,
+        out: &mut Out,
+    ) {
         if let Some(data) = c.take_transmit(usize::MAX, true) {
             self.urgent.push_back(Transmit { conn, data });
         }
         self.actions.push_back(Action::Close {
             conn,
-            reason: reason.to_string(),
+            reason: reason.clone(),
         });
-        self.detach(conn, c, reason, now, out);
+        self.detach(conn, c, &reason, now, out);
     }
 
     /// Forgets a closed connection; reports the peer down if it was its connection.
@@ -498,7 +518,7 @@ impl Links {
         &mut self,
         conn: ConnId,
         c: Conn,
-        reason: &str,
+        reason: &CloseReason,
         now: Instant,
         out: &mut Out,
     ) {
@@ -538,7 +558,7 @@ impl Links {
             out.events.push_back(Event::PeerDown {
                 peer,
                 name,
-                reason: reason.to_string(),
+                reason: reason.clone(),
                 rtt,
             });
         }
@@ -560,7 +580,9 @@ impl Links {
                 self.close(id, GoodbyeCode::ProtocolViolation, reason, false, now, out);
             }
             State::Draining { until } if now >= until => {
-                self.finish(id, "duplicate connection drained", now, out);
+                let reason =
+                    CloseReason::local(GoodbyeCode::Duplicate, "duplicate connection drained");
+                self.finish(id, reason, now, out);
             }
             State::Open if c.protocol == Protocol::Legacy => {
                 let idle = self.config.legacy_idle_timeout;

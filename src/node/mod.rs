@@ -1,6 +1,6 @@
 //! [`Node`]: the chat protocol state machine. Inputs are `handle_*` calls and user
-//! commands; outputs are drained with `poll_transmit`, `poll_action`, `poll_event` and
-//! `poll_timeout`. See the crate docs for the run loop.
+//! commands; outputs are drained with [`Node::poll_output`]. See the crate docs for the
+//! run loop.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use multiaddr::Multiaddr;
 use crate::clock::{unix_ms, Clock};
 use crate::config::Config;
 use crate::error::CommandError;
-use crate::event::{Action, ConnId, ConnInfo, DialId, Event, PeerInfo, Protocol, Transmit};
+use crate::event::{Action, ConnId, ConnInfo, DialId, Event, Output, PeerInfo, Protocol, Transmit};
 use crate::identity::Identity;
 use crate::links::{AddrSource, Links};
 use crate::message::{Message, SharedMessage};
@@ -270,8 +270,28 @@ impl Node {
 
     // ----- outputs -------------------------------------------------------------------
 
-    /// Next bytes to write. Drain until `None` after every input, before `poll_action`.
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+    /// The next output. Call it until it returns [`Output::Wait`] after every input (and
+    /// after handling each output: handling a transmit or an action may call the node
+    /// again). Transmits come first (a closed connection's final bytes, then connections
+    /// with bytes ready), then actions, then events, then the wait, so a caller that
+    /// handles outputs in the order given always writes a goodbye's bytes before it
+    /// closes their connection.
+    pub fn poll_output(&mut self) -> Output {
+        if let Some(t) = self.poll_transmit() {
+            return Output::Transmit(t);
+        }
+        if let Some(a) = self.poll_action() {
+            return Output::Action(a);
+        }
+        if let Some(e) = self.poll_event() {
+            return Output::Event(e);
+        }
+        Output::Wait(self.poll_timeout())
+    }
+
+    /// Next bytes to write.
+    #[must_use]
+    pub(crate) fn poll_transmit(&mut self) -> Option<Transmit> {
         self.seal();
         if let Some(t) = self.links.urgent.pop_front() {
             return Some(t);
@@ -289,17 +309,20 @@ impl Node {
     }
 
     /// Next action for the runtime (dial, close).
-    pub fn poll_action(&mut self) -> Option<Action> {
+    #[must_use]
+    pub(crate) fn poll_action(&mut self) -> Option<Action> {
         self.links.actions.pop_front()
     }
 
     /// Next event for the app.
-    pub fn poll_event(&mut self) -> Option<Event> {
+    #[must_use]
+    pub(crate) fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
 
     /// When to call [`Node::handle_timeout`] next (`None`: no timer needed).
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    #[must_use]
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         let rooms = self.rooms.values().filter_map(|r| r.deadline());
         rooms.chain(self.links.poll_timeout()).min()
     }
@@ -409,7 +432,7 @@ impl Node {
     }
 
     /// Sends `text` to a room. The message is delivered locally at once (as an event)
-    /// and sent, signed, on the next [`Node::poll_transmit`].
+    /// and sent, signed, on the next [`Node::poll_output`].
     pub fn send(
         &mut self,
         room: &str,

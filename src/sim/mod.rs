@@ -21,7 +21,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::codec::FrameDecoder;
-use crate::event::{Action, ConnId, ConnInfo, DialId, Event, Protocol, Role};
+use crate::event::{Action, ConnId, ConnInfo, DialId, Event, Output, Protocol, Role};
 use crate::message::{MsgId, OrderKey};
 use crate::wire::{Frame, Kind};
 use crate::{Config, Identity, Node};
@@ -115,7 +115,7 @@ pub struct SimNode {
     /// Every event it emitted, in order.
     pub events: Vec<Event>,
     /// Connections the node closed, with reasons.
-    pub closes: Vec<(ConnId, String)>,
+    pub closes: Vec<(ConnId, crate::CloseReason)>,
     /// What the node's app persisted (fed from its events).
     pub store: Store,
     /// Messages sent through [`Sim::send`], with their log keys.
@@ -535,19 +535,19 @@ impl Sim {
             let Some(node) = sn.node.as_mut() else {
                 return;
             };
-            let mut txs = Vec::new();
-            while let Some(t) = node.poll_transmit() {
-                txs.push(t);
-            }
-            let mut acts = Vec::new();
-            while let Some(a) = node.poll_action() {
-                acts.push(a);
-            }
-            while let Some(e) = node.poll_event() {
-                if persist {
-                    sn.store.record(&e);
+            let (mut txs, mut acts) = (Vec::new(), Vec::new());
+            loop {
+                match node.poll_output() {
+                    Output::Transmit(t) => txs.push(t),
+                    Output::Action(a) => acts.push(a),
+                    Output::Event(e) => {
+                        if persist {
+                            sn.store.record(&e);
+                        }
+                        sn.events.push(e);
+                    }
+                    Output::Wait(_) => break,
                 }
-                sn.events.push(e);
             }
             if txs.is_empty() && acts.is_empty() {
                 return;

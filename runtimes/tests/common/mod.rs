@@ -269,7 +269,7 @@ impl<R: Runtime> Probe<R> {
             )
             .await
         {
-            Event::PeerDown { reason, .. } => reason,
+            Event::PeerDown { reason, .. } => reason.to_string(),
             _ => unreachable!(),
         }
     }
