@@ -266,9 +266,7 @@ fn refused_newcomer_gets_in_when_a_slot_frees() {
         .sim_node(c)
         .events
         .iter()
-        .filter(
-            |e| matches!(e, Event::DialFailed { error, .. } if error.contains("too many peers")),
-        )
+        .filter(|e| matches!(e, Event::DialFailed { reason, .. } if reason.is_refusal()))
         .count();
     eprintln!("{refusals} refusals in 5 minutes");
     // More refusals than `max_dial_attempts_unconnected` (5): it did not give up.

@@ -45,10 +45,11 @@ async fn refused_dialer_sees_reason<R: Runtime>(rt: R) {
             .wait("dial failed", |e| matches!(e, Event::DialFailed { .. }))
             .await;
         failed_at.push(Instant::now());
-        let Event::DialFailed { error, .. } = ev else {
+        let Event::DialFailed { reason, .. } = ev else {
             unreachable!()
         };
-        assert!(error.contains("too many peers"), "{error}");
+        assert!(reason.is_refusal(), "{reason}");
+        assert!(reason.to_string().contains("too many peers"), "{reason}");
     }
     // The refusal's backoff (a lower bound: a loaded machine only makes it longer).
     let gap = failed_at[1] - failed_at[0];
