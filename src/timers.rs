@@ -43,16 +43,20 @@ impl<K: Ord + Clone, V, C> TimedMap<K, V, C> {
             .items
             .get(&key)
             .and_then(|v| (self.deadline)(v, &self.ctx));
-        let old = match new {
-            Some(d) => self.at.insert(key.clone(), d),
-            None => self.at.remove(&key),
-        };
-        if old != new {
-            if let Some(o) = old {
-                self.index.remove(&(o, key.clone()));
-            }
-            if let Some(n) = new {
+        let old = self.at.get(&key).copied();
+        if old == new {
+            return;
+        }
+        if let Some(o) = old {
+            self.index.remove(&(o, key.clone()));
+        }
+        match new {
+            Some(n) => {
+                self.at.insert(key.clone(), n);
                 self.index.insert((n, key));
+            }
+            None => {
+                self.at.remove(&key);
             }
         }
     }
@@ -80,7 +84,11 @@ impl<K: Ord + Clone, V, C> TimedMap<K, V, C> {
         K: Borrow<Q>,
     {
         let key = self.items.get_key_value(key)?.0.clone();
-        Some(TimedMut { map: self, key })
+        Some(TimedMut {
+            map: self,
+            key,
+            touched: false,
+        })
     }
 
     /// The value at `key`, inserted with `make` if absent, behind a guard.
@@ -92,7 +100,12 @@ impl<K: Ord + Clone, V, C> TimedMap<K, V, C> {
         if !self.items.contains_key(&key) {
             self.items.insert(key.clone(), make());
         }
-        TimedMut { map: self, key }
+        // A new value is indexed even if the guard is only read.
+        TimedMut {
+            map: self,
+            key,
+            touched: true,
+        }
     }
 
     /// Keeps the values for which `keep` returns true (it may change them).
@@ -209,6 +222,8 @@ impl<'a, K: Ord + Clone, V, C> IntoIterator for &'a TimedMap<K, V, C> {
 pub(crate) struct TimedMut<'a, K: Ord + Clone, V, C> {
     map: &'a mut TimedMap<K, V, C>,
     key: K,
+    /// Whether the value may have changed (a guard only read re-indexes nothing).
+    touched: bool,
 }
 
 impl<K: Ord + Clone, V, C> Deref for TimedMut<'_, K, V, C> {
@@ -220,6 +235,7 @@ impl<K: Ord + Clone, V, C> Deref for TimedMut<'_, K, V, C> {
 
 impl<K: Ord + Clone, V, C> DerefMut for TimedMut<'_, K, V, C> {
     fn deref_mut(&mut self) -> &mut V {
+        self.touched = true;
         self.map
             .items
             .get_mut(&self.key)
@@ -229,7 +245,9 @@ impl<K: Ord + Clone, V, C> DerefMut for TimedMut<'_, K, V, C> {
 
 impl<K: Ord + Clone, V, C> Drop for TimedMut<'_, K, V, C> {
     fn drop(&mut self) {
-        self.map.reindex(self.key.clone());
+        if self.touched {
+            self.map.reindex(self.key.clone());
+        }
     }
 }
 
@@ -247,18 +265,20 @@ mod tests {
         Retain(u8),
         ShiftAll(u8),
         Due(u8),
+        Peek(u8),
     }
 
     impl Arbitrary for Op {
         fn arbitrary(g: &mut Gen) -> Self {
             let k = u8::arbitrary(g) % 16;
             let d = Option::<u8>::arbitrary(g);
-            match u8::arbitrary(g) % 6 {
+            match u8::arbitrary(g) % 7 {
                 0 => Op::Insert(k, d),
                 1 => Op::Remove(k),
                 2 => Op::Set(k, d),
                 3 => Op::Retain(k),
                 4 => Op::ShiftAll(u8::arbitrary(g) % 4),
+                5 => Op::Peek(k),
                 _ => Op::Due(u8::arbitrary(g)),
             }
         }
@@ -289,6 +309,13 @@ mod tests {
             match op {
                 Op::Insert(k, d) => {
                     if map.insert(k, d) != model.insert(k, d) {
+                        return false;
+                    }
+                }
+                Op::Peek(k) => {
+                    // A guard only read changes nothing.
+                    let seen = map.get_mut(&k).map(|g| *g);
+                    if seen != model.get(&k).copied() {
                         return false;
                     }
                 }
