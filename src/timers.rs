@@ -43,22 +43,22 @@ impl<K: Ord + Clone, V, C> TimedMap<K, V, C> {
             .items
             .get(&key)
             .and_then(|v| (self.deadline)(v, &self.ctx));
-        set_deadline(&mut self.at, &mut self.index, key, new);
-    }
-
-    /// A guard over the value at `key` (which must exist), split-borrowing the map's
-    /// fields so that reading through it costs no lookup.
-    fn guard(&mut self, key: K, touched: bool) -> Option<TimedMut<'_, K, V, C>> {
-        let value = self.items.get_mut(&key)?;
-        Some(TimedMut {
-            value,
-            key,
-            at: &mut self.at,
-            index: &mut self.index,
-            deadline: self.deadline,
-            ctx: &self.ctx,
-            touched,
-        })
+        let old = self.at.get(&key).copied();
+        if old == new {
+            return;
+        }
+        if let Some(o) = old {
+            self.index.remove(&(o, key.clone()));
+        }
+        match new {
+            Some(n) => {
+                self.at.insert(key.clone(), n);
+                self.index.insert((n, key));
+            }
+            None => {
+                self.at.remove(&key);
+            }
+        }
     }
 
     /// Inserts (or replaces) a value; returns the old one.
@@ -84,7 +84,11 @@ impl<K: Ord + Clone, V, C> TimedMap<K, V, C> {
         K: Borrow<Q>,
     {
         let key = self.items.get_key_value(key)?.0.clone();
-        self.guard(key, false)
+        Some(TimedMut {
+            map: self,
+            key,
+            touched: false,
+        })
     }
 
     /// The value at `key`, inserted with `make` if absent, behind a guard.
@@ -97,7 +101,11 @@ impl<K: Ord + Clone, V, C> TimedMap<K, V, C> {
             self.items.insert(key.clone(), make());
         }
         // A new value is indexed even if the guard is only read.
-        self.guard(key, true).expect("inserted above")
+        TimedMut {
+            map: self,
+            key,
+            touched: true,
+        }
     }
 
     /// Keeps the values for which `keep` returns true (it may change them).
@@ -210,39 +218,10 @@ impl<'a, K: Ord + Clone, V, C> IntoIterator for &'a TimedMap<K, V, C> {
     }
 }
 
-/// Moves `key`'s indexed deadline to `new` (`None`: no timer).
-fn set_deadline<K: Ord + Clone>(
-    at: &mut BTreeMap<K, Instant>,
-    index: &mut BTreeSet<(Instant, K)>,
-    key: K,
-    new: Option<Instant>,
-) {
-    let old = at.get(&key).copied();
-    if old == new {
-        return;
-    }
-    if let Some(o) = old {
-        index.remove(&(o, key.clone()));
-    }
-    match new {
-        Some(n) => {
-            at.insert(key.clone(), n);
-            index.insert((n, key));
-        }
-        None => {
-            at.remove(&key);
-        }
-    }
-}
-
 /// Mutable access to one value of a [`TimedMap`]; re-indexes its deadline on drop.
 pub(crate) struct TimedMut<'a, K: Ord + Clone, V, C> {
-    value: &'a mut V,
+    map: &'a mut TimedMap<K, V, C>,
     key: K,
-    at: &'a mut BTreeMap<K, Instant>,
-    index: &'a mut BTreeSet<(Instant, K)>,
-    deadline: DeadlineFn<V, C>,
-    ctx: &'a C,
     /// Whether the value may have changed (a guard only read re-indexes nothing).
     touched: bool,
 }
@@ -250,22 +229,24 @@ pub(crate) struct TimedMut<'a, K: Ord + Clone, V, C> {
 impl<K: Ord + Clone, V, C> Deref for TimedMut<'_, K, V, C> {
     type Target = V;
     fn deref(&self) -> &V {
-        self.value
+        self.map.items.get(&self.key).expect("guarded key exists")
     }
 }
 
 impl<K: Ord + Clone, V, C> DerefMut for TimedMut<'_, K, V, C> {
     fn deref_mut(&mut self) -> &mut V {
         self.touched = true;
-        self.value
+        self.map
+            .items
+            .get_mut(&self.key)
+            .expect("guarded key exists")
     }
 }
 
 impl<K: Ord + Clone, V, C> Drop for TimedMut<'_, K, V, C> {
     fn drop(&mut self) {
         if self.touched {
-            let new = (self.deadline)(self.value, self.ctx);
-            set_deadline(self.at, self.index, self.key.clone(), new);
+            self.map.reindex(self.key.clone());
         }
     }
 }
