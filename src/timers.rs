@@ -43,20 +43,16 @@ impl<K: Ord + Clone, V, C> TimedMap<K, V, C> {
             .items
             .get(&key)
             .and_then(|v| (self.deadline)(v, &self.ctx));
-        let old = self.at.get(&key).copied();
-        if old == new {
-            return;
-        }
-        if let Some(o) = old {
-            self.index.remove(&(o, key.clone()));
-        }
-        match new {
-            Some(n) => {
-                self.at.insert(key.clone(), n);
-                self.index.insert((n, key));
+        let old = match new {
+            Some(d) => self.at.insert(key.clone(), d),
+            None => self.at.remove(&key),
+        };
+        if old != new {
+            if let Some(o) = old {
+                self.index.remove(&(o, key.clone()));
             }
-            None => {
-                self.at.remove(&key);
+            if let Some(n) = new {
+                self.index.insert((n, key));
             }
         }
     }
@@ -84,11 +80,7 @@ impl<K: Ord + Clone, V, C> TimedMap<K, V, C> {
         K: Borrow<Q>,
     {
         let key = self.items.get_key_value(key)?.0.clone();
-        Some(TimedMut {
-            map: self,
-            key,
-            touched: false,
-        })
+        Some(TimedMut { map: self, key })
     }
 
     /// The value at `key`, inserted with `make` if absent, behind a guard.
@@ -100,12 +92,7 @@ impl<K: Ord + Clone, V, C> TimedMap<K, V, C> {
         if !self.items.contains_key(&key) {
             self.items.insert(key.clone(), make());
         }
-        // A new value is indexed even if the guard is only read.
-        TimedMut {
-            map: self,
-            key,
-            touched: true,
-        }
+        TimedMut { map: self, key }
     }
 
     /// Keeps the values for which `keep` returns true (it may change them).
@@ -222,8 +209,6 @@ impl<'a, K: Ord + Clone, V, C> IntoIterator for &'a TimedMap<K, V, C> {
 pub(crate) struct TimedMut<'a, K: Ord + Clone, V, C> {
     map: &'a mut TimedMap<K, V, C>,
     key: K,
-    /// Whether the value may have changed (a guard only read re-indexes nothing).
-    touched: bool,
 }
 
 impl<K: Ord + Clone, V, C> Deref for TimedMut<'_, K, V, C> {
@@ -235,7 +220,6 @@ impl<K: Ord + Clone, V, C> Deref for TimedMut<'_, K, V, C> {
 
 impl<K: Ord + Clone, V, C> DerefMut for TimedMut<'_, K, V, C> {
     fn deref_mut(&mut self) -> &mut V {
-        self.touched = true;
         self.map
             .items
             .get_mut(&self.key)
@@ -245,9 +229,7 @@ impl<K: Ord + Clone, V, C> DerefMut for TimedMut<'_, K, V, C> {
 
 impl<K: Ord + Clone, V, C> Drop for TimedMut<'_, K, V, C> {
     fn drop(&mut self) {
-        if self.touched {
-            self.map.reindex(self.key.clone());
-        }
+        self.map.reindex(self.key.clone());
     }
 }
 
@@ -265,20 +247,18 @@ mod tests {
         Retain(u8),
         ShiftAll(u8),
         Due(u8),
-        Peek(u8),
     }
 
     impl Arbitrary for Op {
         fn arbitrary(g: &mut Gen) -> Self {
             let k = u8::arbitrary(g) % 16;
             let d = Option::<u8>::arbitrary(g);
-            match u8::arbitrary(g) % 7 {
+            match u8::arbitrary(g) % 6 {
                 0 => Op::Insert(k, d),
                 1 => Op::Remove(k),
                 2 => Op::Set(k, d),
                 3 => Op::Retain(k),
                 4 => Op::ShiftAll(u8::arbitrary(g) % 4),
-                5 => Op::Peek(k),
                 _ => Op::Due(u8::arbitrary(g)),
             }
         }
@@ -309,13 +289,6 @@ mod tests {
             match op {
                 Op::Insert(k, d) => {
                     if map.insert(k, d) != model.insert(k, d) {
-                        return false;
-                    }
-                }
-                Op::Peek(k) => {
-                    // A guard only read changes nothing.
-                    let seen = map.get_mut(&k).map(|g| *g);
-                    if seen != model.get(&k).copied() {
                         return false;
                     }
                 }
