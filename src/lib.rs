@@ -144,7 +144,6 @@ mod links;
 mod node;
 mod rooms;
 mod sync_queue;
-mod timers;
 
 #[cfg(feature = "sim")]
 pub mod sim;

@@ -11,7 +11,7 @@
 //!   address book (capped); learned peers are dialed while below `max_peers`, the lower
 //!   peer id first so that mutual discovery rarely races.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -192,19 +192,8 @@ pub fn fix_unspecified(listen: &Multiaddr, observed: &Multiaddr) -> Multiaddr {
         .collect()
 }
 
-/// The address book: every peer we know, connected or not, by id, with its timer
-/// (the earlier of `next_dial` and `stash_until`).
-pub(crate) type PeerBook = crate::timers::TimedMap<PeerId, Peer, ()>;
-
-/// A peer's timer: its next redial or stash expiry, whichever is first.
-fn peer_deadline(p: &Peer, _: &()) -> Option<Instant> {
-    p.next_dial.into_iter().chain(p.stash_until).min()
-}
-
-/// An empty address book.
-pub(crate) fn new_book() -> PeerBook {
-    PeerBook::new(peer_deadline, ())
-}
+/// The address book: every peer we know, connected or not, by id.
+pub(crate) type PeerBook = BTreeMap<PeerId, Peer>;
 
 #[cfg(test)]
 mod tests {

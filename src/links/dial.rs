@@ -80,7 +80,7 @@ impl Links {
             }
             let me = self.id;
             let connected = self.connected();
-            let mut p = self.peers.get_or_insert_with(id, Peer::new);
+            let p = self.peers.entry(id).or_insert_with(Peer::new);
             for a in addrs {
                 p.add_addr(a, max_addrs, false);
             }
@@ -98,6 +98,7 @@ impl Links {
                     self.config.backoff_initial * 4
                 };
                 p.next_dial = Some(now + delay);
+                self.timed_peers.insert(id);
             }
         }
     }
@@ -113,7 +114,7 @@ impl Links {
     ) -> DialId {
         if let Some(peer) = peer {
             let max = self.config.max_addrs_per_peer;
-            let mut p = self.entry(peer, now, out.stats);
+            let p = self.entry(peer, now, out.stats);
             p.add_addr(bare, max, true);
             p.ever_connected = true; // chosen by the user: keep trying
         }
@@ -147,7 +148,7 @@ impl Links {
         }
         let max = self.config.max_addrs_per_peer;
         let trusted = source == AddrSource::Trusted;
-        let mut p = self.entry(peer, now, out.stats);
+        let p = self.entry(peer, now, out.stats);
         for a in &good {
             p.add_addr(a.clone(), max, trusted);
         }
@@ -155,7 +156,6 @@ impl Links {
             p.ever_connected = true;
         }
         let idle = !p.up && p.dialing.is_none() && p.next_dial.is_none();
-        drop(p);
         if idle && !self.conns.values().any(|c| c.peer == peer) {
             self.redial(peer, now, out.stats);
         }
@@ -171,10 +171,11 @@ impl Links {
             return;
         }
         let max = self.config.max_addrs_per_peer;
-        let mut p = self.entry(peer, now, out.stats);
+        let p = self.entry(peer, now, out.stats);
         p.add_addr(bare, max, true);
         p.ever_connected = true;
         p.next_dial = Some(now);
+        self.timed_peers.insert(peer);
     }
 
     /// Dials learned peers while fewer than `target_peers` are connected.
@@ -198,9 +199,10 @@ impl Links {
             .take(want - connected)
             .collect();
         for id in idle {
-            if let Some(mut p) = self.peers.get_mut(&id) {
+            if let Some(p) = self.peers.get_mut(&id) {
                 // Lower id first, as for fresh peer exchange.
                 p.next_dial = Some(if me < id { now } else { now + delay });
+                self.timed_peers.insert(id);
             }
         }
     }
@@ -212,7 +214,7 @@ impl Links {
             (Some(p), None) => addr.with(multiaddr::Protocol::P2p(p)),
             _ => addr,
         };
-        if let Some(mut p) = peer.and_then(|p| self.peers.get_mut(&p)) {
+        if let Some(p) = peer.and_then(|p| self.peers.get_mut(&p)) {
             p.dialing = Some(dial);
             p.next_dial = None;
         }
@@ -223,20 +225,17 @@ impl Links {
 
     pub(super) fn redial(&mut self, peer: PeerId, now: Instant, stats: &mut Stats) {
         let ttl = self.config.learned_addr_ttl;
-        if self.conns.values().any(|c| c.peer == peer) {
-            if let Some(mut p) = self.peers.get_mut(&peer) {
-                p.next_dial = None;
-            }
-            return;
-        }
-        let Some(mut p) = self.peers.get_mut(&peer) else {
+        let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
         p.next_dial = None;
         if p.up || p.dialing.is_some() || self.shut_down {
             return;
         }
-        if Self::expired(&p, ttl, now) {
+        if self.conns.values().any(|c| c.peer == peer) {
+            return;
+        }
+        if Self::expired(p, ttl, now) {
             p.drop_unconfirmed();
         }
         let Some(addr) = p.dial_addr().cloned() else {
@@ -250,11 +249,11 @@ impl Links {
                 let rate = self.config.learned_dials_per_sec.max(1e-3);
                 let wait = Duration::from_secs_f64((1.0 / rate).min(3600.0));
                 p.next_dial = Some(now + wait);
+                self.timed_peers.insert(peer);
                 return;
             }
             stats.learned_dials += 1;
         }
-        drop(p);
         self.dial(addr, Some(peer));
     }
 
@@ -262,7 +261,7 @@ impl Links {
         let jitter = self.rng.random_range(0.5..=1.0);
         let (initial, max) = (self.config.backoff_initial, self.config.backoff_max);
         let max_unconnected = self.config.max_dial_attempts_unconnected;
-        let Some(mut p) = self.peers.get_mut(&peer) else {
+        let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
         p.dialing = None;
@@ -270,12 +269,12 @@ impl Links {
             return;
         }
         if !p.ever_connected && p.failures + 1 >= max_unconnected {
-            drop(p);
             self.peers.remove(&peer);
             return;
         }
         p.next_dial = Some(now + peers::backoff(initial, max, p.attempts, jitter));
         p.attempts = p.attempts.saturating_add(1);
         p.failures = p.failures.saturating_add(1);
+        self.timed_peers.insert(peer);
     }
 }

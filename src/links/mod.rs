@@ -22,7 +22,6 @@ use crate::event::{Action, ConnId, DialId, Event, PeerInfo, Protocol, Transmit};
 use crate::node::Stats;
 use crate::peers::{Peer, PeerBook};
 use crate::rate::TokenBucket;
-use crate::timers::TimedMap;
 
 mod dial;
 mod session;
@@ -56,25 +55,12 @@ pub(crate) struct Out<'a> {
     pub stats: &'a mut Stats,
 }
 
-/// A connection's timer: its own deadline (handshake, drain, idle, ping) unless that
-/// means "never", and the next summary for open chat connections.
-pub(crate) fn conn_deadline(c: &Conn, config: &Config) -> Option<Instant> {
-    let d = c.deadline(config);
-    let own = (d < far_future(c.opened)).then_some(d);
-    let sync = (c.is_open() && c.protocol == Protocol::Chat).then_some(c.next_sync);
-    own.into_iter().chain(sync).min()
-}
-
-/// A guarded entry of the address book (re-indexes the peer's timer on drop).
-pub(crate) type PeerMut<'a> = crate::timers::TimedMut<'a, PeerId, Peer, ()>;
-
 /// Connections and peers: see the module docs.
 pub(crate) struct Links {
     pub id: PeerId,
     pub config: Config,
     pub rng: ChaCha8Rng,
-    /// Connections, with their timers (see [`conn_deadline`]).
-    pub conns: TimedMap<ConnId, Conn, Config>,
+    pub conns: BTreeMap<ConnId, Conn>,
     pub peers: PeerBook,
     /// Connections with bytes in their outbox.
     pub ready: BTreeSet<ConnId>,
@@ -83,6 +69,8 @@ pub(crate) struct Links {
     pub actions: VecDeque<Action>,
     pub dials: BTreeMap<DialId, (Multiaddr, Option<PeerId>)>,
     pub next_dial: u64,
+    /// Peers whose `next_dial` or `stash_until` may be set (a superset).
+    pub timed_peers: BTreeSet<PeerId>,
     pub shut_down: bool,
     /// Rooms this node is in (membership events are reported for these only).
     pub rooms: BTreeSet<String>,
@@ -105,14 +93,15 @@ impl Links {
             next_expiry: None,
             id,
             rng: ChaCha8Rng::seed_from_u64(seed),
-            conns: TimedMap::new(conn_deadline, config.clone()),
             config,
-            peers: crate::peers::new_book(),
+            conns: BTreeMap::new(),
+            peers: PeerBook::new(),
             ready: BTreeSet::new(),
             urgent: VecDeque::new(),
             actions: VecDeque::new(),
             dials: BTreeMap::new(),
             next_dial: 0,
+            timed_peers: BTreeSet::new(),
             shut_down: false,
             rooms: BTreeSet::new(),
             up: VecDeque::new(),
@@ -211,7 +200,7 @@ impl Links {
     /// The book entry of `id`, created if new. A new entry in a full book first evicts
     /// the peer seen least recently among those with no connection, no dial in flight
     /// and not up; connected peers are never evicted.
-    pub fn entry(&mut self, id: PeerId, now: Instant, stats: &mut Stats) -> PeerMut<'_> {
+    pub fn entry(&mut self, id: PeerId, now: Instant, stats: &mut Stats) -> &mut Peer {
         if !self.peers.contains_key(&id) && self.peers.len() >= self.config.max_known_peers {
             let busy: BTreeSet<PeerId> = self.conns.values().map(|c| c.peer).collect();
             let victim = self
@@ -225,10 +214,11 @@ impl Links {
                 .map(|(pid, _)| *pid);
             if let Some(v) = victim {
                 self.peers.remove(&v);
+                self.timed_peers.remove(&v);
                 stats.peers_evicted += 1;
             }
         }
-        let mut p = self.peers.get_or_insert_with(id, Peer::new);
+        let p = self.peers.entry(id).or_insert_with(Peer::new);
         if p.last_seen.is_none_or(|t| t < now) {
             p.last_seen = Some(now);
         }
@@ -255,11 +245,11 @@ impl Links {
             .min(std::time::Duration::from_secs(60))
             .max(std::time::Duration::from_millis(100));
         self.next_expiry = now.checked_add(step);
-        self.peers.for_each_mut(|_, p| {
+        for p in self.peers.values_mut() {
             if Self::expired(p, ttl, now) {
                 p.drop_unconfirmed();
             }
-        });
+        }
     }
 
     pub(crate) fn expired(p: &Peer, ttl: std::time::Duration, now: Instant) -> bool {
@@ -275,15 +265,33 @@ impl Links {
 
     /// Earliest deadline of a connection or a timed peer.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let t = [self.conns.next(), self.peers.next()];
-        t.into_iter().flatten().min()
+        let mut t: Option<Instant> = None;
+        let mut min = |d: Instant| t = Some(t.map_or(d, |x| x.min(d)));
+        for c in self.conns.values() {
+            let d = c.deadline(&self.config);
+            if d < far_future(c.opened) {
+                min(d);
+            }
+            if c.is_open() && c.protocol == Protocol::Chat {
+                min(c.next_sync);
+            }
+        }
+        for p in self.timed_peers.iter().filter_map(|id| self.peers.get(id)) {
+            if let Some(d) = p.next_dial {
+                min(d);
+            }
+            if let Some(d) = p.stash_until {
+                min(d);
+            }
+        }
+        t
     }
 
     // ----- inputs --------------------------------------------------------------------
 
     /// The runtime wrote `bytes` of this connection's transmits.
     pub fn handle_sent(&mut self, conn: ConnId, bytes: usize) {
-        if let Some(mut c) = self.conns.get_mut(&conn) {
+        if let Some(c) = self.conns.get_mut(&conn) {
             c.ack(bytes);
             if !c.outbox.is_empty() || !c.sync.is_empty() {
                 self.ready.insert(conn);
@@ -317,7 +325,8 @@ impl Links {
 
     /// Connection timers, then redials and stash expiry.
     pub fn handle_timeout(&mut self, now: Instant, out: &mut Out) {
-        for id in self.conns.due(now) {
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for id in ids {
             self.conn_timeout(id, now, out);
         }
     }
@@ -325,18 +334,24 @@ impl Links {
     /// Redials and stash expiry of timed peers.
     pub fn peers_timeout(&mut self, now: Instant, stats: &mut Stats) {
         self.expire_addrs(now);
-        for peer in self.peers.due(now) {
-            let Some(mut p) = self.peers.get_mut(&peer) else {
+        let timed: Vec<PeerId> = std::mem::take(&mut self.timed_peers).into_iter().collect();
+        for peer in timed {
+            let Some(p) = self.peers.get_mut(&peer) else {
                 continue;
             };
             if p.stash_until.is_some_and(|d| d <= now) {
                 p.stash.clear();
                 p.stash_until = None;
             }
-            let redial = p.next_dial.is_some_and(|d| d <= now);
-            drop(p);
-            if redial {
+            if p.next_dial.is_some_and(|d| d <= now) {
                 self.redial(peer, now, stats);
+            }
+            if self
+                .peers
+                .get(&peer)
+                .is_some_and(|p| p.next_dial.is_some() || p.stash_until.is_some())
+            {
+                self.timed_peers.insert(peer);
             }
         }
     }

@@ -25,7 +25,7 @@ impl Links {
     ) {
         if let Some(d) = info.dial {
             if let Some((addr, expected)) = self.dials.remove(&d) {
-                if let Some(mut p) = expected.and_then(|e| self.peers.get_mut(&e)) {
+                if let Some(p) = expected.and_then(|e| self.peers.get_mut(&e)) {
                     if p.dialing == Some(d) {
                         p.dialing = None;
                     }
@@ -36,7 +36,7 @@ impl Links {
                 }
             }
         }
-        if let Some(mut p) = self.peers.get_mut(&info.peer) {
+        if let Some(p) = self.peers.get_mut(&info.peer) {
             if p.dialing.is_some() && info.dial.is_some() && p.dialing == info.dial {
                 p.dialing = None;
             }
@@ -125,14 +125,13 @@ impl Links {
                 self.conns.insert(conn, c);
                 let rooms: Vec<String> = self.config.default_room.iter().cloned().collect();
                 let book_max = self.config.max_addrs_per_peer;
-                let mut p = self.entry(info.peer, now, out.stats);
+                let p = self.entry(info.peer, now, out.stats);
                 p.protocol = Protocol::Legacy;
                 p.rooms = rooms;
                 if info.role == Role::Dialer {
                     let (bare, _) = peers::split_p2p(&info.remote_addr);
                     p.add_addr(bare, book_max, true);
                 }
-                drop(p);
                 self.activate(conn, now, out);
             }
         }
@@ -140,16 +139,15 @@ impl Links {
 
     /// The peer's hello arrived (already checked for version and limits by the node).
     pub fn on_hello(&mut self, conn: ConnId, h: wire::Hello, now: Instant, out: &mut Out) {
-        let Some(mut c) = self.conns.get_mut(&conn) else {
+        let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
         c.their_nonce = Some(h.nonce);
         c.state = State::Open;
         c.next_ping = now + self.config.ping_interval;
         let (peer, addr, role) = (c.peer, c.addr.clone(), c.role);
-        drop(c);
         let max_addrs = self.config.max_addrs_per_peer;
-        let mut p = self.entry(peer, now, out.stats);
+        let p = self.entry(peer, now, out.stats);
         let old_name = std::mem::replace(&mut p.name, h.name.clone());
         let mut rooms = h.rooms;
         rooms.sort();
@@ -172,16 +170,14 @@ impl Links {
                 p.add_addr(bare, max_addrs, true);
             }
         }
-        let active = p.active;
-        drop(p);
-        let legacy_old = active.filter(|old| {
+        let legacy_old = p.active.filter(|old| {
             self.conns
                 .get(old)
                 .is_some_and(|c| c.protocol == Protocol::Legacy)
         });
         if let Some(old) = legacy_old {
             // The same peer also speaks echo/chat/2: that connection replaces the legacy one.
-            if let Some(mut p) = self.peers.get_mut(&peer) {
+            if let Some(p) = self.peers.get_mut(&peer) {
                 p.active = Some(conn);
             }
             let why = "replaced by an echo/chat/2 connection";
@@ -193,7 +189,7 @@ impl Links {
             );
             return self.activate(conn, now, out);
         }
-        let Some(p) = self.peers.get(&peer) else {
+        let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
         match p.active {
@@ -208,14 +204,14 @@ impl Links {
                     Some(true) => self.drain(conn, now),
                     Some(false) => {
                         // The new connection wins: move queued frames over.
-                        let moved = self.conns.get_mut(&old).map(|mut c| c.take_movable());
-                        if let Some(mut c) = self.conns.get_mut(&conn) {
+                        let moved = self.conns.get_mut(&old).map(|c| c.take_movable());
+                        if let Some(c) = self.conns.get_mut(&conn) {
                             if let Some(m) = moved {
                                 c.outbox.extend_from_slice(&m);
                             }
                             self.ready.insert(conn);
                         }
-                        if let Some(mut p) = self.peers.get_mut(&peer) {
+                        if let Some(p) = self.peers.get_mut(&peer) {
                             p.active = Some(conn);
                         }
                         self.drain(old, now);
@@ -251,7 +247,7 @@ impl Links {
         };
         let peer = c.peer;
         let is_chat = c.protocol == Protocol::Chat;
-        let mut p = self.entry(peer, now, out.stats);
+        let p = self.entry(peer, now, out.stats);
         p.active = Some(conn);
         p.attempts = 0;
         p.failures = 0;
@@ -259,14 +255,13 @@ impl Links {
         p.ever_connected = true;
         let stash = std::mem::take(&mut p.stash);
         p.stash_until = None;
-        drop(p);
         if !stash.is_empty() {
-            if let Some(mut c) = self.conns.get_mut(&conn) {
+            if let Some(c) = self.conns.get_mut(&conn) {
                 c.outbox.extend_from_slice(&stash);
                 self.ready.insert(conn);
             }
         }
-        let Some(mut p) = self.peers.get_mut(&peer) else {
+        let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
         if p.up {
@@ -274,7 +269,6 @@ impl Links {
         }
         p.up = true;
         let rooms = p.rooms.clone();
-        drop(p);
         if let Some(info) = self.peer_info(&peer, &self.peers[&peer]) {
             out.events.push_back(Event::PeerUp(info));
         }
@@ -296,7 +290,7 @@ impl Links {
             code: GoodbyeCode::Duplicate.code(),
             reason: "duplicate connection".into(),
         }));
-        if let Some(mut c) = self.conns.get_mut(&conn) {
+        if let Some(c) = self.conns.get_mut(&conn) {
             c.state = State::Draining { until };
             bye.encode_to(&mut c.outbox);
             self.ready.insert(conn);
@@ -325,7 +319,7 @@ impl Links {
             if !draining {
                 // The remote chose another connection before we saw it. Keep our queued
                 // frames for that connection, answer, and close this one.
-                let moved = self.conns.get_mut(&conn).map(|mut c| c.take_movable());
+                let moved = self.conns.get_mut(&conn).map(|c| c.take_movable());
                 let handshaking = self
                     .conns
                     .iter()
@@ -334,22 +328,23 @@ impl Links {
                 let is_active = self.peers.get(&peer).and_then(|p| p.active) == Some(conn);
                 match (handshaking, moved) {
                     (Some(other), Some(m)) => {
-                        if let Some(mut o) = self.conns.get_mut(&other) {
+                        if let Some(o) = self.conns.get_mut(&other) {
                             o.outbox.extend_from_slice(&m);
                             self.ready.insert(other);
                         }
                         if is_active {
-                            if let Some(mut p) = self.peers.get_mut(&peer) {
+                            if let Some(p) = self.peers.get_mut(&peer) {
                                 p.active = Some(other);
                             }
                         }
                     }
                     (None, Some(m)) if !m.is_empty() => {
                         let until = now + self.config.drain_timeout;
-                        if let Some(mut p) = self.peers.get_mut(&peer) {
+                        if let Some(p) = self.peers.get_mut(&peer) {
                             p.stash.extend_from_slice(&m);
                             p.stash_until = Some(until);
                         }
+                        self.timed_peers.insert(peer);
                     }
                     _ => {}
                 }
@@ -369,7 +364,7 @@ impl Links {
         if code == GoodbyeCode::Shutdown || code == GoodbyeCode::TooManyPeers {
             // It left on purpose, or has no room for us: keep trying, but not at once
             // and not often.
-            if let Some(mut p) = self.peers.get_mut(&peer) {
+            if let Some(p) = self.peers.get_mut(&peer) {
                 p.attempts = p.attempts.max(GOODBYE_BACKOFF_STEPS);
                 // It answered: it is reachable, so it is not given up on as unreachable.
                 p.failures = 0;
@@ -391,7 +386,7 @@ impl Links {
 
     /// A pong arrived: measures RTT.
     pub fn on_pong(&mut self, conn: ConnId, nonce: u64, now: Instant, out: &mut Out) {
-        let Some(mut c) = self.conns.get_mut(&conn) else {
+        let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
         let Some((n, sent)) = c.ping_out else {
@@ -404,7 +399,7 @@ impl Links {
         c.next_ping = now + self.config.ping_interval;
         let rtt = now.saturating_duration_since(sent);
         let peer = c.peer;
-        if let Some(mut p) = self.peers.get_mut(&peer) {
+        if let Some(p) = self.peers.get_mut(&peer) {
             if p.active == Some(conn) {
                 p.rtt = Some(rtt);
                 out.events.push_back(Event::PeerRtt { peer, rtt });
@@ -419,7 +414,9 @@ impl Links {
             let reason = "node shutting down";
             self.close(id, GoodbyeCode::Shutdown, reason, false, now, out);
         }
-        self.peers.for_each_mut(|_, p| p.next_dial = None);
+        for p in self.peers.values_mut() {
+            p.next_dial = None;
+        }
         self.shut_down = true;
     }
 
@@ -433,7 +430,7 @@ impl Links {
 
     /// Queues bytes on a connection, closing it if the peer is not reading.
     pub fn send_bytes(&mut self, conn: ConnId, data: &[u8], now: Instant, out: &mut Out) {
-        let Some(mut c) = self.conns.get_mut(&conn) else {
+        let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
         c.outbox.extend_from_slice(data);
@@ -442,7 +439,6 @@ impl Links {
             let reason = format!("peer is not reading ({} bytes queued)", c.queued());
             // What it has not read is dropped; only the goodbye is queued.
             c.outbox.clear();
-            drop(c);
             self.close(
                 conn,
                 GoodbyeCode::ProtocolViolation,
@@ -527,16 +523,14 @@ impl Links {
         out: &mut Out,
     ) {
         let peer = c.peer;
-        let Some(mut p) = self.peers.get_mut(&peer) else {
+        let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
         if p.active != Some(conn) {
             // A connection that never became the peer's (its handshake failed, or it was
             // a losing duplicate). If it was our only way to the peer, try again later.
             let others = self.conns.values().any(|o| o.peer == peer);
-            let idle = !p.up && p.dialing.is_none();
-            drop(p);
-            if idle && !others && !self.shut_down {
+            if !p.up && !others && p.dialing.is_none() && !self.shut_down {
                 self.schedule_redial(peer, now);
             }
             return;
@@ -549,6 +543,7 @@ impl Links {
             .find(|(_, o)| o.peer == peer && o.is_open())
             .map(|(id, _)| *id);
         if let Some(other) = other {
+            let p = self.peers.get_mut(&peer).expect("peer exists");
             p.active = Some(other);
             return;
         }
@@ -567,7 +562,6 @@ impl Links {
                 rtt,
             });
         }
-        drop(p);
         if !self.shut_down {
             self.schedule_redial(peer, now);
             self.top_up(now);
@@ -577,7 +571,7 @@ impl Links {
     // ----- timers --------------------------------------------------------------------
 
     pub(super) fn conn_timeout(&mut self, id: ConnId, now: Instant, out: &mut Out) {
-        let Some(c) = self.conns.get(&id) else {
+        let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
         match c.state {
@@ -603,9 +597,7 @@ impl Links {
                     self.close(id, GoodbyeCode::Idle, &reason, false, now, out);
                 } else if c.ping_out.is_none() && now >= c.next_ping {
                     let nonce: u64 = rand::Rng::random(&mut self.rng);
-                    if let Some(mut c) = self.conns.get_mut(&id) {
-                        c.ping_out = Some((nonce, now));
-                    }
+                    c.ping_out = Some((nonce, now));
                     let ping = Frame::new(Kind::Ping(wire::Ping { nonce }));
                     self.send_frame(id, &ping, now, out);
                 }

@@ -33,10 +33,9 @@ fn full_book_evicts_strangers_before_useful_peers() {
     let mut stats = Stats::default();
     let t0 = Instant::now();
     let (friend, up, stranger) = (id(), id(), id());
-    let mut p = l.entry(friend, t0, &mut stats);
+    let p = l.entry(friend, t0, &mut stats);
     p.add_addr(addr(1), 8, true);
     p.ever_connected = true;
-    drop(p);
     l.entry(up, t0, &mut stats).up = true;
     l.entry(stranger, t0 + Duration::from_secs(5), &mut stats);
     // A fourth peer evicts the stranger (no confirmed address), though it is newer.

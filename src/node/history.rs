@@ -115,10 +115,10 @@ impl Node {
                 ranges: r.chunks(2).map(|p| (p[0], p[1])).collect(),
             });
         }
-        let Some(mut room) = self.rooms.get_mut(&sm.room) else {
+        let Some(room) = self.rooms.get_mut(&sm.room) else {
             return; // not (or no longer) in that room
         };
-        let Some(mut c) = self.links.conns.get_mut(&conn) else {
+        let Some(c) = self.links.conns.get_mut(&conn) else {
             return;
         };
         let mut jobs = Vec::new();
@@ -150,8 +150,6 @@ impl Node {
         if !c.sync.is_empty() {
             self.links.ready.insert(conn);
         }
-        drop(c);
-        drop(room);
         self.deliver(delivered, now);
     }
 
@@ -168,7 +166,7 @@ impl Node {
         let Some(room) = self.rooms.get(&r.room) else {
             return;
         };
-        let Some(mut c) = self.links.conns.get_mut(&conn) else {
+        let Some(c) = self.links.conns.get_mut(&conn) else {
             return;
         };
         // Only what we hold is queued: a request naming nothing held costs a lookup.
@@ -178,9 +176,7 @@ impl Node {
             .is_some_and(|a| a.chain.range(r.start, r.end).next().is_some());
         if !holds {
             self.stats.requests_refused += 1;
-            let charged = c.sync.charge_refusal(now);
-            drop(c);
-            if !charged {
+            if !c.sync.charge_refusal(now) {
                 return self.violation(conn, "too many requests for messages not held", now);
             }
             return;
@@ -199,7 +195,7 @@ impl Node {
     /// Turns queued history into frames while the connection has room for it.
     pub(super) fn pump_sync(&mut self, conn: ConnId) {
         let (low, batch) = (self.config.sync_low_water, self.config.sync_batch_bytes);
-        let Some(mut c) = self.links.conns.get_mut(&conn) else {
+        let Some(c) = self.links.conns.get_mut(&conn) else {
             return;
         };
         if c.sync.is_empty() || c.queued() >= low || !c.is_open() {
@@ -250,12 +246,17 @@ impl Node {
 
     /// Gap timers of every room: repair requests, skips, deliveries.
     pub(super) fn rooms_timeout(&mut self, now: Instant) {
-        for name in self.rooms.due(now) {
-            let Some(mut room) = self.rooms.get_mut(&name) else {
+        let names: Vec<String> = self
+            .rooms
+            .iter()
+            .filter(|(_, r)| r.deadline().is_some_and(|d| d <= now))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in names {
+            let Some(room) = self.rooms.get_mut(&name) else {
                 continue;
             };
             let (gaps, delivered) = room.on_timeout(now);
-            drop(room);
             for (author, action, source) in gaps {
                 match action {
                     GapAction::Request {
@@ -332,16 +333,16 @@ impl Node {
     /// Periodic summaries.
     pub(super) fn sync_timeout(&mut self, now: Instant) {
         let interval = self.config.sync_interval;
-        let mut due: Vec<PeerId> = Vec::new();
-        for id in self.links.conns.due(now) {
-            let Some(mut c) = self.links.conns.get_mut(&id) else {
-                continue;
-            };
-            if c.is_open() && c.protocol == Protocol::Chat && c.next_sync <= now {
+        let due: Vec<PeerId> = self
+            .links
+            .conns
+            .iter_mut()
+            .filter(|(_, c)| c.is_open() && c.protocol == Protocol::Chat && c.next_sync <= now)
+            .map(|(_, c)| {
                 c.next_sync = now + interval;
-                due.push(c.peer);
-            }
-        }
+                c.peer
+            })
+            .collect();
         for peer in due {
             if self.links.peers.get(&peer).is_none_or(|p| !p.up) {
                 continue;

@@ -19,7 +19,6 @@ use crate::links::{AddrSource, Links};
 use crate::message::{Message, SharedMessage};
 use crate::peers;
 use crate::rooms::{Limits, Room};
-use crate::timers::TimedMap;
 use crate::wire::{self, Frame, Kind};
 
 mod clock;
@@ -104,8 +103,7 @@ pub struct Node {
     clock: Clock,
     /// Connections, peers, dialing: the links state machine.
     links: Links,
-    /// Joined rooms, with their chain timers ([`Room::deadline`]).
-    rooms: TimedMap<String, Room>,
+    rooms: BTreeMap<String, Room>,
     /// Own messages not yet signed and sent: (room, seq).
     unsealed: Vec<(String, u64)>,
     events: VecDeque<Event>,
@@ -170,7 +168,7 @@ impl Node {
             listen_addrs: Vec::new(),
             clock: Clock::new(config.max_clock_skew),
             links: Links::new(id, config.clone(), seed, now),
-            rooms: TimedMap::new(|r: &Room, _: &()| r.deadline(), ()),
+            rooms: BTreeMap::new(),
             unsealed: Vec::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
@@ -195,7 +193,7 @@ impl Node {
     /// Reserves the next block of sequence numbers once half of the current one is used.
     fn reserve(&mut self, name: &str) {
         let block = self.config.reserve_block.max(2);
-        let Some(mut r) = self.rooms.get_mut(name) else {
+        let Some(r) = self.rooms.get_mut(name) else {
             return;
         };
         if r.own_next + block / 2 < r.reserved {
@@ -301,7 +299,7 @@ impl Node {
         while let Some(conn) = self.links.ready.pop_first() {
             let window = self.config.write_window;
             self.pump_sync(conn);
-            if let Some(mut c) = self.links.conns.get_mut(&conn) {
+            if let Some(c) = self.links.conns.get_mut(&conn) {
                 if let Some(data) = c.take_transmit(window, false) {
                     return Some(Transmit { conn, data });
                 }
@@ -325,8 +323,8 @@ impl Node {
     /// When to call [`Node::handle_timeout`] next (`None`: no timer needed).
     #[must_use]
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        let rooms = self.rooms.next();
-        rooms.into_iter().chain(self.links.poll_timeout()).min()
+        let rooms = self.rooms.values().filter_map(|r| r.deadline());
+        rooms.chain(self.links.poll_timeout()).min()
     }
 
     // ----- inputs from the runtime --------------------------------------------------
@@ -446,7 +444,7 @@ impl Node {
         self.check_up()?;
         self.check_text(text)?;
         let name = self.name.clone();
-        let Some(mut r) = self.rooms.get_mut(room) else {
+        let Some(r) = self.rooms.get_mut(room) else {
             return Err(CommandError::NotInRoom(room.into()));
         };
         if self.clock.set_wall(wall, now) {
@@ -465,7 +463,6 @@ impl Node {
             r.own_last.0,
         ));
         let pos = r.push_local(&self.id, &self.public, msg.clone());
-        drop(r);
         self.reserve(room);
         self.unsealed.push((room.to_string(), msg.seq));
         self.send_legacy(&msg, now);
@@ -605,9 +602,9 @@ impl Node {
         if m.name.len() > self.config.max_name_len {
             return self.violation(conn, "author name over the limit", now);
         }
-        if !self.rooms.contains_key(&m.room) {
+        let Some(room) = self.rooms.get_mut(&m.room) else {
             return; // not (or no longer) in that room
-        }
+        };
         // Cheap duplicate check before hashing (unless the fast path just did it).
         let author = match checked {
             Some(a) => a,
@@ -618,8 +615,7 @@ impl Node {
                 }
             },
         };
-        let known = |room: &Room| room.is_known(&author, m.seq);
-        if checked.is_none() && self.rooms.get(&m.room).is_some_and(known) {
+        if checked.is_none() && room.is_known(&author, m.seq) {
             self.stats.duplicates += 1;
             return;
         }
@@ -633,11 +629,7 @@ impl Node {
             Err(e) => return self.violation(conn, &format!("bad room message: {e}"), now),
         };
         let room_name = msg.room.clone();
-        let Some(mut room) = self.rooms.get_mut(&room_name) else {
-            return;
-        };
         let intake = room.receive(msg, conn, now);
-        drop(room);
         for m in &intake.verified {
             self.adopt_clock(m.lamport, now);
         }
@@ -659,15 +651,12 @@ impl Node {
 
     fn bad_signature(&mut self, conn: ConnId, now: Instant) {
         let max = self.config.max_bad_signatures;
-        let Some(mut c) = self.links.conns.get_mut(&conn) else {
-            return;
-        };
-        c.bad_sigs += 1;
-        let bad = c.bad_sigs;
-        drop(c);
-        if bad >= max {
-            let reason = format!("{bad} messages with invalid signatures");
-            self.violation(conn, &reason, now);
+        if let Some(c) = self.links.conns.get_mut(&conn) {
+            c.bad_sigs += 1;
+            if c.bad_sigs >= max {
+                let reason = format!("{} messages with invalid signatures", c.bad_sigs);
+                self.violation(conn, &reason, now);
+            }
         }
     }
 
@@ -740,7 +729,7 @@ impl Node {
             per_room.entry(room).or_default().push(seq);
         }
         for (room, seqs) in per_room {
-            let Some(mut r) = self.rooms.get_mut(&room) else {
+            let Some(r) = self.rooms.get_mut(&room) else {
                 continue;
             };
             let Some(&last) = seqs.last() else { continue };
@@ -766,7 +755,6 @@ impl Node {
                     Frame::new(Kind::Message(m.to_wire())).encode_to(&mut wire);
                 }
             }
-            drop(r);
             let targets: Vec<ConnId> = self
                 .links
                 .peers

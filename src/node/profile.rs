@@ -158,7 +158,7 @@ impl Node {
             )
             .map(|r| r.name)
             .or_else(|| self.links.peers.get(&author).map(|x| x.name.clone()));
-        if let Some(mut st) = self.links.peers.get_mut(&author) {
+        if let Some(st) = self.links.peers.get_mut(&author) {
             st.name = p.name.clone();
         }
         if let Some(old) = old.filter(|o| *o != p.name) {

@@ -19,24 +19,14 @@ impl Node {
     /// Bytes arrived on a connection (any chunking).
     pub fn handle_data(&mut self, conn: ConnId, data: &[u8], now: Instant) {
         self.last_now = self.last_now.max(now);
-        let Some(mut c) = self.links.conns.get_mut(&conn) else {
+        let Some(c) = self.links.conns.get_mut(&conn) else {
             return;
         };
         c.last_recv = now;
-        let fed = match &mut c.decoder {
+        match &mut c.decoder {
             Decoder::Lines(d) => {
                 let mut lines = Vec::new();
                 let res = d.feed(data, |l| lines.push(l));
-                Some((lines, res))
-            }
-            Decoder::Frames(d) => {
-                d.extend(data);
-                None
-            }
-        };
-        drop(c);
-        match fed {
-            Some((lines, res)) => {
                 for l in lines {
                     self.on_legacy_line(conn, l, now);
                 }
@@ -50,25 +40,26 @@ impl Node {
                     );
                 }
             }
-            None => loop {
-                let Some(mut c) = self.links.conns.get_mut(&conn) else {
-                    return;
-                };
-                let Decoder::Frames(d) = &mut c.decoder else {
-                    return;
-                };
-                let decoded = d.decode();
-                drop(c);
-                match decoded {
-                    Ok(Some(payload)) => self.on_frame(conn, payload, now),
-                    Ok(None) => return,
-                    Err(e) => {
-                        let reason = format!("malformed stream: {e}");
-                        self.close(conn, GoodbyeCode::ProtocolViolation, &reason, true, now);
+            Decoder::Frames(d) => {
+                d.extend(data);
+                loop {
+                    let Some(c) = self.links.conns.get_mut(&conn) else {
                         return;
+                    };
+                    let Decoder::Frames(d) = &mut c.decoder else {
+                        return;
+                    };
+                    match d.decode() {
+                        Ok(Some(payload)) => self.on_frame(conn, payload, now),
+                        Ok(None) => return,
+                        Err(e) => {
+                            let reason = format!("malformed stream: {e}");
+                            self.close(conn, GoodbyeCode::ProtocolViolation, &reason, true, now);
+                            return;
+                        }
                     }
                 }
-            },
+            }
         }
     }
 
@@ -89,16 +80,13 @@ impl Node {
 
     pub(super) fn on_frame(&mut self, conn: ConnId, payload: Bytes, now: Instant) {
         self.stats.frames_in += 1;
-        let Some(mut c) = self.links.conns.get_mut(&conn) else {
+        let Some(c) = self.links.conns.get_mut(&conn) else {
             return;
         };
-        let charged = c.charge(
+        if !c.charge(
             payload.len() + crate::codec::varint_len(payload.len() as u64),
             now,
-        );
-        let state = c.state;
-        drop(c);
-        if !charged {
+        ) {
             self.close(
                 conn,
                 GoodbyeCode::ProtocolViolation,
@@ -110,7 +98,7 @@ impl Node {
         }
         // Fast path: a room message we already hold is dropped without decoding it.
         let mut checked_author = None;
-        if state != State::Handshaking {
+        if c.state != State::Handshaking {
             if let Some((author, room, seq)) = wire::peek_message_id(&payload) {
                 let room = std::str::from_utf8(room)
                     .ok()
@@ -133,7 +121,7 @@ impl Node {
                 return;
             }
         };
-        let handshaking = state == State::Handshaking;
+        let handshaking = c.state == State::Handshaking;
         match frame.kind {
             Some(Kind::Hello(h)) if handshaking => self.on_hello(conn, h, now),
             Some(Kind::Hello(_)) => self.violation(conn, "second hello", now),
@@ -144,7 +132,7 @@ impl Node {
             _ if handshaking => self.violation(conn, "frame before hello", now),
             None => {} // a frame kind from a newer minor version: ignored
             // Not on a draining duplicate: our goodbye was its last frame.
-            Some(Kind::Ping(p)) if !matches!(state, State::Draining { .. }) => {
+            Some(Kind::Ping(p)) if !matches!(c.state, State::Draining { .. }) => {
                 self.send_frame(conn, &Frame::new(Kind::Pong(p)), now);
             }
             Some(Kind::Ping(_)) => {}
@@ -268,13 +256,12 @@ impl Node {
             return;
         };
         let max = self.config.max_rooms;
-        let Some(mut p) = self.links.peers.get_mut(&peer) else {
+        let Some(p) = self.links.peers.get_mut(&peer) else {
             return;
         };
         let had = p.in_room(&m.room);
         if m.joined && !had {
             if p.rooms.len() >= max {
-                drop(p);
                 return self.violation(conn, "joined too many rooms", now);
             }
             p.rooms.push(m.room.clone());
@@ -284,7 +271,6 @@ impl Node {
         } else {
             return;
         }
-        drop(p);
         if self.rooms.contains_key(&m.room) {
             if m.joined {
                 self.send_summary(peer, &m.room, now);
@@ -319,20 +305,18 @@ impl Node {
     }
 
     pub(super) fn on_legacy_line(&mut self, conn: ConnId, line: legacy::Line, now: Instant) {
-        let Some(mut c) = self.links.conns.get_mut(&conn) else {
+        let Some(c) = self.links.conns.get_mut(&conn) else {
             return;
         };
-        let charged = c.charge(line.text.len() + line.name.len() + 2, now);
-        let peer = c.peer;
-        drop(c);
-        if !charged {
+        if !c.charge(line.text.len() + line.name.len() + 2, now) {
             return self.violation(conn, "rate limit exceeded", now);
         }
+        let peer = c.peer;
         let mut name: String = line.name;
         name.truncate(name.floor_char_boundary(self.config.max_name_len));
         let mut text = line.text;
         text.truncate(text.floor_char_boundary(self.config.max_text_len));
-        if let Some(mut p) = self.links.peers.get_mut(&peer) {
+        if let Some(p) = self.links.peers.get_mut(&peer) {
             if name.is_empty() {
                 // A line without `name|` keeps the last claimed name.
                 name = p.name.clone();
