@@ -1,0 +1,88 @@
+//! The simulator workload shared by `sim.rs` (wall clock) and `icount.rs` (instructions):
+//! N nodes on a random connected topology, M room messages from random authors, 1 % loss
+//! on message frames.
+
+use std::time::Duration;
+
+use echo_proto::sim::Sim;
+use echo_proto::Config;
+use rand::{Rng, SeedableRng};
+
+/// A connected, settled network ready for [`flood`].
+pub struct Network {
+    pub sim: Sim,
+    pub nodes: usize,
+    rng: rand_chacha::ChaCha8Rng,
+}
+
+/// What a flood produced.
+pub struct Flood {
+    pub converged: bool,
+    /// Virtual time from the first message until every log agreed.
+    pub virt: Duration,
+    /// Frames delivered during the flood.
+    pub frames: u64,
+}
+
+/// Builds the network and lets it settle for 5 virtual seconds.
+pub fn network(nodes: usize, msgs: usize, degree: usize, seed: u64) -> Network {
+    let mut sim = Sim::new(seed);
+    sim.loss = 0.01;
+    sim.persist = false;
+    // Each unique signature is verified once per run, not once per simulated node (see
+    // echo_proto::message::memo); the per-message cost with verification is in benches/core.rs.
+    echo_proto::message::memo::enable(true); // a `fuzzing` hook (on with `sim`)
+    sim.latency = Duration::from_millis(5);
+    sim.jitter = Duration::from_millis(5);
+    let config = Config::default()
+        .rate_limit(None)
+        .target_peers(degree)
+        .max_log_messages(msgs + 1);
+    for i in 0..nodes {
+        sim.add_node(config.clone().name(format!("n{i}")));
+    }
+    // Random connected topology: a random tree plus `degree/2` random extra links each.
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    for i in 1..nodes {
+        let parent = rng.random_range(0..i);
+        sim.connect(i, parent);
+    }
+    for i in 0..nodes {
+        for _ in 0..degree / 2 {
+            let j = rng.random_range(0..nodes);
+            if j != i {
+                sim.connect(i, j);
+            }
+        }
+    }
+    sim.run_for(Duration::from_secs(5));
+    Network { sim, nodes, rng }
+}
+
+/// Sends `msgs` messages over 10 virtual seconds from random authors and runs until every
+/// log holds them all (at most 600 virtual seconds).
+pub fn flood(net: &mut Network, msgs: usize) -> Flood {
+    let (sim, rng, nodes) = (&mut net.sim, &mut net.rng, net.nodes);
+    let v0 = sim.elapsed();
+    let f0 = sim.frames_delivered();
+    // 10,000 messages over 10 virtual seconds from random authors.
+    let spacing = Duration::from_micros(10_000_000 / msgs as u64);
+    for k in 0..msgs {
+        let who = rng.random_range(0..nodes);
+        sim.send(
+            who,
+            "general",
+            &format!("message {k} with some text to carry"),
+        );
+        sim.run_for(spacing);
+    }
+    let converged = sim.run_until(Duration::from_secs(600), |s| {
+        (0..nodes).all(|i| s.node(i).room_log("general").map_or(0, |l| l.count()) == msgs)
+    });
+    let virt = sim.elapsed() - v0;
+    Flood {
+        converged,
+        virt,
+        frames: sim.frames_delivered() - f0,
+    }
+}
