@@ -250,6 +250,32 @@ fn dropped_peer_is_reported_down_and_redialed_with_backoff() {
 }
 
 #[test]
+fn rtt_is_measured_as_soon_as_a_connection_opens() {
+    let mut sim = Sim::new(5);
+    let a = sim.add_named("a");
+    let b = sim.add_named("b");
+    sim.connect(a, b);
+    assert!(sim.run_until(SEC, |s| s.is_connected(a, b)));
+    // Within a second of opening (the ping interval is 10 s), both sides know the RTT.
+    let rtt_known = |s: &Sim, i| {
+        s.sim_node(i)
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::PeerRtt { .. }))
+    };
+    assert!(sim.run_until(SEC, |s| rtt_known(s, a) && rtt_known(s, b)));
+    // One ping each way, not a ping per timer tick.
+    let pings = |s: &Sim, i| {
+        s.sim_node(i)
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::PeerRtt { .. }))
+            .count()
+    };
+    assert_eq!((pings(&sim, a), pings(&sim, b)), (1, 1));
+}
+
+#[test]
 fn silent_peer_is_closed_after_idle_timeout() {
     let mut sim = Sim::new(4);
     let a = sim.add_named("a");

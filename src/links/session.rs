@@ -144,7 +144,9 @@ impl Links {
         };
         c.their_nonce = Some(h.nonce);
         c.state = State::Open;
-        c.next_ping = now + self.config.ping_interval;
+        // The first ping goes at once, so the peer's RTT is known right away (not one
+        // `ping_interval` later); the next ones follow every `ping_interval`.
+        c.next_ping = now;
         let (peer, addr, role) = (c.peer, c.addr.clone(), c.role);
         let max_addrs = self.config.max_addrs_per_peer;
         let p = self.entry(peer, now, out.stats);
