@@ -67,6 +67,12 @@ pub struct App {
     pub quit: bool,
     /// Set when the TUI should show its help overlay.
     pub show_help: bool,
+    /// Text for the TUI to put on the clipboard (OSC 52), set by `/copy`.
+    pub clipboard: Option<String>,
+    /// Set when the TUI should ring the terminal bell (a mention or a direct message).
+    pub bell: bool,
+    /// Whether mentions and direct messages ring the bell (`--no-bell` turns it off).
+    pub ring_bell: bool,
     /// Dials the user asked for: their failures are shown; automatic redials' are logged.
     pub user_dials: HashSet<DialId>,
     /// The history database, read when the user scrolls back past what the model holds.
@@ -84,6 +90,9 @@ impl App {
             mode,
             quit: false,
             show_help: false,
+            clipboard: None,
+            bell: false,
+            ring_bell: true,
             user_dials: HashSet::new(),
             db_path: None,
             reader: None,
@@ -136,6 +145,7 @@ impl App {
                     text: m.text().to_string(),
                     own: m.author() == me,
                     history: true,
+                    mention: m.author() != me && self.mentions_me(m.text()),
                 };
                 (m.order_key(), m.sent_at_ms(), line)
             })
@@ -191,7 +201,13 @@ impl App {
     }
 
     /// Prints the first line (headless) and shows restored history.
-    pub fn ready(&mut self, data_dir: &str, rooms: &[String], history: Vec<echo_proto::Message>) {
+    pub fn ready(
+        &mut self,
+        data_dir: &str,
+        startup: &crate::Startup,
+        rooms: &[String],
+        history: Vec<echo_proto::Message>,
+    ) {
         for r in rooms {
             self.model.view_mut(&ViewId::Room(r.clone()));
         }
@@ -206,6 +222,8 @@ impl App {
                 "display": self.model.me_display(),
                 "addrs": addrs,
                 "data_dir": data_dir,
+                "profile": startup.profile,
+                "new_identity": startup.new_identity,
             }),
             Some(format!(
                 "* ready: peer id {} ({}), listening on {}",
@@ -218,14 +236,36 @@ impl App {
             let m = std::sync::Arc::new(m);
             self.show_message(&m, None, true);
         }
+        // Who this is: a new NAME is a new profile, so say which one is in use.
+        let who = match &startup.profile {
+            Some(p) => format!("profile {p:?}"),
+            None => "this data dir".to_string(),
+        };
+        let identity = if startup.new_identity {
+            "a new identity, created now"
+        } else {
+            "the same identity as before"
+        };
+        self.info(format!(
+            "You are {} ({identity}), {who}: {data_dir}",
+            self.model.me_display()
+        ));
+        if let Some((asked, kept)) = &startup.name_kept {
+            self.info(format!(
+                "Your name stays {kept:?}, this profile's name; NAME {asked:?} names a new \
+                 profile only (/nick {asked} renames this one)"
+            ));
+        }
         if !self.headless() {
             self.model.info(format!(
                 "Welcome, {}. Your address (give it to a friend, who types /connect <address>):",
                 self.model.me_display()
             ));
             for a in self.model.addrs.clone() {
-                self.model.info(format!("  {a}"));
+                self.model.address(a.to_string());
             }
+            self.model
+                .info("/copy puts it on your clipboard (F2 lets the mouse select text).");
             self.model
                 .info("Type a message and press Enter. /help or F1 for help, /quit to leave.");
         }
@@ -339,7 +379,7 @@ impl App {
             }
             Event::Left { room } => {
                 self.writer.send(Op::Left(room.clone()));
-                self.model.remove(&ViewId::Room(room.clone()));
+                self.model.remove_room(&room);
                 self.emit(
                     json!({"event": "left", "room": room}),
                     Some(format!("* left #{room}")),
@@ -404,8 +444,10 @@ impl App {
                         text,
                         own: false,
                         history: false,
+                        mention: false,
                     },
                 );
+                self.bell = self.ring_bell;
                 if let Some(i) = self.model.find(&id) {
                     self.model.mark_unread(i);
                 }
@@ -511,13 +553,18 @@ impl App {
         if self.model.find(&id).is_none() {
             return; // a room we left meanwhile
         }
+        let mention = !own && self.mentions_me(msg.text());
         let line = Line::Message {
             author: msg.author(),
             name: msg.name().to_string(),
             text: msg.text().to_string(),
             own,
             history: restored || late,
+            mention,
         };
+        if mention && !restored && !late && self.ring_bell {
+            self.bell = true;
+        }
         let view = self.model.view_mut(&id);
         if position.is_some() || restored {
             view.insert(msg.order_key(), msg.sent_at_ms(), line);
@@ -642,12 +689,18 @@ impl App {
                     json!({"event": "addrs", "peer_id": self.model.me.to_base58(), "addrs": addrs}),
                     None,
                 );
-                let lines = addrs.iter().map(|a| format!("  {a}")).collect();
-                self.text_block(
-                    &format!("You are {}; your addresses:", self.model.me_display()),
-                    lines,
-                );
+                let title = format!("You are {}; your addresses:", self.model.me_display());
+                if self.headless() {
+                    let lines = addrs.iter().map(|a| format!("  {a}")).collect();
+                    self.text_block(&title, lines);
+                } else {
+                    self.model.info(title);
+                    for a in addrs {
+                        self.model.address(a);
+                    }
+                }
             }
+            Command::Copy(n) => self.copy_address(n),
             Command::Help => {
                 if self.headless() {
                     let lines = HELP.iter().map(|(c, h)| format!("  {c:<22} {h}")).collect();
@@ -657,6 +710,42 @@ impl App {
                 }
             }
             Command::Quit => self.quit = true,
+        }
+    }
+
+    /// Whether `text` mentions us by name.
+    fn mentions_me(&self, text: &str) -> bool {
+        crate::text::mentions(text, &self.model.name, &self.model.me_display())
+    }
+
+    /// `/copy [N]`: puts our best address (or the `N`th of `/addrs`) on the clipboard
+    /// through the terminal (OSC 52, which works in most terminals and over SSH).
+    fn copy_address(&mut self, n: Option<usize>) {
+        let addrs = &self.model.addrs;
+        let addr = match n {
+            Some(n) => match addrs.get(n.wrapping_sub(1)) {
+                Some(a) => a.to_string(),
+                None => {
+                    return self.error(format!(
+                        "no address {n}: you have {} (see /addrs)",
+                        addrs.len()
+                    ))
+                }
+            },
+            None => match best_address(addrs) {
+                Some(a) => a,
+                None => return self.error("no address to copy: not listening"),
+            },
+        };
+        if self.headless() {
+            // No terminal of ours to ask: print it.
+            self.emit(
+                json!({"event": "copy", "addr": addr}),
+                Some(format!("* {addr}")),
+            );
+        } else {
+            self.model.info(format!("Copied to the clipboard: {addr}"));
+            self.clipboard = Some(addr);
         }
     }
 
@@ -705,6 +794,7 @@ impl App {
                         text: text.to_string(),
                         own: true,
                         history: false,
+                        mention: false,
                     },
                 );
             }
@@ -813,4 +903,13 @@ impl App {
             Err(e) => tracing::warn!(peer = %d.peer, error = %e, "mDNS: not taken"),
         }
     }
+}
+
+/// The address to give a friend: the first one that is not loopback, else the first.
+pub fn best_address(addrs: &[echo_proto::Multiaddr]) -> Option<String> {
+    addrs
+        .iter()
+        .find(|a| !a.to_string().starts_with("/ip4/127."))
+        .or(addrs.first())
+        .map(|a| a.to_string())
 }

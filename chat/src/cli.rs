@@ -26,10 +26,17 @@ pub struct Cli {
     #[arg(long, env = "PORT", value_name = "PORT")]
     pub port: Option<u16>,
 
-    /// Your display name (shown to others as name#abcd, the last 4 characters of your
-    /// peer id). Also picks the default data dir, so several names can run on one machine.
+    /// Your display name when the profile is new (shown to others as name#abcd, the last
+    /// 4 characters of your peer id). The profile keeps it: /nick changes it, NAME does
+    /// not undo that. Without --profile, NAME also names the profile, so NAME=alice and
+    /// NAME=bob are two identities on one machine.
     #[arg(long, env = "NAME", value_name = "NAME")]
     pub name: Option<String>,
+
+    /// The profile to use: one identity (peer id) with its history, in the data dir
+    /// profiles/<PROFILE>. Default: NAME, else "default". --data-dir overrides it.
+    #[arg(long, env = "ECHO_PROFILE", value_name = "PROFILE")]
+    pub profile: Option<String>,
 
     /// Listen multiaddr, e.g. /ip4/127.0.0.1/tcp/9000 (repeatable). Default:
     /// /ip4/0.0.0.0/tcp/<PORT>.
@@ -48,6 +55,10 @@ pub struct Cli {
     /// dir, e.g. ~/.local/share/echo-chat/profiles/<NAME or default>.
     #[arg(long, env = "ECHO_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+
+    /// Do not ring the terminal bell on a direct message or an @mention of your name.
+    #[arg(long)]
+    pub no_bell: bool,
 
     /// Do not discover peers on the LAN by mDNS.
     #[arg(long)]
@@ -96,10 +107,14 @@ Commands (typed in the input line, or as lines on stdin in headless mode):
   /msg <peer> <text>       direct message; peer by name, name#abcd or full peer id
   /send <room> <text>      send to a room without switching to it
   /peers  /rooms  /addrs   list peers, rooms, your own addresses
+  /copy [n]                put your address on the clipboard (OSC 52)
   /help                    show help
   /quit                    leave (Ctrl-C, Ctrl-D on an empty line also quit)
 
-Environment: PORT, NAME, ECHO_DATA_DIR and ECHO_LOG stand for the flags of the same name.
+Environment: PORT, NAME, ECHO_PROFILE, ECHO_DATA_DIR and ECHO_LOG stand for the flags of
+the same name. A profile is one identity: the first start creates its key and takes NAME
+as its display name; later starts with the same profile are the same person, whatever
+NAME says (/nick renames).
 Exit status: 0 after /quit, 1 when start-up fails (bad address, port in use, unusable
 data dir), 2 for bad flags.";
 

@@ -23,6 +23,8 @@ pub enum Command {
     Rooms,
     /// `/addrs`.
     Addrs,
+    /// `/copy [n]`: our best address (or the `n`th of `/addrs`) to the clipboard.
+    Copy(Option<usize>),
     /// `/help`.
     Help,
     /// `/quit`.
@@ -47,6 +49,10 @@ pub const HELP: &[(&str, &str)] = &[
     ("/peers", "list peers with their status and round-trip time"),
     ("/rooms", "list your rooms"),
     ("/addrs", "show your addresses, to give to a friend"),
+    (
+        "/copy [n]",
+        "put your address (or the n-th of /addrs) on the clipboard",
+    ),
     ("/help", "this help"),
     ("/quit", "leave (also Ctrl-C)"),
 ];
@@ -103,6 +109,14 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
         "peers" | "who" => Command::Peers,
         "rooms" => Command::Rooms,
         "addrs" | "addr" | "whoami" => Command::Addrs,
+        "copy" | "yank" => Command::Copy(if rest.is_empty() {
+            None
+        } else {
+            Some(
+                rest.parse()
+                    .map_err(|_| format!("usage: /copy [n] (n from /addrs, got {rest:?})"))?,
+            )
+        }),
         "help" | "h" | "?" => Command::Help,
         "quit" | "exit" | "q" => Command::Quit,
         _ => return Err(format!("unknown command /{cmd}; /help lists the commands")),
@@ -132,5 +146,8 @@ mod tests {
         assert!(parse("/connect").unwrap_err().contains("usage"));
         assert!(parse("/frobnicate").unwrap_err().contains("unknown"));
         assert_eq!(parse("/QUIT"), Ok(Some(Command::Quit)));
+        assert_eq!(parse("/copy"), Ok(Some(Command::Copy(None))));
+        assert_eq!(parse("/copy 2"), Ok(Some(Command::Copy(Some(2)))));
+        assert!(parse("/copy two").unwrap_err().contains("usage"));
     }
 }

@@ -132,6 +132,7 @@ pub fn entry_rows(e: &Entry, width: usize) -> Vec<TLine<'static>> {
             text,
             own,
             history,
+            mention,
         } => {
             let who = echo_proto::display_name(name, author);
             let mut st = Style::default()
@@ -145,12 +146,12 @@ pub fn entry_rows(e: &Entry, width: usize) -> Vec<TLine<'static>> {
             } else {
                 Style::default()
             };
-            let spans = vec![
+            let mut spans = vec![
                 (time, dim),
                 (who.clone(), st),
                 (": ".to_string(), Style::default()),
-                (text.clone(), text_style),
             ];
+            spans.extend(mention_spans(text, text_style, *mention));
             wrap(&spans, width, tw + 2)
         }
         Line::Info(t) => wrap(
@@ -161,6 +162,12 @@ pub fn entry_rows(e: &Entry, width: usize) -> Vec<TLine<'static>> {
             ],
             width,
             tw + 3,
+        ),
+        // Alone on its rows, no time and no indent: a selection gives the address back.
+        Line::Address(t) => wrap(
+            &[(t.clone(), Style::default().fg(Color::LightCyan))],
+            width,
+            0,
         ),
         Line::Error(t) => wrap(
             &[
@@ -177,6 +184,32 @@ pub fn entry_rows(e: &Entry, width: usize) -> Vec<TLine<'static>> {
             tw + 3,
         ),
     }
+}
+
+/// A message's text with each `@word` highlighted; with `strong` (it mentions us) the
+/// mentions are drawn reversed, to stand out.
+fn mention_spans(text: &str, base: Style, strong: bool) -> Vec<(String, Style)> {
+    let at = if strong {
+        Style::default()
+            .fg(Color::Black)
+            .bg(Color::Yellow)
+            .add_modifier(Modifier::BOLD)
+    } else {
+        base.fg(Color::Yellow)
+    };
+    let mut out: Vec<(String, Style)> = Vec::new();
+    let mut push = |s: &str, st: Style| match out.last_mut() {
+        Some((t, last)) if *last == st => t.push_str(s),
+        _ => out.push((s.to_string(), st)),
+    };
+    for (i, word) in text.split(' ').enumerate() {
+        if i > 0 {
+            push(" ", base);
+        }
+        let mention = word.len() > 1 && word.starts_with('@');
+        push(word, if mention { at } else { base });
+    }
+    out
 }
 
 /// Cuts `s` to `width` columns (with `…` when cut); control characters and bidi
@@ -262,5 +295,41 @@ mod tests {
         let rows = wrap(&[("a\u{1b}[2Jb\nc".to_string(), Style::default())], 40, 0);
         let t: Vec<String> = rows.iter().map(text).collect();
         assert_eq!(t, ["a\u{FFFD}[2Jb", "c"]);
+    }
+
+    #[test]
+    fn an_address_gets_rows_of_its_own_that_join_back_into_it() {
+        let addr = "/ip4/192.0.2.7/tcp/8080/p2p/12D3KooWANcYBurt87aymFWLp9j2Q67956JQAA5TLCvmuj";
+        let e = Entry {
+            key: (None, 0),
+            time_ms: 0,
+            line: Line::Address(addr.into()),
+        };
+        // Wide enough: one row, exactly the address (no time, no indent).
+        let rows: Vec<String> = entry_rows(&e, 100).iter().map(text).collect();
+        assert_eq!(rows, [addr]);
+        // Too narrow: cut where the row ends, with nothing added, so the rows join back.
+        let rows: Vec<String> = entry_rows(&e, 30).iter().map(text).collect();
+        assert!(rows.len() > 1 && rows.iter().all(|r| r.width() <= 30));
+        assert_eq!(rows.concat(), addr);
+    }
+
+    #[test]
+    fn mentions_are_highlighted_and_ours_stand_out() {
+        let base = Style::default();
+        let spans = mention_spans("hi @bob and @alice, see", base, true);
+        let texts: Vec<&str> = spans.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(texts.concat(), "hi @bob and @alice, see");
+        let styled: Vec<&str> = spans
+            .iter()
+            .filter(|(_, st)| *st != base)
+            .map(|(t, _)| t.as_str())
+            .collect();
+        assert_eq!(styled, ["@bob", "@alice,"]);
+        assert!(spans.iter().any(|(_, st)| st.bg == Some(Color::Yellow)));
+        // Not about us: highlighted, not reversed. A lone "@" is not a mention.
+        let spans = mention_spans("@bob @ x", base, false);
+        assert!(spans.iter().all(|(_, st)| st.bg.is_none()));
+        assert_eq!(spans.iter().filter(|(_, st)| *st != base).count(), 1);
     }
 }

@@ -83,6 +83,7 @@ fn real_main(cli: Cli) -> Result<(), Fatal> {
         }
     }
     let dir = data_dir(&cli)?;
+    let new_identity = !dir.join("identity.key").exists();
     let data = DataDir::open(&dir)?;
     let _log_guard = init_logging(&data, &cli.log_level)?;
     tracing::info!(dir = %dir.display(), "echo-chat {} starting", env!("CARGO_PKG_VERSION"));
@@ -101,6 +102,7 @@ fn real_main(cli: Cli) -> Result<(), Fatal> {
         loaded,
         config,
         headless,
+        new_identity,
     };
     match run.cli.runtime {
         RuntimeKind::Tokio => {
@@ -118,16 +120,19 @@ fn real_main(cli: Cli) -> Result<(), Fatal> {
     }
 }
 
-/// The data dir: `--data-dir`, or the platform's data dir / profiles / NAME.
-fn data_dir(cli: &Cli) -> Result<PathBuf, Fatal> {
-    if let Some(d) = &cli.data_dir {
-        return Ok(d.clone());
+/// The profile: `--profile`, else NAME, else `default`, as a folder name (`None` with
+/// `--data-dir`, which names the folder itself).
+fn profile(cli: &Cli) -> Option<String> {
+    if cli.data_dir.is_some() {
+        return None;
     }
-    let dirs = directories::ProjectDirs::from("", "", "echo-chat")
-        .ok_or_else(|| anyhow!("cannot find a home directory for the data dir; pass --data-dir"))?;
-    let profile: String = match &cli.name {
-        Some(n) => n
-            .chars()
+    let p = cli
+        .profile
+        .as_deref()
+        .or(cli.name.as_deref())
+        .unwrap_or("default");
+    Some(
+        p.chars()
             .map(|c| {
                 if c.is_alphanumeric() || c == '-' || c == '_' {
                     c
@@ -136,9 +141,30 @@ fn data_dir(cli: &Cli) -> Result<PathBuf, Fatal> {
                 }
             })
             .collect(),
-        None => "default".into(),
+    )
+}
+
+/// The data dir: `--data-dir`, or the platform's data dir / profiles / the profile.
+fn data_dir(cli: &Cli) -> Result<PathBuf, Fatal> {
+    let Some(profile) = profile(cli) else {
+        return Ok(cli
+            .data_dir
+            .clone()
+            .expect("profile() is None only with --data-dir"));
     };
+    let dirs = directories::ProjectDirs::from("", "", "echo-chat")
+        .ok_or_else(|| anyhow!("cannot find a home directory for the data dir; pass --data-dir"))?;
     Ok(dirs.data_dir().join("profiles").join(profile))
+}
+
+/// What the start-up tells the user about who they are.
+pub struct Startup {
+    /// The profile (`None` with `--data-dir`).
+    pub profile: Option<String>,
+    /// The identity key was created by this start.
+    pub new_identity: bool,
+    /// NAME differed from the profile's stored name, which was kept.
+    pub name_kept: Option<(String, String)>,
 }
 
 fn init_logging(
@@ -174,6 +200,7 @@ struct Run {
     loaded: store::Loaded,
     config: Config,
     headless: bool,
+    new_identity: bool,
 }
 
 impl Run {
@@ -185,18 +212,27 @@ impl Run {
             loaded,
             mut config,
             headless,
+            new_identity,
         } = self;
         let store::Loaded {
             restore,
-            name,
+            name: stored_name,
             skipped,
         } = loaded;
-        let name = cli
-            .name
+        // The profile keeps its name: NAME names a new profile, /nick renames it.
+        let name = stored_name
             .clone()
-            .or(name)
+            .or_else(|| cli.name.clone())
             .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
             .unwrap_or_else(|| "anon".into());
+        let startup = Startup {
+            profile: profile(&cli),
+            new_identity,
+            name_kept: match (&stored_name, &cli.name) {
+                (Some(kept), Some(asked)) if kept != asked => Some((asked.clone(), kept.clone())),
+                _ => None,
+            },
+        };
         config.name = name.clone();
         config.agent = format!("echo-chat/{}", env!("CARGO_PKG_VERSION"));
         if let Some(room) = &cli.room {
@@ -231,6 +267,10 @@ impl Run {
         let writer = store::Writer::start(store::open_db(&data.db_path())?, move |e| {
             let _ = writer_tx.unbounded_send(Input::StoreError(e));
         });
+        if stored_name.is_none() {
+            // A new profile keeps the name it started with.
+            writer.send(store::Op::Name(name.clone()));
+        }
         let result = session(
             cli,
             data,
@@ -244,6 +284,7 @@ impl Run {
             history,
             skipped,
             headless,
+            startup,
         )
         .await;
         // Goodbye on every connection, bounded in time.
@@ -272,6 +313,7 @@ async fn session(
     history: Vec<echo_proto::Message>,
     skipped: usize,
     headless: bool,
+    startup: Startup,
 ) -> Result<(), Fatal> {
     // Dial what was asked; a refused address ends the start-up.
     let mut user_dials = std::collections::HashSet::new();
@@ -349,6 +391,7 @@ async fn session(
         Mode::Tui
     };
     let mut app = App::new(handle.clone(), model, writer, mode);
+    app.ring_bell = !cli.no_bell;
     app.user_dials = user_dials;
     app.db_path = Some(data.db_path());
     app.writer.send(store::Op::Name(name));
@@ -358,7 +401,7 @@ async fn session(
     } else {
         Some(tui::Tui::start(tx.clone()).context("cannot set up the terminal")?)
     };
-    app.ready(&data.path.display().to_string(), &rooms, history);
+    app.ready(&data.path.display().to_string(), &startup, &rooms, history);
     if skipped > 0 {
         app.error(format!(
             "{skipped} stored message(s) in {} could not be read and are not shown; they \
@@ -426,6 +469,12 @@ async fn session(
         }
         if let Some(t) = tui.as_mut() {
             t.draw(&app.model, app.show_help);
+            if let Some(text) = app.clipboard.take() {
+                t.copy(&text);
+            }
+            if std::mem::take(&mut app.bell) {
+                t.bell();
+            }
             if t.take_wants_older() && app.load_older() {
                 // Scrolled past what is held: older lines came from the database.
                 t.draw(&app.model, app.show_help);

@@ -36,11 +36,15 @@ pub enum Line {
         own: bool,
         /// From history (restored at start or filled in late).
         history: bool,
+        /// Mentions us (`@name`).
+        mention: bool,
     },
     /// A notice (someone joined, a command's answer).
     Info(String),
     /// Something went wrong.
     Error(String),
+    /// One of our addresses: drawn alone on its rows, unindented, so it can be selected.
+    Address(String),
 }
 
 /// A line and where it sorts.
@@ -116,7 +120,7 @@ pub struct View {
 fn line_bytes(line: &Line) -> usize {
     match line {
         Line::Message { name, text, .. } => name.len() + text.len() + 64,
-        Line::Info(t) | Line::Error(t) => t.len() + 64,
+        Line::Info(t) | Line::Error(t) | Line::Address(t) => t.len() + 64,
     }
 }
 
@@ -473,6 +477,29 @@ impl Model {
         }
     }
 
+    /// Removes a room the user left. When it was the current view, focus moves to the
+    /// nearest room (the one before it, else the one after) or, with no room left, to the
+    /// status view: never to a direct conversation, where the next line typed would go
+    /// privately to someone.
+    pub fn remove_room(&mut self, room: &str) {
+        let id = ViewId::Room(room.to_string());
+        let Some(i) = self.find(&id) else {
+            return;
+        };
+        let was_current = i == self.current;
+        self.remove(&id);
+        if !was_current {
+            return;
+        }
+        let rooms: Vec<usize> = (0..self.views.len())
+            .filter(|&k| matches!(self.views[k].id, ViewId::Room(_)))
+            .collect();
+        match rooms.iter().rev().find(|&&k| k < i).or(rooms.first()) {
+            Some(&k) => self.select(k),
+            None => self.current = self.views.len(), // the status view
+        }
+    }
+
     /// Makes a view current.
     pub fn switch_to(&mut self, id: &ViewId) {
         if let Some(i) = self.find(id) {
@@ -501,6 +528,13 @@ impl Model {
     pub fn info(&mut self, text: impl Into<String>) {
         let now = now_ms();
         self.current_view_mut().push(now, Line::Info(text.into()));
+    }
+
+    /// Adds one of our addresses to the current view.
+    pub fn address(&mut self, addr: impl Into<String>) {
+        let now = now_ms();
+        self.current_view_mut()
+            .push(now, Line::Address(addr.into()));
     }
 
     /// Adds an error to the current view.
@@ -600,6 +634,7 @@ mod tests {
             text: t.into(),
             own: false,
             history: false,
+            mention: false,
         }
     }
 
@@ -621,7 +656,7 @@ mod tests {
             .iter()
             .map(|e| match &e.line {
                 Line::Message { text, .. } => text.clone(),
-                Line::Info(t) | Line::Error(t) => t.clone(),
+                Line::Info(t) | Line::Error(t) | Line::Address(t) => t.clone(),
             })
             .collect();
         assert_eq!(texts, ["joined", "one", "two", "three", "after three"]);
@@ -683,6 +718,46 @@ mod tests {
         assert_eq!(m.peers.len(), limits.peers);
         // The room survives (it is current), the newest conversation is open.
         assert_eq!(m.current_id(), Some(&ViewId::Room("general".into())));
+    }
+
+    #[test]
+    fn leaving_the_current_room_focuses_a_room_never_a_direct_conversation() {
+        let (bob, carol) = (pid(), pid());
+        let mut m = Model::new(pid(), "me".into(), Vec::new(), Limits::TUI);
+        for id in [
+            ViewId::Room("general".into()),
+            ViewId::Room("side".into()),
+            ViewId::Direct(bob),
+            ViewId::Direct(carol),
+        ] {
+            m.view_mut(&id);
+        }
+        let room = |r: &str| Some(ViewId::Room(r.into()));
+        // Leaving the last room in the list: the room before it, not the conversation after.
+        m.switch_to(&ViewId::Room("side".into()));
+        m.remove_room("side");
+        assert_eq!(m.current_id().cloned(), room("general"));
+        // Leaving a room that is not current keeps the focus where the user put it.
+        m.view_mut(&ViewId::Room("side".into()));
+        m.switch_to(&ViewId::Direct(bob));
+        m.remove_room("side");
+        assert_eq!(m.current_id(), Some(&ViewId::Direct(bob)));
+        // Leaving the first room focuses the next one.
+        m.view_mut(&ViewId::Room("side".into()));
+        m.switch_to(&ViewId::Room("general".into()));
+        m.remove_room("general");
+        assert_eq!(m.current_id().cloned(), room("side"));
+        // Leaving the only room: no view (the status view), though conversations are open.
+        m.remove_room("side");
+        assert_eq!(m.current_id(), None);
+        // A new conversation does not take the focus; joining a room does not either
+        // until the app switches to it.
+        m.view_mut(&ViewId::Direct(pid()));
+        assert_eq!(m.current_id(), None);
+        m.view_mut(&ViewId::Room("new".into()));
+        assert_eq!(m.current_id(), None);
+        m.switch_to(&ViewId::Room("new".into()));
+        assert_eq!(m.current_id().cloned(), room("new"));
     }
 
     #[test]

@@ -11,6 +11,19 @@ pub fn is_unsafe(c: char) -> bool {
     c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
+/// Whether `text` mentions `name`: a word `@name` or `@name#abcd` (the display form),
+/// case-insensitive, trailing punctuation ignored.
+pub fn mentions(text: &str, name: &str, display: &str) -> bool {
+    !name.is_empty()
+        && text.split_whitespace().any(|w| {
+            let Some(w) = w.strip_prefix('@') else {
+                return false;
+            };
+            let w = w.trim_end_matches(|c: char| c.is_ascii_punctuation() && c != '#');
+            w.eq_ignore_ascii_case(name) || w.eq_ignore_ascii_case(display)
+        })
+}
+
 /// Text made safe to print to a terminal: a newline shows as `⏎`, a tab as a space, a C0
 /// control as its Unicode control picture (ESC as `␛`, NUL as `␀`), DEL as `␡`, and C1
 /// controls and bidi overrides as `�`. Only what is shown changes; stored text stays exact.
@@ -92,5 +105,18 @@ mod tests {
         assert!(!line.chars().any(is_unsafe), "{line}");
         let back: Value = serde_json::from_str(&line).unwrap();
         assert_eq!(back, v);
+    }
+
+    #[test]
+    fn a_mention_is_an_at_word_naming_us() {
+        let m = |t| mentions(t, "alice", "alice#Ab12");
+        assert!(m("hey @alice"));
+        assert!(m("@Alice: look"));
+        assert!(m("ping @alice#ab12!"));
+        assert!(m("(cc @alice)"));
+        assert!(!m("alice without at"));
+        assert!(!m("@alicex"));
+        assert!(!m("mail@alice.example"));
+        assert!(!mentions("@ anyone", "", ""));
     }
 }

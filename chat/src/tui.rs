@@ -1,7 +1,7 @@
 //! The terminal UI (ratatui + crossterm): message pane, room list, peer list, input
 //! line, status bar, help overlay.
 
-use std::io::{self, Stdout};
+use std::io::{self, Stdout, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -291,6 +291,21 @@ impl Tui {
         }
     }
 
+    /// Puts `text` on the clipboard of the terminal (and of the machine the terminal runs
+    /// on, over SSH too) with OSC 52; tmux keeps it as a paste buffer.
+    pub fn copy(&mut self, text: &str) {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(text);
+        let mut out = io::stdout();
+        let _ = write!(out, "\x1b]52;c;{b64}\x07").and_then(|()| out.flush());
+    }
+
+    /// Rings the terminal bell.
+    pub fn bell(&mut self) {
+        let mut out = io::stdout();
+        let _ = out.write_all(b"\x07").and_then(|()| out.flush());
+    }
+
     /// Width of the message pane.
     pub fn pane_width(&self) -> u16 {
         self.pane_width
@@ -445,6 +460,19 @@ fn view_title(model: &Model, id: &ViewId) -> String {
     }
 }
 
+/// The input box's title: where a line typed now goes.
+fn input_title(model: &Model) -> String {
+    match model.current_id() {
+        Some(id @ ViewId::Room(_)) => {
+            format!(" to {} (everyone in the room) ", view_title(model, id))
+        }
+        Some(id @ ViewId::Direct(_)) => {
+            format!(" to {} only (direct message) ", view_title(model, id))
+        }
+        None => " in no room: /join ROOM, or /msg PEER TEXT ".to_string(),
+    }
+}
+
 /// Draws everything; returns the message pane's size.
 fn render(
     f: &mut Frame,
@@ -570,10 +598,7 @@ fn render(
     }
 
     // Input line.
-    let target = match model.current_id() {
-        Some(id) => format!(" to {} ", view_title(model, id)),
-        None => " command ".to_string(),
-    };
+    let target = input_title(model);
     let block = Block::default().borders(Borders::ALL).title(target);
     let inner = block.inner(rows[2]);
     f.render_widget(block, rows[2]);
@@ -587,13 +612,7 @@ fn render(
     }
 
     // Status bar: our address first, so it can be copied.
-    let addr = model
-        .addrs
-        .iter()
-        .find(|a| !a.to_string().starts_with("/ip4/127."))
-        .or(model.addrs.first())
-        .map(|a| a.to_string())
-        .unwrap_or_else(|| "not listening".into());
+    let addr = crate::app::best_address(&model.addrs).unwrap_or_else(|| "not listening".into());
     let more = model.addrs.len().saturating_sub(1);
     let status = format!(
         " {addr}{} │ F1 help · Tab next room · PgUp/PgDn scroll{}",

@@ -289,3 +289,75 @@ fn undecodable_stored_messages_are_counted_and_kept() {
         .unwrap();
     assert_eq!(kept, 2);
 }
+
+#[test]
+fn a_profile_is_one_identity_and_keeps_its_name() {
+    // The platform data dir, inside a temporary home.
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().to_str().unwrap();
+    let env = [("XDG_DATA_HOME", home), ("HOME", home), ("USER", "someone")];
+    let start = |args: &[&str]| -> (serde_json::Value, Vec<String>) {
+        let mut all = vec!["--json", "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"];
+        all.extend_from_slice(args);
+        let (status, out, err) = common::run_to_end_env(&all, &env);
+        assert!(status.success(), "{args:?}: {err}");
+        let events: Vec<serde_json::Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect();
+        let ready = events
+            .iter()
+            .find(|e| e["event"] == "ready")
+            .expect("a ready event")
+            .clone();
+        let infos = events
+            .iter()
+            .filter(|e| e["event"] == "info")
+            .map(|e| e["text"].as_str().unwrap().to_string())
+            .collect();
+        (ready, infos)
+    };
+
+    // NAME names a new profile: a new identity, named after it, and the start says so.
+    let (alice, infos) = start(&["--name", "alice"]);
+    assert_eq!(alice["profile"], "alice");
+    assert_eq!(alice["new_identity"], true);
+    assert_eq!(alice["name"], "alice");
+    assert!(alice["data_dir"]
+        .as_str()
+        .unwrap()
+        .ends_with("echo-chat/profiles/alice"));
+    assert!(
+        infos.iter().any(|i| i.contains("a new identity")
+            && i.contains("profile \"alice\"")
+            && i.contains("profiles/alice")),
+        "{infos:?}"
+    );
+
+    // The same NAME again: the same person.
+    let (again, infos) = start(&["--name", "alice"]);
+    assert_eq!(again["peer_id"], alice["peer_id"]);
+    assert_eq!(again["new_identity"], false);
+    assert!(
+        infos.iter().any(|i| i.contains("the same identity")),
+        "{infos:?}"
+    );
+
+    // No NAME: the default profile, a different identity (and the start says which).
+    let (default, _) = start(&[]);
+    assert_eq!(default["profile"], "default");
+    assert_eq!(default["new_identity"], true);
+    assert_ne!(default["peer_id"], alice["peer_id"]);
+    assert_eq!(default["name"], "someone");
+
+    // A profile keeps its name: another NAME for it does not rename it, and says so.
+    let (kept, infos) = start(&["--profile", "alice", "--name", "carol"]);
+    assert_eq!(kept["peer_id"], alice["peer_id"]);
+    assert_eq!(kept["name"], "alice");
+    assert!(
+        infos
+            .iter()
+            .any(|i| i.contains("stays \"alice\"") && i.contains("/nick carol")),
+        "{infos:?}"
+    );
+}

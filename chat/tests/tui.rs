@@ -61,6 +61,15 @@ impl Tmux {
         ]);
     }
 
+    /// Starts echo-chat on loopback, without mDNS, with its own data dir and `name`.
+    fn start_chat(&self, session: &str, w: u16, h: u16, dir: &std::path::Path, name: &str) {
+        let args = format!(
+            "--no-mdns --listen /ip4/127.0.0.1/tcp/0 --data-dir {} --name {name}",
+            dir.display()
+        );
+        self.start(session, w, h, &args);
+    }
+
     fn screen(&self, session: &str) -> String {
         self.cmd(&["capture-pane", "-p", "-t", session])
     }
@@ -89,6 +98,20 @@ impl Tmux {
         }
     }
 
+    /// Waits for the address in the status bar; returns it and the screen.
+    fn address(&self, session: &str) -> (String, String) {
+        let screen = self.wait(session, "address in the status bar", |s| {
+            s.contains("/p2p/12D3Koo")
+        });
+        let status_bar = screen.lines().rev().find(|l| !l.trim().is_empty()).unwrap();
+        let addr = status_bar
+            .split_whitespace()
+            .find(|w| w.starts_with("/ip4/127.0.0.1/tcp/") && w.contains("/p2p/"))
+            .expect("an address on screen")
+            .to_string();
+        (addr, screen)
+    }
+
     fn wait_text(&self, session: &str, text: &str) -> String {
         self.wait(session, &format!("{text:?}"), |s| s.contains(text))
     }
@@ -109,30 +132,11 @@ fn two_instances_chat_in_tmux_and_restore_the_screen() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let t = Tmux::new();
-    let common = "--no-mdns --listen /ip4/127.0.0.1/tcp/0 --data-dir";
-    t.start(
-        "a",
-        120,
-        30,
-        &format!("{common} {}/a --name alice", tmp.path().display()),
-    );
-    t.start(
-        "b",
-        100,
-        26,
-        &format!("{common} {}/b --name bob", tmp.path().display()),
-    );
+    t.start_chat("a", 120, 30, &tmp.path().join("a"), "alice");
+    t.start_chat("b", 100, 26, &tmp.path().join("b"), "bob");
 
     // Alice's status bar shows her address; bob connects to it.
-    let screen = t.wait("a", "address in the status bar", |s| {
-        s.contains("/p2p/12D3Koo")
-    });
-    let status_bar = screen.lines().rev().find(|l| !l.trim().is_empty()).unwrap();
-    let addr = status_bar
-        .split_whitespace()
-        .find(|w| w.starts_with("/ip4/127.0.0.1/tcp/") && w.contains("/p2p/"))
-        .expect("an address on screen")
-        .to_string();
+    let (addr, _) = t.address("a");
     t.wait_text("b", "Welcome, bob#");
     t.type_line("b", &format!("/connect {addr}"));
     t.wait_text("a", "bob#");
@@ -238,4 +242,77 @@ fn scrolling_back_past_what_the_ui_holds_loads_older_lines_from_the_database() {
     t.wait_text("a", "old-2300");
     t.type_line("a", "/quit");
     t.wait_text("a", "EXITED=0");
+}
+
+#[test]
+fn leaving_a_room_never_focuses_a_direct_conversation_and_copy_fills_the_clipboard() {
+    if skip_without("tmux", "the TUI test drives a real terminal") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = Tmux::new();
+    t.start_chat("a", 170, 30, &tmp.path().join("a"), "alice");
+    // tmux keeps what an application sends by OSC 52 as a paste buffer.
+    t.cmd(&["set-option", "-g", "set-clipboard", "on"]);
+    t.start_chat("b", 130, 30, &tmp.path().join("b"), "bob");
+    let (addr, screen) = t.address("a");
+    // The welcome shows the address alone on its row, unindented and unwrapped (the
+    // message pane of a 170-column terminal is wide enough for it).
+    assert!(
+        screen.lines().any(|l| l.contains(&format!("│{addr}"))),
+        "{screen}"
+    );
+
+    // /copy puts the address on the clipboard.
+    t.type_line("a", "/copy");
+    t.wait_text("a", "Copied to the clipboard");
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let out = Command::new("tmux")
+            .args(["-L", &t.socket, "show-buffer"])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&out.stdout).trim() == addr {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the clipboard never held {addr}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    t.wait_text("b", "Welcome, bob#");
+    t.type_line("b", &format!("/connect {addr}"));
+    t.wait("a", "bob online", |s| s.contains("● bob#"));
+    t.type_line("a", "/join side");
+    t.wait_text("a", "to #side (everyone in the room)");
+    t.type_line("a", "/msg bob first private line");
+    // Bob has a conversation with alice now (one unread), and alice's round-trip time
+    // shows at once (the first ping goes when the connection opens).
+    t.wait("b", "a conversation with alice", |s| s.contains("@alice#"));
+    t.wait("b", "alice's RTT", |s| {
+        s.lines()
+            .any(|l| l.contains("● alice#") && l.trim_end().trim_end_matches('│').ends_with("ms"))
+    });
+
+    // Leaving the current room goes to the other room, not to the conversation with bob.
+    t.type_line("a", "/leave");
+    t.wait_text("a", "to #general (everyone in the room)");
+    // Leaving the last room: the input says the line goes nowhere, and it does.
+    t.type_line("a", "/leave");
+    t.wait_text("a", "in no room: /join ROOM");
+    t.type_line("a", "meant for a room");
+    t.wait_text("a", "you are in no room");
+    // Switching to the conversation is explicit, and the title says it is private.
+    t.key("a", "Tab");
+    t.wait_text("a", "only (direct message)");
+    t.type_line("a", "second private line");
+    t.wait_text("a", "second private line");
+    t.key("b", "Tab");
+    let s = t.wait_text("b", "second private line");
+    assert!(s.contains("first private line"), "{s}");
+    assert!(!s.contains("meant for a room"), "{s}");
+
+    t.type_line("a", "/quit");
+    t.wait_text("a", "EXITED=0");
+    t.type_line("b", "/quit");
+    t.wait_text("b", "EXITED=0");
 }

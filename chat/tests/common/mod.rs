@@ -204,8 +204,16 @@ impl Drop for Chat {
 
 /// Runs the binary to completion (bounded), returning (status, stdout, stderr).
 pub fn run_to_end(args: &[&str]) -> (ExitStatus, String, String) {
+    run_to_end_env(args, &[])
+}
+
+/// [`run_to_end`] with extra environment variables.
+pub fn run_to_end_env(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, String) {
     let mut child = Command::new(BIN)
         .args(args)
+        .envs(env.iter().copied())
+        .env_remove("ECHO_PROFILE")
+        .env_remove("ECHO_DATA_DIR")
         .env_remove("PORT")
         .env_remove("NAME")
         .stdin(Stdio::null())
