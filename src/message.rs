@@ -213,14 +213,22 @@ impl Message {
 
     /// The canonical hash (see `PROTOCOL.md`, "Message hash").
     pub(crate) fn compute_hash(&self) -> Hash {
-        let author = self.author.to_bytes();
+        // The author's binary peer id, written to the stack (a multihash with a digest of
+        // at most 64 bytes and two varints): hashing allocates nothing.
+        let mut buf = [0u8; 96];
+        let mh = self.author.as_ref();
+        let len = mh.encoded_len();
+        let author: &[u8] = match mh.write(&mut buf[..]) {
+            Ok(n) if n == len => &buf[..n],
+            _ => unreachable!("a peer id's multihash fits in 96 bytes"),
+        };
         let mut h = Sha256::new();
         h.update(HASH_DOMAIN);
         let mut field = |b: &[u8]| {
             h.update((b.len() as u32).to_be_bytes());
             h.update(b);
         };
-        field(&author);
+        field(author);
         field(self.room.as_bytes());
         field(&self.seq.to_be_bytes());
         field(&self.lamport.to_be_bytes());
