@@ -171,6 +171,18 @@ impl Conn {
     }
 }
 
+/// A connection's timer: its own deadline (handshake, drain, idle, ping) unless that
+/// means "never", or the next summary of an open chat connection, whichever is first.
+impl crate::timers::Timed for Conn {
+    type Ctx = Config;
+    fn timer(&self, config: &Config) -> Option<Instant> {
+        let d = self.deadline(config);
+        let own = (d < far_future(self.opened)).then_some(d);
+        let sync = (self.is_open() && self.protocol == Protocol::Chat).then_some(self.next_sync);
+        own.into_iter().chain(sync).min()
+    }
+}
+
 /// An instant far enough away to mean "never" without overflowing.
 pub(crate) fn far_future(now: Instant) -> Instant {
     let year = Duration::from_secs(86_400 * 365);

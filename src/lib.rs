@@ -144,6 +144,7 @@ mod links;
 mod node;
 mod rooms;
 mod sync_queue;
+mod timers;
 
 #[cfg(feature = "sim")]
 pub mod sim;

@@ -11,7 +11,7 @@
 //!   address book (capped); learned peers are dialed while below `max_peers`, the lower
 //!   peer id first so that mutual discovery rarely races.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -192,8 +192,16 @@ pub fn fix_unspecified(listen: &Multiaddr, observed: &Multiaddr) -> Multiaddr {
         .collect()
 }
 
-/// The address book: every peer we know, connected or not, by id.
-pub(crate) type PeerBook = BTreeMap<PeerId, Peer>;
+/// The address book: every peer we know, connected or not, by id, with its timer.
+pub(crate) type PeerBook = crate::timers::TimedMap<PeerId, Peer>;
+
+/// A peer's timer: its next redial or stash expiry, whichever is first.
+impl crate::timers::Timed for Peer {
+    type Ctx = ();
+    fn timer(&self, _: &()) -> Option<Instant> {
+        self.next_dial.into_iter().chain(self.stash_until).min()
+    }
+}
 
 #[cfg(test)]
 mod tests {

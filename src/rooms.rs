@@ -460,6 +460,14 @@ pub(crate) fn union(mut a: Vec<(u64, u64)>, b: &[(u64, u64)]) -> Vec<(u64, u64)>
     out
 }
 
+/// A room's timer: its earliest chain deadline.
+impl crate::timers::Timed for Room {
+    type Ctx = ();
+    fn timer(&self, _: &()) -> Option<Instant> {
+        self.deadline()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{subtract, union};

@@ -130,3 +130,43 @@ fn not_reading_goodbye_is_handed_out_before_close() {
     close_after_goodbye(&mut a, &mut b, now, GoodbyeCode::ProtocolViolation);
     assert_eq!(a.stats().misbehaved, 1);
 }
+
+/// Timers are re-indexed lazily (when the node waits, and first thing in
+/// `handle_timeout`): a gap timer armed by `handle_data` fires on the next
+/// `handle_timeout` even if the node was not drained in between.
+#[test]
+fn a_timer_armed_by_received_data_fires_without_a_drain_in_between() {
+    let now = Instant::now();
+    let config = Config::default().sign_every(1);
+    let (mut a, mut b) = pair(config.clone(), now);
+    // Three messages from `a`, each signed and handed out on its own.
+    let mut frames = Vec::new();
+    for i in 0..3 {
+        a.send("general", &format!("m{i}"), SystemTime::now(), now)
+            .unwrap();
+        let mut bytes = Vec::new();
+        loop {
+            match a.poll_output() {
+                Output::Transmit(t) => {
+                    a.handle_sent(t.conn, t.data.len());
+                    bytes.extend_from_slice(&t.data);
+                }
+                Output::Wait(_) => break,
+                _ => {}
+            }
+        }
+        frames.push(bytes);
+    }
+    b.handle_data(ConnId(1), &frames[0], now);
+    events(&mut b);
+    // m2 before m1: a gap, with its timer armed while `b` is not drained.
+    b.handle_data(ConnId(1), &frames[2], now);
+    let asked = b.stats().repair_requests;
+    b.handle_timeout(now + config.gap_timeout);
+    assert!(
+        b.stats().repair_requests > asked,
+        "the gap timer fired: {} -> {}",
+        asked,
+        b.stats().repair_requests
+    );
+}

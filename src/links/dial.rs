@@ -80,7 +80,7 @@ impl Links {
             }
             let me = self.id;
             let connected = self.connected();
-            let p = self.peers.entry(id).or_insert_with(Peer::new);
+            let p = self.peers.get_or_insert_with(id, Peer::new);
             for a in addrs {
                 p.add_addr(a, max_addrs, false);
             }
@@ -98,7 +98,6 @@ impl Links {
                     self.config.backoff_initial * 4
                 };
                 p.next_dial = Some(now + delay);
-                self.timed_peers.insert(id);
             }
         }
     }
@@ -175,7 +174,6 @@ impl Links {
         p.add_addr(bare, max, true);
         p.ever_connected = true;
         p.next_dial = Some(now);
-        self.timed_peers.insert(peer);
     }
 
     /// Dials learned peers while fewer than `target_peers` are connected.
@@ -202,7 +200,6 @@ impl Links {
             if let Some(p) = self.peers.get_mut(&id) {
                 // Lower id first, as for fresh peer exchange.
                 p.next_dial = Some(if me < id { now } else { now + delay });
-                self.timed_peers.insert(id);
             }
         }
     }
@@ -249,7 +246,6 @@ impl Links {
                 let rate = self.config.learned_dials_per_sec.max(1e-3);
                 let wait = Duration::from_secs_f64((1.0 / rate).min(3600.0));
                 p.next_dial = Some(now + wait);
-                self.timed_peers.insert(peer);
                 return;
             }
             stats.learned_dials += 1;
@@ -275,6 +271,5 @@ impl Links {
         p.next_dial = Some(now + peers::backoff(initial, max, p.attempts, jitter));
         p.attempts = p.attempts.saturating_add(1);
         p.failures = p.failures.saturating_add(1);
-        self.timed_peers.insert(peer);
     }
 }

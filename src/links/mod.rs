@@ -17,11 +17,12 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::config::Config;
-use crate::conn::{far_future, Conn};
+use crate::conn::Conn;
 use crate::event::{Action, ConnId, DialId, Event, PeerInfo, Protocol, Transmit};
 use crate::node::Stats;
 use crate::peers::{Peer, PeerBook};
 use crate::rate::TokenBucket;
+use crate::timers::TimedMap;
 
 mod dial;
 mod session;
@@ -60,7 +61,8 @@ pub(crate) struct Links {
     pub id: PeerId,
     pub config: Config,
     pub rng: ChaCha8Rng,
-    pub conns: BTreeMap<ConnId, Conn>,
+    /// Connections, with their timers (`Conn`'s [`crate::timers::Timed`] impl).
+    pub conns: TimedMap<ConnId, Conn>,
     pub peers: PeerBook,
     /// Connections with bytes in their outbox.
     pub ready: BTreeSet<ConnId>,
@@ -69,8 +71,6 @@ pub(crate) struct Links {
     pub actions: VecDeque<Action>,
     pub dials: BTreeMap<DialId, (Multiaddr, Option<PeerId>)>,
     pub next_dial: u64,
-    /// Peers whose `next_dial` or `stash_until` may be set (a superset).
-    pub timed_peers: BTreeSet<PeerId>,
     pub shut_down: bool,
     /// Rooms this node is in (membership events are reported for these only).
     pub rooms: BTreeSet<String>,
@@ -94,14 +94,13 @@ impl Links {
             id,
             rng: ChaCha8Rng::seed_from_u64(seed),
             config,
-            conns: BTreeMap::new(),
+            conns: TimedMap::new(),
             peers: PeerBook::new(),
             ready: BTreeSet::new(),
             urgent: VecDeque::new(),
             actions: VecDeque::new(),
             dials: BTreeMap::new(),
             next_dial: 0,
-            timed_peers: BTreeSet::new(),
             shut_down: false,
             rooms: BTreeSet::new(),
             up: VecDeque::new(),
@@ -214,11 +213,10 @@ impl Links {
                 .map(|(pid, _)| *pid);
             if let Some(v) = victim {
                 self.peers.remove(&v);
-                self.timed_peers.remove(&v);
                 stats.peers_evicted += 1;
             }
         }
-        let p = self.peers.entry(id).or_insert_with(Peer::new);
+        let p = self.peers.get_or_insert_with(id, Peer::new);
         if p.last_seen.is_none_or(|t| t < now) {
             p.last_seen = Some(now);
         }
@@ -263,28 +261,10 @@ impl Links {
 
     // ----- outputs -------------------------------------------------------------------
 
-    /// Earliest deadline of a connection or a timed peer.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut t: Option<Instant> = None;
-        let mut min = |d: Instant| t = Some(t.map_or(d, |x| x.min(d)));
-        for c in self.conns.values() {
-            let d = c.deadline(&self.config);
-            if d < far_future(c.opened) {
-                min(d);
-            }
-            if c.is_open() && c.protocol == Protocol::Chat {
-                min(c.next_sync);
-            }
-        }
-        for p in self.timed_peers.iter().filter_map(|id| self.peers.get(id)) {
-            if let Some(d) = p.next_dial {
-                min(d);
-            }
-            if let Some(d) = p.stash_until {
-                min(d);
-            }
-        }
-        t
+    /// Earliest deadline of a connection or a timed peer (re-indexes what changed).
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        let t = [self.conns.next(&self.config), self.peers.next(&())];
+        t.into_iter().flatten().min()
     }
 
     // ----- inputs --------------------------------------------------------------------
@@ -325,8 +305,7 @@ impl Links {
 
     /// Connection timers, then redials and stash expiry.
     pub fn handle_timeout(&mut self, now: Instant, out: &mut Out) {
-        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
-        for id in ids {
+        for id in self.conns.due(now, &self.config) {
             self.conn_timeout(id, now, out);
         }
     }
@@ -334,8 +313,7 @@ impl Links {
     /// Redials and stash expiry of timed peers.
     pub fn peers_timeout(&mut self, now: Instant, stats: &mut Stats) {
         self.expire_addrs(now);
-        let timed: Vec<PeerId> = std::mem::take(&mut self.timed_peers).into_iter().collect();
-        for peer in timed {
+        for peer in self.peers.due(now, &()) {
             let Some(p) = self.peers.get_mut(&peer) else {
                 continue;
             };
@@ -345,13 +323,6 @@ impl Links {
             }
             if p.next_dial.is_some_and(|d| d <= now) {
                 self.redial(peer, now, stats);
-            }
-            if self
-                .peers
-                .get(&peer)
-                .is_some_and(|p| p.next_dial.is_some() || p.stash_until.is_some())
-            {
-                self.timed_peers.insert(peer);
             }
         }
     }

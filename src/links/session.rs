@@ -346,7 +346,6 @@ impl Links {
                             p.stash.extend_from_slice(&m);
                             p.stash_until = Some(until);
                         }
-                        self.timed_peers.insert(peer);
                     }
                     _ => {}
                 }

@@ -21,7 +21,7 @@ fn addr(i: u32) -> Multiaddr {
 
 #[test]
 fn starts_empty() {
-    let l = links(Config::default());
+    let mut l = links(Config::default());
     assert_eq!(l.connected(), 0);
     assert_eq!(l.slots_taken(), 0);
     assert!(l.poll_timeout().is_none());

@@ -246,13 +246,7 @@ impl Node {
 
     /// Gap timers of every room: repair requests, skips, deliveries.
     pub(super) fn rooms_timeout(&mut self, now: Instant) {
-        let names: Vec<String> = self
-            .rooms
-            .iter()
-            .filter(|(_, r)| r.deadline().is_some_and(|d| d <= now))
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in names {
+        for name in self.rooms.due(now, &()) {
             let Some(room) = self.rooms.get_mut(&name) else {
                 continue;
             };
@@ -333,16 +327,16 @@ impl Node {
     /// Periodic summaries.
     pub(super) fn sync_timeout(&mut self, now: Instant) {
         let interval = self.config.sync_interval;
-        let due: Vec<PeerId> = self
-            .links
-            .conns
-            .iter_mut()
-            .filter(|(_, c)| c.is_open() && c.protocol == Protocol::Chat && c.next_sync <= now)
-            .map(|(_, c)| {
+        let mut due: Vec<PeerId> = Vec::new();
+        for id in self.links.conns.due(now, &self.links.config) {
+            let Some(c) = self.links.conns.get_mut(&id) else {
+                continue;
+            };
+            if c.is_open() && c.protocol == Protocol::Chat && c.next_sync <= now {
                 c.next_sync = now + interval;
-                c.peer
-            })
-            .collect();
+                due.push(c.peer);
+            }
+        }
         for peer in due {
             if self.links.peers.get(&peer).is_none_or(|p| !p.up) {
                 continue;

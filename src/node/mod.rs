@@ -19,6 +19,7 @@ use crate::links::{AddrSource, Links};
 use crate::message::{Message, SharedMessage};
 use crate::peers;
 use crate::rooms::{Limits, Room};
+use crate::timers::TimedMap;
 use crate::wire::{self, Frame, Kind};
 
 mod clock;
@@ -103,7 +104,8 @@ pub struct Node {
     clock: Clock,
     /// Connections, peers, dialing: the links state machine.
     links: Links,
-    rooms: BTreeMap<String, Room>,
+    /// Joined rooms, with their chain timers ([`Room::deadline`]).
+    rooms: TimedMap<String, Room>,
     /// Own messages not yet signed and sent: (room, seq).
     unsealed: Vec<(String, u64)>,
     events: VecDeque<Event>,
@@ -168,7 +170,7 @@ impl Node {
             listen_addrs: Vec::new(),
             clock: Clock::new(config.max_clock_skew),
             links: Links::new(id, config.clone(), seed, now),
-            rooms: BTreeMap::new(),
+            rooms: TimedMap::new(),
             unsealed: Vec::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
@@ -322,9 +324,9 @@ impl Node {
 
     /// When to call [`Node::handle_timeout`] next (`None`: no timer needed).
     #[must_use]
-    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        let rooms = self.rooms.values().filter_map(|r| r.deadline());
-        rooms.chain(self.links.poll_timeout()).min()
+    pub(crate) fn poll_timeout(&mut self) -> Option<Instant> {
+        let rooms = self.rooms.next(&());
+        rooms.into_iter().chain(self.links.poll_timeout()).min()
     }
 
     // ----- inputs from the runtime --------------------------------------------------

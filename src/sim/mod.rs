@@ -764,7 +764,7 @@ impl Sim {
         if let Some(old) = self.timer_of[i].take() {
             self.timers.remove(&(old, i));
         }
-        if let Some(t) = self.nodes[i].node.as_ref().and_then(|n| n.poll_timeout()) {
+        if let Some(t) = self.nodes[i].node.as_mut().and_then(|n| n.poll_timeout()) {
             self.timers.insert((t, i));
             self.timer_of[i] = Some(t);
         }
