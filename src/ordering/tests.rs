@@ -1,0 +1,280 @@
+//! Tests of the per-author chain: verification, gaps, voids, bounds (unit and quickcheck).
+use super::*;
+use crate::message::Message;
+use libp2p_identity::Keypair;
+use quickcheck::{quickcheck, Arbitrary, Gen};
+
+/// A chain of `n` messages by a fresh author; messages in `signed` carry signatures.
+fn chain_msgs(key: &Keypair, n: u64, signed: impl Fn(u64) -> bool) -> Vec<SharedMessage> {
+    let mut prev = GENESIS;
+    (1..=n)
+        .map(|seq| {
+            let mut m = Message::new_local(
+                key.public().to_peer_id(),
+                "r".into(),
+                seq,
+                seq,
+                0,
+                "a".into(),
+                format!("t{seq}"),
+                prev,
+                seq - 1,
+            );
+            if signed(seq) {
+                m.sign(key);
+            }
+            prev = m.hash;
+            SharedMessage::new(m)
+        })
+        .collect()
+}
+
+fn seqs(v: &[SharedMessage]) -> Vec<u64> {
+    v.iter().map(|m| m.seq).collect()
+}
+
+#[test]
+fn burst_with_one_signature_verifies_all() {
+    let key = crate::message::test_key();
+    let msgs = chain_msgs(&key, 5, |s| s == 5);
+    let t = Instant::now();
+    let mut c: Chain<u8> = Chain::new();
+    for m in &msgs[..4] {
+        assert_eq!(c.offer(m.clone(), 0, &key.public(), 64, t), Offer::Pending);
+    }
+    match c.offer(msgs[4].clone(), 0, &key.public(), 64, t) {
+        Offer::Verified(v, f) => {
+            assert_eq!(seqs(&v), vec![1, 2, 3, 4, 5]);
+            assert!(f.is_empty());
+        }
+        o => panic!("{o:?}"),
+    }
+    let mut out = Vec::new();
+    c.take_ready(&mut out, t);
+    assert_eq!(seqs(&out), vec![1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn forged_candidate_loses_to_verified_hash() {
+    let key = crate::message::test_key();
+    let msgs = chain_msgs(&key, 2, |s| s == 2);
+    let mut fake = Message::clone(&msgs[0]);
+    fake.text = "forged".into();
+    fake.hash = fake.compute_hash();
+    let fake = SharedMessage::new(fake);
+    let t = Instant::now();
+    let mut c: Chain<u8> = Chain::new();
+    assert_eq!(c.offer(fake, 9, &key.public(), 64, t), Offer::Pending);
+    assert_eq!(
+        c.offer(msgs[0].clone(), 1, &key.public(), 64, t),
+        Offer::Pending
+    );
+    match c.offer(msgs[1].clone(), 1, &key.public(), 64, t) {
+        Offer::Verified(v, f) => {
+            assert_eq!(seqs(&v), vec![1, 2]);
+            assert_eq!(f, vec![9], "the forger is named");
+        }
+        o => panic!("{o:?}"),
+    }
+    // A forged copy arriving after verification is rejected by hash.
+    let mut fake2 = Message::clone(&msgs[0]);
+    fake2.text = "x".into();
+    fake2.hash = fake2.compute_hash();
+    let fake2 = SharedMessage::new(fake2);
+    assert_eq!(c.offer(fake2, 7, &key.public(), 64, t), Offer::Duplicate);
+}
+
+#[test]
+fn bad_signature_is_forged() {
+    let key = crate::message::test_key();
+    let mut m = Message::clone(&chain_msgs(&key, 1, |_| true)[0]);
+    m.text = "changed".into();
+    m.hash = m.compute_hash();
+    let m = SharedMessage::new(m);
+    let mut c: Chain<u8> = Chain::new();
+    assert_eq!(
+        c.offer(m, 3, &key.public(), 64, Instant::now()),
+        Offer::Forged(vec![3])
+    );
+}
+
+#[test]
+fn gap_is_held_then_skipped_then_late_arrival_delivered_once() {
+    let key = crate::message::test_key();
+    let msgs = chain_msgs(&key, 4, |_| true);
+    let t = Instant::now();
+    let g = Duration::from_secs(1);
+    let mut c: Chain<u8> = Chain::new();
+    c.offer(msgs[0].clone(), 0, &key.public(), 64, t);
+    c.offer(msgs[2].clone(), 0, &key.public(), 64, t);
+    let mut out = Vec::new();
+    c.take_ready(&mut out, t);
+    assert_eq!(seqs(&out), vec![1]);
+    assert_eq!(c.deadline(g, g), Some(t + g));
+    assert_eq!(c.on_timeout(t, g, g, 1), None, "early call is harmless");
+    assert_eq!(
+        c.on_timeout(t + g, g, g, 1),
+        Some(GapAction::Request {
+            start: 2,
+            end: 3,
+            attempt: 1
+        })
+    );
+    assert_eq!(
+        c.deadline(g, g),
+        Some(t + g + g),
+        "repair restarts the clock"
+    );
+    assert_eq!(
+        c.on_timeout(t + g + g, g, g, 1),
+        Some(GapAction::Skipped { start: 2, end: 3 })
+    );
+    out.clear();
+    c.take_ready(&mut out, t);
+    assert_eq!(seqs(&out), vec![3]);
+    c.offer(msgs[1].clone(), 0, &key.public(), 64, t);
+    assert_eq!(
+        c.offer(msgs[1].clone(), 0, &key.public(), 64, t),
+        Offer::Duplicate
+    );
+    out.clear();
+    c.take_ready(&mut out, t);
+    assert_eq!(seqs(&out), vec![2]);
+    assert!(c.is_known(2));
+}
+
+#[test]
+fn buffer_bound_is_enforced() {
+    let key = crate::message::test_key();
+    let msgs = chain_msgs(&key, 10, |_| false);
+    let mut c: Chain<u8> = Chain::new();
+    let t = Instant::now();
+    for m in &msgs[..3] {
+        assert_eq!(c.offer(m.clone(), 0, &key.public(), 3, t), Offer::Pending);
+    }
+    assert_eq!(
+        c.offer(msgs[3].clone(), 0, &key.public(), 3, t),
+        Offer::Full
+    );
+    assert_eq!(c.buffered(), 3);
+}
+
+#[derive(Debug, Clone)]
+struct Schedule {
+    /// (author index, seq index) deliveries, with duplicates, in arrival order.
+    arrivals: Vec<(usize, usize)>,
+    sign_every: u64,
+}
+
+impl Arbitrary for Schedule {
+    fn arbitrary(g: &mut Gen) -> Self {
+        let mut arrivals = Vec::new();
+        for a in 0..3 {
+            for s in 0..8 {
+                for _ in 0..(1 + usize::arbitrary(g) % 2) {
+                    arrivals.push((a, s));
+                }
+            }
+        }
+        // Shuffle with the generator.
+        for i in (1..arrivals.len()).rev() {
+            let j = usize::arbitrary(g) % (i + 1);
+            arrivals.swap(i, j);
+        }
+        Schedule {
+            arrivals,
+            sign_every: 1 + u64::arbitrary(g) % 4,
+        }
+    }
+}
+
+quickcheck! {
+    /// Any interleaving, duplication and delay of several authors' messages yields
+    /// each message exactly once, in per-author order.
+    fn exactly_once_in_author_order(s: Schedule) -> bool {
+        let keys: Vec<Keypair> = (0..3).map(|_| crate::message::test_key()).collect();
+        let chains: Vec<Vec<SharedMessage>> = keys
+            .iter()
+            .map(|k| chain_msgs(k, 8, |seq| seq % s.sign_every == 0 || seq == 8))
+            .collect();
+        let mut state: Vec<Chain<u8>> = (0..3).map(|_| Chain::new()).collect();
+        let mut got: Vec<Vec<u64>> = vec![Vec::new(); 3];
+        let t = Instant::now();
+        for &(a, i) in &s.arrivals {
+            state[a].offer(chains[a][i].clone(), 0, &keys[a].public(), 64, t);
+            let mut out = Vec::new();
+            state[a].take_ready(&mut out, t);
+            got[a].extend(seqs(&out));
+        }
+        got.iter().all(|g| *g == (1..=8).collect::<Vec<_>>())
+    }
+}
+
+mod segment_tests {
+    use super::*;
+    use crate::message::Message;
+
+    #[test]
+    fn own_old_segment_is_accepted_after_a_new_segment() {
+        let key = crate::message::test_key();
+        let me = key.public().to_peer_id();
+        let mut prev = GENESIS;
+        let old: Vec<SharedMessage> = (1..=4)
+            .map(|seq| {
+                let mut m = Message::new_local(
+                    me,
+                    "r".into(),
+                    seq,
+                    seq,
+                    0,
+                    "a".into(),
+                    format!("o{seq}"),
+                    prev,
+                    seq - 1,
+                );
+                m.sign(&key);
+                prev = m.hash;
+                SharedMessage::new(m)
+            })
+            .collect();
+        let mut new = Message::new_local(
+            me,
+            "r".into(),
+            1001,
+            10,
+            0,
+            "a".into(),
+            "n".into(),
+            GENESIS,
+            0,
+        );
+        new.sign(&key);
+        let t = Instant::now();
+        let new = SharedMessage::new(new);
+        // In order after the new segment, and with some arriving before it.
+        for early in 0..=4 {
+            let mut c: Chain<u8> = Chain::new();
+            c.hint_start(1);
+            let mut out = Vec::new();
+            for m in old.iter().rev().take(early) {
+                c.offer(m.clone(), 0, &key.public(), 64, t);
+                c.take_ready(&mut out, t);
+            }
+            c.push_local(new.clone());
+            c.take_ready(&mut out, t);
+            for m in old.iter().rev().skip(early) {
+                let o = c.offer(m.clone(), 0, &key.public(), 64, t);
+                assert!(
+                    matches!(o, Offer::Verified(..)),
+                    "early {early} seq {}: {o:?}",
+                    m.seq
+                );
+                c.take_ready(&mut out, t);
+            }
+            let mut seqs: Vec<u64> = out.iter().map(|m| m.seq).collect();
+            seqs.sort();
+            assert_eq!(seqs, vec![1, 2, 3, 4], "early {early}");
+            assert_eq!(c.buffered(), 0);
+        }
+    }
+}
