@@ -134,6 +134,7 @@ internal! {
     wire;
 }
 
+pub mod blob;
 mod close;
 mod config;
 mod conn;
