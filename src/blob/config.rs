@@ -24,7 +24,8 @@ pub struct BlobConfig {
     /// Lies (bad hash, wrong length, wrong size, out-of-order frame) after which a source
     /// is dropped from a download (default 2).
     pub liar_limit: u32,
-    /// Timeouts after which a source is dropped from a download (default 3).
+    /// Failed requests in a row (timeouts, provider errors, responses cut short before
+    /// their first group) after which a source is dropped from a download (default 3).
     pub timeout_limit: u32,
     /// Requests one peer may have served at once; more get `Busy` (default 4).
     pub serve_concurrency: usize,

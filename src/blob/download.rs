@@ -59,6 +59,8 @@ struct Request {
     groups: Range<u64>,
     leaves_left: u64,
     header: bool,
+    /// Sequence number of the next node or group frame.
+    next_seq: u32,
     items: ResponseIter,
     /// Hashes still to be matched, as in bao-tree's decoder.
     stack: SmallVec<[[u8; 32]; 12]>,
@@ -68,6 +70,8 @@ struct Request {
 /// How a request ended early.
 enum Abort {
     Lie(LieKind),
+    /// A response frame is missing (lost, or skipped by the source).
+    Gap,
     Timeout,
     Busy,
     DontHave,
@@ -220,7 +224,12 @@ impl Downloader {
             .get_mut(&tid)
             .expect("requests belong to transfers");
         let outcome = match frame {
-            BlobFrame::Header { size, .. } if !req.header => {
+            // A duplicated header, or a duplicated node or group: already handled.
+            BlobFrame::Header { .. } if req.header => return,
+            BlobFrame::Parent { seq, .. } | BlobFrame::Leaf { seq, .. } if seq < req.next_seq => {
+                return
+            }
+            BlobFrame::Header { size, .. } => {
                 req.header = true;
                 if size == t.size {
                     Ok(None)
@@ -228,17 +237,27 @@ impl Downloader {
                     Err(Abort::Lie(LieKind::WrongSize))
                 }
             }
-            BlobFrame::Parent { pair, .. } if req.header => {
+            // A frame is missing: the rest of the range is asked for again.
+            BlobFrame::Parent { seq, .. } | BlobFrame::Leaf { seq, .. }
+                if !req.header || seq > req.next_seq =>
+            {
+                Err(Abort::Gap)
+            }
+            BlobFrame::Parent { pair, .. } => {
+                req.next_seq += 1;
                 on_parent(req, t, &pair, store).map(|()| None)
             }
-            BlobFrame::Leaf { data, .. } if req.header => on_leaf(req, data),
+            BlobFrame::Leaf { data, .. } => {
+                req.next_seq += 1;
+                on_leaf(req, data)
+            }
             BlobFrame::DontHave { .. } => Err(Abort::DontHave),
             BlobFrame::Error {
                 code: ErrorCode::Busy,
                 ..
             } => Err(Abort::Busy),
             BlobFrame::Error { .. } => Err(Abort::Timeout),
-            _ => Err(Abort::Lie(LieKind::Unexpected)),
+            BlobFrame::Request { .. } | BlobFrame::Cancel { .. } => return,
         };
         match outcome {
             Err(abort) => self.abort(key, abort, now),
@@ -256,9 +275,11 @@ impl Downloader {
                 t.in_flight.remove(group..group + 1);
                 if finished {
                     self.requests.remove(&key);
-                    if let Some(s) = t.sources.get_mut(&peer) {
-                        s.active -= 1;
-                    }
+                }
+                if let Some(s) = t.sources.get_mut(&peer) {
+                    // Failures count only in a row: a source that delivers is forgiven.
+                    s.timeouts = 0;
+                    s.active -= usize::from(finished);
                 }
                 let sources_active = t.sources.values().filter(|s| s.active > 0).count();
                 self.out.push_back(BlobOutput::Event(BlobEvent::Progress {
@@ -338,20 +359,24 @@ impl Downloader {
         self.out.push_back(BlobOutput::Event(e));
     }
 
-    /// Removes a request and gives its unverified groups back to the pool.
-    fn release(&mut self, key: (PeerId, u32)) -> Option<TransferId> {
+    /// Removes a request and gives its unverified groups back to the pool; returns its
+    /// download and whether it verified any group.
+    fn release(&mut self, key: (PeerId, u32)) -> Option<(TransferId, bool)> {
         let req = self.requests.remove(&key)?;
+        let progressed = req.leaves_left < req.groups.end - req.groups.start;
         let t = self.transfers.get_mut(&req.transfer)?;
         t.in_flight.remove(req.groups.clone());
         if let Some(s) = t.sources.get_mut(&key.0) {
             s.active = s.active.saturating_sub(1);
         }
-        Some(req.transfer)
+        Some((req.transfer, progressed))
     }
 
     fn abort(&mut self, key: (PeerId, u32), why: Abort, now: Instant) {
         let (peer, id) = key;
-        let Some(tid) = self.release(key) else { return };
+        let Some((tid, progressed)) = self.release(key) else {
+            return;
+        };
         if !matches!(why, Abort::DontHave | Abort::Busy) {
             self.send(peer, BlobFrame::Cancel { id });
         }
@@ -359,6 +384,13 @@ impl Downloader {
         let Some(s) = t.sources.get_mut(&peer) else {
             return;
         };
+        if matches!(why, Abort::Gap) {
+            self.stats.gaps += 1;
+            if progressed {
+                // The source delivered; ask again for the rest right away.
+                return;
+            }
+        }
         s.backoff_until = Some(now + cfg.retry_backoff);
         let dropped = match why {
             Abort::Lie(kind) => {
@@ -366,7 +398,7 @@ impl Downloader {
                 s.lies += 1;
                 (s.lies >= cfg.liar_limit).then_some(DropReason::Lied(kind))
             }
-            Abort::Timeout => {
+            Abort::Timeout | Abort::Gap => {
                 self.stats.timeouts += 1;
                 s.timeouts += 1;
                 (s.timeouts >= cfg.timeout_limit).then_some(DropReason::TimedOut)
@@ -432,17 +464,19 @@ impl Downloader {
             self.fail(tid, FailReason::NoSources);
             return;
         }
+        for s in t.sources.values_mut() {
+            if s.backoff_until.is_some_and(|b| now >= b) {
+                s.backoff_until = None;
+            }
+        }
         let peers: Vec<PeerId> = t.sources.keys().copied().collect();
         for peer in peers {
             loop {
                 let t = self.transfers.get_mut(&tid).expect("present");
                 let s = t.sources.get_mut(&peer).expect("listed");
-                if s.backoff_until.is_some_and(|b| now < b)
-                    || s.active >= self.cfg.requests_per_source
-                {
+                if s.backoff_until.is_some() || s.active >= self.cfg.requests_per_source {
                     break;
                 }
-                s.backoff_until = None;
                 let Some(groups) = next_work(t, self.cfg.request_groups) else {
                     return;
                 };
@@ -461,6 +495,7 @@ impl Downloader {
                         leaves_left: groups.end - groups.start,
                         groups: groups.clone(),
                         header: false,
+                        next_seq: 1,
                         items,
                         stack,
                         deadline: now + self.cfg.request_timeout,

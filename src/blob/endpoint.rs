@@ -166,6 +166,7 @@ fn merge(p: BlobStats, d: BlobStats) -> BlobStats {
         bytes_received: d.bytes_received,
         lies_caught: d.lies_caught,
         timeouts: d.timeouts,
+        gaps: d.gaps,
         unsolicited_frames: d.unsolicited_frames,
         ..p
     }

@@ -170,8 +170,10 @@ pub struct BlobStats {
     pub bytes_received: u64,
     /// Responses that failed verification.
     pub lies_caught: u64,
-    /// Requests that timed out.
+    /// Requests that timed out (or failed on the provider's side).
     pub timeouts: u64,
+    /// Responses with a missing frame (the rest of the range was asked for again).
+    pub gaps: u64,
     /// Response frames for no request in flight (late, after a cancel), ignored.
     pub unsolicited_frames: u64,
     /// Substreams closed because the peer sent bytes that are not blob frames.

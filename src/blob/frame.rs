@@ -10,7 +10,7 @@ use super::hash::{BlobHash, GROUP_SIZE};
 use crate::codec::{encode_frame, FrameDecoder};
 
 /// Largest frame payload: a leaf frame with a full chunk group.
-pub const MAX_FRAME_LEN: usize = 1 + 4 + GROUP_SIZE as usize;
+pub const MAX_FRAME_LEN: usize = 1 + 4 + 4 + GROUP_SIZE as usize;
 /// Most group intervals one request may ask for.
 pub const MAX_RANGES: usize = 16;
 
@@ -88,6 +88,8 @@ pub enum BlobFrame {
     Parent {
         /// Request id.
         id: u32,
+        /// Position in the response (the header is 0, the first node or group 1).
+        seq: u32,
         /// Left and right child hashes.
         pair: [u8; 64],
     },
@@ -95,6 +97,8 @@ pub enum BlobFrame {
     Leaf {
         /// Request id.
         id: u32,
+        /// Position in the response (the header is 0, the first node or group 1).
+        seq: u32,
         /// The group's bytes.
         data: Bytes,
     },
@@ -150,14 +154,16 @@ impl BlobFrame {
                 body.put_u32(*id);
                 body.put_u64(*size);
             }
-            BlobFrame::Parent { id, pair } => {
+            BlobFrame::Parent { id, seq, pair } => {
                 body.put_u8(T_PARENT);
                 body.put_u32(*id);
+                body.put_u32(*seq);
                 body.put_slice(pair);
             }
-            BlobFrame::Leaf { id, data } => {
+            BlobFrame::Leaf { id, seq, data } => {
                 body.put_u8(T_LEAF);
                 body.put_u32(*id);
+                body.put_u32(*seq);
                 body.put_slice(data);
             }
             BlobFrame::DontHave { id } => {
@@ -189,6 +195,7 @@ impl BlobFrame {
         }
         let id = u32::from_be_bytes(body[..4].try_into().expect("4 bytes"));
         let rest = &body[4..];
+        let u32_at = |b: &[u8]| u32::from_be_bytes(b[..4].try_into().expect("4"));
         let u64_at = |b: &[u8], at: usize| u64::from_be_bytes(b[at..at + 8].try_into().expect("8"));
         let frame = match ty {
             T_REQUEST => {
@@ -220,13 +227,15 @@ impl BlobFrame {
                 id,
                 size: u64_at(rest, 0),
             },
-            T_PARENT if rest.len() == 64 => BlobFrame::Parent {
+            T_PARENT if rest.len() == 4 + 64 => BlobFrame::Parent {
                 id,
-                pair: rest.try_into().expect("64 bytes"),
+                seq: u32_at(rest),
+                pair: rest[4..].try_into().expect("64 bytes"),
             },
-            T_LEAF if !rest.is_empty() && rest.len() <= GROUP_SIZE as usize => BlobFrame::Leaf {
+            T_LEAF if rest.len() > 4 && rest.len() <= 4 + GROUP_SIZE as usize => BlobFrame::Leaf {
                 id,
-                data: Bytes::copy_from_slice(rest),
+                seq: u32_at(rest),
+                data: Bytes::copy_from_slice(&rest[4..]),
             },
             T_DONT_HAVE if rest.is_empty() => BlobFrame::DontHave { id },
             T_ERROR if rest.len() == 1 => BlobFrame::Error {
@@ -358,6 +367,7 @@ mod tests {
             &[0x02, 0, 0, 0],
             &[0x02, 0, 0, 0, 1, 0],
             &[0x12, 0, 0, 0, 1],
+            &[0x12, 0, 0, 0, 1, 0, 0, 0, 1],
             &[0x11, 0, 0, 0, 1, 0],
             &[0x77, 0, 0, 0, 1],
         ];

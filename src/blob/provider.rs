@@ -44,6 +44,8 @@ struct ServePeer {
 #[derive(Debug)]
 struct Serving {
     hash: BlobHash,
+    /// Sequence number of the last frame sent (the header is 0).
+    seq: u32,
     size: u64,
     header_sent: bool,
     items: ResponseIter,
@@ -130,6 +132,11 @@ impl Provider {
             self.forget_idle(peer, now);
             return;
         }
+        if p.requests.contains_key(&id) {
+            // A repeated request id (a duplicated frame): the response is under way.
+            self.stats.bad_requests += 1;
+            return;
+        }
         let reply = match store.complete_size(&hash) {
             None => {
                 self.stats.unknown_refused += 1;
@@ -145,7 +152,7 @@ impl Provider {
             Some(size) => {
                 let groups = group_count(size);
                 let inside = ranges.last().is_some_and(|r| r.end <= groups);
-                if !inside || p.requests.contains_key(&id) {
+                if !inside {
                     self.stats.bad_requests += 1;
                     Some(BlobFrame::Error {
                         id,
@@ -163,6 +170,7 @@ impl Provider {
                             hash,
                             size,
                             header_sent: false,
+                            seq: 0,
                             items,
                         },
                     );
@@ -346,22 +354,27 @@ fn next_item(
     s: &mut Serving,
     store: &mut impl BlobStore,
 ) -> Result<Option<BlobFrame>, super::store::StoreError> {
-    match s.items.next() {
-        None => Ok(None),
-        Some(BaoChunk::Parent { node, .. }) => {
+    let Some(item) = s.items.next() else {
+        return Ok(None);
+    };
+    s.seq += 1;
+    let seq = s.seq;
+    match item {
+        BaoChunk::Parent { node, .. } => {
             let slot = tree(s.size)
                 .pre_order_offset(node)
                 .ok_or(super::store::StoreError::NotFound)?;
             let pair = store.read_parent(&s.hash, slot)?;
-            Ok(Some(BlobFrame::Parent { id, pair }))
+            Ok(Some(BlobFrame::Parent { id, seq, pair }))
         }
-        Some(BaoChunk::Leaf {
+        BaoChunk::Leaf {
             start_chunk, size, ..
-        }) => {
+        } => {
             let mut buf = vec![0u8; size];
             store.read_data(&s.hash, start_chunk.to_bytes(), &mut buf)?;
             Ok(Some(BlobFrame::Leaf {
                 id,
+                seq,
                 data: Bytes::from(buf),
             }))
         }
