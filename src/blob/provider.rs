@@ -125,9 +125,9 @@ impl Provider {
             last_request: now,
         });
         p.last_request = now;
-        // Over the request rate, or the peer is not reading what we already sent: drop
-        // silently, so a flood costs us neither memory nor bandwidth.
-        if !p.requests_bucket.take(1.0, now) || p.unsent >= self.cfg.serve_window {
+        // Over the request rate: drop silently, so a flood costs us neither memory nor
+        // bandwidth. (A peer that does not read is cut off by the stall timer.)
+        if !p.requests_bucket.take(1.0, now) {
             self.stats.requests_dropped += 1;
             self.forget_idle(peer, now);
             return;

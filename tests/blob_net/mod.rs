@@ -69,6 +69,8 @@ pub struct Net {
     pub leaf_bytes: BTreeMap<(usize, usize), u64>,
     /// Frames handed to hosts.
     pub deliveries: u64,
+    /// Bytes put on each link (from, to), delivered or not.
+    pub sent_bytes: BTreeMap<(usize, usize), u64>,
 }
 
 impl Net {
@@ -88,6 +90,7 @@ impl Net {
             link_free: BTreeMap::new(),
             leaf_bytes: BTreeMap::new(),
             deliveries: 0,
+            sent_bytes: BTreeMap::new(),
         }
     }
 
@@ -243,6 +246,7 @@ impl Net {
             None => data,
         };
         let len = data.len();
+        *self.sent_bytes.entry((from, to)).or_default() += len as u64;
         // Serialisation on the link; the sender learns the bytes left once they have.
         let free = self
             .link_free
