@@ -7,7 +7,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::hash::{BlobHash, GROUP_SIZE};
-use crate::codec::{encode_frame, FrameDecoder};
+use crate::codec::{put_varint, FrameDecoder};
 
 /// Largest frame payload: a leaf frame with a full chunk group.
 pub const MAX_FRAME_LEN: usize = 1 + 4 + 4 + GROUP_SIZE as usize;
@@ -133,7 +133,10 @@ pub enum FrameError {
 impl BlobFrame {
     /// Appends the frame, length prefix included, to `out`.
     pub fn encode(&self, out: &mut BytesMut) {
-        let mut body = BytesMut::new();
+        let len = self.payload_len();
+        out.reserve(crate::codec::varint_len(len as u64) + len);
+        put_varint(out, len as u64);
+        let body = out;
         match self {
             BlobFrame::Request { id, hash, ranges } => {
                 body.put_u8(T_REQUEST);
@@ -176,7 +179,18 @@ impl BlobFrame {
                 body.put_u8(code.to_u8());
             }
         }
-        encode_frame(out, &body);
+    }
+
+    /// Length of the payload (type and body, without the length prefix).
+    fn payload_len(&self) -> usize {
+        match self {
+            BlobFrame::Request { ranges, .. } => 1 + 4 + 32 + 1 + 16 * ranges.len(),
+            BlobFrame::Cancel { .. } | BlobFrame::DontHave { .. } => 5,
+            BlobFrame::Header { .. } => 13,
+            BlobFrame::Parent { .. } => 1 + 4 + 4 + 64,
+            BlobFrame::Leaf { data, .. } => 1 + 4 + 4 + data.len(),
+            BlobFrame::Error { .. } => 6,
+        }
     }
 
     /// The frame's bytes, length prefix included.
@@ -188,6 +202,12 @@ impl BlobFrame {
 
     /// Parses one frame payload (without its length prefix).
     pub fn parse(payload: &[u8]) -> Result<Self, FrameError> {
+        Self::parse_bytes(&Bytes::copy_from_slice(payload))
+    }
+
+    /// [`BlobFrame::parse`] without copying a leaf's data out of `payload`.
+    fn parse_bytes(whole: &Bytes) -> Result<Self, FrameError> {
+        let payload = &whole[..];
         let (&ty, body) = payload.split_first().ok_or(FrameError::Malformed(0))?;
         let bad = FrameError::Malformed(ty);
         if body.len() < 4 {
@@ -235,7 +255,7 @@ impl BlobFrame {
             T_LEAF if rest.len() > 4 && rest.len() <= 4 + GROUP_SIZE as usize => BlobFrame::Leaf {
                 id,
                 seq: u32_at(rest),
-                data: Bytes::copy_from_slice(&rest[4..]),
+                data: whole.slice(9..),
             },
             T_DONT_HAVE if rest.is_empty() => BlobFrame::DontHave { id },
             T_ERROR if rest.len() == 1 => BlobFrame::Error {
@@ -296,7 +316,7 @@ impl BlobDecoder {
     pub fn decode(&mut self) -> Result<Option<BlobFrame>, FrameError> {
         match self.inner.decode()? {
             None => Ok(None),
-            Some(payload) => BlobFrame::parse(&payload).map(Some),
+            Some(payload) => BlobFrame::parse_bytes(&payload).map(Some),
         }
     }
 }
@@ -320,10 +340,12 @@ mod tests {
             },
             BlobFrame::Parent {
                 id: 3,
+                seq: 1,
                 pair: [9; 64],
             },
             BlobFrame::Leaf {
                 id: 4,
+                seq: u32::MAX,
                 data: Bytes::from(vec![1u8; GROUP_SIZE as usize]),
             },
             BlobFrame::DontHave { id: 5 },
