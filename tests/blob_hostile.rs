@@ -1,6 +1,8 @@
 //! Hostile peers against the blob provider and downloader: floods, stalls, oversized
 //! frames, garbage. Every bound is read back from the counters.
 
+#![allow(clippy::single_range_in_vec_init)]
+
 mod blob_net;
 
 use std::time::Duration;

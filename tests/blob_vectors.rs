@@ -1,6 +1,8 @@
 //! The test vectors of `PROTOCOL.md`, section 17 (file transfer), checked against the
 //! implementation. Every hex string here also appears verbatim in `PROTOCOL.md`.
 
+#![allow(clippy::single_range_in_vec_init)]
+
 use std::time::Instant;
 
 use echo_proto::blob::{
