@@ -113,3 +113,42 @@ fn doc_contains_every_vector() {
         assert!(DOC.contains(v), "PROTOCOL.md lacks {v}");
     }
 }
+
+/// The proofs of the vectors decode with `bao-tree`'s own verifying decoder, so the
+/// layout is `bao-tree`'s and not only ours.
+#[test]
+fn vectors_verify_with_the_bao_tree_decoder() {
+    use bao_tree::io::sync::DecodeResponseIter;
+    use bao_tree::{BaoTree, BlockSize, ChunkNum, ChunkRanges};
+    let tree = BaoTree::new(40_000, BlockSize::from_chunk_log(4));
+    let root = bao_tree::blake3::Hash::from_bytes(hash().0);
+    let pair = |frame: &str| hex::decode(frame).unwrap()[1 + 1 + 4 + 4..].to_vec();
+    for (vectors, parents, chunks, bytes) in [
+        (
+            &FIRST[..],
+            2,
+            ChunkRanges::from(ChunkNum(0)..ChunkNum(16)),
+            0..16_384,
+        ),
+        (
+            &LAST[..],
+            1,
+            ChunkRanges::from(ChunkNum(32)..),
+            32_768..40_000,
+        ),
+    ] {
+        let mut encoded = Vec::new();
+        for p in &vectors[2..2 + parents] {
+            encoded.extend(pair(p));
+        }
+        encoded.extend(&input()[bytes.clone()]);
+        let items: Vec<_> = DecodeResponseIter::new(root, tree, &encoded[..], &chunks)
+            .collect::<Result<_, _>>()
+            .expect("bao-tree verifies the proof");
+        assert_eq!(items.len(), parents + 1);
+        let mut tampered = encoded.clone();
+        *tampered.last_mut().unwrap() ^= 1;
+        let bad = DecodeResponseIter::new(root, tree, &tampered[..], &chunks).any(|r| r.is_err());
+        assert!(bad, "a flipped bit fails");
+    }
+}
