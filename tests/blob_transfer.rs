@@ -275,3 +275,30 @@ fn limits_refuse_downloads_up_front() {
     );
     assert_eq!(ep.stats().transfers, 2);
 }
+
+#[test]
+fn downloader_state_stays_flat_for_a_large_blob() {
+    let len = 48 << 20;
+    let (mut net, data, hash) = setup(30, 3, len);
+    net.bandwidth = 64 << 20;
+    net.download(3, hash, len as u64, &[0, 1, 2]);
+    let cfg = BlobConfig::default();
+    let (mut most_requests, mut most_runs) = (0, 0);
+    assert!(net.run_until(10 * MINUTE, |n| {
+        let s = n.hosts[3].ep.stats();
+        most_requests = most_requests.max(s.requests_in_flight);
+        most_runs = most_runs.max(s.tracked_runs);
+        n.done(3)
+    }));
+    assert!(net.hosts[3].store.data(&hash) == Some(&data[..]));
+    // 3072 groups, yet the downloader tracks a handful of requests and intervals.
+    assert!(
+        most_requests <= 3 * cfg.requests_per_source,
+        "{most_requests}"
+    );
+    assert!(most_runs <= 4 * 3 * cfg.requests_per_source, "{most_runs}");
+    // The providers never held more than their window unsent for it.
+    for s in 0..3 {
+        assert_eq!(net.hosts[s].ep.stats().active_requests, 0);
+    }
+}

@@ -95,6 +95,12 @@ impl Downloader {
     pub fn stats(&self) -> BlobStats {
         let mut s = self.stats.clone();
         s.transfers = self.transfers.len();
+        s.requests_in_flight = self.requests.len();
+        s.tracked_runs = self
+            .transfers
+            .values()
+            .map(|t| t.verified.runs() + t.in_flight.runs())
+            .sum();
         s
     }
 

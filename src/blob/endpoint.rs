@@ -162,6 +162,8 @@ impl BlobEndpoint {
 fn merge(p: BlobStats, d: BlobStats) -> BlobStats {
     BlobStats {
         transfers: d.transfers,
+        requests_in_flight: d.requests_in_flight,
+        tracked_runs: d.tracked_runs,
         groups_verified: d.groups_verified,
         bytes_received: d.bytes_received,
         lies_caught: d.lies_caught,

@@ -164,6 +164,11 @@ pub struct BlobStats {
     pub bytes_served: u64,
     /// Downloads running.
     pub transfers: usize,
+    /// Requests of running downloads in flight.
+    pub requests_in_flight: usize,
+    /// Intervals the running downloads track (verified and in-flight groups): their
+    /// state grows with this, not with the blob size.
+    pub tracked_runs: usize,
     /// Chunk groups verified and written by downloads.
     pub groups_verified: u64,
     /// Chunk-group bytes received (verified or not).
