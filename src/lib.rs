@@ -101,6 +101,9 @@
 //! `#[doc(hidden)]` and without any stability promise. The `sim` feature adds the
 //! deterministic network simulator (and implies `fuzzing`).
 //!
+//! File transfer (verified, resumable, multi-source blobs on their own substream) is
+//! the [`blob`] module, a second sans-IO state machine driven the same way.
+//!
 //! The wire protocol is specified in `PROTOCOL.md` at the repository root.
 
 #![forbid(unsafe_code)]
@@ -134,6 +137,7 @@ internal! {
     wire;
 }
 
+pub mod blob;
 mod close;
 mod config;
 mod conn;
