@@ -4,71 +4,19 @@
 //!
 //! `cargo bench --bench blob`
 
+mod common;
+
 use std::hint::black_box;
-use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use echo_proto::blob::{BlobConfig, BlobEndpoint, BlobEvent, BlobHash, BlobOutput, MemStore};
-use echo_proto::Identity;
+use echo_proto::blob::{BlobEndpoint, BlobHash, MemStore};
+
+use common::blob::{sample, transfer, unlimited};
 
 const SIZE: usize = 64 << 20;
 
-fn unlimited() -> BlobConfig {
-    BlobConfig {
-        serve_rate: 1 << 50,
-        serve_burst: 1 << 40,
-        // The clock stands still here: no bucket ever refills.
-        request_burst: 1e12,
-        ..BlobConfig::default()
-    }
-}
-
-/// Downloads `hash` from a provider holding it, all in memory; returns the store.
-fn transfer(
-    provider: &mut BlobEndpoint,
-    ps: &mut MemStore,
-    hash: BlobHash,
-    mut ds: MemStore,
-) -> MemStore {
-    let now = Instant::now();
-    let pd = Identity::from_secret_bytes([1; 32]).peer_id();
-    let pp = Identity::from_secret_bytes([2; 32]).peer_id();
-    let mut d = BlobEndpoint::new(unlimited());
-    d.download(hash, SIZE as u64, [pp], &mut ds, now)
-        .expect("starts");
-    loop {
-        let mut moved = false;
-        loop {
-            match d.poll_output() {
-                BlobOutput::Transmit { data, .. } => {
-                    provider.handle_data(pd, &data, ps, now);
-                    moved = true;
-                }
-                BlobOutput::Event(BlobEvent::Done { .. }) => return ds,
-                BlobOutput::Event(BlobEvent::Failed { reason, .. }) => panic!("{reason:?}"),
-                BlobOutput::Wait(_) => break,
-                _ => {}
-            }
-        }
-        loop {
-            match provider.poll_output() {
-                BlobOutput::Transmit { data, .. } => {
-                    provider.handle_sent(pd, data.len(), ps, now);
-                    d.handle_data(pp, &data, &mut ds, now);
-                    moved = true;
-                }
-                BlobOutput::Wait(_) => break,
-                _ => {}
-            }
-        }
-        assert!(moved, "transfer stalled");
-    }
-}
-
 fn bench_verify(c: &mut Criterion) {
-    let data: Vec<u8> = (0..SIZE)
-        .map(|i| (i as u32).wrapping_mul(2654435761).to_le_bytes()[1])
-        .collect();
+    let data = sample(SIZE);
     let mut ps = MemStore::new();
     let hash = ps.insert(&data);
     let mut provider = BlobEndpoint::new(unlimited());
@@ -82,7 +30,7 @@ fn bench_verify(c: &mut Criterion) {
         b.iter_batched(
             MemStore::new,
             |ds| {
-                let ds = transfer(&mut provider, &mut ps, hash, ds);
+                let ds = transfer(&mut provider, &mut ps, hash, SIZE as u64, ds);
                 assert!(ds.is_complete(&hash));
                 ds
             },

@@ -3,7 +3,7 @@
 //! Wall-clock medians on a shared 2-core machine swing by 2× between runs; the number of
 //! instructions a workload executes does not (same binary, same input, same count). This
 //! binary runs one workload per invocation, with everything outside the workload itself
-//! (building nodes, the handshake, preparing the bytes) outside the measured function
+//! (building nodes, the handshake, preparing the bytes, hashing a blob to serve) outside the measured function
 //! `echo_icount_measure`; `.ci/icount.py` runs each workload under
 //! `valgrind --tool=callgrind --collect-atstart=no --toggle-collect=echo_icount_measure`,
 //! compares the counts with `benches/icount-baseline.json` and fails past the tolerance.
@@ -140,6 +140,27 @@ const WORKLOADS: &[Workload] = &[
         name: "room_log_insert_10000_shuffled",
         units: 10_000,
         setup: || log_workload(true),
+    },
+    Workload {
+        name: "blob_fetch_verify_store_4MiB",
+        units: 256, // 16 KiB chunk groups
+        setup: || {
+            use echo_proto::blob::{BlobEndpoint, MemStore};
+            const SIZE: usize = 4 << 20;
+            let mut ps = MemStore::new();
+            let hash = ps.insert(&common::blob::sample(SIZE));
+            let mut provider = BlobEndpoint::new(common::blob::unlimited());
+            Box::new(move || {
+                let ds = common::blob::transfer(
+                    &mut provider,
+                    &mut ps,
+                    hash,
+                    SIZE as u64,
+                    MemStore::new(),
+                );
+                assert!(ds.is_complete(&hash));
+            })
+        },
     },
     Workload {
         name: "sim_20_nodes_500_messages",

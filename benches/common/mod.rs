@@ -2,6 +2,7 @@
 //! suite (`icount.rs`): two handshaken nodes, the bytes of a burst, sample messages.
 #![allow(dead_code)] // each bench uses a subset
 
+pub mod blob;
 pub mod network;
 
 use std::time::{Instant, SystemTime};
