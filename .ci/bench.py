@@ -8,8 +8,8 @@ Prints one table per layer with medians and the machine's load average, so each 
 leaves a record. Wall-clock figures on a shared machine are for people to read, not to
 gate on: the regression guard is the instruction count (.ci/icount.py).
 
-- criterion: `cargo bench -p echo-proto --features sim --bench core -- --quick`; the median
-  of each bench from criterion's estimates.json.
+- criterion: `cargo bench -p echo-proto --features sim --bench core --bench blob -- --quick`;
+  the median of each bench from criterion's estimates.json.
 - simulator: `benches/sim.rs` with 30 nodes and 2,000 messages (the full run is 100/10,000).
 - loopback: `runtimes/examples/bench.rs` (the workloads of shared/peer-bench/gossipsub) at
   reduced counts on tokio, smol and async-std, each run three times; the median run.
@@ -60,8 +60,8 @@ def fmt_ns(ns):
 def criterion():
     print(f"\n## criterion, quick mode (load before: {loadavg()})", flush=True)
     started = time.time()
-    run = subprocess.run(["cargo", "bench", "-p", "echo-proto", "--features", "sim", "--bench", "core", "--",
-                          "--quick", "--warm-up-time", "1", "--noplot"], cwd=ROOT,
+    run = subprocess.run(["cargo", "bench", "-p", "echo-proto", "--features", "sim", "--bench", "core",
+                          "--bench", "blob", "--", "--quick", "--warm-up-time", "1", "--noplot"], cwd=ROOT,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if run.returncode != 0:
         sys.exit(run.stdout + "\nbench.py: the criterion benches failed")
