@@ -125,6 +125,7 @@ use multiaddr::Protocol as Ma;
 mod conn;
 mod driver;
 mod events;
+pub mod files;
 mod limits;
 mod runtime;
 mod transport;

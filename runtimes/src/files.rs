@@ -1,0 +1,506 @@
+//! Files for the core's file transfer: a [`BlobStore`] on disk that survives `kill -9`
+//! mid-download, and the rules for turning a peer-supplied file name into a path that
+//! stays inside the download folder and overwrites nothing.
+//!
+//! The core (`echo_proto::blob`) never touches a file: it calls a [`BlobStore`]. This is
+//! the one an app on a real file system uses. Layout under its directory:
+//!
+//! * `partial/<hash>.part`: the bytes of a download in progress, a sparse file of the
+//!   blob's size; `partial/<hash>.obao`: its verified tree nodes (64-byte slots);
+//!   `partial/<hash>.groups`: the chunk groups written so far, one little-endian `u64`
+//!   per group, appended *after* the group's bytes are written. After a crash the log
+//!   names only groups whose bytes reached the file (a torn last record is ignored), so a
+//!   resumed download fetches just the rest.
+//! * `complete/<hash>.obao`: the tree of a blob it can serve, and `index`: one line per
+//!   such blob, `<hash> <size> <path of its bytes>`, replaced atomically on each change.
+//!
+//! A finished download is hashed again from the file before it counts as complete (so a
+//! disk that lost a write is caught), then moved to `complete/<hash>.data`, from where
+//! [`FileStore::place`] moves it to the user's download folder under a safe, unique name.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use echo_proto::blob::{
+    compute_outboard, group_count, outboard_size, BlobHash, BlobStore, GroupSet, StoreError,
+    GROUP_SIZE,
+};
+
+#[cfg(unix)]
+use std::os::unix::fs::FileExt;
+
+/// A blob this store can serve: its size and where its bytes are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Complete {
+    size: u64,
+    path: PathBuf,
+}
+
+/// A download in progress.
+#[derive(Debug)]
+struct Partial {
+    size: u64,
+    data: File,
+    outboard: File,
+    log: File,
+}
+
+/// A [`BlobStore`] in a directory (see the module docs for the layout).
+#[derive(Debug)]
+pub struct FileStore {
+    dir: PathBuf,
+    complete: BTreeMap<BlobHash, Complete>,
+    partial: BTreeMap<BlobHash, Partial>,
+    /// Bytes to leave free on the disk when accepting a download.
+    pub reserve: u64,
+    /// Chunk groups written since this store was opened.
+    written: u64,
+}
+
+fn io_err(e: io::Error) -> StoreError {
+    StoreError::Io(e.to_string())
+}
+
+fn hex_hash(s: &str) -> Option<BlobHash> {
+    let bytes = s.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in bytes.chunks(2).enumerate() {
+        let h = std::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(h, 16).ok()?;
+    }
+    Some(BlobHash(out))
+}
+
+#[cfg(unix)]
+fn read_at(f: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    f.read_exact_at(buf, offset)
+}
+
+#[cfg(unix)]
+fn write_at(f: &File, buf: &[u8], offset: u64) -> io::Result<()> {
+    f.write_all_at(buf, offset)
+}
+
+#[cfg(not(unix))]
+fn read_at(mut f: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    use std::io::Seek;
+    f.seek(io::SeekFrom::Start(offset))?;
+    f.read_exact(buf)
+}
+
+#[cfg(not(unix))]
+fn write_at(mut f: &File, buf: &[u8], offset: u64) -> io::Result<()> {
+    use std::io::Seek;
+    f.seek(io::SeekFrom::Start(offset))?;
+    f.write_all(buf)
+}
+
+/// Free bytes for an unprivileged user on the file system holding `dir`, where the
+/// platform tells.
+#[cfg(unix)]
+fn free_space(dir: &Path) -> Option<u64> {
+    let s = rustix::fs::statvfs(dir).ok()?;
+    Some(s.f_bavail.saturating_mul(s.f_frsize))
+}
+
+#[cfg(not(unix))]
+fn free_space(_dir: &Path) -> Option<u64> {
+    None
+}
+
+impl FileStore {
+    /// Opens (creating if needed) a store in `dir` and reads its index.
+    pub fn open(dir: impl Into<PathBuf>) -> io::Result<FileStore> {
+        let dir = dir.into();
+        fs::create_dir_all(dir.join("partial"))?;
+        fs::create_dir_all(dir.join("complete"))?;
+        let mut complete = BTreeMap::new();
+        match fs::read_to_string(dir.join("index")) {
+            Ok(text) => {
+                for line in text.lines() {
+                    let mut parts = line.splitn(3, ' ');
+                    let (Some(h), Some(size), Some(path)) =
+                        (parts.next(), parts.next(), parts.next())
+                    else {
+                        continue;
+                    };
+                    if let (Some(hash), Ok(size)) = (hex_hash(h), size.parse()) {
+                        let path = PathBuf::from(path);
+                        complete.insert(hash, Complete { size, path });
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        Ok(FileStore {
+            dir,
+            complete,
+            partial: BTreeMap::new(),
+            reserve: 64 << 20,
+            written: 0,
+        })
+    }
+
+    fn path(&self, kind: &str, hash: &BlobHash, ext: &str) -> PathBuf {
+        self.dir.join(kind).join(format!("{}.{ext}", hash.to_hex()))
+    }
+
+    /// Writes the index (to a temporary file, then renamed over the old one).
+    fn save_index(&self) -> io::Result<()> {
+        let mut text = String::new();
+        for (hash, c) in &self.complete {
+            let Some(path) = c.path.to_str() else {
+                continue; // not representable in the index: served until restart only
+            };
+            text.push_str(&format!("{} {} {}\n", hash.to_hex(), c.size, path));
+        }
+        let tmp = self.dir.join("index.tmp");
+        let mut f = File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        fs::rename(tmp, self.dir.join("index"))
+    }
+
+    /// Makes the file at `path` servable: hashes it and stores its tree. Returns its
+    /// hash and size. The file is read again when served; if it changes meanwhile, the
+    /// downloader catches the difference (as a lying source) and takes it elsewhere.
+    pub fn add_file(&mut self, path: &Path) -> io::Result<(BlobHash, u64)> {
+        let path = fs::canonicalize(path)?;
+        let f = File::open(&path)?;
+        let size = f.metadata()?.len();
+        let tmp = self.dir.join("complete").join("adding.obao");
+        let out = File::create(&tmp)?;
+        let hash = compute_outboard(io::BufReader::new(f), size, |slot, pair| {
+            write_at(&out, pair, slot * 64)
+        })?;
+        out.sync_all()?;
+        fs::rename(&tmp, self.path("complete", &hash, "obao"))?;
+        self.complete.insert(hash, Complete { size, path });
+        self.save_index()?;
+        Ok((hash, size))
+    }
+
+    /// Chunk groups written since this store was opened (what a resumed download
+    /// fetched again can be read from this).
+    pub fn groups_written(&self) -> u64 {
+        self.written
+    }
+
+    /// Where the bytes of a complete blob are.
+    pub fn location(&self, hash: &BlobHash) -> Option<&Path> {
+        self.complete.get(hash).map(|c| c.path.as_path())
+    }
+
+    /// Moves a finished download to `dir` under a safe, unique version of `name` (see
+    /// [`unique_path`]) and serves it from there. Returns the new path.
+    pub fn place(&mut self, hash: &BlobHash, dir: &Path, name: &str) -> io::Result<PathBuf> {
+        let Some(c) = self.complete.get(hash).cloned() else {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "no such blob"));
+        };
+        fs::create_dir_all(dir)?;
+        let (dest, _placeholder) = unique_path(dir, name)?;
+        // Rename over the empty placeholder `unique_path` created (same directory entry,
+        // so no other writer can have taken the name); copy across file systems.
+        if fs::rename(&c.path, &dest).is_err() {
+            fs::copy(&c.path, &dest)?;
+            fs::remove_file(&c.path)?;
+        }
+        self.complete.insert(
+            *hash,
+            Complete {
+                size: c.size,
+                path: dest.clone(),
+            },
+        );
+        self.save_index()?;
+        Ok(dest)
+    }
+
+    /// Stops serving a blob (its bytes stay where they are) and drops a partial download.
+    pub fn forget(&mut self, hash: &BlobHash) -> io::Result<()> {
+        self.partial.remove(hash);
+        for (kind, ext) in [
+            ("partial", "part"),
+            ("partial", "obao"),
+            ("partial", "groups"),
+            ("complete", "obao"),
+        ] {
+            match fs::remove_file(self.path(kind, hash, ext)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.complete.remove(hash).is_some() {
+            self.save_index()?;
+        }
+        Ok(())
+    }
+
+    fn partial(&mut self, hash: &BlobHash) -> Result<&mut Partial, StoreError> {
+        self.partial.get_mut(hash).ok_or(StoreError::NotFound)
+    }
+
+    /// The groups a log names, within a blob of `groups` groups (a torn last record is
+    /// ignored, and so is anything out of range).
+    fn read_log(path: &Path, groups: u64) -> io::Result<GroupSet> {
+        let bytes = match fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        Ok(bytes
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .filter(|&g| g < groups)
+            .map(|g| g..g + 1)
+            .collect())
+    }
+}
+
+impl BlobStore for FileStore {
+    fn complete_size(&self, hash: &BlobHash) -> Option<u64> {
+        self.complete.get(hash).map(|c| c.size)
+    }
+
+    fn read_parent(&mut self, hash: &BlobHash, slot: u64) -> Result<[u8; 64], StoreError> {
+        let path = if self.complete.contains_key(hash) {
+            self.path("complete", hash, "obao")
+        } else {
+            self.path("partial", hash, "obao")
+        };
+        let f = File::open(path).map_err(|_| StoreError::NotFound)?;
+        let mut buf = [0u8; 64];
+        read_at(&f, &mut buf, slot * 64).map_err(|_| StoreError::NotFound)?;
+        Ok(buf)
+    }
+
+    fn read_data(
+        &mut self,
+        hash: &BlobHash,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<(), StoreError> {
+        if let Some(c) = self.complete.get(hash) {
+            let f = File::open(&c.path).map_err(|_| StoreError::NotFound)?;
+            return read_at(&f, buf, offset).map_err(io_err);
+        }
+        let p = self.partial(hash)?;
+        read_at(&p.data, buf, offset).map_err(io_err)
+    }
+
+    fn open_partial(&mut self, hash: &BlobHash, size: u64) -> Result<GroupSet, StoreError> {
+        let groups = group_count(size);
+        let (part, obao, log) = (
+            self.path("partial", hash, "part"),
+            self.path("partial", hash, "obao"),
+            self.path("partial", hash, "groups"),
+        );
+        let have = FileStore::read_log(&log, groups).map_err(io_err)?;
+        let existing = fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+        if existing != size {
+            // New (or of another size: start over). Check the space first.
+            let need = size + outboard_size(size) + self.reserve;
+            if free_space(&self.dir.join("partial")).is_some_and(|free| free < need) {
+                return Err(StoreError::NoSpace);
+            }
+        }
+        let open = |p: &Path| {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(p)
+        };
+        let data = open(&part).map_err(io_err)?;
+        let outboard = open(&obao).map_err(io_err)?;
+        let have = if existing != size {
+            data.set_len(size).map_err(io_err)?;
+            outboard.set_len(outboard_size(size)).map_err(io_err)?;
+            File::create(&log).map_err(io_err)?;
+            GroupSet::new()
+        } else {
+            have
+        };
+        let log = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&log)
+            .map_err(io_err)?;
+        self.partial.insert(
+            *hash,
+            Partial {
+                size,
+                data,
+                outboard,
+                log,
+            },
+        );
+        Ok(have)
+    }
+
+    fn write_parent(
+        &mut self,
+        hash: &BlobHash,
+        slot: u64,
+        pair: &[u8; 64],
+    ) -> Result<(), StoreError> {
+        let p = self.partial(hash)?;
+        write_at(&p.outboard, pair, slot * 64).map_err(io_err)
+    }
+
+    fn write_group(&mut self, hash: &BlobHash, group: u64, data: &[u8]) -> Result<(), StoreError> {
+        let p = self.partial(hash)?;
+        if group >= group_count(p.size) {
+            return Err(StoreError::NotFound);
+        }
+        write_at(&p.data, data, group * GROUP_SIZE).map_err(io_err)?;
+        // Recorded only after the bytes are in the file: a crash in between costs this
+        // one group again, never a group that is not there.
+        (&p.log).write_all(&group.to_le_bytes()).map_err(io_err)?;
+        self.written += 1;
+        Ok(())
+    }
+
+    fn finish(&mut self, hash: &BlobHash) -> Result<(), StoreError> {
+        let p = self.partial.remove(hash).ok_or(StoreError::NotFound)?;
+        p.data.sync_all().map_err(io_err)?;
+        // Hash the bytes as they are on disk before serving them to anyone.
+        let mut reader =
+            io::BufReader::new(File::open(self.path("partial", hash, "part")).map_err(io_err)?);
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = reader.read(&mut buf).map_err(io_err)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        if hasher.finalize().as_bytes() != hash.as_bytes() {
+            // The disk lost a write: start the download over.
+            let _ = fs::remove_file(self.path("partial", hash, "groups"));
+            return Err(StoreError::Io(
+                "the downloaded file does not hash to its name (disk error?)".into(),
+            ));
+        }
+        let data = self.path("complete", hash, "data");
+        fs::rename(self.path("partial", hash, "part"), &data).map_err(io_err)?;
+        fs::rename(
+            self.path("partial", hash, "obao"),
+            self.path("complete", hash, "obao"),
+        )
+        .map_err(io_err)?;
+        let _ = fs::remove_file(self.path("partial", hash, "groups"));
+        self.complete.insert(
+            *hash,
+            Complete {
+                size: p.size,
+                path: data,
+            },
+        );
+        self.save_index().map_err(io_err)
+    }
+}
+
+/// Longest file name made by [`safe_file_name`], in bytes (most file systems allow 255).
+pub const MAX_FILE_NAME: usize = 200;
+
+/// Names Windows reserves in any directory, with or without an extension.
+const RESERVED: &[&str] = &[
+    "CON", "PRN", "AUX", "NUL", "COM1", "COM2", "COM3", "COM4", "COM5", "COM6", "COM7", "COM8",
+    "COM9", "LPT1", "LPT2", "LPT3", "LPT4", "LPT5", "LPT6", "LPT7", "LPT8", "LPT9",
+];
+
+/// A file name from a peer made safe to create in a download folder: only its last
+/// path component is kept (no separators of any platform, so no `..`, no absolute
+/// paths), control characters and the characters Windows forbids become `_`, leading
+/// dots (hidden files, `..`) and trailing dots and spaces go, a name Windows reserves
+/// (`CON`, `nul.txt`, …) gets a `_` prefix, and a name longer than [`MAX_FILE_NAME`]
+/// bytes is cut, keeping its extension. What is left, if nothing, is `file`.
+pub fn safe_file_name(name: &str) -> String {
+    let last = name
+        .rsplit(['/', '\\'])
+        .find(|s| !s.trim().is_empty())
+        .unwrap_or("");
+    let mut s: String = last
+        .chars()
+        .map(|c| {
+            if c.is_control()
+                || matches!(c, '<' | '>' | ':' | '"' | '|' | '?' | '*' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+            {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
+    s = s
+        .trim_start_matches(['.', ' '])
+        .trim_end_matches(['.', ' '])
+        .to_string();
+    if s.is_empty() {
+        return "file".into();
+    }
+    let stem = s.split('.').next().unwrap_or("");
+    if RESERVED
+        .iter()
+        .any(|r| r.eq_ignore_ascii_case(stem.trim_end()))
+    {
+        s.insert(0, '_');
+    }
+    if s.len() > MAX_FILE_NAME {
+        let (base, ext) = split_ext(&s);
+        let ext: String = ext.chars().take(16).collect();
+        let mut cut = MAX_FILE_NAME.saturating_sub(ext.len());
+        while !base.is_char_boundary(cut.min(base.len())) {
+            cut -= 1;
+        }
+        s = format!("{}{ext}", &base[..cut.min(base.len())]);
+    }
+    s
+}
+
+/// `("name", ".ext")`, or `(name, "")` without an extension.
+fn split_ext(name: &str) -> (&str, &str) {
+    match name.rfind('.') {
+        Some(i) if i > 0 => name.split_at(i),
+        _ => (name, ""),
+    }
+}
+
+/// A path in `dir` for a file named `name` (made safe with [`safe_file_name`]) that no
+/// existing file has: `name.ext`, else `name (1).ext`, `name (2).ext`, … The file is
+/// created empty (so a concurrent caller cannot take the same name); the caller writes
+/// or renames over it. Returns the path and the created file.
+pub fn unique_path(dir: &Path, name: &str) -> io::Result<(PathBuf, File)> {
+    let safe = safe_file_name(name);
+    let (base, ext) = split_ext(&safe);
+    for n in 0..10_000u32 {
+        let candidate = if n == 0 {
+            safe.clone()
+        } else {
+            format!("{base} ({n}){ext}")
+        };
+        let path = dir.join(&candidate);
+        match OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(f) => return Ok((path, f)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        format!("10,000 files named like {safe:?} already"),
+    ))
+}
+
+#[cfg(test)]
+mod tests;
