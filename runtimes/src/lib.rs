@@ -117,7 +117,7 @@ use echo_proto::{
     CommandError, Config, DialId, Identity, Multiaddr, Node, PeerId, PeerInfo, SharedMessage, Stats,
 };
 use futures::channel::{mpsc, oneshot};
-use futures::future::{AbortHandle, Abortable, FutureExt, Shared};
+use futures::future::{AbortHandle, Abortable, Shared};
 use futures::Future;
 
 use multiaddr::Protocol as Ma;
@@ -125,7 +125,9 @@ use multiaddr::Protocol as Ma;
 mod conn;
 mod driver;
 mod events;
+mod host;
 mod limits;
+mod pipe;
 mod runtime;
 mod transport;
 
@@ -427,7 +429,8 @@ impl Drop for WaitingGuard {
 
 struct Inner {
     peer_id: PeerId,
-    listen_addrs: Vec<Multiaddr>,
+    /// Set once the listeners are up.
+    listen_addrs: std::sync::OnceLock<Vec<Multiaddr>>,
     cmds: async_channel::Sender<Command>,
     /// Commands waiting for room in `cmds`: while any do, new ones wait behind them.
     waiting: Arc<std::sync::atomic::AtomicUsize>,
@@ -457,7 +460,7 @@ impl Handle {
     /// Where the node listens, with real ports, each ending in `/p2p/<id>`: what a peer
     /// passes to [`Handle::connect`].
     pub fn listen_addrs(&self) -> &[Multiaddr] {
-        &self.0.listen_addrs
+        self.0.listen_addrs.get().map_or(&[], Vec::as_slice)
     }
 
     fn call<T>(&self, f: impl FnOnce(Reply<T>) -> Command) -> Pending<T> {
@@ -662,64 +665,44 @@ pub async fn start<R: Runtime>(
     }
     let now = runtime.now();
     let mut node = Node::restore(identity, config, seed, restore, now);
-    // The wall clock bounds what a peer's clock value may do (PROTOCOL.md section 8.3).
-    node.set_wall_clock(std::time::SystemTime::now(), now);
     node.set_listen_addrs(bound.clone());
     // Holds at most two inputs per set-up task, and set-up tasks are capped
     // (`max_pending_handshakes` accepted, `max_pending_dials` dialed).
     let (input_tx, inputs) = mpsc::unbounded();
-    let (cmd_tx, cmds) = async_channel::bounded(cfg.command_buffer.max(1));
-    let (ev_tx, ev_rx) = events::channel(cfg.event_buffer);
     let admission = limits::Admission::new(
         cfg.max_pending_handshakes,
         cfg.max_pending_handshakes_per_ip,
     );
-    let timer = runtime.timer(now);
-    let (alive, stopped) = oneshot::channel();
-    let mut driver = driver::Driver {
-        rt: runtime.clone(),
-        key: keypair,
-        cfg,
-        node,
-        admission,
-        dialing: Default::default(),
-        dials_refused: 0,
-        discarded: 0,
-        conns: Default::default(),
-        pending: Default::default(),
-        live: Default::default(),
-        ready: Default::default(),
-        to_poll: Vec::new(),
-        next_conn: 1,
-        inputs,
-        input_tx,
-        cmds: Box::pin(cmds),
-        cmds_done: false,
-        events: ev_tx,
-        listeners,
-        timer,
-        timer_at: None,
-        shutting_down: false,
-        waiters: Vec::new(),
-        _alive: alive,
-    };
-    // Hand out the events of Node::new (e.g. joining the default room).
-    driver.drain();
-    let (abort, reg) = AbortHandle::new_pair();
-    runtime.spawn(async move {
-        let _ = Abortable::new(driver, reg).await;
-    });
     let listen_addrs = bound
         .into_iter()
         .map(|a| a.with(Ma::P2p(peer_id)))
         .collect();
-    let inner = Inner {
-        peer_id,
-        listen_addrs,
-        cmds: cmd_tx,
-        waiting: Default::default(),
-        abort,
-        stopped: stopped.shared(),
+    let (host, handle, events, reg) = host::wire(node, &cfg, runtime.timer(now), listen_addrs, now);
+    let mut driver = driver::Driver {
+        host,
+        io: driver::Net {
+            rt: runtime.clone(),
+            key: keypair,
+            cfg,
+            admission,
+            dialing: Default::default(),
+            dials_refused: 0,
+            discarded: 0,
+            conns: Default::default(),
+            pending: Default::default(),
+            live: Default::default(),
+            ready: Default::default(),
+            to_poll: Vec::new(),
+            next_conn: 1,
+            inputs,
+            input_tx,
+            listeners,
+        },
     };
-    Ok((Handle(Arc::new(inner)), ev_rx))
+    // Hand out the events of Node::new (e.g. joining the default room).
+    driver.host.drain(&mut driver.io);
+    runtime.spawn(async move {
+        let _ = Abortable::new(driver, reg).await;
+    });
+    Ok((handle, events))
 }
