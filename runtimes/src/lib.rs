@@ -45,6 +45,11 @@
 //!   ([RUSTSEC-2025-0052]); it is supported for existing applications, tokio and smol
 //!   are the first-class runtimes.
 //!
+//! * `swarm` (implies `tokio`): the `swarm` module, echo as a rust-libp2p
+//!   `NetworkBehaviour` to add to an app's own `Swarm`, and `swarm::start`, a ready-made
+//!   tokio swarm (TCP and QUIC on the same port, noise, yamux, identify, ping) with the
+//!   same [`Handle`] and [`Events`]. Swarm nodes and direct nodes talk to each other.
+//!
 //! Any other executor works through the small [`Runtime`] trait and [`start`].
 //!
 //! [RUSTSEC-2025-0052]: https://rustsec.org/advisories/RUSTSEC-2025-0052
@@ -135,6 +140,8 @@ mod transport;
 pub mod async_std;
 #[cfg(feature = "smol")]
 pub mod smol;
+#[cfg(feature = "swarm")]
+pub mod swarm;
 #[cfg(feature = "tokio")]
 pub mod tokio;
 
@@ -256,6 +263,9 @@ pub enum StartError {
         /// The OS error.
         error: std::io::Error,
     },
+    /// The swarm could not be built or could not listen (`swarm` feature).
+    #[error("swarm: {0}")]
+    Swarm(String),
 }
 
 /// Why a command did not run.

@@ -1,0 +1,252 @@
+//! The ready-made tokio swarm: TCP and QUIC on the same port, noise + yamux, identify,
+//! ping and echo, run on its own task.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use echo_proto::Multiaddr;
+use futures::StreamExt;
+use libp2p::swarm::SwarmEvent;
+use libp2p::{identify, noise, ping, tcp, yamux, Swarm, SwarmBuilder};
+use multiaddr::Protocol as Ma;
+
+use super::EchoBehaviour;
+use crate::{Events, Handle, Options, StartError};
+
+pub use derived::{Behaviour, BehaviourEvent};
+
+mod derived {
+    // The derive's event enum (`BehaviourEvent`: one variant per behaviour) has no docs.
+    #![allow(missing_docs)]
+    use libp2p::swarm::NetworkBehaviour;
+    use libp2p::{identify, ping};
+
+    use super::EchoBehaviour;
+
+    /// The behaviours of the swarm [`super::start`] builds.
+    #[derive(NetworkBehaviour)]
+    pub struct Behaviour {
+        /// echo.
+        pub echo: EchoBehaviour,
+        /// Identify (`/echo/1.0.0` as protocol version): tells peers our protocols and
+        /// listen addresses and what address we were seen at.
+        pub identify: identify::Behaviour,
+        /// Ping on every connection.
+        pub ping: ping::Behaviour,
+    }
+}
+
+/// The protocol version identify announces.
+pub const IDENTIFY_VERSION: &str = "/echo/1.0.0";
+
+/// Swarm settings beyond [`Options`].
+#[derive(Debug, Clone)]
+pub struct SwarmOptions {
+    /// The node, its listen addresses and the driver's settings. Listen addresses are
+    /// `/ip4|ip6/<ip>/tcp/<port>` or `/ip4|ip6/<ip>/udp/<port>/quic-v1`.
+    pub options: Options,
+    /// Listen on QUIC too, on the UDP port of each TCP listen address (default true).
+    pub quic: bool,
+    /// How long a connection no behaviour needs stays open (default 60 s).
+    pub idle_timeout: Duration,
+}
+
+impl SwarmOptions {
+    /// A node with a fresh identity, listening on `listen` (TCP and QUIC on each port).
+    pub fn new<S: Into<String>>(listen: impl IntoIterator<Item = S>) -> Self {
+        Options::new(listen).into()
+    }
+}
+
+impl From<Options> for SwarmOptions {
+    fn from(options: Options) -> Self {
+        SwarmOptions {
+            options,
+            quic: true,
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+fn listen_addr(s: &str) -> Result<Multiaddr, StartError> {
+    let bad = |reason: String| StartError::InvalidListenAddr {
+        addr: s.to_string(),
+        reason,
+    };
+    let ma: Multiaddr = s.trim().parse().map_err(|e| bad(format!("{e}")))?;
+    let ok = match ma.iter().nth(1) {
+        Some(Ma::Tcp(_)) => ma.iter().count() == 2,
+        Some(Ma::Udp(_)) => ma.iter().nth(2) == Some(Ma::QuicV1) && ma.iter().count() == 3,
+        _ => false,
+    };
+    if !ok || !matches!(ma.iter().next(), Some(Ma::Ip4(_) | Ma::Ip6(_))) {
+        return Err(bad(
+            "expected /ip4|ip6/<ip>/tcp/<port> or /ip4|ip6/<ip>/udp/<port>/quic-v1".into(),
+        ));
+    }
+    Ok(ma)
+}
+
+/// Builds the swarm for `options` (within a tokio runtime), with echo's handle and
+/// events. Nothing listens yet.
+pub fn build(options: SwarmOptions) -> Result<(Swarm<Behaviour>, Handle, Events), StartError> {
+    let SwarmOptions {
+        options:
+            Options {
+                identity,
+                seed,
+                config,
+                restore,
+                driver,
+                ..
+            },
+        idle_timeout,
+        ..
+    } = options;
+    let key = identity.keypair();
+    let ping_interval = config.ping_interval;
+    let (echo, handle, events) = EchoBehaviour::new(identity, config, seed, restore, driver);
+    let mut slot = Some(echo);
+    let swarm = SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| StartError::Swarm(e.to_string()))?
+        .with_quic()
+        .with_behaviour(|key| Behaviour {
+            echo: slot.take().expect("built once"),
+            identify: identify::Behaviour::new(identify::Config::new(
+                IDENTIFY_VERSION.to_string(),
+                key.public(),
+            )),
+            ping: ping::Behaviour::new(ping::Config::new().with_interval(ping_interval)),
+        })
+        .map_err(|e| StartError::Swarm(e.to_string()))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(idle_timeout))
+        .build();
+    Ok((swarm, handle, events))
+}
+
+/// Starts a node in a ready-made swarm on the current tokio runtime: listens (TCP, and
+/// QUIC on the same ports), then runs the swarm on its own task until the node stops.
+/// Returns like [`crate::tokio::start`]; [`Handle::listen_addrs`] lists the TCP
+/// addresses first, then the QUIC ones.
+pub async fn start(options: impl Into<SwarmOptions>) -> Result<(Handle, Events), StartError> {
+    let options = options.into();
+    let listen: Vec<Multiaddr> = options
+        .options
+        .listen
+        .iter()
+        .map(|s| listen_addr(s))
+        .collect::<Result<_, _>>()?;
+    let quic = options.quic;
+    let (mut swarm, handle, events) = build(options)?;
+    let mut waiting = HashSet::new();
+    for a in &listen {
+        let id = swarm
+            .listen_on(a.clone())
+            .map_err(|e| bind_error(a, e.to_string()))?;
+        waiting.insert(id);
+    }
+    let mut tcp: Vec<Multiaddr> = Vec::new();
+    let mut udp: Vec<Multiaddr> = Vec::new();
+    let mut quic_pending = quic;
+    loop {
+        if waiting.is_empty() {
+            if !quic_pending {
+                break;
+            }
+            // QUIC on the port each TCP listener got.
+            quic_pending = false;
+            for a in tcp.clone() {
+                let q: Multiaddr = a
+                    .iter()
+                    .map(|p| match p {
+                        Ma::Tcp(port) => Ma::Udp(port),
+                        p => p,
+                    })
+                    .chain([Ma::QuicV1])
+                    .collect();
+                if udp.contains(&q) {
+                    continue;
+                }
+                let id = swarm
+                    .listen_on(q.clone())
+                    .map_err(|e| bind_error(&q, e.to_string()))?;
+                waiting.insert(id);
+            }
+            continue;
+        }
+        match swarm.select_next_some().await {
+            SwarmEvent::NewListenAddr {
+                listener_id,
+                address,
+            } => {
+                waiting.remove(&listener_id);
+                let is_tcp = address.iter().any(|p| matches!(p, Ma::Tcp(_)));
+                let list = if is_tcp { &mut tcp } else { &mut udp };
+                if !list.contains(&address) {
+                    list.push(address);
+                }
+            }
+            SwarmEvent::ListenerError { error, .. } => {
+                return Err(StartError::Swarm(error.to_string()));
+            }
+            SwarmEvent::ListenerClosed {
+                addresses, reason, ..
+            } => {
+                let why = match reason {
+                    Err(e) => e.to_string(),
+                    Ok(()) => "listener closed".to_string(),
+                };
+                let a = addresses.first().cloned().unwrap_or_else(Multiaddr::empty);
+                return Err(bind_error(&a, why));
+            }
+            _ => {}
+        }
+    }
+    let peer = handle.peer_id();
+    let addrs = tcp
+        .into_iter()
+        .chain(udp)
+        .map(|a| a.with(Ma::P2p(peer)))
+        .collect();
+    let _ = handle.0.listen_addrs.set(addrs);
+    let stopped = handle.0.stopped.clone();
+    tokio::spawn(async move {
+        let mut stopped = std::pin::pin!(stopped);
+        loop {
+            tokio::select! {
+                _ = swarm.select_next_some() => {}
+                _ = &mut stopped => break,
+            }
+        }
+    });
+    Ok((handle, events))
+}
+
+fn bind_error(a: &Multiaddr, error: String) -> StartError {
+    if error.contains("in use") {
+        if let Some(addr) = socket(a) {
+            return StartError::AddrInUse { addr };
+        }
+    }
+    StartError::Swarm(format!("cannot listen on {a}: {error}"))
+}
+
+fn socket(a: &Multiaddr) -> Option<std::net::SocketAddr> {
+    let mut ip = None;
+    let mut port = None;
+    for p in a.iter() {
+        match p {
+            Ma::Ip4(v) => ip = Some(v.into()),
+            Ma::Ip6(v) => ip = Some(v.into()),
+            Ma::Tcp(p) | Ma::Udp(p) => port = Some(p),
+            _ => {}
+        }
+    }
+    Some(std::net::SocketAddr::new(ip?, port?))
+}

@@ -1,0 +1,307 @@
+//! echo as a rust-libp2p `NetworkBehaviour` (`echo_runtime::swarm`), on loopback: two
+//! swarm nodes over TCP and over QUIC, a swarm node with direct-driver nodes (tokio and
+//! smol) both ways with history sync across a restart, echo beside an app's own
+//! behaviour, and the core's close of a duplicate connection closing it in the swarm.
+#![cfg(feature = "swarm")]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{bounded, options, Probe, WAIT};
+use echo_runtime::swarm::{self, EchoBehaviour, SwarmOptions};
+use echo_runtime::tokio::TokioRuntime;
+use echo_runtime::{Options, Runtime};
+use futures::channel::mpsc;
+use futures::StreamExt;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{noise, ping, tcp, yamux, Multiaddr, Swarm};
+
+/// A node in the ready-made swarm.
+async fn swarm_probe(rt: &TokioRuntime, o: Options) -> Probe<TokioRuntime> {
+    let name = o.config.name.clone();
+    let (h, events) = swarm::start(SwarmOptions::from(o))
+        .await
+        .expect("swarm starts");
+    Probe::from_parts(rt, &name, h, events)
+}
+
+/// The listen address of `p` with `proto` (`"tcp"` or `"quic-v1"`).
+fn addr_of<R: Runtime>(p: &Probe<R>, proto: &str) -> String {
+    p.h.listen_addrs()
+        .iter()
+        .map(|a| a.to_string())
+        .find(|a| a.contains(proto))
+        .unwrap_or_else(|| {
+            panic!(
+                "{} has no {proto} address: {:?}",
+                p.name,
+                p.h.listen_addrs()
+            )
+        })
+}
+
+/// Two swarm nodes dial over `proto` and chat both ways.
+async fn pair(rt: TokioRuntime, proto: &str) {
+    let mut a = swarm_probe(&rt, options("a", 80)).await;
+    let mut b = swarm_probe(&rt, options("b", 81)).await;
+    let tcp_port =
+        |p: &Probe<TokioRuntime>| addr_of(p, "tcp").split('/').nth(4).map(str::to_string);
+    // QUIC listens on the TCP port.
+    assert_eq!(
+        addr_of(&a, "quic-v1").split('/').nth(4).map(str::to_string),
+        tcp_port(&a)
+    );
+    b.h.connect(&addr_of(&a, proto)).await.unwrap();
+    a.peer_up(b.id()).await;
+    b.peer_up(a.id()).await;
+    let peers = b.h.peers().await.unwrap();
+    assert!(
+        peers[0].addr.to_string().contains(proto),
+        "{:?}",
+        peers[0].addr
+    );
+    for i in 0..20 {
+        a.h.send("general", &format!("a{i}")).await.unwrap();
+        b.h.send("general", &format!("b{i}")).await.unwrap();
+    }
+    for i in 0..20 {
+        b.message(&format!("a{i}")).await;
+        a.message(&format!("b{i}")).await;
+    }
+    a.h.shutdown().await;
+    b.h.shutdown().await;
+    b.h.stopped().await;
+}
+
+#[test]
+fn two_swarm_nodes_over_tcp() {
+    common::on_tokio(|rt| pair(rt, "tcp"));
+}
+
+#[test]
+fn two_swarm_nodes_over_quic() {
+    common::on_tokio(|rt| pair(rt, "quic-v1"));
+}
+
+/// A swarm node S and a direct-driver node D on `rt`: D dials S, they chat both ways;
+/// D is killed, S sends while it is away, D restarts from its saved state and S dials
+/// it: history sync brings D what it missed.
+async fn with_direct<R: Runtime>(tk: TokioRuntime, rt: R, seed: u64) {
+    let mut s = swarm_probe(&tk, options("swarm", seed)).await;
+    let mut d = Probe::start(&rt, options("direct", seed + 1)).await;
+    d.h.connect(&addr_of(&s, "tcp")).await.unwrap();
+    s.peer_up(d.id()).await;
+    d.peer_up(s.id()).await;
+    // The swarm's listen addresses reached the node's hello.
+    let info = d.h.peers().await.unwrap();
+    assert!(
+        info[0]
+            .listen_addrs
+            .iter()
+            .any(|a| a.to_string() == addr_of(&s, "tcp")),
+        "{:?}",
+        info[0].listen_addrs
+    );
+    s.h.send("general", "from swarm").await.unwrap();
+    d.h.send("general", "from direct").await.unwrap();
+    d.message("from swarm").await;
+    s.message("from direct").await;
+
+    // D goes away, killed with messages in flight (S reads them and the end in one
+    // go: the end must still reach S's node); S keeps talking.
+    let mut saved = d.h.inspect(|n| n.export()).await.unwrap();
+    saved.peers.clear();
+    for i in 0..20 {
+        drop(d.h.send("general", &format!("in flight {i}")));
+    }
+    d.h.abort();
+    d.h.stopped().await;
+    s.peer_down(d.id()).await;
+    for i in 0..30 {
+        s.h.send("general", &format!("while away {i}"))
+            .await
+            .unwrap();
+    }
+
+    let mut o = options("direct", seed + 1);
+    o.restore = saved;
+    let mut d2 = Probe::start(&rt, o).await;
+    s.h.connect(&d2.addr()).await.unwrap();
+    d2.peer_up(s.id()).await;
+    for i in 0..30 {
+        d2.message(&format!("while away {i}")).await;
+    }
+    d2.h.send("general", "back").await.unwrap();
+    s.message("back").await;
+    bounded(&tk, WAIT, "shutdowns", async {
+        s.h.shutdown().await;
+        d2.h.shutdown().await;
+    })
+    .await;
+}
+
+#[test]
+fn swarm_and_direct_tokio_node() {
+    common::on_tokio(|tk| with_direct(tk.clone(), tk, 90));
+}
+
+#[cfg(feature = "smol")]
+#[test]
+fn swarm_and_direct_smol_node() {
+    common::on_tokio(|tk| with_direct(tk, echo_runtime::smol::SmolRuntime, 92));
+}
+
+/// An app's own swarm: echo beside the app's ping.
+#[derive(NetworkBehaviour)]
+struct App {
+    echo: EchoBehaviour,
+    ping: ping::Behaviour,
+}
+
+fn app_swarm(o: Options) -> (Swarm<App>, echo_runtime::Handle, echo_runtime::Events) {
+    let key = o.identity.keypair();
+    let (echo, h, events) = EchoBehaviour::new(o.identity, o.config, o.seed, o.restore, o.driver);
+    let mut echo = Some(echo);
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|_| App {
+            echo: echo.take().unwrap(),
+            ping: ping::Behaviour::new(
+                ping::Config::new().with_interval(Duration::from_millis(50)),
+            ),
+        })
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
+        .build();
+    (swarm, h, events)
+}
+
+/// What the app's swarm task reports.
+#[derive(Debug)]
+enum Seen {
+    Pong,
+    /// Established connections now.
+    Connections(u32),
+}
+
+/// Runs the app's swarm on its own task, reporting pongs and connection counts.
+fn drive(mut swarm: Swarm<App>) -> mpsc::UnboundedReceiver<Seen> {
+    let (tx, rx) = mpsc::unbounded();
+    tokio::spawn(async move {
+        loop {
+            let seen = match swarm.select_next_some().await {
+                SwarmEvent::Behaviour(AppEvent::Ping(ping::Event { result: Ok(_), .. })) => {
+                    Seen::Pong
+                }
+                SwarmEvent::ConnectionEstablished { .. } | SwarmEvent::ConnectionClosed { .. } => {
+                    Seen::Connections(swarm.network_info().connection_counters().num_established())
+                }
+                _ => continue,
+            };
+            if tx.unbounded_send(seen).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for the first report that `pred` accepts.
+async fn until_seen(
+    rx: &mut mpsc::UnboundedReceiver<Seen>,
+    what: &str,
+    pred: impl Fn(&Seen) -> bool,
+) {
+    let rt = TokioRuntime::current();
+    bounded(&rt, WAIT, what, async {
+        loop {
+            let s = rx.next().await.expect("swarm task runs");
+            if pred(&s) {
+                return;
+            }
+        }
+    })
+    .await
+}
+
+/// echo in the app's own swarm beside its ping: the app's pings go on, the chat works
+/// both ways with a ready-made swarm node.
+async fn beside_app_behaviour(rt: TokioRuntime) {
+    let mut b = swarm_probe(&rt, options("b", 101)).await;
+    let o = options("app", 100);
+    let (mut swarm, h, events) = app_swarm(o);
+    swarm
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .unwrap();
+    let mut seen = drive(swarm);
+    let mut a = Probe::from_parts(&rt, "app", h, events);
+    a.h.connect(&addr_of(&b, "tcp")).await.unwrap();
+    a.peer_up(b.id()).await;
+    b.peer_up(a.id()).await;
+    until_seen(&mut seen, "a pong", |s| matches!(s, Seen::Pong)).await;
+    a.h.send("general", "from the app").await.unwrap();
+    b.message("from the app").await;
+    b.h.send("general", "to the app").await.unwrap();
+    a.message("to the app").await;
+    until_seen(&mut seen, "pongs go on", |s| matches!(s, Seen::Pong)).await;
+    a.h.shutdown().await;
+    a.h.stopped().await;
+    b.h.shutdown().await;
+}
+
+#[test]
+fn echo_beside_an_app_behaviour() {
+    common::on_tokio(beside_app_behaviour);
+}
+
+/// The app's swarm dials a node twice: two connections, each with a chat substream;
+/// the core keeps one and closes the other, and the swarm closes that connection.
+async fn duplicate_closed(rt: TokioRuntime) {
+    let mut b = swarm_probe(&rt, options("b", 111)).await;
+    let (mut swarm, h, events) = app_swarm(options("app", 110));
+    let target: Multiaddr = addr_of(&b, "tcp").parse().unwrap();
+    for _ in 0..2 {
+        swarm
+            .dial(
+                DialOpts::peer_id(b.id())
+                    .addresses(vec![target.clone()])
+                    .condition(PeerCondition::Always)
+                    .build(),
+            )
+            .unwrap();
+    }
+    let mut seen = drive(swarm);
+    let mut a = Probe::from_parts(&rt, "app", h, events);
+    until_seen(&mut seen, "two connections", |s| {
+        matches!(s, Seen::Connections(2))
+    })
+    .await;
+    a.peer_up(b.id()).await;
+    until_seen(&mut seen, "the duplicate closed", |s| {
+        matches!(s, Seen::Connections(1))
+    })
+    .await;
+    assert!(
+        a.dump().iter().all(|e| !e.starts_with("PeerDown")),
+        "the session survives: {:?}",
+        a.dump()
+    );
+    a.h.send("general", "still here").await.unwrap();
+    b.message("still here").await;
+    assert_eq!(a.h.connection_count(b.id()).await.unwrap(), 1);
+    a.h.shutdown().await;
+    b.h.shutdown().await;
+}
+
+#[test]
+fn duplicate_connection_closed_in_the_swarm() {
+    common::on_tokio(duplicate_closed);
+}
