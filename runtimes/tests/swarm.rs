@@ -9,6 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::{bounded, options, Probe, WAIT};
+use echo_proto::{CommandError, Event, Identity};
 use echo_runtime::swarm::{self, EchoBehaviour, SwarmOptions};
 use echo_runtime::tokio::TokioRuntime;
 use echo_runtime::{Options, Runtime};
@@ -304,4 +305,71 @@ async fn duplicate_closed(rt: TokioRuntime) {
 #[test]
 fn duplicate_connection_closed_in_the_swarm() {
     common::on_tokio(duplicate_closed);
+}
+
+/// Dials in progress are capped (`max_pending_dials`): dials the node asks for beyond
+/// the cap fail at once and are counted, and so do the swarm's own (QUIC) dials.
+async fn dials_capped(rt: TokioRuntime) {
+    let mut o = options("a", 120);
+    o.driver.max_pending_dials = 1;
+    let mut a = swarm_probe(&rt, o).await;
+    // Accepts TCP (the backlog does) and never answers noise: dials to it hang.
+    let hold = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = hold.local_addr().unwrap().port();
+    let ids: Vec<_> = (0..4u8)
+        .map(|i| Identity::from_secret_bytes([200 + i; 32]).peer_id())
+        .collect();
+    for id in &ids[..3] {
+        a.h.connect(&format!("/ip4/127.0.0.1/tcp/{port}/p2p/{id}"))
+            .await
+            .unwrap();
+    }
+    for _ in 0..2 {
+        a.wait("a refused dial", |e| {
+            matches!(e, Event::DialFailed { reason, .. } if reason.to_string().contains("too many dials"))
+        })
+        .await;
+    }
+    let st = a.h.driver_stats().await.unwrap();
+    assert_eq!((st.dials, st.dials_refused), (1, 2), "{st:?}");
+    let quic = format!("/ip4/127.0.0.1/udp/{port}/quic-v1/p2p/{}", ids[3]);
+    let r = a.h.connect(&quic).await;
+    assert!(
+        matches!(r, Err(echo_runtime::Error::Command(CommandError::InvalidAddr { ref reason, .. })) if reason.contains("too many dials")),
+        "{r:?}"
+    );
+    assert_eq!(a.h.driver_stats().await.unwrap().dials_refused, 3);
+    a.h.shutdown().await;
+    drop(hold);
+}
+
+#[test]
+fn dials_are_capped() {
+    common::on_tokio(dials_capped);
+}
+
+/// A QUIC dial the swarm makes for `connect` reports its failure as `DialFailed` with
+/// the id `connect` returned.
+async fn quic_dial_failure(rt: TokioRuntime) {
+    let mut a = swarm_probe(&rt, options("a", 130)).await;
+    let b = swarm_probe(&rt, options("b", 131)).await;
+    let quic = addr_of(&b, "quic-v1");
+    let bare = &quic[..quic.find("/p2p/").unwrap()];
+    let wrong = Identity::from_secret_bytes([9; 32]).peer_id();
+    let dial = a.h.connect(&format!("{bare}/p2p/{wrong}")).await.unwrap();
+    a.wait(
+        "the dial's failure",
+        |e| matches!(e, Event::DialFailed { dial: d, .. } if *d == dial),
+    )
+    .await;
+    // The right id connects.
+    a.h.connect(&quic).await.unwrap();
+    a.peer_up(b.id()).await;
+    a.h.shutdown().await;
+    b.h.shutdown().await;
+}
+
+#[test]
+fn quic_dial_failure_is_reported() {
+    common::on_tokio(quic_dial_failure);
 }
