@@ -71,7 +71,14 @@ async fn pair(rt: TokioRuntime, proto: &str) {
         b.message(&format!("a{i}")).await;
         a.message(&format!("b{i}")).await;
     }
-    a.h.shutdown().await;
+    // Aborted: its connections drop without a goodbye, and it stops.
+    a.h.abort();
+    a.h.stopped().await;
+    let reason = b.peer_down(a.id()).await;
+    assert!(
+        !reason.contains("goodbye"),
+        "killed, not a goodbye: {reason}"
+    );
     b.h.shutdown().await;
     b.h.stopped().await;
 }

@@ -541,8 +541,7 @@ impl EchoBehaviour {
 
     /// Aborted: connections dropped without goodbyes, the node stopped.
     fn aborted(&mut self) {
-        for (id, c) in self.io.chats.drain() {
-            let _ = id;
+        for c in std::mem::take(&mut self.io.chats).into_values() {
             self.io.to_swarm.push_back(ToSwarm::CloseConnection {
                 peer_id: c.peer,
                 connection: CloseConnection::One(c.swarm),
