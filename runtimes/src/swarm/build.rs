@@ -1,7 +1,7 @@
 //! The ready-made tokio swarm: TCP and QUIC on the same port, noise + yamux, identify,
 //! ping and echo, run on its own task.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use echo_proto::Multiaddr;
@@ -144,48 +144,45 @@ pub async fn start(options: impl Into<SwarmOptions>) -> Result<(Handle, Events),
         .collect::<Result<_, _>>()?;
     let quic = options.quic;
     let (mut swarm, handle, events) = build(options)?;
-    let mut waiting = HashSet::new();
+    // Listeners not yet up, with the address asked for.
+    let mut waiting = HashMap::new();
     for a in &listen {
         let id = swarm
             .listen_on(a.clone())
             .map_err(|e| bind_error(a, e.to_string()))?;
-        waiting.insert(id);
+        waiting.insert(id, a.clone());
     }
     let mut tcp: Vec<Multiaddr> = Vec::new();
     let mut udp: Vec<Multiaddr> = Vec::new();
-    let mut quic_pending = quic;
-    loop {
-        if waiting.is_empty() {
-            if !quic_pending {
-                break;
-            }
-            // QUIC on the port each TCP listener got.
-            quic_pending = false;
-            for a in tcp.clone() {
-                let q: Multiaddr = a
-                    .iter()
-                    .map(|p| match p {
-                        Ma::Tcp(port) => Ma::Udp(port),
-                        p => p,
-                    })
-                    .chain([Ma::QuicV1])
-                    .collect();
-                if udp.contains(&q) {
-                    continue;
-                }
-                let id = swarm
-                    .listen_on(q.clone())
-                    .map_err(|e| bind_error(&q, e.to_string()))?;
-                waiting.insert(id);
-            }
-            continue;
-        }
+    while !waiting.is_empty() {
         match swarm.select_next_some().await {
             SwarmEvent::NewListenAddr {
                 listener_id,
                 address,
             } => {
-                waiting.remove(&listener_id);
+                // QUIC on the IP asked for and the port the TCP listener got (on a
+                // wildcard IP, every interface reports the same port).
+                let port = address.iter().find_map(|p| match p {
+                    Ma::Tcp(port) => Some(port),
+                    _ => None,
+                });
+                if let (Some(asked), Some(port), true) = (waiting.remove(&listener_id), port, quic)
+                {
+                    let q: Multiaddr = asked
+                        .iter()
+                        .map(|p| match p {
+                            Ma::Tcp(_) => Ma::Udp(port),
+                            p => p,
+                        })
+                        .chain([Ma::QuicV1])
+                        .collect();
+                    if !listen.contains(&q) {
+                        let id = swarm
+                            .listen_on(q.clone())
+                            .map_err(|e| bind_error(&q, e.to_string()))?;
+                        waiting.insert(id, q);
+                    }
+                }
                 let is_tcp = address.iter().any(|p| matches!(p, Ma::Tcp(_)));
                 let list = if is_tcp { &mut tcp } else { &mut udp };
                 if !list.contains(&address) {
