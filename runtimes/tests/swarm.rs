@@ -380,3 +380,53 @@ async fn quic_dial_failure(rt: TokioRuntime) {
 fn quic_dial_failure_is_reported() {
     common::on_tokio(quic_dial_failure);
 }
+
+/// A flood of inbound connections that never open a chat substream: the ready-made
+/// swarm keeps `max_incoming` of them and closes the rest at once; the node counts the
+/// ones it holds.
+async fn inbound_flood_capped(rt: TokioRuntime) {
+    let mut o = SwarmOptions::from(options("a", 140));
+    o.max_incoming = 3;
+    let (h, events) = swarm::start(o).await.expect("swarm starts");
+    let a = Probe::from_parts(&rt, "a", h, events);
+    let tcp: std::net::SocketAddr = {
+        let ma: Multiaddr = addr_of(&a, "tcp").parse().unwrap();
+        let mut it = ma.iter();
+        let ip = match it.next() {
+            Some(libp2p::multiaddr::Protocol::Ip4(ip)) => ip,
+            p => panic!("{p:?}"),
+        };
+        let port = match it.next() {
+            Some(libp2p::multiaddr::Protocol::Tcp(p)) => p,
+            p => panic!("{p:?}"),
+        };
+        (ip, port).into()
+    };
+    let mut peers = Vec::new();
+    for _ in 0..10 {
+        // Pings (answered), never a chat substream.
+        peers.push(common::raw_peer(&rt, tcp, "/ipfs/ping/1.0.0", vec![7; 32]).await);
+    }
+    let mut closed = 0;
+    bounded(&rt, WAIT, "7 connections closed", async {
+        while closed < 7 {
+            closed = 0;
+            for p in &mut peers {
+                if !matches!(p.try_recv(), Ok(None)) {
+                    closed += 1;
+                }
+            }
+            common::pause(&rt, Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert_eq!(closed, 7, "three kept, the rest closed");
+    let st = a.h.driver_stats().await.unwrap();
+    assert_eq!((st.handshakes, st.connections), (3, 0), "{st:?}");
+    a.h.shutdown().await;
+}
+
+#[test]
+fn inbound_flood_is_capped() {
+    common::on_tokio(inbound_flood_capped);
+}

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use echo_proto::Multiaddr;
 use futures::StreamExt;
+use libp2p::connection_limits::{self, ConnectionLimits};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{identify, noise, ping, tcp, yamux, Swarm, SwarmBuilder};
 use multiaddr::Protocol as Ma;
@@ -19,13 +20,16 @@ mod derived {
     // The derive's event enum (`BehaviourEvent`: one variant per behaviour) has no docs.
     #![allow(missing_docs)]
     use libp2p::swarm::NetworkBehaviour;
-    use libp2p::{identify, ping};
+    use libp2p::{connection_limits, identify, ping};
 
     use super::EchoBehaviour;
 
     /// The behaviours of the swarm [`super::start`] builds.
     #[derive(NetworkBehaviour)]
     pub struct Behaviour {
+        /// Caps on connections (see [`super::SwarmOptions`]); first, so that a
+        /// connection over a cap is refused before the others see it.
+        pub limits: connection_limits::Behaviour,
         /// echo.
         pub echo: EchoBehaviour,
         /// Identify (`/echo/1.0.0` as protocol version): tells peers our protocols and
@@ -49,6 +53,12 @@ pub struct SwarmOptions {
     pub quic: bool,
     /// How long a connection no behaviour needs stays open (default 60 s).
     pub idle_timeout: Duration,
+    /// Inbound connections established at once (default 256); more are closed at once.
+    /// Inbound connections in set-up are capped by
+    /// [`crate::DriverConfig::max_pending_handshakes`].
+    pub max_incoming: u32,
+    /// Connections with one peer at once, both ways (default 8).
+    pub max_per_peer: u32,
 }
 
 impl SwarmOptions {
@@ -64,6 +74,8 @@ impl From<Options> for SwarmOptions {
             options,
             quic: true,
             idle_timeout: Duration::from_secs(60),
+            max_incoming: 256,
+            max_per_peer: 8,
         }
     }
 }
@@ -101,8 +113,14 @@ pub fn build(options: SwarmOptions) -> Result<(Swarm<Behaviour>, Handle, Events)
                 ..
             },
         idle_timeout,
+        max_incoming,
+        max_per_peer,
         ..
     } = options;
+    let limits = ConnectionLimits::default()
+        .with_max_pending_incoming(Some(cap(driver.max_pending_handshakes)))
+        .with_max_established_incoming(Some(max_incoming))
+        .with_max_established_per_peer(Some(max_per_peer));
     let key = identity.keypair();
     let ping_interval = config.ping_interval;
     let (echo, handle, events) = EchoBehaviour::new(identity, config, seed, restore, driver);
@@ -117,6 +135,7 @@ pub fn build(options: SwarmOptions) -> Result<(Swarm<Behaviour>, Handle, Events)
         .map_err(|e| StartError::Swarm(e.to_string()))?
         .with_quic()
         .with_behaviour(|key| Behaviour {
+            limits: connection_limits::Behaviour::new(limits),
             echo: slot.take().expect("built once"),
             identify: identify::Behaviour::new(identify::Config::new(
                 IDENTIFY_VERSION.to_string(),
@@ -223,6 +242,10 @@ pub async fn start(options: impl Into<SwarmOptions>) -> Result<(Handle, Events),
         }
     });
     Ok((handle, events))
+}
+
+fn cap(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 fn bind_error(a: &Multiaddr, error: String) -> StartError {

@@ -53,6 +53,13 @@
 //!   [`echo_proto::Event::DialFailed`] too; the node does not redial those.
 //! * **Addresses:** the swarm's listen addresses and confirmed external addresses are
 //!   the node's listen addresses (announced in hellos).
+//! * **Bounds:** echo keeps a little state per swarm connection, so the swarm's
+//!   connection limits bound it: [`start`]'s swarm caps inbound connections in set-up
+//!   ([`DriverConfig::max_pending_handshakes`]), established inbound connections and
+//!   connections per peer ([`SwarmOptions`]); an app's own swarm should do the same
+//!   (`libp2p::connection_limits`). [`crate::DriverStats::handshakes`] counts the
+//!   connections without an open chat substream, [`crate::DriverStats::connections`]
+//!   those with one.
 //!
 //! Connections through a relay keep their `/p2p-circuit` address in
 //! [`echo_proto::ConnInfo::remote_addr`]; the core has no notion of a relayed
@@ -357,6 +364,8 @@ impl Io for SwarmIo {
 
     fn stats(&self) -> DriverStats {
         DriverStats {
+            // Swarm connections whose chat substream is not (or no longer) open.
+            handshakes: self.links.values().filter(|l| l.chat.is_none()).count(),
             dials: self.dials.len(),
             dials_refused: self.dials_refused,
             connections: self.chats.len(),
