@@ -47,7 +47,8 @@
 //!
 //! * `swarm` (implies `tokio`): the `swarm` module, echo as a rust-libp2p
 //!   `NetworkBehaviour` to add to an app's own `Swarm`, and `swarm::start`, a ready-made
-//!   tokio swarm (TCP and QUIC on the same port, noise, yamux, identify, ping) with the
+//!   tokio swarm (TCP and QUIC on the same port, noise, yamux, identify, ping, relay
+//!   client, DCUtR) with the
 //!   same [`Handle`] and [`Events`]. Swarm nodes and direct nodes talk to each other.
 //!
 //! Any other executor works through the small [`Runtime`] trait and [`start`].

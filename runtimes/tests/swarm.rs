@@ -168,11 +168,12 @@ struct App {
     ping: ping::Behaviour,
 }
 
-fn app_swarm(o: Options) -> (Swarm<App>, echo_runtime::Handle, echo_runtime::Events) {
-    let key = o.identity.keypair();
-    let (echo, h, events) = EchoBehaviour::new(o.identity, o.config, o.seed, o.restore, o.driver);
-    let mut echo = Some(echo);
-    let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+/// A tokio swarm over TCP with the behaviour `make` builds.
+fn tcp_swarm<B: NetworkBehaviour>(
+    key: libp2p::identity::Keypair,
+    make: impl FnOnce(&libp2p::identity::Keypair) -> B,
+) -> Swarm<B> {
+    libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
         .with_tcp(
             tcp::Config::default().nodelay(true),
@@ -180,15 +181,19 @@ fn app_swarm(o: Options) -> (Swarm<App>, echo_runtime::Handle, echo_runtime::Eve
             yamux::Config::default,
         )
         .unwrap()
-        .with_behaviour(|_| App {
-            echo: echo.take().unwrap(),
-            ping: ping::Behaviour::new(
-                ping::Config::new().with_interval(Duration::from_millis(50)),
-            ),
-        })
+        .with_behaviour(make)
         .unwrap()
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
-        .build();
+        .build()
+}
+
+fn app_swarm(o: Options) -> (Swarm<App>, echo_runtime::Handle, echo_runtime::Events) {
+    let key = o.identity.keypair();
+    let (echo, h, events) = EchoBehaviour::new(o.identity, o.config, o.seed, o.restore, o.driver);
+    let swarm = tcp_swarm(key, |_| App {
+        echo,
+        ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_millis(50))),
+    });
     (swarm, h, events)
 }
 
@@ -429,4 +434,83 @@ async fn inbound_flood_capped(rt: TokioRuntime) {
 #[test]
 fn inbound_flood_is_capped() {
     common::on_tokio(inbound_flood_capped);
+}
+
+/// A relay server (circuit relay v2, identify) on its own task; its address.
+fn relay_server() -> Multiaddr {
+    #[derive(NetworkBehaviour)]
+    struct Relay {
+        relay: libp2p::relay::Behaviour,
+        identify: libp2p::identify::Behaviour,
+    }
+    let key = libp2p::identity::Keypair::ed25519_from_bytes([160; 32]).unwrap();
+    let id = key.public().to_peer_id();
+    let mut swarm = tcp_swarm(key, |key| Relay {
+        relay: libp2p::relay::Behaviour::new(key.public().to_peer_id(), Default::default()),
+        identify: libp2p::identify::Behaviour::new(libp2p::identify::Config::new(
+            "/relay/1.0.0".into(),
+            key.public(),
+        )),
+    });
+    // A port of its own, known before the swarm listens.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap();
+    swarm.listen_on(addr.clone()).unwrap();
+    // It offers reservations only with a confirmed external address.
+    swarm.add_external_address(addr.clone());
+    tokio::spawn(async move {
+        loop {
+            swarm.select_next_some().await;
+        }
+    });
+    addr.with(libp2p::multiaddr::Protocol::P2p(id))
+}
+
+/// A node reserves a slot on a relay and lists its `/p2p-circuit` address; another
+/// dials that address and they chat over the relayed connection (DCUtR may upgrade it
+/// afterwards: on loopback both ends are reachable anyway).
+async fn through_a_relay(rt: TokioRuntime) {
+    let relay = relay_server();
+    let mut o = SwarmOptions::from(options("a", 150));
+    o.relays = vec![relay.to_string()];
+    let (h, events) = swarm::start(o).await.expect("reserved");
+    let mut a = Probe::from_parts(&rt, "a", h, events);
+    let circuit = addr_of(&a, "p2p-circuit");
+    assert!(
+        circuit.ends_with(&format!("/p2p-circuit/p2p/{}", a.id())),
+        "{circuit}"
+    );
+    let mut b = swarm_probe(&rt, options("b", 151)).await;
+    b.h.connect(&circuit).await.unwrap();
+    a.peer_up(b.id()).await;
+    let up = b
+        .wait(
+            "a up",
+            |e| matches!(e, Event::PeerUp(p) if p.peer == a.id()),
+        )
+        .await;
+    // The session starts on the relayed connection (the core is told its address).
+    let Event::PeerUp(info) = up else {
+        unreachable!()
+    };
+    assert!(
+        info.addr.to_string().contains("/p2p-circuit"),
+        "{}",
+        info.addr
+    );
+    b.h.send("general", "via the relay").await.unwrap();
+    a.message("via the relay").await;
+    a.h.send("general", "back").await.unwrap();
+    b.message("back").await;
+    a.h.shutdown().await;
+    b.h.shutdown().await;
+}
+
+#[test]
+fn chat_through_a_relay() {
+    common::on_tokio(through_a_relay);
 }

@@ -1,5 +1,6 @@
 //! The ready-made tokio swarm: TCP and QUIC on the same port, noise + yamux, identify,
-//! ping and echo, run on its own task.
+//! ping, connection limits, relay client (reservations) and DCUtR, with echo, run on its
+//! own task.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use echo_proto::Multiaddr;
 use futures::StreamExt;
 use libp2p::connection_limits::{self, ConnectionLimits};
 use libp2p::swarm::SwarmEvent;
-use libp2p::{identify, noise, ping, tcp, yamux, Swarm, SwarmBuilder};
+use libp2p::{dcutr, identify, noise, ping, tcp, yamux, Swarm, SwarmBuilder};
 use multiaddr::Protocol as Ma;
 
 use super::EchoBehaviour;
@@ -20,7 +21,7 @@ mod derived {
     // The derive's event enum (`BehaviourEvent`: one variant per behaviour) has no docs.
     #![allow(missing_docs)]
     use libp2p::swarm::NetworkBehaviour;
-    use libp2p::{connection_limits, identify, ping};
+    use libp2p::{connection_limits, dcutr, identify, ping, relay};
 
     use super::EchoBehaviour;
 
@@ -37,6 +38,11 @@ mod derived {
         pub identify: identify::Behaviour,
         /// Ping on every connection.
         pub ping: ping::Behaviour,
+        /// Circuit relay v2 client: reservations on [`super::SwarmOptions::relays`],
+        /// dials through `/p2p-circuit` addresses.
+        pub relay_client: relay::client::Behaviour,
+        /// Hole punching: upgrades relayed connections to direct ones.
+        pub dcutr: dcutr::Behaviour,
     }
 }
 
@@ -59,6 +65,10 @@ pub struct SwarmOptions {
     pub max_incoming: u32,
     /// Connections with one peer at once, both ways (default 8).
     pub max_per_peer: u32,
+    /// Relays to reserve a slot on (`…/p2p/<relay id>`): [`start`] returns once each
+    /// reservation is accepted, and [`Handle::listen_addrs`] then lists the
+    /// `…/p2p-circuit/p2p/<own id>` addresses peers dial to reach this node through them.
+    pub relays: Vec<String>,
 }
 
 impl SwarmOptions {
@@ -76,6 +86,7 @@ impl From<Options> for SwarmOptions {
             idle_timeout: Duration::from_secs(60),
             max_incoming: 256,
             max_per_peer: 8,
+            relays: Vec::new(),
         }
     }
 }
@@ -134,7 +145,11 @@ pub fn build(options: SwarmOptions) -> Result<(Swarm<Behaviour>, Handle, Events)
         )
         .map_err(|e| StartError::Swarm(e.to_string()))?
         .with_quic()
-        .with_behaviour(|key| Behaviour {
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| StartError::Swarm(e.to_string()))?
+        .with_behaviour(|key, relay_client| Behaviour {
+            relay_client,
+            dcutr: dcutr::Behaviour::new(key.public().to_peer_id()),
             limits: connection_limits::Behaviour::new(limits),
             echo: slot.take().expect("built once"),
             identify: identify::Behaviour::new(identify::Config::new(
@@ -160,6 +175,11 @@ pub async fn start(options: impl Into<SwarmOptions>) -> Result<(Handle, Events),
         .listen
         .iter()
         .map(|s| listen_addr(s))
+        .collect::<Result<_, _>>()?;
+    let relays: Vec<Multiaddr> = options
+        .relays
+        .iter()
+        .map(|s| relay_addr(s))
         .collect::<Result<_, _>>()?;
     let quic = options.quic;
     let (mut swarm, handle, events) = build(options)?;
@@ -224,11 +244,49 @@ pub async fn start(options: impl Into<SwarmOptions>) -> Result<(Handle, Events),
             _ => {}
         }
     }
+    // Reservations, once our own listeners are up (the relay then sees the port we
+    // listen on).
+    let mut waiting = HashMap::new();
+    for r in relays {
+        let a = r.with(Ma::P2pCircuit);
+        let id = swarm
+            .listen_on(a.clone())
+            .map_err(|e| StartError::Swarm(format!("cannot reserve on {a}: {e}")))?;
+        waiting.insert(id, a);
+    }
+    let mut circuits = Vec::new();
+    while !waiting.is_empty() {
+        match swarm.select_next_some().await {
+            SwarmEvent::NewListenAddr {
+                listener_id,
+                address,
+            } if waiting.remove(&listener_id).is_some() => circuits.push(address),
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } if waiting.contains_key(&listener_id) => {
+                let why = match reason {
+                    Err(e) => e.to_string(),
+                    Ok(()) => "closed".to_string(),
+                };
+                let a = &waiting[&listener_id];
+                return Err(StartError::Swarm(format!(
+                    "reservation on {a} failed: {why}"
+                )));
+            }
+            _ => {}
+        }
+    }
     let peer = handle.peer_id();
     let addrs = tcp
         .into_iter()
         .chain(udp)
-        .map(|a| a.with(Ma::P2p(peer)))
+        .chain(circuits)
+        .map(|a| match a.iter().last() {
+            Some(Ma::P2p(_)) => a,
+            _ => a.with(Ma::P2p(peer)),
+        })
         .collect();
     let _ = handle.0.listen_addrs.set(addrs);
     let stopped = handle.0.stopped.clone();
@@ -242,6 +300,19 @@ pub async fn start(options: impl Into<SwarmOptions>) -> Result<(Handle, Events),
         }
     });
     Ok((handle, events))
+}
+
+/// A relay's address: dialable, ending in `/p2p/<relay id>`.
+fn relay_addr(s: &str) -> Result<Multiaddr, StartError> {
+    let bad = |reason: String| StartError::InvalidListenAddr {
+        addr: s.to_string(),
+        reason,
+    };
+    let ma: Multiaddr = s.trim().parse().map_err(|e| bad(format!("{e}")))?;
+    match ma.iter().last() {
+        Some(Ma::P2p(_)) => Ok(ma),
+        _ => Err(bad("a relay address ends in /p2p/<relay id>".into())),
+    }
 }
 
 fn cap(n: usize) -> u32 {

@@ -3,7 +3,9 @@
 //! [`EchoBehaviour`] runs an [`echo_proto::Node`] inside a [`libp2p::Swarm`] that the app
 //! owns, beside its own behaviours, and gives the same [`Handle`] + [`Events`] API as
 //! [`crate::start`]. [`start`] builds a ready-made tokio swarm around it (TCP and QUIC on
-//! the same port, noise + yamux, identify, ping) and runs it on its own task.
+//! the same port, noise + yamux, identify, ping, connection limits, circuit relay v2
+//! client with reservations on [`SwarmOptions::relays`], DCUtR) and runs it on its own
+//! task.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
