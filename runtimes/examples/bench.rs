@@ -5,9 +5,13 @@
 //! cargo run --release -p echo-runtime --example bench --all-features -- latency --runtime smol
 //! cargo run --release -p echo-runtime --example bench --all-features -- fanout --runtime async-std
 //! cargo run --release -p echo-runtime --example bench --all-features -- raw --runtime tokio
+//! cargo run --release -p echo-runtime --example bench --all-features -- latency --runtime swarm-quic
 //! ```
 //!
-//! Options: `--msgs N --size S --rate R --nodes K --runtime tokio|smol|async-std`.
+//! Options: `--msgs N --size S --rate R --nodes K --runtime
+//! tokio|smol|async-std|swarm|swarm-quic`. `swarm` runs every node in the ready-made
+//! libp2p swarm of `echo_runtime::swarm` (on tokio) connected over TCP, `swarm-quic`
+//! the same over QUIC.
 //! Prints one JSON line per run. All nodes run in one process on 127.0.0.1; smol uses its
 //! global executor with `SMOL_THREADS=2` (set here unless already set), tokio a
 //! multi-thread runtime with one worker per core, async-std its global executor.
@@ -80,8 +84,11 @@ fn main() {
         std::env::set_var("SMOL_THREADS", "2");
     }
     let a = args();
+    if a.runtime.starts_with("swarm") {
+        SWARM.set(a.runtime.clone()).unwrap();
+    }
     let json = match a.runtime.as_str() {
-        "tokio" => {
+        "tokio" | "swarm" | "swarm-quic" => {
             let tk = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -131,8 +138,24 @@ fn options(i: u64) -> Options {
     o
 }
 
+/// `swarm` or `swarm-quic` when the nodes run in the swarm adapter.
+static SWARM: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 async fn node<R: Runtime>(rt: &R, i: u64) -> (Handle, Events) {
+    if SWARM.get().is_some() {
+        return echo_runtime::swarm::start(options(i)).await.unwrap();
+    }
     echo_runtime::start(rt.clone(), options(i)).await.unwrap()
+}
+
+/// Where to dial `h`: its QUIC address for `swarm-quic`, else its first (TCP).
+fn addr(h: &Handle) -> String {
+    let quic = SWARM.get().is_some_and(|m| m == "swarm-quic");
+    h.listen_addrs()
+        .iter()
+        .find(|a| !quic || a.to_string().contains("quic"))
+        .expect("a listen address")
+        .to_string()
 }
 
 async fn up(events: &mut Events, peer: PeerId) {
@@ -203,7 +226,7 @@ async fn receive(events: &mut Events, author: PeerId, n: usize) -> (usize, Insta
 async fn pair<R: Runtime>(rt: R, a: Args) -> String {
     let (ha, mut ea) = node(&rt, 0).await;
     let (hb, mut eb) = node(&rt, 1).await;
-    ha.connect(&hb.listen_addrs()[0].to_string()).await.unwrap();
+    ha.connect(&addr(&hb)).await.unwrap();
     up(&mut ea, hb.peer_id()).await;
     up(&mut eb, ha.peer_id()).await;
     sink(&rt, ea);
@@ -238,7 +261,7 @@ async fn sleep_until<R: Runtime>(rt: &R, at: Instant) {
 async fn latency<R: Runtime>(rt: R, a: Args) -> String {
     let (ha, mut ea) = node(&rt, 0).await;
     let (hb, mut eb) = node(&rt, 1).await;
-    ha.connect(&hb.listen_addrs()[0].to_string()).await.unwrap();
+    ha.connect(&addr(&hb)).await.unwrap();
     up(&mut ea, hb.peer_id()).await;
     up(&mut eb, ha.peer_id()).await;
     sink(&rt, ea);
@@ -303,7 +326,7 @@ async fn fanout<R: Runtime>(rt: R, a: Args) -> String {
         subs.push(node(&rt, i).await);
     }
     for (h, _) in &subs {
-        hp.connect(&h.listen_addrs()[0].to_string()).await.unwrap();
+        hp.connect(&addr(h)).await.unwrap();
     }
     let mut waiting: std::collections::HashSet<PeerId> =
         subs.iter().map(|(h, _)| h.peer_id()).collect();

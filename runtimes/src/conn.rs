@@ -12,15 +12,16 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
 use echo_proto::{ConnId, ConnInfo, DialId, Multiaddr, PeerId, Protocol, Role};
 use futures::channel::{mpsc, oneshot};
 use futures::future::{self, BoxFuture, Either};
 use futures::stream::FuturesUnordered;
-use futures::{AsyncRead, AsyncWrite, FutureExt, StreamExt};
+use futures::{AsyncWrite, FutureExt, StreamExt};
 use libp2p_core::muxing::StreamMuxer;
 use libp2p_identity::Keypair;
 
+use crate::pipe::Pipe;
 use crate::runtime::{sleep, Runtime, Timer};
 use crate::transport::{self, DialError, Inbound, Muxer, Substream};
 use crate::DriverConfig;
@@ -46,9 +47,6 @@ pub(crate) enum Input<R: Runtime> {
 
 /// Inbound substreams being negotiated at once, per connection; more are refused.
 const MAX_NEGOTIATING: usize = 16;
-/// Writes smaller than this are merged with the following ones into one write.
-const COALESCE: usize = 64 * 1024;
-const READ_BUF: usize = 64 * 1024;
 /// Loop iterations per poll before yielding to other tasks.
 const BUDGET: usize = 16;
 /// Chunks read per poll; more wait for the next poll, so one busy connection cannot
@@ -217,20 +215,13 @@ pub(crate) struct Conn<R: Runtime> {
     chat: Option<Substream>,
     negotiating: FuturesUnordered<BoxFuture<'static, Inbound>>,
     pings: FuturesUnordered<BoxFuture<'static, ()>>,
-    /// Transmits not yet written, and the one being written.
-    out: VecDeque<Bytes>,
-    wbuf: Bytes,
-    need_flush: bool,
-    /// Writing failed (the peer closed or reset): only reading goes on.
-    write_failed: bool,
-    /// Bytes written and not yet reported to the node.
-    sent: usize,
+    /// The chat substream's writes and reads.
+    pipe: Pipe,
     /// For the node task, in order.
     pub events: VecDeque<ConnEvent>,
     /// Bytes dropped: transmits not written because the connection broke, and bytes read
     /// but not reported because the node closed it first.
     pub discarded: u64,
-    rbuf: Box<[u8]>,
 }
 
 impl<R: Runtime> Conn<R> {
@@ -258,21 +249,16 @@ impl<R: Runtime> Conn<R> {
             chat: None,
             negotiating: FuturesUnordered::new(),
             pings: FuturesUnordered::new(),
-            out: VecDeque::new(),
-            wbuf: Bytes::new(),
-            need_flush: false,
-            write_failed: false,
-            sent: 0,
+            pipe: Pipe::new(),
             events: VecDeque::new(),
             discarded: 0,
-            rbuf: vec![0; READ_BUF].into_boxed_slice(),
         }
     }
 
     /// Queues bytes to write on the chat substream.
     pub fn write(&mut self, data: Bytes) {
-        if self.state == State::Open && !self.write_failed {
-            self.out.push_back(data);
+        if self.state == State::Open {
+            self.pipe.queue(data);
         } else {
             self.discarded += data.len() as u64;
         }
@@ -289,6 +275,11 @@ impl<R: Runtime> Conn<R> {
         self.discard_events();
     }
 
+    /// Bytes dropped, ever: transmits not written and reads not reported.
+    pub fn discarded(&self) -> u64 {
+        self.discarded + self.pipe.discarded
+    }
+
     /// Drops the reports not yet taken, counting the bytes read among them.
     pub fn discard_events(&mut self) {
         for e in self.events.drain(..) {
@@ -296,13 +287,6 @@ impl<R: Runtime> Conn<R> {
                 self.discarded += d.len() as u64;
             }
         }
-    }
-
-    /// Drops the transmits not yet written, counting them.
-    fn discard_writes(&mut self) {
-        self.discarded += (self.wbuf.len() + self.out.iter().map(Bytes::len).sum::<usize>()) as u64;
-        self.out.clear();
-        self.wbuf.clear();
     }
 
     fn connected(&mut self, protocol: Protocol) {
@@ -333,7 +317,7 @@ impl<R: Runtime> Conn<R> {
             State::Closing(_) | State::Ending => self.state = State::Ending,
         }
         self.chat = None;
-        self.discard_writes();
+        self.pipe.discard_writes();
     }
 
     /// Drives the connection; its reports accumulate in `events`. Ready when it is over
@@ -429,68 +413,9 @@ impl<R: Runtime> Conn<R> {
             if matches!(
                 self.state,
                 State::Open | State::Closing(CloseStage::Flushing)
-            ) && !self.write_failed
-            {
+            ) {
                 if let Some(chat) = self.chat.as_mut() {
-                    let mut err = None;
-                    loop {
-                        if self.wbuf.is_empty() {
-                            match self.out.pop_front() {
-                                None => break,
-                                Some(b) if b.len() >= COALESCE || self.out.is_empty() => {
-                                    self.wbuf = b
-                                }
-                                Some(b) => {
-                                    let mut m = BytesMut::with_capacity(COALESCE + b.len());
-                                    m.extend_from_slice(&b);
-                                    while m.len() < COALESCE {
-                                        match self.out.pop_front() {
-                                            Some(n) => m.extend_from_slice(&n),
-                                            None => break,
-                                        }
-                                    }
-                                    self.wbuf = m.freeze();
-                                }
-                            }
-                        }
-                        match Pin::new(&mut *chat).poll_write(cx, &self.wbuf) {
-                            Poll::Ready(Ok(0)) => {
-                                err = Some("chat substream closed for writing".to_string());
-                                break;
-                            }
-                            Poll::Ready(Ok(n)) => {
-                                self.wbuf.advance(n);
-                                self.sent += n;
-                                self.need_flush = true;
-                                progress = true;
-                            }
-                            Poll::Ready(Err(e)) => {
-                                err = Some(format!("write failed: {e}"));
-                                break;
-                            }
-                            Poll::Pending => break,
-                        }
-                    }
-                    if err.is_none()
-                        && self.need_flush
-                        && self.wbuf.is_empty()
-                        && self.out.is_empty()
-                    {
-                        match Pin::new(&mut *chat).poll_flush(cx) {
-                            Poll::Ready(Ok(())) => self.need_flush = false,
-                            Poll::Ready(Err(e)) => err = Some(format!("flush failed: {e}")),
-                            Poll::Pending => {}
-                        }
-                    }
-                    if err.is_some() {
-                        // Stop writing, but keep reading: what the peer wrote before
-                        // closing (e.g. its goodbye) is still buffered and must reach the
-                        // node first; the read side then reports the end.
-                        progress = true;
-                        self.write_failed = true;
-                        self.discard_writes();
-                        self.need_flush = false;
-                    }
+                    progress |= self.pipe.poll_write(cx, chat).progress;
                 }
             }
 
@@ -503,14 +428,12 @@ impl<R: Runtime> Conn<R> {
             ) && reads < READS_PER_POLL
             {
                 if let Some(chat) = self.chat.as_mut() {
-                    if let Poll::Ready(Ok(n)) = Pin::new(chat).poll_read(cx, &mut self.rbuf) {
-                        if n > 0 {
-                            reads += 1;
-                            self.discarded += n as u64;
-                            progress = true;
-                            if reads == READS_PER_POLL {
-                                cx.waker().wake_by_ref();
-                            }
+                    if let Poll::Ready(Ok(Some(d))) = self.pipe.poll_read(cx, chat) {
+                        reads += 1;
+                        self.discarded += d.len() as u64;
+                        progress = true;
+                        if reads == READS_PER_POLL {
+                            cx.waker().wake_by_ref();
                         }
                     }
                 }
@@ -519,15 +442,14 @@ impl<R: Runtime> Conn<R> {
             // Reads, a few chunks per poll.
             if self.state == State::Open && reads < READS_PER_POLL {
                 if let Some(chat) = self.chat.as_mut() {
-                    match Pin::new(chat).poll_read(cx, &mut self.rbuf) {
-                        Poll::Ready(Ok(0)) => {
+                    match self.pipe.poll_read(cx, chat) {
+                        Poll::Ready(Ok(None)) => {
                             progress = true;
                             self.broken("connection closed by the peer".into());
                         }
-                        Poll::Ready(Ok(n)) => {
+                        Poll::Ready(Ok(Some(data))) => {
                             progress = true;
                             reads += 1;
-                            let data = Bytes::copy_from_slice(&self.rbuf[..n]);
                             self.events.push_back(ConnEvent::Data(data));
                             if reads == READS_PER_POLL {
                                 // More may be waiting: come back after the node has
@@ -552,9 +474,7 @@ impl<R: Runtime> Conn<R> {
             if let State::Closing(stage) = self.state {
                 match stage {
                     CloseStage::Flushing => {
-                        if self.chat.is_none()
-                            || (self.out.is_empty() && self.wbuf.is_empty() && !self.need_flush)
-                        {
+                        if self.chat.is_none() || self.pipe.write_failed || self.pipe.idle() {
                             self.state = State::Closing(CloseStage::Substream);
                             progress = true;
                         }
@@ -606,9 +526,9 @@ impl<R: Runtime> Conn<R> {
                 cx.waker().wake_by_ref();
             }
         }
-        if self.sent > 0 {
+        if self.pipe.sent > 0 {
             self.events
-                .push_back(ConnEvent::Sent(std::mem::take(&mut self.sent)));
+                .push_back(ConnEvent::Sent(std::mem::take(&mut self.pipe.sent)));
         }
         Poll::Pending
     }

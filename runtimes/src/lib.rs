@@ -45,6 +45,12 @@
 //!   ([RUSTSEC-2025-0052]); it is supported for existing applications, tokio and smol
 //!   are the first-class runtimes.
 //!
+//! * `swarm` (implies `tokio`): the `swarm` module, echo as a rust-libp2p
+//!   `NetworkBehaviour` to add to an app's own `Swarm`, and `swarm::start`, a ready-made
+//!   tokio swarm (TCP and QUIC on the same port, noise, yamux, identify, ping, relay
+//!   client, DCUtR) with the
+//!   same [`Handle`] and [`Events`]. Swarm nodes and direct nodes talk to each other.
+//!
 //! Any other executor works through the small [`Runtime`] trait and [`start`].
 //!
 //! [RUSTSEC-2025-0052]: https://rustsec.org/advisories/RUSTSEC-2025-0052
@@ -117,7 +123,7 @@ use echo_proto::{
     CommandError, Config, DialId, Identity, Multiaddr, Node, PeerId, PeerInfo, SharedMessage, Stats,
 };
 use futures::channel::{mpsc, oneshot};
-use futures::future::{AbortHandle, Abortable, FutureExt, Shared};
+use futures::future::{AbortHandle, Abortable, Shared};
 use futures::Future;
 
 use multiaddr::Protocol as Ma;
@@ -126,7 +132,9 @@ mod conn;
 mod driver;
 mod events;
 pub mod files;
+mod host;
 mod limits;
+mod pipe;
 mod runtime;
 mod transport;
 
@@ -134,6 +142,8 @@ mod transport;
 pub mod async_std;
 #[cfg(feature = "smol")]
 pub mod smol;
+#[cfg(feature = "swarm")]
+pub mod swarm;
 #[cfg(feature = "tokio")]
 pub mod tokio;
 
@@ -255,6 +265,9 @@ pub enum StartError {
         /// The OS error.
         error: std::io::Error,
     },
+    /// The swarm could not be built or could not listen (`swarm` feature).
+    #[error("swarm: {0}")]
+    Swarm(String),
 }
 
 /// Why a command did not run.
@@ -428,7 +441,8 @@ impl Drop for WaitingGuard {
 
 struct Inner {
     peer_id: PeerId,
-    listen_addrs: Vec<Multiaddr>,
+    /// Set once the listeners are up.
+    listen_addrs: std::sync::OnceLock<Vec<Multiaddr>>,
     cmds: async_channel::Sender<Command>,
     /// Commands waiting for room in `cmds`: while any do, new ones wait behind them.
     waiting: Arc<std::sync::atomic::AtomicUsize>,
@@ -458,7 +472,7 @@ impl Handle {
     /// Where the node listens, with real ports, each ending in `/p2p/<id>`: what a peer
     /// passes to [`Handle::connect`].
     pub fn listen_addrs(&self) -> &[Multiaddr] {
-        &self.0.listen_addrs
+        self.0.listen_addrs.get().map_or(&[], Vec::as_slice)
     }
 
     fn call<T>(&self, f: impl FnOnce(Reply<T>) -> Command) -> Pending<T> {
@@ -663,64 +677,44 @@ pub async fn start<R: Runtime>(
     }
     let now = runtime.now();
     let mut node = Node::restore(identity, config, seed, restore, now);
-    // The wall clock bounds what a peer's clock value may do (PROTOCOL.md section 8.3).
-    node.set_wall_clock(std::time::SystemTime::now(), now);
     node.set_listen_addrs(bound.clone());
     // Holds at most two inputs per set-up task, and set-up tasks are capped
     // (`max_pending_handshakes` accepted, `max_pending_dials` dialed).
     let (input_tx, inputs) = mpsc::unbounded();
-    let (cmd_tx, cmds) = async_channel::bounded(cfg.command_buffer.max(1));
-    let (ev_tx, ev_rx) = events::channel(cfg.event_buffer);
     let admission = limits::Admission::new(
         cfg.max_pending_handshakes,
         cfg.max_pending_handshakes_per_ip,
     );
-    let timer = runtime.timer(now);
-    let (alive, stopped) = oneshot::channel();
-    let mut driver = driver::Driver {
-        rt: runtime.clone(),
-        key: keypair,
-        cfg,
-        node,
-        admission,
-        dialing: Default::default(),
-        dials_refused: 0,
-        discarded: 0,
-        conns: Default::default(),
-        pending: Default::default(),
-        live: Default::default(),
-        ready: Default::default(),
-        to_poll: Vec::new(),
-        next_conn: 1,
-        inputs,
-        input_tx,
-        cmds: Box::pin(cmds),
-        cmds_done: false,
-        events: ev_tx,
-        listeners,
-        timer,
-        timer_at: None,
-        shutting_down: false,
-        waiters: Vec::new(),
-        _alive: alive,
-    };
-    // Hand out the events of Node::new (e.g. joining the default room).
-    driver.drain();
-    let (abort, reg) = AbortHandle::new_pair();
-    runtime.spawn(async move {
-        let _ = Abortable::new(driver, reg).await;
-    });
     let listen_addrs = bound
         .into_iter()
         .map(|a| a.with(Ma::P2p(peer_id)))
         .collect();
-    let inner = Inner {
-        peer_id,
-        listen_addrs,
-        cmds: cmd_tx,
-        waiting: Default::default(),
-        abort,
-        stopped: stopped.shared(),
+    let (host, handle, events, reg) = host::wire(node, &cfg, runtime.timer(now), listen_addrs, now);
+    let mut driver = driver::Driver {
+        host,
+        io: driver::Net {
+            rt: runtime.clone(),
+            key: keypair,
+            cfg,
+            admission,
+            dialing: Default::default(),
+            dials_refused: 0,
+            discarded: 0,
+            conns: Default::default(),
+            pending: Default::default(),
+            live: Default::default(),
+            ready: Default::default(),
+            to_poll: Vec::new(),
+            next_conn: 1,
+            inputs,
+            input_tx,
+            listeners,
+        },
     };
-    Ok((Handle(Arc::new(inner)), ev_rx))
+    // Hand out the events of Node::new (e.g. joining the default room).
+    driver.host.drain(&mut driver.io);
+    runtime.spawn(async move {
+        let _ = Abortable::new(driver, reg).await;
+    });
+    Ok((handle, events))
 }

@@ -173,6 +173,17 @@ impl<R: Runtime> Probe<R> {
         }
     }
 
+    /// A probe on a node started otherwise (e.g. in a swarm).
+    pub fn from_parts(rt: &R, name: &str, h: Handle, events: Events) -> Self {
+        Probe {
+            rt: rt.clone(),
+            name: name.to_string(),
+            h,
+            events,
+            seen: Vec::new(),
+        }
+    }
+
     pub fn id(&self) -> PeerId {
         self.h.peer_id()
     }

@@ -1,0 +1,343 @@
+//! The ready-made tokio swarm: TCP and QUIC on the same port, noise + yamux, identify,
+//! ping, connection limits, relay client (reservations) and DCUtR, with echo, run on its
+//! own task.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use echo_proto::Multiaddr;
+use futures::StreamExt;
+use libp2p::connection_limits::{self, ConnectionLimits};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{dcutr, identify, noise, ping, tcp, yamux, Swarm, SwarmBuilder};
+use multiaddr::Protocol as Ma;
+
+use super::EchoBehaviour;
+use crate::{Events, Handle, Options, StartError};
+
+pub use derived::{Behaviour, BehaviourEvent};
+
+mod derived {
+    // The derive's event enum (`BehaviourEvent`: one variant per behaviour) has no docs.
+    #![allow(missing_docs)]
+    use libp2p::swarm::NetworkBehaviour;
+    use libp2p::{connection_limits, dcutr, identify, ping, relay};
+
+    use super::EchoBehaviour;
+
+    /// The behaviours of the swarm [`super::start`] builds.
+    #[derive(NetworkBehaviour)]
+    pub struct Behaviour {
+        /// Caps on connections (see [`super::SwarmOptions`]); first, so that a
+        /// connection over a cap is refused before the others see it.
+        pub limits: connection_limits::Behaviour,
+        /// echo.
+        pub echo: EchoBehaviour,
+        /// Identify (`/echo/1.0.0` as protocol version): tells peers our protocols and
+        /// listen addresses and what address we were seen at.
+        pub identify: identify::Behaviour,
+        /// Ping on every connection.
+        pub ping: ping::Behaviour,
+        /// Circuit relay v2 client: reservations on [`super::SwarmOptions::relays`],
+        /// dials through `/p2p-circuit` addresses.
+        pub relay_client: relay::client::Behaviour,
+        /// Hole punching: upgrades relayed connections to direct ones.
+        pub dcutr: dcutr::Behaviour,
+    }
+}
+
+/// The protocol version identify announces.
+pub const IDENTIFY_VERSION: &str = "/echo/1.0.0";
+
+/// Swarm settings beyond [`Options`].
+#[derive(Debug, Clone)]
+pub struct SwarmOptions {
+    /// The node, its listen addresses and the driver's settings. Listen addresses are
+    /// `/ip4|ip6/<ip>/tcp/<port>` or `/ip4|ip6/<ip>/udp/<port>/quic-v1`.
+    pub options: Options,
+    /// Listen on QUIC too, on the UDP port of each TCP listen address (default true).
+    pub quic: bool,
+    /// How long a connection no behaviour needs stays open (default 60 s).
+    pub idle_timeout: Duration,
+    /// Inbound connections established at once (default 256); more are closed at once.
+    /// Inbound connections in set-up are capped by
+    /// [`crate::DriverConfig::max_pending_handshakes`].
+    pub max_incoming: u32,
+    /// Connections with one peer at once, both ways (default 8).
+    pub max_per_peer: u32,
+    /// Relays to reserve a slot on (`…/p2p/<relay id>`): [`start`] returns once each
+    /// reservation is accepted, and [`Handle::listen_addrs`] then lists the
+    /// `…/p2p-circuit/p2p/<own id>` addresses peers dial to reach this node through them.
+    pub relays: Vec<String>,
+}
+
+impl SwarmOptions {
+    /// A node with a fresh identity, listening on `listen` (TCP and QUIC on each port).
+    pub fn new<S: Into<String>>(listen: impl IntoIterator<Item = S>) -> Self {
+        Options::new(listen).into()
+    }
+}
+
+impl From<Options> for SwarmOptions {
+    fn from(options: Options) -> Self {
+        SwarmOptions {
+            options,
+            quic: true,
+            idle_timeout: Duration::from_secs(60),
+            max_incoming: 256,
+            max_per_peer: 8,
+            relays: Vec::new(),
+        }
+    }
+}
+
+fn listen_addr(s: &str) -> Result<Multiaddr, StartError> {
+    let bad = |reason: String| StartError::InvalidListenAddr {
+        addr: s.to_string(),
+        reason,
+    };
+    let ma: Multiaddr = s.trim().parse().map_err(|e| bad(format!("{e}")))?;
+    let ok = match ma.iter().nth(1) {
+        Some(Ma::Tcp(_)) => ma.iter().count() == 2,
+        Some(Ma::Udp(_)) => ma.iter().nth(2) == Some(Ma::QuicV1) && ma.iter().count() == 3,
+        _ => false,
+    };
+    if !ok || !matches!(ma.iter().next(), Some(Ma::Ip4(_) | Ma::Ip6(_))) {
+        return Err(bad(
+            "expected /ip4|ip6/<ip>/tcp/<port> or /ip4|ip6/<ip>/udp/<port>/quic-v1".into(),
+        ));
+    }
+    Ok(ma)
+}
+
+/// Builds the swarm for `options` (within a tokio runtime), with echo's handle and
+/// events. Nothing listens yet.
+pub fn build(options: SwarmOptions) -> Result<(Swarm<Behaviour>, Handle, Events), StartError> {
+    let SwarmOptions {
+        options:
+            Options {
+                identity,
+                seed,
+                config,
+                restore,
+                driver,
+                ..
+            },
+        idle_timeout,
+        max_incoming,
+        max_per_peer,
+        ..
+    } = options;
+    let limits = ConnectionLimits::default()
+        .with_max_pending_incoming(Some(cap(driver.max_pending_handshakes)))
+        .with_max_established_incoming(Some(max_incoming))
+        .with_max_established_per_peer(Some(max_per_peer));
+    let key = identity.keypair();
+    let ping_interval = config.ping_interval;
+    let (echo, handle, events) = EchoBehaviour::new(identity, config, seed, restore, driver);
+    let mut slot = Some(echo);
+    let swarm = SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| StartError::Swarm(e.to_string()))?
+        .with_quic()
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| StartError::Swarm(e.to_string()))?
+        .with_behaviour(|key, relay_client| Behaviour {
+            relay_client,
+            dcutr: dcutr::Behaviour::new(key.public().to_peer_id()),
+            limits: connection_limits::Behaviour::new(limits),
+            echo: slot.take().expect("built once"),
+            identify: identify::Behaviour::new(identify::Config::new(
+                IDENTIFY_VERSION.to_string(),
+                key.public(),
+            )),
+            ping: ping::Behaviour::new(ping::Config::new().with_interval(ping_interval)),
+        })
+        .map_err(|e| StartError::Swarm(e.to_string()))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(idle_timeout))
+        .build();
+    Ok((swarm, handle, events))
+}
+
+/// Starts a node in a ready-made swarm on the current tokio runtime: listens (TCP, and
+/// QUIC on the same ports), then runs the swarm on its own task until the node stops.
+/// Returns like [`crate::tokio::start`]; [`Handle::listen_addrs`] lists the TCP
+/// addresses first, then the QUIC ones.
+pub async fn start(options: impl Into<SwarmOptions>) -> Result<(Handle, Events), StartError> {
+    let options = options.into();
+    let listen: Vec<Multiaddr> = options
+        .options
+        .listen
+        .iter()
+        .map(|s| listen_addr(s))
+        .collect::<Result<_, _>>()?;
+    let relays: Vec<Multiaddr> = options
+        .relays
+        .iter()
+        .map(|s| relay_addr(s))
+        .collect::<Result<_, _>>()?;
+    let quic = options.quic;
+    let (mut swarm, handle, events) = build(options)?;
+    // Listeners not yet up, with the address asked for.
+    let mut waiting = HashMap::new();
+    for a in &listen {
+        let id = swarm
+            .listen_on(a.clone())
+            .map_err(|e| bind_error(a, e.to_string()))?;
+        waiting.insert(id, a.clone());
+    }
+    let mut tcp: Vec<Multiaddr> = Vec::new();
+    let mut udp: Vec<Multiaddr> = Vec::new();
+    while !waiting.is_empty() {
+        match swarm.select_next_some().await {
+            SwarmEvent::NewListenAddr {
+                listener_id,
+                address,
+            } => {
+                // QUIC on the IP asked for and the port the TCP listener got (on a
+                // wildcard IP, every interface reports the same port).
+                let port = address.iter().find_map(|p| match p {
+                    Ma::Tcp(port) => Some(port),
+                    _ => None,
+                });
+                if let (Some(asked), Some(port), true) = (waiting.remove(&listener_id), port, quic)
+                {
+                    let q: Multiaddr = asked
+                        .iter()
+                        .map(|p| match p {
+                            Ma::Tcp(_) => Ma::Udp(port),
+                            p => p,
+                        })
+                        .chain([Ma::QuicV1])
+                        .collect();
+                    if !listen.contains(&q) {
+                        let id = swarm
+                            .listen_on(q.clone())
+                            .map_err(|e| bind_error(&q, e.to_string()))?;
+                        waiting.insert(id, q);
+                    }
+                }
+                let is_tcp = address.iter().any(|p| matches!(p, Ma::Tcp(_)));
+                let list = if is_tcp { &mut tcp } else { &mut udp };
+                if !list.contains(&address) {
+                    list.push(address);
+                }
+            }
+            SwarmEvent::ListenerError { error, .. } => {
+                return Err(StartError::Swarm(error.to_string()));
+            }
+            SwarmEvent::ListenerClosed {
+                addresses, reason, ..
+            } => {
+                let why = match reason {
+                    Err(e) => e.to_string(),
+                    Ok(()) => "listener closed".to_string(),
+                };
+                let a = addresses.first().cloned().unwrap_or_else(Multiaddr::empty);
+                return Err(bind_error(&a, why));
+            }
+            _ => {}
+        }
+    }
+    // Reservations, once our own listeners are up (the relay then sees the port we
+    // listen on).
+    let mut waiting = HashMap::new();
+    for r in relays {
+        let a = r.with(Ma::P2pCircuit);
+        let id = swarm
+            .listen_on(a.clone())
+            .map_err(|e| StartError::Swarm(format!("cannot reserve on {a}: {e}")))?;
+        waiting.insert(id, a);
+    }
+    let mut circuits = Vec::new();
+    while !waiting.is_empty() {
+        match swarm.select_next_some().await {
+            SwarmEvent::NewListenAddr {
+                listener_id,
+                address,
+            } if waiting.remove(&listener_id).is_some() => circuits.push(address),
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } if waiting.contains_key(&listener_id) => {
+                let why = match reason {
+                    Err(e) => e.to_string(),
+                    Ok(()) => "closed".to_string(),
+                };
+                let a = &waiting[&listener_id];
+                return Err(StartError::Swarm(format!(
+                    "reservation on {a} failed: {why}"
+                )));
+            }
+            _ => {}
+        }
+    }
+    let peer = handle.peer_id();
+    let addrs = tcp
+        .into_iter()
+        .chain(udp)
+        .chain(circuits)
+        .map(|a| match a.iter().last() {
+            Some(Ma::P2p(_)) => a,
+            _ => a.with(Ma::P2p(peer)),
+        })
+        .collect();
+    let _ = handle.0.listen_addrs.set(addrs);
+    let stopped = handle.0.stopped.clone();
+    tokio::spawn(async move {
+        let mut stopped = std::pin::pin!(stopped);
+        loop {
+            tokio::select! {
+                _ = swarm.select_next_some() => {}
+                _ = &mut stopped => break,
+            }
+        }
+    });
+    Ok((handle, events))
+}
+
+/// A relay's address: dialable, ending in `/p2p/<relay id>`.
+fn relay_addr(s: &str) -> Result<Multiaddr, StartError> {
+    let bad = |reason: String| StartError::InvalidListenAddr {
+        addr: s.to_string(),
+        reason,
+    };
+    let ma: Multiaddr = s.trim().parse().map_err(|e| bad(format!("{e}")))?;
+    match ma.iter().last() {
+        Some(Ma::P2p(_)) => Ok(ma),
+        _ => Err(bad("a relay address ends in /p2p/<relay id>".into())),
+    }
+}
+
+fn cap(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+fn bind_error(a: &Multiaddr, error: String) -> StartError {
+    if error.contains("in use") {
+        if let Some(addr) = socket(a) {
+            return StartError::AddrInUse { addr };
+        }
+    }
+    StartError::Swarm(format!("cannot listen on {a}: {error}"))
+}
+
+fn socket(a: &Multiaddr) -> Option<std::net::SocketAddr> {
+    let mut ip = None;
+    let mut port = None;
+    for p in a.iter() {
+        match p {
+            Ma::Ip4(v) => ip = Some(v.into()),
+            Ma::Ip6(v) => ip = Some(v.into()),
+            Ma::Tcp(p) | Ma::Udp(p) => port = Some(p),
+            _ => {}
+        }
+    }
+    Some(std::net::SocketAddr::new(ip?, port?))
+}
