@@ -12,7 +12,8 @@ gate on: the regression guard is the instruction count (.ci/icount.py).
   the median of each bench from criterion's estimates.json.
 - simulator: `benches/sim.rs` with 30 nodes and 2,000 messages (the full run is 100/10,000).
 - loopback: `runtimes/examples/bench.rs` (the workloads of shared/peer-bench/gossipsub) at
-  reduced counts on tokio, smol and async-std, each run three times; the median run.
+  reduced counts on tokio, smol, async-std and the swarm adapter (TCP), each run three
+  times; the median run.
 """
 import argparse
 import json
@@ -31,7 +32,7 @@ LOOPBACK = [
     ("fanout", ["--msgs", "2000", "--nodes", "5"], ["deliveries_per_s"]),
     ("raw", ["--msgs", "20000"], ["MB_per_s"]),
 ]
-RUNTIMES = ["tokio", "smol", "async-std"]
+RUNTIMES = ["tokio", "smol", "async-std", "swarm"]
 REPEAT = 3
 TIMEOUT = 180  # seconds per run: every run stops by itself
 
