@@ -6,12 +6,31 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 
 const DOC: &str = include_str!("../JSON.md");
-const SOURCES: &[&str] = &[
-    include_str!("../src/app.rs"),
-    include_str!("../src/main.rs"),
-    include_str!("../src/mdns.rs"),
-    include_str!("../src/tui.rs"),
-];
+
+/// Every Rust source file of the app (all of `src/`, so a module added or split later is
+/// scanned too).
+fn sources() -> Vec<String> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<String>) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .expect("read src/")
+            .map(|e| e.expect("a dir entry").path())
+            .collect();
+        entries.sort();
+        for p in entries {
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|e| e == "rs") {
+                out.push(std::fs::read_to_string(&p).expect("read a source file"));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut out,
+    );
+    out
+}
 
 /// Event kind -> field names, from the doc's `### \`kind\`` headings and the first
 /// column of the table under them.
@@ -43,8 +62,8 @@ fn documented() -> BTreeMap<String, BTreeSet<String>> {
 /// sources.
 fn emitted() -> BTreeMap<String, BTreeSet<String>> {
     let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for src in SOURCES {
-        let mut rest = *src;
+    for src in &sources() {
+        let mut rest = src.as_str();
         while let Some(at) = rest.find("json!(") {
             let body = &rest[at + "json!(".len()..];
             // The macro's argument: up to the matching parenthesis.
