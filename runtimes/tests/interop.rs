@@ -8,13 +8,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{bounded, options, Probe, WAIT};
+use common::{bounded, options, tcp_swarm, Probe, WAIT};
 use echo_proto::{ConnId, ConnInfo, Event, Node, Output, Protocol, Role};
 use echo_runtime::Runtime;
 use futures::channel::mpsc;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{identity::Keypair, noise, ping, tcp, yamux, Multiaddr, StreamProtocol, Swarm};
+use libp2p::{identity::Keypair, ping, Multiaddr, StreamProtocol, Swarm};
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
@@ -23,23 +23,10 @@ struct Behaviour {
 }
 
 fn swarm(key: Keypair) -> Swarm<Behaviour> {
-    libp2p::SwarmBuilder::with_existing_identity(key)
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|_| Behaviour {
-            ping: ping::Behaviour::new(
-                ping::Config::new().with_interval(Duration::from_millis(100)),
-            ),
-            stream: libp2p_stream::Behaviour::new(),
-        })
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
-        .build()
+    tcp_swarm(key, |_| Behaviour {
+        ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_millis(100))),
+        stream: libp2p_stream::Behaviour::new(),
+    })
 }
 
 /// Drives the swarm on its own task; reports successful pings.

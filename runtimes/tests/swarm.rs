@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{bounded, options, Probe, WAIT};
+use common::{bounded, options, tcp_swarm, Probe, WAIT};
 use echo_proto::{CommandError, Event, Identity};
 use echo_runtime::swarm::{self, EchoBehaviour, SwarmOptions};
 use echo_runtime::tokio::TokioRuntime;
@@ -17,7 +17,7 @@ use futures::channel::mpsc;
 use futures::StreamExt;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{noise, ping, tcp, yamux, Multiaddr, Swarm};
+use libp2p::{ping, Multiaddr, Swarm};
 
 /// A node in the ready-made swarm.
 async fn swarm_probe(rt: &TokioRuntime, o: Options) -> Probe<TokioRuntime> {
@@ -166,25 +166,6 @@ fn swarm_and_direct_smol_node() {
 struct App {
     echo: EchoBehaviour,
     ping: ping::Behaviour,
-}
-
-/// A tokio swarm over TCP with the behaviour `make` builds.
-fn tcp_swarm<B: NetworkBehaviour>(
-    key: libp2p::identity::Keypair,
-    make: impl FnOnce(&libp2p::identity::Keypair) -> B,
-) -> Swarm<B> {
-    libp2p::SwarmBuilder::with_existing_identity(key)
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(make)
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
-        .build()
 }
 
 fn app_swarm(o: Options) -> (Swarm<App>, echo_runtime::Handle, echo_runtime::Events) {
