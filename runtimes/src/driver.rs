@@ -55,9 +55,8 @@ impl ConnWaker {
 }
 
 impl Ready {
-    /// Registers the task to wake, and moves the woken connections' ids to `into`.
-    pub fn take(&self, cx: &Context<'_>, into: &mut Vec<ConnId>) {
-        self.task.register(cx.waker());
+    /// Moves the ids of the connections woken since the last call to `into`.
+    pub fn drain(&self, into: &mut Vec<ConnId>) {
         into.append(&mut self.ids.lock().expect("not poisoned"));
     }
 }
@@ -141,9 +140,7 @@ impl<R: Runtime> Future for Driver<R> {
             }
 
             // Connections with something to do, each event followed by a drain.
-            this.io
-                .to_poll
-                .append(&mut this.io.ready.ids.lock().expect("not poisoned"));
+            this.io.ready.drain(&mut this.io.to_poll);
             while let Some(id) = this.io.to_poll.pop() {
                 budget = budget.saturating_sub(1);
                 progress = true;

@@ -717,7 +717,8 @@ impl NetworkBehaviour for EchoBehaviour {
             let io = &mut self.io;
             let mut budget = BUDGET;
             let mut progress = host.poll_commands(cx, &mut budget, io);
-            io.ready.take(cx, &mut io.to_poll);
+            io.ready.task.register(cx.waker());
+            io.ready.drain(&mut io.to_poll);
             while let Some(id) = io.to_poll.pop() {
                 budget = budget.saturating_sub(1);
                 progress = true;
