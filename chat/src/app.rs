@@ -15,7 +15,10 @@ use crate::model::{Line, Model, PeerView, ViewId};
 use crate::store::{Op, Writer};
 use crate::text::{clean, clock, json_line};
 
+mod files;
 mod run;
+
+pub use files::FileInput;
 
 /// Version of the `--json` event and command schema (documented in `chat/JSON.md`).
 pub const JSON_SCHEMA: u32 = 1;
@@ -41,6 +44,8 @@ pub enum Input {
     Lagged(u64),
     /// SIGINT / SIGTERM.
     Signal,
+    /// File sharing: the runtime's transfer events and answers that came later.
+    File(FileInput),
 }
 
 /// How the app reports events.
@@ -79,6 +84,10 @@ pub struct App {
     /// The history database, read when the user scrolls back past what the model holds.
     pub db_path: Option<std::path::PathBuf>,
     reader: Option<rusqlite::Connection>,
+    /// Where `/get` puts files by default (`--download-dir`).
+    pub download_dir: std::path::PathBuf,
+    /// The app loop's own input, for answers that arrive later (a shared file hashed).
+    pub inputs: Option<futures::channel::mpsc::UnboundedSender<Input>>,
 }
 
 impl App {
@@ -97,6 +106,8 @@ impl App {
             user_dials: HashSet::new(),
             db_path: None,
             reader: None,
+            download_dir: std::path::PathBuf::from("."),
+            inputs: None,
         }
     }
 
@@ -281,6 +292,7 @@ impl App {
             Input::Found(d) => self.on_found(d).await,
             Input::StoreError(e) | Input::BadLine(e) => self.error(e),
             Input::Lagged(missed) => self.on_lagged(missed).await,
+            Input::File(f) => self.on_file(f).await,
             Input::Term(_) => {}
         }
         self.model.trim_total();
@@ -427,13 +439,21 @@ impl App {
                     p.name = name.clone();
                 }
                 let disp = display_name(&name, &from);
+                let offer = crate::files::parse_offer(&text);
+                if let Some(o) = &offer {
+                    self.saw_offer(o, from, ViewId::Direct(from));
+                }
                 self.emit(
                     json!({"event": "direct", "from": from.to_base58(), "name": name,
-                           "display": disp, "text": text, "sent_at_ms": sent_at_ms}),
+                           "display": disp, "text": text, "sent_at_ms": sent_at_ms,
+                           "offer": offer.as_ref().map(crate::files::offer_json)}),
                     Some(format!(
                         "[@{disp}] {} {disp}: {}",
                         clock(sent_at_ms),
-                        clean(&text)
+                        match &offer {
+                            Some(o) => crate::files::describe(o),
+                            None => clean(&text),
+                        }
                     )),
                 );
                 let id = ViewId::Direct(from);
@@ -524,6 +544,10 @@ impl App {
         let own = msg.author() == self.model.me;
         let disp = msg.display_author();
         let late = position.is_some_and(|p| p.late);
+        let offer = crate::files::parse_offer(msg.text());
+        if let Some(o) = &offer {
+            self.saw_offer(o, msg.author(), ViewId::Room(msg.room().to_string()));
+        }
         self.emit(
             json!({
                 "event": "message",
@@ -540,13 +564,17 @@ impl App {
                 "late": late,
                 "restored": restored,
                 "index": position.map(|p| p.index),
+                "offer": offer.as_ref().map(crate::files::offer_json),
             }),
             Some(format!(
                 "[#{}] {} {}: {}{}",
                 msg.room(),
                 clock(msg.sent_at_ms()),
                 disp,
-                clean(msg.text()),
+                match &offer {
+                    Some(o) => crate::files::describe(o),
+                    None => clean(msg.text()),
+                },
                 if restored { "  (history)" } else { "" }
             )),
         );

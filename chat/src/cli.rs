@@ -56,6 +56,12 @@ pub struct Cli {
     #[arg(long, env = "ECHO_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
+    /// Where downloaded files go (`/get ID [DIR]` picks another). Default: your
+    /// Downloads folder, else downloads/ in the data dir. A name is never overwritten:
+    /// a second `report.pdf` becomes `report (1).pdf`.
+    #[arg(long, env = "ECHO_DOWNLOAD_DIR", value_name = "DIR")]
+    pub download_dir: Option<PathBuf>,
+
     /// Do not ring the terminal bell on a direct message or an @mention of your name.
     #[arg(long)]
     pub no_bell: bool,
@@ -131,6 +137,22 @@ impl Cli {
     /// Every address to dial at start: the positional one, then `--connect`s.
     pub fn connect_addrs(&self) -> Vec<String> {
         self.peer.iter().chain(&self.connect).cloned().collect()
+    }
+
+    /// Where `/get` puts files by default.
+    pub fn download_dir(&self) -> PathBuf {
+        if let Some(d) = &self.download_dir {
+            return d.clone();
+        }
+        if let Some(d) =
+            directories::UserDirs::new().and_then(|u| u.download_dir().map(PathBuf::from))
+        {
+            return d;
+        }
+        match directories::ProjectDirs::from("", "", "echo-chat") {
+            Some(p) => p.data_dir().join("downloads"),
+            None => PathBuf::from("downloads"),
+        }
     }
 
     /// Whether to run without the terminal UI.

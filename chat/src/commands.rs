@@ -25,6 +25,14 @@ pub enum Command {
     Addrs,
     /// `/copy [n]`: our best address (or the `n`th of `/addrs`) to the clipboard.
     Copy(Option<usize>),
+    /// `/share <path> [@peer]`: offer a file to the current room (or to one peer).
+    Share { path: String, to: Option<String> },
+    /// `/get <id> [dir]`: download an offered file.
+    Get { id: String, dir: Option<String> },
+    /// `/files`: offers seen and transfers.
+    Files,
+    /// `/cancel <id>`: stop a download.
+    Cancel(String),
     /// `/help`.
     Help,
     /// `/quit`.
@@ -53,6 +61,16 @@ pub const HELP: &[(&str, &str)] = &[
         "/copy [n]",
         "put your address (or the n-th of /addrs) on the clipboard",
     ),
+    (
+        "/share <path> [@peer]",
+        "offer a file to the room (or to one peer)",
+    ),
+    (
+        "/get <id> [dir]",
+        "download an offered file (to the download dir)",
+    ),
+    ("/files", "list file offers and downloads"),
+    ("/cancel <id>", "stop a download"),
     ("/help", "this help"),
     ("/quit", "leave (also Ctrl-C)"),
 ];
@@ -117,6 +135,30 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
                     .map_err(|_| format!("usage: /copy [n] (n from /addrs, got {rest:?})"))?,
             )
         }),
+        "share" | "send-file" => {
+            let path = need("<path> [@peer]")?;
+            match path.rsplit_once(char::is_whitespace) {
+                Some((p, to)) if to.starts_with('@') && to.len() > 1 && !p.trim().is_empty() => {
+                    Command::Share {
+                        path: p.trim().to_string(),
+                        to: Some(to[1..].to_string()),
+                    }
+                }
+                _ => Command::Share { path, to: None },
+            }
+        }
+        "get" | "download" => {
+            let arg = need("<id> [dir]")?;
+            match arg.split_once(char::is_whitespace) {
+                Some((id, dir)) => Command::Get {
+                    id: id.to_string(),
+                    dir: Some(dir.trim().to_string()),
+                },
+                None => Command::Get { id: arg, dir: None },
+            }
+        }
+        "files" => Command::Files,
+        "cancel" => Command::Cancel(need("<id>")?),
         "help" | "h" | "?" => Command::Help,
         "quit" | "exit" | "q" => Command::Quit,
         _ => return Err(format!("unknown command /{cmd}; /help lists the commands")),
@@ -149,5 +191,48 @@ mod tests {
         assert_eq!(parse("/copy"), Ok(Some(Command::Copy(None))));
         assert_eq!(parse("/copy 2"), Ok(Some(Command::Copy(Some(2)))));
         assert!(parse("/copy two").unwrap_err().contains("usage"));
+        assert_eq!(
+            parse("/share ~/My Docs/a b.pdf"),
+            Ok(Some(Command::Share {
+                path: "~/My Docs/a b.pdf".into(),
+                to: None
+            }))
+        );
+        assert_eq!(
+            parse("/share a.pdf @bob#ab12"),
+            Ok(Some(Command::Share {
+                path: "a.pdf".into(),
+                to: Some("bob#ab12".into())
+            }))
+        );
+        // A file whose name starts with @ is a path, not a peer.
+        assert_eq!(
+            parse("/share @home.txt"),
+            Ok(Some(Command::Share {
+                path: "@home.txt".into(),
+                to: None
+            }))
+        );
+        assert!(parse("/share").unwrap_err().contains("usage"));
+        assert_eq!(
+            parse("/get 1a2b3c4d /tmp/my dir"),
+            Ok(Some(Command::Get {
+                id: "1a2b3c4d".into(),
+                dir: Some("/tmp/my dir".into())
+            }))
+        );
+        assert_eq!(
+            parse("/get 1a2b3c4d"),
+            Ok(Some(Command::Get {
+                id: "1a2b3c4d".into(),
+                dir: None
+            }))
+        );
+        assert_eq!(parse("/files"), Ok(Some(Command::Files)));
+        assert_eq!(
+            parse("/cancel 1a2b"),
+            Ok(Some(Command::Cancel("1a2b".into())))
+        );
+        assert!(parse("/cancel").unwrap_err().contains("usage"));
     }
 }

@@ -151,7 +151,15 @@ pub fn entry_rows(e: &Entry, width: usize) -> Vec<TLine<'static>> {
                 (who.clone(), st),
                 (": ".to_string(), Style::default()),
             ];
-            spans.extend(mention_spans(text, text_style, *mention));
+            match crate::files::parse_offer(text) {
+                Some(offer) => spans.push((
+                    crate::files::describe(&offer),
+                    text_style
+                        .fg(Color::LightGreen)
+                        .add_modifier(Modifier::BOLD),
+                )),
+                None => spans.extend(mention_spans(text, text_style, *mention)),
+            }
             wrap(&spans, width, tw + 2)
         }
         Line::Info(t) => wrap(

@@ -8,6 +8,7 @@
 mod app;
 mod cli;
 mod commands;
+mod files;
 mod layout;
 mod mdns;
 mod model;
@@ -28,7 +29,7 @@ use futures::channel::mpsc;
 use futures::{FutureExt, StreamExt};
 use multiaddr::Protocol;
 
-use crate::app::{App, Input, Mode};
+use crate::app::{App, FileInput, Input, Mode};
 use crate::cli::{Cli, RuntimeKind};
 use crate::model::Model;
 use crate::store::DataDir;
@@ -248,6 +249,12 @@ impl Run {
         options.identity = key;
         options.config = config;
         options.restore = restore;
+        // Shared and partly downloaded files (data, verified ranges) live in the
+        // profile; finished downloads go to the download dir.
+        options.files = Some(echo_runtime::FilesOptions {
+            dir: data.path.join("files"),
+            config: echo_proto::blob::BlobConfig::default(),
+        });
 
         let started = match cli.runtime {
             RuntimeKind::Tokio => echo_runtime::tokio::start(options).await,
@@ -394,6 +401,8 @@ async fn session(
     app.ring_bell = !cli.no_bell;
     app.user_dials = user_dials;
     app.db_path = Some(data.db_path());
+    app.download_dir = cli.download_dir();
+    app.inputs = Some(tx.clone());
     app.writer.send(store::Op::Name(name));
     let mut tui = if headless {
         spawn_stdin(tx.clone());
@@ -424,6 +433,15 @@ async fn session(
         futures::future::ready(match e {
             echo_runtime::RuntimeEvent::Event(e) => Some(Input::Node(e)),
             echo_runtime::RuntimeEvent::Lagged { missed } => Some(Input::Lagged(missed)),
+            echo_runtime::RuntimeEvent::TransferProgress {
+                id, done, sources, ..
+            } => Some(Input::File(FileInput::Progress { id, done, sources })),
+            echo_runtime::RuntimeEvent::TransferDone { id, path, .. } => {
+                Some(Input::File(FileInput::Done { id, path }))
+            }
+            echo_runtime::RuntimeEvent::TransferFailed { id, reason, .. } => {
+                Some(Input::File(FileInput::Failed { id, reason }))
+            }
             _ => None,
         })
     });

@@ -276,6 +276,8 @@ pub struct Model {
     pub mdns: Option<String>,
     /// What it holds at most.
     pub limits: Limits,
+    /// File offers seen and downloads.
+    pub files: crate::files::Files,
     /// A counter for `View::active` and `PeerView::seen`.
     tick: u64,
 }
@@ -293,6 +295,7 @@ impl Model {
             peers: BTreeMap::new(),
             mdns: None,
             limits,
+            files: crate::files::Files::default(),
             tick: 0,
         }
     }

@@ -88,6 +88,10 @@ impl App {
                 Err(e) => self.error(e),
             },
             Command::Peers => self.list_peers().await,
+            Command::Share { path, to } => self.share(&path, to),
+            Command::Get { id, dir } => self.get(&id, dir).await,
+            Command::Files => self.list_files(),
+            Command::Cancel(id) => self.cancel(&id).await,
             Command::Rooms => {
                 let rooms: Vec<Value> = self
                     .model

@@ -4,7 +4,7 @@
 use ratatui::layout::{Constraint, Direction, Layout, Position, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line as TLine, Span};
-use ratatui::widgets::{Block, Borders, Clear, Paragraph};
+use ratatui::widgets::{Block, Borders, Clear, LineGauge, Paragraph};
 use ratatui::Frame;
 use unicode_width::UnicodeWidthStr;
 
@@ -48,11 +48,19 @@ pub(super) fn render(
         f.render_widget(Paragraph::new("window too small"), area);
         return (area.width, 1);
     }
+    // One row per running download (at most 3, and only while the window is tall).
+    let gauges = model
+        .files
+        .active()
+        .count()
+        .min(3)
+        .min((area.height as usize).saturating_sub(10)) as u16;
     let rows = Layout::default()
         .direction(Direction::Vertical)
         .constraints([
             Constraint::Length(1),
             Constraint::Min(3),
+            Constraint::Length(gauges),
             Constraint::Length(3),
             Constraint::Length(1),
         ])
@@ -161,8 +169,9 @@ pub(super) fn render(
     // Input line.
     let target = input_title(model);
     let block = Block::default().borders(Borders::ALL).title(target);
-    let inner = block.inner(rows[2]);
-    f.render_widget(block, rows[2]);
+    render_transfers(f, model, rows[2]);
+    let inner = block.inner(rows[3]);
+    f.render_widget(block, rows[3]);
     let (text, cursor_x) = input_window(input, inner.width as usize);
     f.render_widget(Paragraph::new(text), inner);
     if !help {
@@ -191,13 +200,37 @@ pub(super) fn render(
     f.render_widget(
         Paragraph::new(clip(&status, area.width as usize))
             .style(Style::default().bg(Color::DarkGray).fg(Color::White)),
-        rows[3],
+        rows[4],
     );
 
     if help {
         render_help(f, area);
     }
     (w as u16, h as u16)
+}
+
+/// A progress bar per running download: name, percentage, bytes, rate, ETA, sources.
+fn render_transfers(f: &mut Frame, model: &Model, area: Rect) {
+    for (i, t) in model.files.active().take(area.height as usize).enumerate() {
+        let row = Rect {
+            y: area.y + i as u16,
+            height: 1,
+            ..area
+        };
+        let label = format!(
+            "↓ {} {}",
+            clip(&crate::text::clean(&t.offer.name), 24),
+            t.status()
+        );
+        f.render_widget(
+            LineGauge::default()
+                .filled_style(Style::default().fg(Color::Green))
+                .unfilled_style(Style::default().fg(Color::DarkGray))
+                .label(clip(&label, (area.width as usize).saturating_sub(12)))
+                .ratio(t.ratio()),
+            row,
+        );
+    }
 }
 
 fn render_rooms(f: &mut Frame, model: &Model, area: Rect) {
