@@ -166,6 +166,8 @@ pub struct Startup {
     pub new_identity: bool,
     /// NAME differed from the profile's stored name, which was kept.
     pub name_kept: Option<(String, String)>,
+    /// Downloads that had not finished when the app last stopped.
+    pub downloads: Vec<store::Download>,
 }
 
 fn init_logging(
@@ -219,6 +221,7 @@ impl Run {
             restore,
             name: stored_name,
             skipped,
+            downloads,
         } = loaded;
         // The profile keeps its name: NAME names a new profile, /nick renames it.
         let name = stored_name
@@ -233,6 +236,7 @@ impl Run {
                 (Some(kept), Some(asked)) if kept != asked => Some((asked.clone(), kept.clone())),
                 _ => None,
             },
+            downloads,
         };
         config.name = name.clone();
         config.agent = format!("echo-chat/{}", env!("CARGO_PKG_VERSION"));
@@ -320,7 +324,7 @@ async fn session(
     history: Vec<echo_proto::Message>,
     skipped: usize,
     headless: bool,
-    startup: Startup,
+    mut startup: Startup,
 ) -> Result<(), Fatal> {
     // Dial what was asked; a refused address ends the start-up.
     let mut user_dials = std::collections::HashSet::new();
@@ -410,7 +414,9 @@ async fn session(
     } else {
         Some(tui::Tui::start(tx.clone()).context("cannot set up the terminal")?)
     };
+    let downloads = std::mem::take(&mut startup.downloads);
     app.ready(&data.path.display().to_string(), &startup, &rooms, history);
+    app.resume_downloads(downloads).await;
     if skipped > 0 {
         app.error(format!(
             "{skipped} stored message(s) in {} could not be read and are not shown; they \

@@ -131,6 +131,19 @@ pub struct Loaded {
     pub name: Option<String>,
     /// Stored messages that could not be decoded: skipped, and left in the database.
     pub skipped: usize,
+    /// Downloads that had not finished: resumed at start.
+    pub downloads: Vec<Download>,
+}
+
+/// A download to resume after a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Download {
+    /// What.
+    pub offer: echo_proto::blob::Offer,
+    /// Who offered it.
+    pub from: echo_proto::PeerId,
+    /// Where the file goes.
+    pub dir: std::path::PathBuf,
 }
 
 /// What to tell the user when the database cannot be read.
@@ -159,6 +172,8 @@ CREATE TABLE IF NOT EXISTS reservations (room TEXT PRIMARY KEY, upto INTEGER NOT
 CREATE TABLE IF NOT EXISTS rooms (room TEXT PRIMARY KEY, joined_at_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS peers (peer TEXT PRIMARY KEY, addrs TEXT NOT NULL, seen_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS downloads (hash TEXT PRIMARY KEY, offer BLOB NOT NULL, source TEXT NOT NULL,
+                                      dir TEXT NOT NULL, started_ms INTEGER NOT NULL);
 ";
 
 /// Opens (creating) the history database in WAL mode.
@@ -239,7 +254,29 @@ pub fn load(conn: &Connection, per_room: usize) -> Result<Loaded> {
     for row in stmt.query_map([], |r| r.get::<_, String>(0))? {
         peers.extend(row?.split_whitespace().filter_map(|a| a.parse().ok()));
     }
+    // Unfinished downloads, oldest first (rows that no longer decode are skipped).
+    let mut downloads = Vec::new();
+    let mut stmt = conn.prepare("SELECT offer, source, dir FROM downloads ORDER BY started_ms")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, Vec<u8>>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (offer, source, dir) = row?;
+        match (echo_proto::blob::Offer::decode(&offer), source.parse()) {
+            (Ok(offer), Ok(from)) => downloads.push(Download {
+                offer,
+                from,
+                dir: dir.into(),
+            }),
+            _ => tracing::warn!("undecodable stored download; skipped"),
+        }
+    }
     Ok(Loaded {
+        downloads,
         restore: Restore {
             rooms,
             retired,
@@ -307,6 +344,10 @@ pub enum Op {
     Name(String),
     /// A peer's dialable addresses (with `/p2p/`), to reconnect after a restart.
     Peer(String, Vec<String>),
+    /// A download started (kept until it ends, to resume it after a restart).
+    Download(Download),
+    /// A download finished, failed for good or was cancelled (by its content hash).
+    DownloadEnded(echo_proto::blob::BlobHash),
     /// Answers when everything before it is committed.
     Flush(oneshot::Sender<Result<(), String>>),
 }
@@ -453,6 +494,30 @@ fn write_batch(conn: &mut Connection, batch: &[Op], durable: bool) -> Result<()>
                         params![peer, addrs.join(" "), now_ms() as i64],
                     )?;
                 }
+                Op::Download(d) => {
+                    // An offer that cannot be encoded was never accepted by `/get`.
+                    if let Ok(offer) = d.offer.encode() {
+                        tx.execute(
+                            "INSERT INTO downloads (hash, offer, source, dir, started_ms)
+                             VALUES (?1, ?2, ?3, ?4, ?5)
+                             ON CONFLICT (hash) DO UPDATE SET offer = excluded.offer,
+                             source = excluded.source, dir = excluded.dir",
+                            params![
+                                d.offer.hash.to_hex(),
+                                offer,
+                                d.from.to_base58(),
+                                d.dir.to_string_lossy(),
+                                now_ms() as i64
+                            ],
+                        )?;
+                    }
+                }
+                Op::DownloadEnded(hash) => {
+                    tx.execute(
+                        "DELETE FROM downloads WHERE hash = ?1",
+                        params![hash.to_hex()],
+                    )?;
+                }
                 Op::Flush(_) => {}
             }
         }
@@ -488,6 +553,42 @@ mod tests {
         // A second instance is refused while the first holds the lock.
         let err = DataDir::open(dir.path()).err().unwrap();
         assert!(format!("{err}").contains("in use"), "{err}");
+    }
+
+    #[test]
+    fn unfinished_downloads_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("h.sqlite3");
+        let d = |first: u8, name: &str| Download {
+            offer: echo_proto::blob::Offer {
+                hash: echo_proto::blob::BlobHash([first; 32]),
+                size: 1 << 30,
+                name: name.into(),
+                mime: String::new(),
+            },
+            from: echo_proto::PeerId::random(),
+            dir: dir.path().join("dl"),
+        };
+        let (a, b) = (d(1, "a.iso"), d(2, "b.iso"));
+        let writer = Writer::start(open_db(&db).unwrap(), |e| panic!("{e}"));
+        writer.send(Op::Download(a.clone()));
+        writer.send(Op::Download(b.clone()));
+        writer.send(Op::Download(a.clone())); // asked again: one row
+        writer.send(Op::DownloadEnded(b.offer.hash));
+        futures::executor::block_on(writer.flush())
+            .unwrap()
+            .unwrap();
+        drop(writer);
+        // A row that no longer decodes is skipped, not fatal.
+        open_db(&db)
+            .unwrap()
+            .execute(
+                "INSERT INTO downloads VALUES ('x', x'00', 'nope', '/', 0)",
+                [],
+            )
+            .unwrap();
+        let loaded = load(&open_db(&db).unwrap(), 10).unwrap();
+        assert_eq!(loaded.downloads, vec![a]);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use super::{App, Input};
 use crate::files::{describe, human_size, offer_json, offer_text, State};
 use crate::model::ViewId;
+use crate::store::{Download, Op};
 
 /// What the runtime reports about files, and answers that arrive later.
 #[derive(Debug)]
@@ -152,24 +153,41 @@ impl App {
             Some(d) => expand_home(&d),
             None => self.download_dir.clone(),
         };
+        self.start_download(offer, seen.from, dir, false).await;
+    }
+
+    /// Downloads that had not finished when the app stopped: fetched again, with only
+    /// the missing parts (the file store kept what was verified).
+    pub async fn resume_downloads(&mut self, downloads: Vec<crate::store::Download>) {
+        for d in downloads {
+            self.model
+                .files
+                .saw(d.offer.clone(), d.from, ViewId::Direct(d.from));
+            self.start_download(d.offer, d.from, d.dir, true).await;
+        }
+    }
+
+    async fn start_download(&mut self, offer: Offer, from: PeerId, dir: PathBuf, resumed: bool) {
         if let Err(e) = std::fs::create_dir_all(&dir) {
             return self.error(format!("cannot use {} for downloads: {e}", dir.display()));
         }
-        match self
-            .handle
-            .download(offer.clone(), seen.from, dir.clone())
-            .await
-        {
+        match self.handle.download(offer.clone(), from, dir.clone()).await {
             Ok(tid) => {
                 self.model.files.started(tid, offer.clone(), Instant::now());
+                self.writer.send(Op::Download(Download {
+                    offer: offer.clone(),
+                    from,
+                    dir: dir.clone(),
+                }));
                 self.emit(
                     json!({"event": "transfer_started", "transfer": tid.0,
-                           "offer": offer_json(&offer), "from": seen.from.to_base58(),
-                           "dir": dir.display().to_string()}),
+                           "offer": offer_json(&offer), "from": from.to_base58(),
+                           "dir": dir.display().to_string(), "resumed": resumed}),
                     None,
                 );
                 self.info(format!(
-                    "downloading {} ({}) into {}",
+                    "{} {} ({}) into {}",
+                    if resumed { "resuming" } else { "downloading" },
                     offer.name,
                     human_size(offer.size),
                     dir.display()
@@ -183,10 +201,11 @@ impl App {
         let Some(t) = self.model.files.transfer_mut(id) else {
             return self.error(format!("no download {id} running (/files lists them)"));
         };
-        let (tid, name) = (t.id, t.offer.name.clone());
+        let (tid, name, hash) = (t.id, t.offer.name.clone(), t.offer.hash);
         match self.handle.cancel_transfer(tid).await {
             Ok(()) => {
                 self.model.files.ended(tid, State::Cancelled);
+                self.writer.send(Op::DownloadEnded(hash));
                 self.emit(
                     json!({"event": "transfer_cancelled", "transfer": tid.0}),
                     None,
@@ -273,6 +292,9 @@ impl App {
                 }
             }
             FileInput::Done { id, path } => {
+                if let Some(t) = self.model.files.transfers.iter().rev().find(|t| t.id == id) {
+                    self.writer.send(Op::DownloadEnded(t.offer.hash));
+                }
                 self.model.files.ended(id, State::Done(path.clone()));
                 let name = self.transfer_name(id);
                 self.emit(
