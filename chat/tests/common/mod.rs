@@ -47,6 +47,10 @@ impl Chat {
         if !extra.contains(&"--listen") {
             cmd.args(["--listen", "/ip4/127.0.0.1/tcp/0"]);
         }
+        // Never the user's Downloads folder.
+        if !extra.contains(&"--download-dir") {
+            cmd.arg("--download-dir").arg(dir.join("downloads"));
+        }
         cmd.args(extra)
             .env_remove("PORT")
             .env_remove("NAME")
