@@ -30,7 +30,9 @@ fn content(len: usize, seed: u64) -> Vec<u8> {
 fn connected(tmp: &Path) -> (Chat, Chat) {
     let alice = Chat::start("alice", &tmp.join("alice"), &[]);
     let mut bob = Chat::start("bob", &tmp.join("bob"), &["--connect", &alice.addr]);
-    bob.wait("peer_up alice", |v| is(v, "peer_up") && v["name"] == "alice");
+    bob.wait("peer_up alice", |v| {
+        is(v, "peer_up") && v["name"] == "alice"
+    });
     (alice, bob)
 }
 
@@ -51,7 +53,9 @@ fn a_shared_file_arrives_byte_identical_and_never_overwrites() {
     let id = shared["offer"]["id"].as_str().unwrap().to_string();
 
     // The offer is a room message: bob sees it, with the offer parsed.
-    let msg = bob.wait("offer message", |v| is(v, "message") && !v["offer"].is_null());
+    let msg = bob.wait("offer message", |v| {
+        is(v, "message") && !v["offer"].is_null()
+    });
     assert_eq!(msg["author"], alice.peer_id.as_str());
     assert_eq!(msg["offer"]["id"], id.as_str());
 
@@ -94,7 +98,10 @@ fn a_shared_file_arrives_byte_identical_and_never_overwrites() {
     bob.wait("unknown id", |v| {
         is(v, "error") && v["text"].as_str().unwrap().contains("no file offer")
     });
-    bob.send(&format!("/share {}", tmp.path().join("missing.bin").display()));
+    bob.send(&format!(
+        "/share {}",
+        tmp.path().join("missing.bin").display()
+    ));
     bob.wait("missing file", |v| {
         is(v, "error") && v["text"].as_str().unwrap().contains("cannot share")
     });
@@ -129,7 +136,9 @@ fn a_hostile_file_name_lands_inside_the_download_dir() {
         mime: String::new(),
     };
     alice.send(&offer_text(&evil, "97.7 KiB"));
-    alice.wait("evil offer sent", |v| is(v, "message") && !v["offer"].is_null());
+    alice.wait("evil offer sent", |v| {
+        is(v, "message") && !v["offer"].is_null()
+    });
     let src = tmp.path().join("plain.bin");
     std::fs::write(&src, &data).unwrap();
     alice.send(&format!("/share {}", src.display()));
@@ -164,8 +173,7 @@ fn a_download_interrupted_by_kill_9_resumes_at_start() {
     bob.wait("offer", |v| is(v, "message") && !v["offer"].is_null());
     bob.send(&format!("/get {id}"));
     let p = bob.wait("some progress", |v| {
-        is(v, "transfer_done")
-            || (is(v, "transfer_progress") && v["done"].as_u64().unwrap() > 0)
+        is(v, "transfer_done") || (is(v, "transfer_progress") && v["done"].as_u64().unwrap() > 0)
     });
     if is(&p, "transfer_done") {
         eprintln!("finished before the kill: nothing to resume on this machine");
@@ -180,7 +188,10 @@ fn a_download_interrupted_by_kill_9_resumes_at_start() {
     assert_eq!(started["offer"]["id"], id.as_str());
     let done = bob.wait("transfer_done", |v| is(v, "transfer_done"));
     let path = done["path"].as_str().unwrap();
-    assert!(std::fs::read(path).unwrap() == data, "bytes differ after resume");
+    assert!(
+        std::fs::read(path).unwrap() == data,
+        "bytes differ after resume"
+    );
     // Done: not resumed again at the next start.
     assert!(bob.quit().success());
     let mut bob = Chat::start("bob", &bob_dir, &[]);

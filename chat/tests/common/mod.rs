@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod netns;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_echo-chat");
 
 /// Generous: debug builds on two busy cores.
