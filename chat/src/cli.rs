@@ -62,6 +62,15 @@ pub struct Cli {
     #[arg(long, env = "ECHO_DOWNLOAD_DIR", value_name = "DIR")]
     pub download_dir: Option<PathBuf>,
 
+    /// Upload limit per peer for the files you serve, in KiB/s (0: the default, 64 MiB/s).
+    #[arg(
+        long,
+        env = "ECHO_UPLOAD_RATE",
+        value_name = "KIB_PER_S",
+        default_value_t = 0
+    )]
+    pub upload_rate: u64,
+
     /// Do not ring the terminal bell on a direct message or an @mention of your name.
     #[arg(long)]
     pub no_bell: bool,

@@ -257,7 +257,13 @@ impl Run {
         // profile; finished downloads go to the download dir.
         options.files = Some(echo_runtime::FilesOptions {
             dir: data.path.join("files"),
-            config: echo_proto::blob::BlobConfig::default(),
+            config: {
+                let mut c = echo_proto::blob::BlobConfig::default();
+                if cli.upload_rate > 0 {
+                    c.serve_rate = cli.upload_rate.saturating_mul(1024);
+                }
+                c
+            },
         });
 
         let started = match cli.runtime {

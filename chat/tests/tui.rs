@@ -63,9 +63,22 @@ impl Tmux {
 
     /// Starts echo-chat on loopback, without mDNS, with its own data dir and `name`.
     fn start_chat(&self, session: &str, w: u16, h: u16, dir: &std::path::Path, name: &str) {
+        self.start_chat_with(session, w, h, dir, name, "");
+    }
+
+    fn start_chat_with(
+        &self,
+        session: &str,
+        w: u16,
+        h: u16,
+        dir: &std::path::Path,
+        name: &str,
+        extra: &str,
+    ) {
         let args = format!(
-            "--no-mdns --listen /ip4/127.0.0.1/tcp/0 --data-dir {} --name {name}",
-            dir.display()
+            "--no-mdns --listen /ip4/127.0.0.1/tcp/0 --data-dir {d} --name {name} \
+             --download-dir {d}/downloads {extra}",
+            d = dir.display()
         );
         self.start(session, w, h, &args);
     }
@@ -315,4 +328,61 @@ fn leaving_a_room_never_focuses_a_direct_conversation_and_copy_fills_the_clipboa
     t.wait_text("a", "EXITED=0");
     t.type_line("b", "/quit");
     t.wait_text("b", "EXITED=0");
+}
+
+#[test]
+fn a_file_is_offered_fetched_with_a_progress_bar_and_found() {
+    if skip_without("tmux", "the TUI test drives a real terminal") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let data: Vec<u8> = (0..6u32 << 20)
+        .map(|i| (i.wrapping_mul(40_503) >> 7) as u8)
+        .collect();
+    let file = tmp.path().join("slides.pdf");
+    std::fs::write(&file, &data).unwrap();
+    let t = Tmux::new();
+    // Alice serves at 1 MiB/s, so the progress bar stays up for seconds.
+    t.start_chat_with(
+        "a",
+        120,
+        30,
+        &tmp.path().join("a"),
+        "alice",
+        "--upload-rate 1024",
+    );
+    t.start_chat("b", 120, 30, &tmp.path().join("b"), "bob");
+    let (addr, _) = t.address("a");
+    t.wait_text("b", "Welcome, bob#");
+    t.type_line("b", &format!("/connect {addr}"));
+    t.wait_text("a", "bob#");
+
+    t.type_line("a", &format!("/share {}", file.display()));
+    t.wait_text("a", "offered slides.pdf");
+    // Bob sees the offer as a file, not as its encoded text.
+    let screen = t.wait_text(
+        "b",
+        "[file] slides.pdf · 6.00 MiB · application/pdf · /get ",
+    );
+    assert!(!screen.contains("echo-offer:"), "{screen}");
+    let id = screen
+        .split("/get ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .expect("an id on screen")
+        .to_string();
+    t.type_line("b", &format!("/get {id}"));
+    // The progress bar: name, percentage, bytes, rate, sources.
+    let bar = t.wait("b", "a progress bar", |s| {
+        s.lines()
+            .any(|l| l.contains("↓ slides.pdf") && l.contains("% ") && l.contains("source"))
+    });
+    assert!(bar.contains("of 6.00 MiB"), "{bar}");
+    let done = t.wait_text("b", "downloaded slides.pdf:");
+    assert!(done.contains("downloads"), "{done}");
+    let got = std::fs::read(tmp.path().join("b/downloads/slides.pdf")).unwrap();
+    assert!(got == data, "the file differs");
+    // /files lists it as done.
+    t.type_line("b", "/files");
+    t.wait_text("b", "done:");
 }
