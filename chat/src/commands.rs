@@ -25,7 +25,8 @@ pub enum Command {
     Addrs,
     /// `/copy [n]`: our best address (or the `n`th of `/addrs`) to the clipboard.
     Copy(Option<usize>),
-    /// `/share <path> [@peer]`: offer a file to the current room (or to one peer).
+    /// `/share <path> [@peer|#room]`: offer a file to the current room (or to one peer,
+    /// or another room); `to` keeps its `@` or `#`.
     Share { path: String, to: Option<String> },
     /// `/get <id> [dir]`: download an offered file.
     Get { id: String, dir: Option<String> },
@@ -62,8 +63,8 @@ pub const HELP: &[(&str, &str)] = &[
         "put your address (or the n-th of /addrs) on the clipboard",
     ),
     (
-        "/share <path> [@peer]",
-        "offer a file to the room (or to one peer)",
+        "/share <path> [@peer|#room]",
+        "offer a file to the room (or a peer, a room)",
     ),
     (
         "/get <id> [dir]",
@@ -136,12 +137,16 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
             )
         }),
         "share" | "send-file" => {
-            let path = need("<path> [@peer]")?;
+            let path = need("<path> [@peer|#room]")?;
             match path.rsplit_once(char::is_whitespace) {
-                Some((p, to)) if to.starts_with('@') && to.len() > 1 && !p.trim().is_empty() => {
+                Some((p, to))
+                    if (to.starts_with('@') || to.starts_with('#'))
+                        && to.len() > 1
+                        && !p.trim().is_empty() =>
+                {
                     Command::Share {
                         path: p.trim().to_string(),
-                        to: Some(to[1..].to_string()),
+                        to: Some(to.to_string()),
                     }
                 }
                 _ => Command::Share { path, to: None },
@@ -202,7 +207,14 @@ mod tests {
             parse("/share a.pdf @bob#ab12"),
             Ok(Some(Command::Share {
                 path: "a.pdf".into(),
-                to: Some("bob#ab12".into())
+                to: Some("@bob#ab12".into())
+            }))
+        );
+        assert_eq!(
+            parse("/share a b.pdf #side"),
+            Ok(Some(Command::Share {
+                path: "a b.pdf".into(),
+                to: Some("#side".into())
             }))
         );
         // A file whose name starts with @ is a path, not a peer.

@@ -68,7 +68,14 @@ impl App {
 
     pub(super) fn share(&mut self, path: &str, to: Option<String>) {
         let target = match to {
-            Some(peer) => match self.model.resolve_peer(&peer) {
+            Some(room) if room.starts_with('#') => {
+                let id = ViewId::Room(room[1..].to_string());
+                if self.model.find(&id).is_none() {
+                    return self.error(format!("you are not in {room}: /join it first"));
+                }
+                id
+            }
+            Some(peer) => match self.model.resolve_peer(peer.trim_start_matches('@')) {
                 Ok(id) => ViewId::Direct(id),
                 Err(e) => return self.error(e),
             },
