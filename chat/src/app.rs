@@ -16,6 +16,7 @@ use crate::store::{Op, Writer};
 use crate::text::{clean, clock, json_line};
 
 mod run;
+mod state;
 
 /// Version of the `--json` event and command schema (documented in `chat/JSON.md`).
 pub const JSON_SCHEMA: u32 = 1;
@@ -79,6 +80,8 @@ pub struct App {
     /// The history database, read when the user scrolls back past what the model holds.
     pub db_path: Option<std::path::PathBuf>,
     reader: Option<rusqlite::Connection>,
+    /// The web UI's tabs, if `--web` serves them: every event goes to them too.
+    pub web: Option<crate::web::Hub>,
 }
 
 impl App {
@@ -97,6 +100,7 @@ impl App {
             user_dials: HashSet::new(),
             db_path: None,
             reader: None,
+            web: None,
         }
     }
 
@@ -114,19 +118,7 @@ impl App {
             return false;
         };
         let room = room.clone();
-        if self.reader.is_none() {
-            let Some(path) = &self.db_path else {
-                return false;
-            };
-            match rusqlite::Connection::open(path) {
-                Ok(c) => self.reader = Some(c),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot open the database for scrollback");
-                    return false;
-                }
-            }
-        }
-        let Some(conn) = &self.reader else {
+        let Some(conn) = self.reader() else {
             return false;
         };
         let (msgs, all) = match crate::store::older(conn, &room, &before, Self::SCROLLBACK_PAGE) {
@@ -156,12 +148,31 @@ impl App {
         added
     }
 
+    /// The database, read-only use: scrollback and `/history` (opened on first use).
+    fn reader(&mut self) -> Option<&rusqlite::Connection> {
+        if self.reader.is_none() {
+            let path = self.db_path.as_ref()?;
+            match rusqlite::Connection::open(path) {
+                Ok(c) => self.reader = Some(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot open the database for scrollback");
+                    return None;
+                }
+            }
+        }
+        self.reader.as_ref()
+    }
+
     fn headless(&self) -> bool {
         matches!(self.mode, Mode::Headless { .. })
     }
 
-    /// Prints one event line in headless mode (JSON, or `text` if given).
+    /// Prints one event line in headless mode (JSON, or `text` if given), and sends the
+    /// JSON to the web UI's tabs.
     pub fn emit(&self, value: Value, text: Option<String>) {
+        if let (Some(hub), false) = (&self.web, value.is_null()) {
+            hub.send(json_line(&value));
+        }
         let Mode::Headless { json } = self.mode else {
             return;
         };

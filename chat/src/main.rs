@@ -14,6 +14,7 @@ mod model;
 mod store;
 mod text;
 mod tui;
+mod web;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
@@ -394,6 +395,17 @@ async fn session(
     app.ring_bell = !cli.no_bell;
     app.user_dials = user_dials;
     app.db_path = Some(data.db_path());
+    let web = match cli.web {
+        Some(addr) => {
+            let opts = web::WebOptions {
+                addr,
+                data_dir: data.path.clone(),
+            };
+            Some(web::start(opts, tx.clone())?)
+        }
+        None => None,
+    };
+    app.web = web.as_ref().map(|w| w.hub.clone());
     app.writer.send(store::Op::Name(name));
     let mut tui = if headless {
         spawn_stdin(tx.clone());
@@ -402,6 +414,12 @@ async fn session(
         Some(tui::Tui::start(tx.clone()).context("cannot set up the terminal")?)
     };
     app.ready(&data.path.display().to_string(), &startup, &rooms, history);
+    if let Some(w) = &web {
+        app.web_ready(&w.url, w.addr);
+        if cli.open {
+            open_browser(&w.url);
+        }
+    }
     if skipped > 0 {
         app.error(format!(
             "{skipped} stored message(s) in {} could not be read and are not shown; they \
@@ -592,4 +610,21 @@ fn dialable(listen: &[Multiaddr], ifaces: &[mdns::Iface]) -> Vec<Multiaddr> {
     lan.extend(local);
     lan.dedup();
     lan
+}
+
+/// Opens `url` in the default browser (best effort; the URL is printed anyway).
+fn open_browser(url: &str) {
+    #[cfg(target_os = "macos")]
+    let cmd = "open";
+    #[cfg(not(target_os = "macos"))]
+    let cmd = "xdg-open";
+    let spawned = std::process::Command::new(cmd)
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot open a browser");
+    }
 }

@@ -88,6 +88,12 @@ impl App {
                 Err(e) => self.error(e),
             },
             Command::Peers => self.list_peers().await,
+            Command::State => self.state().await,
+            Command::History {
+                room,
+                before,
+                limit,
+            } => self.history(&room, before.as_deref(), limit),
             Command::Rooms => {
                 let rooms: Vec<Value> = self
                     .model
