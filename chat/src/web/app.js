@@ -6,7 +6,8 @@
  *   lamport?: number, sent_at_ms: number, text: string, own: boolean, key: string,
  *   mention?: boolean}} Msg */
 /** @typedef {{id: string, kind: 'room'|'direct', messages: Msg[], keys: Set<string>,
- *   unread: number, members: Set<string>, complete: boolean, loading: boolean}} View */
+ *   unread: number, members: Set<string>, complete: boolean, loading: boolean,
+ *   shown: number}} View */
 
 const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.getElementById(id));
 
@@ -24,7 +25,9 @@ const state = {
 /** Messages a page of history holds. */
 const PAGE = 100;
 /** Messages kept per view in the page (older ones are fetched again when scrolled to). */
-const KEEP = 5000;
+const KEEP = 20000;
+/** Messages drawn at first: the DOM holds only what was scrolled through. */
+const SHOWN = 200;
 
 /** @type {WebSocket|null} */
 let ws = null;
@@ -83,7 +86,7 @@ function setConn() {
 function view(/** @type {string} */ id, /** @type {'room'|'direct'} */ kind) {
   let v = state.views.get(id);
   if (!v) {
-    v = { id, kind, messages: [], keys: new Set(), unread: 0, members: new Set(), complete: kind === 'direct', loading: false };
+    v = { id, kind, messages: [], keys: new Set(), unread: 0, members: new Set(), complete: kind === 'direct', loading: false, shown: SHOWN };
     state.views.set(id, v);
   }
   return v;
@@ -182,7 +185,7 @@ function handle(/** @type {any} */ e) {
       v.complete = !!e.complete;
       const list = $('messages');
       const before = list.scrollHeight - list.scrollTop;
-      add(v, e.messages.map(roomMsg));
+      v.shown += add(v, e.messages.map(roomMsg));
       render();
       if (state.current === e.room) list.scrollTop = list.scrollHeight - before;
       break;
@@ -299,6 +302,19 @@ function notifyUser(/** @type {Msg} */ m, /** @type {boolean} */ direct) {
   }
 }
 
+/** Scrolled to the top: draw more of what is held, else fetch an older page. */
+function showOlder(/** @type {View} */ v) {
+  if (v.shown < v.messages.length) {
+    const list = $('messages');
+    const before = list.scrollHeight - list.scrollTop;
+    v.shown += PAGE;
+    renderMessages();
+    list.scrollTop = list.scrollHeight - before;
+  } else {
+    loadOlder(v);
+  }
+}
+
 function loadOlder(/** @type {View} */ v) {
   if (v.kind !== 'room' || v.complete || v.loading) return;
   v.loading = true;
@@ -381,14 +397,18 @@ function renderMessages() {
   $('title').textContent = v ? (v.kind === 'room' ? `${label(v)} · ${v.members.size} other${v.members.size === 1 ? '' : 's'} here` : `${label(v)} (direct)`) : 'no room: join one';
   /** @type {HTMLInputElement} */ ($('send-input')).placeholder = v ? `Message ${label(v)}` : 'Join a room first';
   const items = [];
-  if (v && v.kind === 'room') items.push(el('li', 'older', v.complete ? 'beginning of the room' : v.loading ? 'loading older messages…' : 'scroll up for older messages'));
-  for (const m of v ? v.messages : []) {
+  const all = v ? v.messages : [];
+  const from = v ? Math.max(0, all.length - v.shown) : 0;
+  if (v && v.kind === 'room') items.push(el('li', 'older', v.complete && from === 0 ? 'beginning of the room' : v.loading ? 'loading older messages…' : 'scroll up for older messages'));
+  for (const m of all.slice(from)) {
     const li = el('li', `msg${m.own ? ' own' : ''}${m.mention ? ' mention' : ''}`);
     li.append(el('span', 'time', time(m.sent_at_ms)), el('span', 'who', `${m.display}:`), el('span', 'text', m.text));
     items.push(li);
   }
   list.replaceChildren(...items);
   if (atBottom) list.scrollTop = list.scrollHeight;
+  // Back at the newest lines: the DOM shrinks again to what the screen needs.
+  if (v && atBottom && v.shown > SHOWN) v.shown = SHOWN;
 }
 
 function select(/** @type {string} */ id) {
@@ -483,7 +503,7 @@ $('messages').addEventListener('scroll', () => {
   const list = $('messages');
   if (list.scrollTop < 80 && state.current) {
     const v = state.views.get(state.current);
-    if (v) loadOlder(v);
+    if (v) showOlder(v);
   }
 });
 
