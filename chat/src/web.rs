@@ -43,16 +43,32 @@ const MAX_COMMAND: usize = 64 * 1024;
 /// Largest file a tab may upload to share (it is copied into the data dir first).
 pub const MAX_UPLOAD: usize = 1 << 30;
 
+/// Finished downloads a tab may save, newest last (by transfer number).
+type Downloads = Arc<Mutex<std::collections::BTreeMap<u64, PathBuf>>>;
+/// How many finished downloads stay offered to the page.
+const MAX_DOWNLOADS: usize = 256;
+
 /// The app's end: events to every tab.
 #[derive(Clone)]
 pub struct Hub {
     events: broadcast::Sender<Arc<str>>,
+    downloads: Downloads,
 }
 
 impl Hub {
     /// Sends one event (a JSON line) to every connected tab.
     pub fn send(&self, line: String) {
         let _ = self.events.send(line.into());
+    }
+
+    /// A download finished: the page may save it from `/download/<transfer>`.
+    #[allow(dead_code)] // used once file sharing is wired to the page
+    pub fn allow_download(&self, transfer: u64, path: PathBuf) {
+        let mut d = self.downloads.lock().expect("not poisoned");
+        d.insert(transfer, path);
+        while d.len() > MAX_DOWNLOADS {
+            d.pop_first();
+        }
     }
 }
 
@@ -87,6 +103,7 @@ struct Shared {
     inputs: UnboundedSender<Input>,
     events: broadcast::Sender<Arc<str>>,
     uploads: PathBuf,
+    downloads: Downloads,
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -150,6 +167,7 @@ pub fn start(opts: WebOptions, inputs: UnboundedSender<Input>) -> anyhow::Result
     let token = random_hex(16);
     let (events, _) = broadcast::channel(EVENT_BUFFER);
     let uploads = opts.data_dir.join("uploads");
+    let downloads = Downloads::default();
     let shared = Arc::new(Shared {
         port,
         hosts,
@@ -161,6 +179,7 @@ pub fn start(opts: WebOptions, inputs: UnboundedSender<Input>) -> anyhow::Result
         inputs,
         events: events.clone(),
         uploads,
+        downloads: downloads.clone(),
     });
     let url_host = if addr.ip().is_unspecified() {
         format!("127.0.0.1:{port}")
@@ -177,6 +196,7 @@ pub fn start(opts: WebOptions, inputs: UnboundedSender<Input>) -> anyhow::Result
         .route("/style.css", get(|| async { asset("text/css", STYLE_CSS) }))
         .route("/ws", get(websocket))
         .route("/upload", post(upload))
+        .route("/download/{transfer}", get(download))
         .layer(DefaultBodyLimit::max(MAX_UPLOAD))
         .layer(axum::middleware::from_fn_with_state(shared.clone(), guard))
         .with_state(shared);
@@ -201,7 +221,7 @@ pub fn start(opts: WebOptions, inputs: UnboundedSender<Input>) -> anyhow::Result
             });
         })?;
     Ok(Web {
-        hub: Hub { events },
+        hub: Hub { events, downloads },
         addr,
         url,
     })
@@ -406,6 +426,65 @@ async fn upload(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -
             .into_response(),
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "cannot save").into_response(),
     }
+}
+
+/// A finished download, as an attachment (only files the app reported finished).
+async fn download(
+    State(s): State<Arc<Shared>>,
+    axum::extract::Path(transfer): axum::extract::Path<u64>,
+) -> Response {
+    let path = s
+        .downloads
+        .lock()
+        .expect("not poisoned")
+        .get(&transfer)
+        .cloned();
+    let Some(path) = path else {
+        return (StatusCode::NOT_FOUND, "no such download").into_response();
+    };
+    let file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(e) => return (StatusCode::NOT_FOUND, format!("cannot read it: {e}")).into_response(),
+    };
+    let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "download".into());
+    // RFC 6266: an ASCII fallback and the exact name percent-encoded.
+    let ascii: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let encoded: String = name
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    let disposition = format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}");
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    let mut r = body.into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    r
 }
 
 /// `%XX` escapes decoded (the page percent-encodes file names for the header).

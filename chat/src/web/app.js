@@ -2,12 +2,15 @@
 // events in, command lines out. Peer text is only ever set with textContent.
 // @ts-check
 
+/** @typedef {{id: string, hash: string, name: string, size: number, mime: string}} Offer */
 /** @typedef {{room?: string, author: string, name: string, display: string, seq?: number,
  *   lamport?: number, sent_at_ms: number, text: string, own: boolean, key: string,
- *   mention?: boolean}} Msg */
+ *   mention?: boolean, offer?: Offer|null}} Msg */
+/** @typedef {{id: number, offer: Offer, done: number, sources: number, rate: number|null,
+ *   state: string, detail: string}} Transfer */
 /** @typedef {{id: string, kind: 'room'|'direct', messages: Msg[], keys: Set<string>,
  *   unread: number, members: Set<string>, complete: boolean, loading: boolean,
- *   shown: number}} View */
+ *   shown: number, end: number}} View */
 
 const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.getElementById(id));
 
@@ -19,6 +22,8 @@ const state = {
   peers: new Map(),
   /** @type {string|null} view id */
   current: null,
+  /** @type {Map<number, Transfer>} downloads of this run */
+  transfers: new Map(),
   connected: false,
 };
 
@@ -26,8 +31,12 @@ const state = {
 const PAGE = 100;
 /** Messages kept per view in the page (older ones are fetched again when scrolled to). */
 const KEEP = 20000;
-/** Messages drawn at first: the DOM holds only what was scrolled through. */
+/** Messages drawn at first, and at most: the DOM holds a window of the view's messages
+ * that slides as the user scrolls, so 10,000 messages cost no more to draw than 600. */
 const SHOWN = 200;
+const WINDOW = 600;
+/** Each message's row, built once. */
+const rows = new WeakMap();
 
 /** @type {WebSocket|null} */
 let ws = null;
@@ -86,7 +95,7 @@ function setConn() {
 function view(/** @type {string} */ id, /** @type {'room'|'direct'} */ kind) {
   let v = state.views.get(id);
   if (!v) {
-    v = { id, kind, messages: [], keys: new Set(), unread: 0, members: new Set(), complete: kind === 'direct', loading: false, shown: SHOWN };
+    v = { id, kind, messages: [], keys: new Set(), unread: 0, members: new Set(), complete: kind === 'direct', loading: false, shown: SHOWN, end: 0 };
     state.views.set(id, v);
   }
   return v;
@@ -148,7 +157,7 @@ function roomMsg(/** @type {any} */ e) {
   return /** @type {Msg} */ ({
     room: e.room, author: e.author, name: e.name, display: e.display, seq: e.seq,
     lamport: e.lamport, sent_at_ms: e.sent_at_ms, text: e.text, own: !!e.own,
-    key: `${e.lamport}:${e.seq}:${e.author}`,
+    key: `${e.lamport}:${e.seq}:${e.author}`, offer: e.offer ?? null,
   });
 }
 
@@ -185,7 +194,7 @@ function handle(/** @type {any} */ e) {
       v.complete = !!e.complete;
       const list = $('messages');
       const before = list.scrollHeight - list.scrollTop;
-      v.shown += add(v, e.messages.map(roomMsg));
+      if (add(v, e.messages.map(roomMsg)) > 0 && state.current === e.room && $('messages').scrollTop < 80) older(v);
       render();
       if (state.current === e.room) list.scrollTop = list.scrollHeight - before;
       break;
@@ -199,7 +208,7 @@ function handle(/** @type {any} */ e) {
     }
     case 'direct': {
       const v = view(e.from, 'direct');
-      const m = { author: e.from, name: e.name, display: e.display, sent_at_ms: e.sent_at_ms, text: e.text, own: false, key: `d${directSeq++}` };
+      const m = { author: e.from, name: e.name, display: e.display, sent_at_ms: e.sent_at_ms, text: e.text, own: false, key: `d${directSeq++}`, offer: e.offer ?? null };
       add(v, [m]);
       arrived(v, m, true);
       render();
@@ -274,6 +283,32 @@ function handle(/** @type {any} */ e) {
     case 'info':
       notice(e.text);
       break;
+    case 'transfer_started':
+      state.transfers.set(e.transfer, { id: e.transfer, offer: e.offer, done: 0, sources: 0, rate: null, state: 'running', detail: '' });
+      renderTransfers();
+      break;
+    case 'transfer_progress': {
+      const t = state.transfers.get(e.transfer);
+      if (t) {
+        t.done = e.done;
+        t.sources = e.sources;
+        t.rate = e.rate_bps;
+        renderTransfers();
+      }
+      break;
+    }
+    case 'transfer_done':
+    case 'transfer_failed':
+    case 'transfer_cancelled': {
+      const t = state.transfers.get(e.transfer);
+      if (t) {
+        t.state = e.event.slice('transfer_'.length);
+        t.detail = e.path ?? e.reason ?? '';
+        if (t.state === 'done') t.done = t.offer.size;
+        renderTransfers();
+      }
+      break;
+    }
     case 'dial_failed':
       if (e.requested) notice(`cannot connect: ${e.error ?? e.reason ?? 'failed'}`, true);
       break;
@@ -302,17 +337,26 @@ function notifyUser(/** @type {Msg} */ m, /** @type {boolean} */ direct) {
   }
 }
 
-/** Scrolled to the top: draw more of what is held, else fetch an older page. */
+/** Moves the window towards older messages held; false when none are held. */
+function older(/** @type {View} */ v) {
+  const to = v.messages.length - v.end;
+  if (to - v.shown <= 0) return false;
+  if (v.shown < WINDOW) v.shown = Math.min(WINDOW, v.shown + PAGE);
+  else v.end = Math.min(v.messages.length - v.shown, v.end + PAGE);
+  return true;
+}
+
+/** Scrolled to the top: draw older messages held, else fetch an older page. */
 function showOlder(/** @type {View} */ v) {
-  if (v.shown < v.messages.length) {
-    const list = $('messages');
-    const before = list.scrollHeight - list.scrollTop;
-    v.shown += PAGE;
-    renderMessages();
-    list.scrollTop = list.scrollHeight - before;
-  } else {
-    loadOlder(v);
-  }
+  if (older(v)) renderMessages();
+  else loadOlder(v);
+}
+
+/** Scrolled to the bottom of a window that does not reach the newest: slide back. */
+function showNewer(/** @type {View} */ v) {
+  if (v.end === 0) return;
+  v.end = Math.max(0, v.end - PAGE);
+  renderMessages();
 }
 
 function loadOlder(/** @type {View} */ v) {
@@ -398,17 +442,122 @@ function renderMessages() {
   /** @type {HTMLInputElement} */ ($('send-input')).placeholder = v ? `Message ${label(v)}` : 'Join a room first';
   const items = [];
   const all = v ? v.messages : [];
-  const from = v ? Math.max(0, all.length - v.shown) : 0;
+  const to = v ? all.length - v.end : 0;
+  const from = v ? Math.max(0, to - v.shown) : 0;
   if (v && v.kind === 'room') items.push(el('li', 'older', v.complete && from === 0 ? 'beginning of the room' : v.loading ? 'loading older messages…' : 'scroll up for older messages'));
-  for (const m of all.slice(from)) {
-    const li = el('li', `msg${m.own ? ' own' : ''}${m.mention ? ' mention' : ''}`);
-    li.append(el('span', 'time', time(m.sent_at_ms)), el('span', 'who', `${m.display}:`), el('span', 'text', m.text));
-    items.push(li);
+  // Keep what the user looks at in place: the first row in view stays where it is.
+  let anchor = null;
+  if (!atBottom) {
+    for (const li of list.children) {
+      const e = /** @type {HTMLElement} */ (li);
+      if (e.offsetTop + e.offsetHeight > list.scrollTop && e.dataset.key) {
+        anchor = { key: e.dataset.key, delta: e.offsetTop - list.scrollTop };
+        break;
+      }
+    }
   }
+  for (const m of all.slice(from, to)) items.push(row(m));
   list.replaceChildren(...items);
-  if (atBottom) list.scrollTop = list.scrollHeight;
-  // Back at the newest lines: the DOM shrinks again to what the screen needs.
-  if (v && atBottom && v.shown > SHOWN) v.shown = SHOWN;
+  if (atBottom && v && v.end === 0) {
+    list.scrollTop = list.scrollHeight;
+    // At the newest lines: the window shrinks again to what the screen needs.
+    v.shown = SHOWN;
+  } else if (anchor) {
+    const a = /** @type {HTMLElement|null} */ (list.querySelector(`[data-key="${CSS.escape(anchor.key)}"]`));
+    if (a) list.scrollTop = a.offsetTop - anchor.delta;
+  }
+}
+
+function row(/** @type {Msg} */ m) {
+  let li = rows.get(m);
+  if (!li) {
+    li = el('li', `msg${m.own ? ' own' : ''}${m.mention ? ' mention' : ''}`);
+    li.dataset.key = m.key;
+    li.append(el('span', 'time', time(m.sent_at_ms)), el('span', 'who', `${m.display}:`));
+    if (m.offer) li.append(offerCard(m.offer));
+    else li.append(el('span', 'text', m.text));
+    rows.set(m, li);
+  }
+  return li;
+}
+
+function size(/** @type {number} */ n) {
+  const u = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  let v = n;
+  while (v >= 1024 && i < u.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return i === 0 ? `${n} B` : `${v.toFixed(v < 10 ? 2 : v < 100 ? 1 : 0)} ${u[i]}`;
+}
+
+function offerCard(/** @type {Offer} */ o) {
+  const card = el('span', 'offer');
+  card.append(el('span', 'file-name', o.name), el('span', 'file-meta', ` ${size(o.size)}${o.mime ? ` · ${o.mime}` : ''} `));
+  const b = el('button', '', 'Download');
+  b.setAttribute('aria-label', `Download ${o.name}, ${size(o.size)}`);
+  b.addEventListener('click', () => send(`/get ${o.hash}`));
+  card.append(b);
+  return card;
+}
+
+function renderTransfers() {
+  const box = $('transfers');
+  box.replaceChildren();
+  const recent = [...state.transfers.values()].slice(-5);
+  box.hidden = recent.length === 0;
+  for (const t of recent) {
+    const row = el('div', `transfer ${t.state}`);
+    const bar = /** @type {HTMLProgressElement} */ (el('progress'));
+    bar.max = Math.max(1, t.offer.size);
+    bar.value = t.done;
+    bar.setAttribute('aria-label', `${t.offer.name}: ${Math.floor((100 * t.done) / Math.max(1, t.offer.size))}%`);
+    let status = `${size(t.done)} of ${size(t.offer.size)}`;
+    if (t.state === 'running') {
+      if (t.rate) {
+        status += `, ${size(t.rate)}/s`;
+        const left = (t.offer.size - t.done) / t.rate;
+        status += `, ${Math.floor(left / 60)}:${String(Math.floor(left % 60)).padStart(2, '0')} left`;
+      }
+      status += `, ${t.sources} source${t.sources === 1 ? '' : 's'}`;
+    } else {
+      status = t.state === 'done' ? 'done' : `${t.state}${t.detail ? `: ${t.detail}` : ''}`;
+    }
+    row.append(el('span', 'file-name', t.offer.name), bar, el('span', 'file-meta', status));
+    if (t.state === 'done') {
+      const a = /** @type {HTMLAnchorElement} */ (el('a', '', 'Save'));
+      a.href = `/download/${t.id}`;
+      a.setAttribute('download', t.offer.name);
+      row.append(a);
+    } else if (t.state === 'running') {
+      const c = el('button', '', 'Cancel');
+      c.addEventListener('click', () => send(`/cancel ${t.offer.hash}`));
+      row.append(c);
+    }
+    box.append(row);
+  }
+}
+
+/** A file dropped on the page: uploaded to the node, which shares it where we are. */
+async function share(/** @type {File} */ file) {
+  const v = state.current ? state.views.get(state.current) : undefined;
+  if (!v) return notice('join a room first', true);
+  notice(`uploading ${file.name} to your node…`);
+  try {
+    const r = await fetch('/upload', {
+      method: 'POST',
+      headers: {
+        'Content-Type': 'application/octet-stream',
+        'X-File-Name': encodeURIComponent(file.name),
+        'X-Echo-Target': v.kind === 'room' ? `#${v.id}` : v.id,
+      },
+      body: file,
+    });
+    if (!r.ok) notice(`cannot share ${file.name}: ${await r.text()}`, true);
+  } catch (err) {
+    notice(`cannot share ${file.name}: ${err}`, true);
+  }
 }
 
 function select(/** @type {string} */ id) {
@@ -501,10 +650,10 @@ $('menu').addEventListener('click', () => {
 
 $('messages').addEventListener('scroll', () => {
   const list = $('messages');
-  if (list.scrollTop < 80 && state.current) {
-    const v = state.views.get(state.current);
-    if (v) showOlder(v);
-  }
+  const v = state.current ? state.views.get(state.current) : undefined;
+  if (!v) return;
+  if (list.scrollTop < 80) showOlder(v);
+  else if (list.scrollHeight - list.scrollTop - list.clientHeight < 80) showNewer(v);
 });
 
 document.addEventListener('visibilitychange', () => {
@@ -523,5 +672,22 @@ if ('Notification' in window && Notification.permission === 'default') {
     b.hidden = true;
   });
 }
+
+const main = document.querySelector('main');
+main?.addEventListener('dragover', (ev) => {
+  ev.preventDefault();
+  main.classList.add('drop');
+});
+main?.addEventListener('dragleave', () => main.classList.remove('drop'));
+main?.addEventListener('drop', (ev) => {
+  ev.preventDefault();
+  main.classList.remove('drop');
+  for (const f of ev.dataTransfer?.files ?? []) share(f);
+});
+$('attach').addEventListener('change', () => {
+  const input = /** @type {HTMLInputElement} */ ($('attach'));
+  for (const f of input.files ?? []) share(f);
+  input.value = '';
+});
 
 connect();

@@ -119,6 +119,25 @@ try {
   await say(alice, 'welcome back');
   await sees(bob, 'welcome back');
 
+  step = 'share a file by upload, download it in the other page';
+  await alice.locator('#rooms button', { hasText: '#general' }).click();
+  await bob.locator('#rooms button', { hasText: '#general' }).click();
+  const content = Buffer.alloc(300 * 1024);
+  for (let i = 0; i < content.length; i++) content[i] = (i * 7919 + (i >> 9)) & 0xff;
+  await alice.setInputFiles('#attach', { name: 'notes & v2.txt', mimeType: 'text/plain', buffer: content });
+  const card = bob.locator('#messages .offer', { hasText: 'notes & v2.txt' }).first();
+  await card.waitFor();
+  await card.locator('button').click();
+  const save = bob.locator('#transfers .transfer.done a');
+  await save.waitFor({ timeout: 30000 });
+  const href = await save.getAttribute('href');
+  const got = await bob.evaluate(async (href) => {
+    const r = await fetch(href);
+    return Array.from(new Uint8Array(await r.arrayBuffer()));
+  }, href);
+  if (got.length !== content.length || got.some((b, i) => b !== content[i])) throw new Error(`downloaded ${got.length} bytes, not the file`);
+  await bob.screenshot({ path: join(SHOTS, 'bob-file.png') });
+
   step = 'phone width';
   await bob.setViewportSize({ width: 390, height: 760 });
   await bob.screenshot({ path: join(SHOTS, 'bob-phone.png') });
