@@ -17,6 +17,7 @@ use crate::text::{clean, clock, json_line};
 
 mod files;
 mod run;
+mod state;
 
 pub use files::FileInput;
 
@@ -88,6 +89,8 @@ pub struct App {
     pub download_dir: std::path::PathBuf,
     /// The app loop's own input, for answers that arrive later (a shared file hashed).
     pub inputs: Option<futures::channel::mpsc::UnboundedSender<Input>>,
+    /// The web UI's tabs, if `--web` serves them: every event goes to them too.
+    pub web: Option<crate::web::Hub>,
 }
 
 impl App {
@@ -108,6 +111,7 @@ impl App {
             reader: None,
             download_dir: std::path::PathBuf::from("."),
             inputs: None,
+            web: None,
         }
     }
 
@@ -125,19 +129,7 @@ impl App {
             return false;
         };
         let room = room.clone();
-        if self.reader.is_none() {
-            let Some(path) = &self.db_path else {
-                return false;
-            };
-            match rusqlite::Connection::open(path) {
-                Ok(c) => self.reader = Some(c),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot open the database for scrollback");
-                    return false;
-                }
-            }
-        }
-        let Some(conn) = &self.reader else {
+        let Some(conn) = self.reader() else {
             return false;
         };
         let (msgs, all) = match crate::store::older(conn, &room, &before, Self::SCROLLBACK_PAGE) {
@@ -167,12 +159,31 @@ impl App {
         added
     }
 
+    /// The database, read-only use: scrollback and `/history` (opened on first use).
+    fn reader(&mut self) -> Option<&rusqlite::Connection> {
+        if self.reader.is_none() {
+            let path = self.db_path.as_ref()?;
+            match rusqlite::Connection::open(path) {
+                Ok(c) => self.reader = Some(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot open the database for scrollback");
+                    return None;
+                }
+            }
+        }
+        self.reader.as_ref()
+    }
+
     fn headless(&self) -> bool {
         matches!(self.mode, Mode::Headless { .. })
     }
 
-    /// Prints one event line in headless mode (JSON, or `text` if given).
+    /// Prints one event line in headless mode (JSON, or `text` if given), and sends the
+    /// JSON to the web UI's tabs.
     pub fn emit(&self, value: Value, text: Option<String>) {
+        if let (Some(hub), false) = (&self.web, value.is_null()) {
+            hub.send(json_line(&value));
+        }
         let Mode::Headless { json } = self.mode else {
             return;
         };

@@ -70,6 +70,15 @@ pub struct Cli {
         default_value_t = 0
     )]
     pub upload_rate: u64,
+    /// Serve the web UI on this address (default 127.0.0.1:7373; keep it on loopback
+    /// unless you know why) and print its URL with a one-time token. The terminal UI
+    /// (or headless mode) keeps running beside it; both drive the same node.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:7373")]
+    pub web: Option<std::net::SocketAddr>,
+
+    /// With --web: open the page in the default browser.
+    #[arg(long, requires = "web")]
+    pub open: bool,
 
     /// Do not ring the terminal bell on a direct message or an @mention of your name.
     #[arg(long)]

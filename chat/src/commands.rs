@@ -34,6 +34,15 @@ pub enum Command {
     Files,
     /// `/cancel <id>`: stop a download.
     Cancel(String),
+    /// `/state`: everything a fresh UI needs (rooms, peers, who we are), as one event.
+    State,
+    /// `/history <room> [lamport:seq:author] [n]`: stored messages of a room before a
+    /// point (or the newest), for scrolling back.
+    History {
+        room: String,
+        before: Option<String>,
+        limit: Option<usize>,
+    },
     /// `/help`.
     Help,
     /// `/quit`.
@@ -72,6 +81,11 @@ pub const HELP: &[(&str, &str)] = &[
     ),
     ("/files", "list file offers and downloads"),
     ("/cancel <id>", "stop a download"),
+    ("/state", "(for UIs) rooms, peers and who you are"),
+    (
+        "/history <room> [key] [n]",
+        "(for UIs) stored messages before a point",
+    ),
     ("/help", "this help"),
     ("/quit", "leave (also Ctrl-C)"),
 ];
@@ -164,6 +178,31 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
         }
         "files" => Command::Files,
         "cancel" => Command::Cancel(need("<id>")?),
+        "state" => Command::State,
+        "history" => {
+            let mut words = need("<room> [lamport:seq:author] [n]")?
+                .split_whitespace()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+                .into_iter();
+            let room = words.next().unwrap_or_default();
+            let mut before = None;
+            let mut limit = None;
+            for w in words {
+                if w.contains(':') && before.is_none() {
+                    before = Some(w);
+                } else if let (Ok(n), None) = (w.parse::<usize>(), limit) {
+                    limit = Some(n);
+                } else {
+                    return Err("usage: /history <room> [lamport:seq:author] [n]".into());
+                }
+            }
+            Command::History {
+                room: room.trim_start_matches('#').to_string(),
+                before,
+                limit,
+            }
+        }
         "help" | "h" | "?" => Command::Help,
         "quit" | "exit" | "q" => Command::Quit,
         _ => return Err(format!("unknown command /{cmd}; /help lists the commands")),
@@ -246,5 +285,23 @@ mod tests {
             Ok(Some(Command::Cancel("1a2b".into())))
         );
         assert!(parse("/cancel").unwrap_err().contains("usage"));
+        assert_eq!(parse("/state"), Ok(Some(Command::State)));
+        assert_eq!(
+            parse("/history #general 12:3:12D3KooWabc 50"),
+            Ok(Some(Command::History {
+                room: "general".into(),
+                before: Some("12:3:12D3KooWabc".into()),
+                limit: Some(50)
+            }))
+        );
+        assert_eq!(
+            parse("/history general"),
+            Ok(Some(Command::History {
+                room: "general".into(),
+                before: None,
+                limit: None
+            }))
+        );
+        assert!(parse("/history general x y").unwrap_err().contains("usage"));
     }
 }

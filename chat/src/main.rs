@@ -15,6 +15,7 @@ mod model;
 mod store;
 mod text;
 mod tui;
+mod web;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
@@ -413,6 +414,17 @@ async fn session(
     app.db_path = Some(data.db_path());
     app.download_dir = cli.download_dir();
     app.inputs = Some(tx.clone());
+    let web = match cli.web {
+        Some(addr) => {
+            let opts = web::WebOptions {
+                addr,
+                data_dir: data.path.clone(),
+            };
+            Some(web::start(opts, tx.clone())?)
+        }
+        None => None,
+    };
+    app.web = web.as_ref().map(|w| w.hub.clone());
     app.writer.send(store::Op::Name(name));
     let mut tui = if headless {
         spawn_stdin(tx.clone());
@@ -422,6 +434,12 @@ async fn session(
     };
     let downloads = std::mem::take(&mut startup.downloads);
     app.ready(&data.path.display().to_string(), &startup, &rooms, history);
+    if let Some(w) = &web {
+        app.web_ready(&w.url, w.addr);
+        if cli.open {
+            open_browser(&w.url);
+        }
+    }
     app.resume_downloads(downloads).await;
     if skipped > 0 {
         app.error(format!(
@@ -622,4 +640,21 @@ fn dialable(listen: &[Multiaddr], ifaces: &[mdns::Iface]) -> Vec<Multiaddr> {
     lan.extend(local);
     lan.dedup();
     lan
+}
+
+/// Opens `url` in the default browser (best effort; the URL is printed anyway).
+fn open_browser(url: &str) {
+    #[cfg(target_os = "macos")]
+    let cmd = "open";
+    #[cfg(not(target_os = "macos"))]
+    let cmd = "xdg-open";
+    let spawned = std::process::Command::new(cmd)
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot open a browser");
+    }
 }

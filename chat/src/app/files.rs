@@ -303,6 +303,9 @@ impl App {
                     self.writer.send(Op::DownloadEnded(t.offer.hash));
                 }
                 self.model.files.ended(id, State::Done(path.clone()));
+                if let Some(hub) = &self.web {
+                    hub.allow_download(id.0, path.clone());
+                }
                 let name = self.transfer_name(id);
                 self.emit(
                     json!({"event": "transfer_done", "transfer": id.0,

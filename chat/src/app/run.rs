@@ -92,6 +92,12 @@ impl App {
             Command::Get { id, dir } => self.get(&id, dir).await,
             Command::Files => self.list_files(),
             Command::Cancel(id) => self.cancel(&id).await,
+            Command::State => self.state().await,
+            Command::History {
+                room,
+                before,
+                limit,
+            } => self.history(&room, before.as_deref(), limit),
             Command::Rooms => {
                 let rooms: Vec<Value> = self
                     .model
