@@ -23,17 +23,17 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use echo_proto::blob::{
     BlobConfig, BlobEndpoint, BlobEvent, BlobOutput, BlobStats, FailReason, Offer, TransferId,
-    MAX_NAME_LEN,
 };
 use echo_proto::{ConnId, ConnInfo, PeerId, Protocol};
+use futures::channel::oneshot;
 use futures::{AsyncRead, AsyncWrite};
 use multiaddr::Protocol as Ma;
 
 use crate::events::{EventSender, RuntimeEvent};
-use crate::files::{FileStore, Hashed};
+use crate::files::{mime_of, offer_name, FileStore, Hashed};
 use crate::host::Io;
 use crate::pipe::Pipe;
-use crate::{Error, Reply};
+use crate::{Command, Error, Handle, Pending, PendingState, Reply};
 
 /// A byte stream a blob substream can be (a yamux substream, a swarm `Stream`).
 pub(crate) trait BlobIo: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -137,6 +137,66 @@ impl FilesCmd {
             FilesCmd::Cancel { reply, .. } => drop(reply.send(Err(e))),
             FilesCmd::List(reply) => drop(reply.send(Err(e))),
         }
+    }
+}
+
+/// File transfer ([`crate::Options::files`]).
+impl Handle {
+    /// Hashes the file at `path` (on a thread of its own, not the node task), adds it
+    /// to the file store and returns the offer to post: name = the file name, mime
+    /// guessed from its extension (else `application/octet-stream`). The file is read
+    /// again from `path` whenever it is served.
+    pub fn share_file(&self, path: std::path::PathBuf) -> Pending<Offer> {
+        let (tx, rx) = oneshot::channel();
+        let Some(dir) = self.0.files_dir.clone() else {
+            let _ = tx.send(Err(Error::Files("file transfer is off".into())));
+            return Pending(PendingState::Queued(rx));
+        };
+        let cmds = self.0.cmds.clone();
+        let spawned = std::thread::Builder::new()
+            .name("echo-hash".into())
+            .spawn(move || {
+                let hashed = crate::files::FileStore::hash_file(&dir, &path);
+                let cmd = Command::Files(FilesCmd::Share { hashed, reply: tx });
+                // Stopped: the reply is dropped, the Pending says so.
+                let _ = cmds.send_blocking(cmd);
+            });
+        if spawned.is_err() {
+            return Pending(PendingState::Stopped);
+        }
+        Pending(PendingState::Queued(rx))
+    }
+
+    /// Starts (or resumes, after a restart: the store keeps what was verified) fetching
+    /// `offer`. Sources: `from` (the offerer) and every connected peer; peers that
+    /// connect later are added. The finished file is placed in `dest_dir` under a
+    /// sanitised name that overwrites nothing ([`crate::files::safe_file_name`],
+    /// [`crate::files::unique_path`]). Progress and the outcome come as [`RuntimeEvent`]s.
+    pub fn download(
+        &self,
+        offer: Offer,
+        from: PeerId,
+        dest_dir: std::path::PathBuf,
+    ) -> Pending<TransferId> {
+        self.call(|reply| {
+            Command::Files(FilesCmd::Download {
+                offer,
+                from,
+                dest: dest_dir,
+                reply,
+            })
+        })
+    }
+
+    /// Stops a running download; what was verified stays in the store (downloading the
+    /// offer again resumes). No event follows.
+    pub fn cancel_transfer(&self, id: TransferId) -> Pending<()> {
+        self.call(|reply| Command::Files(FilesCmd::Cancel { id, reply }))
+    }
+
+    /// Running downloads, then the last finished ones (up to 64).
+    pub fn transfers(&self) -> Pending<Vec<TransferInfo>> {
+        self.call(|reply| Command::Files(FilesCmd::List(reply)))
     }
 }
 
@@ -657,60 +717,10 @@ impl Files {
     }
 }
 
-/// The offer name of a shared file: its file name, control characters replaced, cut to
-/// [`MAX_NAME_LEN`] bytes.
-fn offer_name(path: &std::path::Path) -> String {
-    let raw = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut name = String::new();
-    for ch in raw.chars() {
-        let ch = if ch.is_control() { '_' } else { ch };
-        if name.len() + ch.len_utf8() > MAX_NAME_LEN {
-            break;
-        }
-        name.push(ch);
-    }
-    if name.is_empty() {
-        name.push_str("file");
-    }
-    name
-}
-
-/// The MIME type of a file name, from its extension.
-fn mime_of(name: &str) -> &'static str {
-    let ext = name
-        .rsplit_once('.')
-        .map(|(_, e)| e.to_ascii_lowercase())
-        .unwrap_or_default();
-    match ext.as_str() {
-        "txt" | "md" | "log" => "text/plain",
-        "html" | "htm" => "text/html",
-        "css" => "text/css",
-        "csv" => "text/csv",
-        "json" => "application/json",
-        "pdf" => "application/pdf",
-        "zip" => "application/zip",
-        "gz" => "application/gzip",
-        "tar" => "application/x-tar",
-        "png" => "image/png",
-        "jpg" | "jpeg" => "image/jpeg",
-        "gif" => "image/gif",
-        "webp" => "image/webp",
-        "svg" => "image/svg+xml",
-        "mp3" => "audio/mpeg",
-        "ogg" => "audio/ogg",
-        "wav" => "audio/wav",
-        "mp4" => "video/mp4",
-        "webm" => "video/webm",
-        _ => "application/octet-stream",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use echo_proto::blob::MAX_NAME_LEN;
 
     #[test]
     fn offer_names_are_valid_and_mime_is_guessed() {

@@ -477,6 +477,57 @@ impl BlobStore for FileStore {
     }
 }
 
+/// The offer name of a shared file: its file name, control characters replaced, cut to
+/// [`echo_proto::blob::MAX_NAME_LEN`] bytes.
+pub(crate) fn offer_name(path: &std::path::Path) -> String {
+    let raw = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut name = String::new();
+    for ch in raw.chars() {
+        let ch = if ch.is_control() { '_' } else { ch };
+        if name.len() + ch.len_utf8() > echo_proto::blob::MAX_NAME_LEN {
+            break;
+        }
+        name.push(ch);
+    }
+    if name.is_empty() {
+        name.push_str("file");
+    }
+    name
+}
+
+/// The MIME type of a file name, from its extension.
+pub(crate) fn mime_of(name: &str) -> &'static str {
+    let ext = name
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    match ext.as_str() {
+        "txt" | "md" | "log" => "text/plain",
+        "html" | "htm" => "text/html",
+        "css" => "text/css",
+        "csv" => "text/csv",
+        "json" => "application/json",
+        "pdf" => "application/pdf",
+        "zip" => "application/zip",
+        "gz" => "application/gzip",
+        "tar" => "application/x-tar",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "svg" => "image/svg+xml",
+        "mp3" => "audio/mpeg",
+        "ogg" => "audio/ogg",
+        "wav" => "audio/wav",
+        "mp4" => "video/mp4",
+        "webm" => "video/webm",
+        _ => "application/octet-stream",
+    }
+}
+
 /// Longest file name made by [`safe_file_name`], in bytes (most file systems allow 255).
 pub const MAX_FILE_NAME: usize = 200;
 

@@ -638,63 +638,6 @@ impl Handle {
         }
     }
 
-    /// Hashes the file at `path` (on a thread of its own, not the node task), adds it
-    /// to the file store and returns the offer to post: name = the file name, mime
-    /// guessed from its extension (else `application/octet-stream`). The file is read
-    /// again from `path` whenever it is served.
-    pub fn share_file(&self, path: std::path::PathBuf) -> Pending<Offer> {
-        let (tx, rx) = oneshot::channel();
-        let Some(dir) = self.0.files_dir.clone() else {
-            let _ = tx.send(Err(Error::Files("file transfer is off".into())));
-            return Pending(PendingState::Queued(rx));
-        };
-        let cmds = self.0.cmds.clone();
-        let spawned = std::thread::Builder::new()
-            .name("echo-hash".into())
-            .spawn(move || {
-                let hashed = files::FileStore::hash_file(&dir, &path);
-                let cmd = Command::Files(blobs::FilesCmd::Share { hashed, reply: tx });
-                // Stopped: the reply is dropped, the Pending says so.
-                let _ = cmds.send_blocking(cmd);
-            });
-        if spawned.is_err() {
-            return Pending(PendingState::Stopped);
-        }
-        Pending(PendingState::Queued(rx))
-    }
-
-    /// Starts (or resumes, after a restart: the store keeps what was verified) fetching
-    /// `offer`. Sources: `from` (the offerer) and every connected peer; peers that
-    /// connect later are added. The finished file is placed in `dest_dir` under a
-    /// sanitised name that overwrites nothing ([`files::safe_file_name`],
-    /// [`files::unique_path`]). Progress and the outcome come as [`RuntimeEvent`]s.
-    pub fn download(
-        &self,
-        offer: Offer,
-        from: PeerId,
-        dest_dir: std::path::PathBuf,
-    ) -> Pending<TransferId> {
-        self.call(|reply| {
-            Command::Files(blobs::FilesCmd::Download {
-                offer,
-                from,
-                dest: dest_dir,
-                reply,
-            })
-        })
-    }
-
-    /// Stops a running download; what was verified stays in the store (downloading the
-    /// offer again resumes). No event follows.
-    pub fn cancel_transfer(&self, id: TransferId) -> Pending<()> {
-        self.call(|reply| Command::Files(blobs::FilesCmd::Cancel { id, reply }))
-    }
-
-    /// Running downloads, then the last finished ones (up to 64).
-    pub fn transfers(&self) -> Pending<Vec<TransferInfo>> {
-        self.call(|reply| Command::Files(blobs::FilesCmd::List(reply)))
-    }
-
     /// Resolves when the node task has ended (after [`Handle::shutdown`] or
     /// [`Handle::abort`]) and its listeners are closed.
     pub async fn stopped(&self) {

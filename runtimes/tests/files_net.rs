@@ -437,3 +437,69 @@ async fn garbage_and_floods_reset_the_blob_stream_not_the_chat<R: Runtime>(rt: R
 fn garbage_and_floods_reset_the_blob_stream_not_the_chat_tokio() {
     on_tokio(garbage_and_floods_reset_the_blob_stream_not_the_chat);
 }
+
+/// Polls the driver's counters until `f` holds (every 5 ms, up to [`common::WAIT`]).
+async fn until_stats<R: Runtime>(
+    p: &Probe<R>,
+    what: &str,
+    f: impl Fn(&echo_runtime::DriverStats) -> bool,
+) {
+    let deadline = std::time::Instant::now() + common::WAIT;
+    loop {
+        let s = p.h.driver_stats().await.unwrap();
+        if f(&s) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}: {what}: {s:?}",
+            p.name
+        );
+        common::pause(&p.rt, Duration::from_millis(5)).await;
+    }
+}
+
+/// Both sides dial at once: once the core has dropped the duplicate connection, each
+/// side has one blob substream, the same one (files go both ways over it).
+async fn one_blob_stream_after_simultaneous_dials<R: Runtime>(rt: R) {
+    for round in 0..3u64 {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("f.bin");
+        write_file(&src, 1 << 20, round);
+        let a = with_files(options("a", 1 + 2 * round), tmp.path().join("a"), None);
+        let b = with_files(options("b", 2 + 2 * round), tmp.path().join("b"), None);
+        let mut a = Probe::start(&rt, a).await;
+        let mut b = Probe::start(&rt, b).await;
+        let (ra, rb) = futures::join!(a.h.connect(&b.addr()), b.h.connect(&a.addr()));
+        (ra.unwrap(), rb.unwrap());
+        a.peer_up(b.id()).await;
+        b.peer_up(a.id()).await;
+        let (aid, bid) = (a.id(), b.id());
+        a.until("one connection", move |n| n.connection_count(&bid) == 1)
+            .await;
+        b.until("one connection", move |n| n.connection_count(&aid) == 1)
+            .await;
+        for p in [&a, &b] {
+            until_stats(p, "one blob link", |s| s.blob_links == 1).await;
+        }
+        let offer = a.h.share_file(src.clone()).await.unwrap();
+        let id =
+            b.h.download(offer, aid, tmp.path().join("b-dl"))
+                .await
+                .unwrap();
+        assert!(same_bytes(&done(&mut b, id).await, &src));
+        let src2 = tmp.path().join("g.bin");
+        write_file(&src2, 1 << 20, round + 100);
+        let offer = b.h.share_file(src2.clone()).await.unwrap();
+        let dest = tmp.path().join("a-dl");
+        let id = a.h.download(offer, bid, dest).await.unwrap();
+        assert!(same_bytes(&done(&mut a, id).await, &src2));
+        a.h.shutdown().await;
+        b.h.shutdown().await;
+    }
+}
+
+#[test]
+fn one_blob_stream_after_simultaneous_dials_tokio() {
+    on_tokio(one_blob_stream_after_simultaneous_dials);
+}
