@@ -31,6 +31,14 @@ pub(crate) enum ConnEvent {
     Connected(ConnInfo),
     Data(Bytes),
     Sent(usize),
+    /// A blob substream is up: ours (`outbound`, asked for with [`Conn::open_blob`]) or
+    /// the remote's.
+    Blob {
+        stream: Substream,
+        outbound: bool,
+    },
+    /// The blob substream asked for could not be opened.
+    BlobFailed,
     /// Broke or was closed by the remote (not reported after [`Conn::close`]).
     Closed(String),
     SetupFailed(DialError),
@@ -59,6 +67,8 @@ pub(crate) struct Setup<R: Runtime> {
     pub conn: ConnId,
     pub key: Keypair,
     pub cfg: DriverConfig,
+    /// File transfer is on: inbound blob substreams are accepted.
+    pub files: bool,
     pub to_node: mpsc::UnboundedSender<Input<R>>,
     /// Ends (sender dropped) when the node no longer wants this connection.
     pub cancel: oneshot::Receiver<()>,
@@ -213,6 +223,14 @@ pub(crate) struct Conn<R: Runtime> {
     muxer: Option<Muxer<R::Tcp>>,
     establishing: Option<BoxFuture<'static, Result<(Protocol, Substream), DialError>>>,
     chat: Option<Substream>,
+    /// Inbound blob substreams are accepted.
+    files: bool,
+    /// A blob substream of ours is wanted and not yet requested from the muxer.
+    blob_wanted: bool,
+    /// The remote's blob substream, up before our side of the connection was.
+    early_blob: Option<Substream>,
+    /// Our blob substream, being negotiated.
+    blob_out: Option<BoxFuture<'static, Result<Substream, DialError>>>,
     negotiating: FuturesUnordered<BoxFuture<'static, Inbound>>,
     pings: FuturesUnordered<BoxFuture<'static, ()>>,
     /// The chat substream's writes and reads.
@@ -247,6 +265,10 @@ impl<R: Runtime> Conn<R> {
             muxer: Some(muxer),
             establishing: None,
             chat: None,
+            files: s.files,
+            blob_wanted: false,
+            blob_out: None,
+            early_blob: None,
             negotiating: FuturesUnordered::new(),
             pings: FuturesUnordered::new(),
             pipe: Pipe::new(),
@@ -262,6 +284,52 @@ impl<R: Runtime> Conn<R> {
         } else {
             self.discarded += data.len() as u64;
         }
+    }
+
+    /// Opens a blob substream; reported as [`ConnEvent::Blob`] or
+    /// [`ConnEvent::BlobFailed`].
+    pub fn open_blob(&mut self) {
+        if self.state == State::Open && self.blob_out.is_none() {
+            self.blob_wanted = true;
+        } else {
+            self.events.push_back(ConnEvent::BlobFailed);
+        }
+    }
+
+    /// Opens and negotiates the blob substream asked for.
+    fn poll_blob_out(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = false;
+        if self.blob_wanted {
+            if let Some(m) = self.muxer.as_mut() {
+                match Pin::new(m).poll_outbound(cx) {
+                    Poll::Ready(Ok(s)) => {
+                        self.blob_out = Some(transport::negotiate_blob(s));
+                        self.blob_wanted = false;
+                        progress = true;
+                    }
+                    Poll::Ready(Err(_)) => {
+                        self.blob_wanted = false;
+                        self.events.push_back(ConnEvent::BlobFailed);
+                        progress = true;
+                    }
+                    Poll::Pending => {}
+                }
+            }
+        }
+        if let Some(f) = self.blob_out.as_mut() {
+            if let Poll::Ready(r) = f.poll_unpin(cx) {
+                self.blob_out = None;
+                progress = true;
+                self.events.push_back(match r {
+                    Ok(stream) => ConnEvent::Blob {
+                        stream,
+                        outbound: true,
+                    },
+                    Err(_) => ConnEvent::BlobFailed,
+                });
+            }
+        }
+        progress
     }
 
     /// Writes everything queued, then closes the substream and the connection (within
@@ -299,6 +367,12 @@ impl<R: Runtime> Conn<R> {
             dial: self.dial,
         };
         self.events.push_back(ConnEvent::Connected(info));
+        if let Some(stream) = self.early_blob.take() {
+            self.events.push_back(ConnEvent::Blob {
+                stream,
+                outbound: false,
+            });
+        }
     }
 
     /// The connection broke (or the remote closed it).
@@ -339,7 +413,12 @@ impl<R: Runtime> Conn<R> {
                                 if self.negotiating.len() < MAX_NEGOTIATING {
                                     let chat = self.role == Role::Listener
                                         && self.state == State::Establishing;
-                                    self.negotiating.push(transport::negotiate_inbound(s, chat));
+                                    // The remote may open it as soon as its side is up,
+                                    // before ours is (a listener's chat is up first).
+                                    let blob = self.files
+                                        && matches!(self.state, State::Open | State::Establishing);
+                                    self.negotiating
+                                        .push(transport::negotiate_inbound(s, chat, blob));
                                 }
                             }
                             Poll::Ready(Err(e)) => {
@@ -403,11 +482,24 @@ impl<R: Runtime> Conn<R> {
                         self.chat = Some(s);
                         self.connected(p);
                     }
-                    Inbound::Chat(..) | Inbound::Rejected => {}
+                    Inbound::Blob(stream) if self.state == State::Open => {
+                        self.events.push_back(ConnEvent::Blob {
+                            stream,
+                            outbound: false,
+                        })
+                    }
+                    // Reported right after `Connected`; one only (a later one replaces it).
+                    Inbound::Blob(stream) if self.state == State::Establishing => {
+                        self.early_blob = Some(stream)
+                    }
+                    Inbound::Chat(..) | Inbound::Blob(_) | Inbound::Rejected => {}
                     Inbound::Ping(s) => self.pings.push(transport::ping_responder(s)),
                 }
             }
             while let Poll::Ready(Some(())) = self.pings.poll_next_unpin(cx) {}
+            if self.state == State::Open {
+                progress |= self.poll_blob_out(cx);
+            }
 
             // Writes, coalesced; one flush when everything queued is written.
             if matches!(

@@ -93,6 +93,8 @@ pub(crate) struct Net<R: Runtime> {
     pub rt: R,
     pub key: Keypair,
     pub cfg: DriverConfig,
+    /// File transfer is on.
+    pub files: bool,
     /// Accepted connections in set-up, capped in total and per remote address.
     pub admission: Admission,
     /// Dials in set-up.
@@ -153,6 +155,9 @@ impl<R: Runtime> Future for Driver<R> {
             // The one timer.
             progress |= this.host.poll_timer(cx, &mut this.io);
 
+            // Blob substreams, after the chat connections.
+            progress |= this.host.poll_files(cx, &mut this.io);
+
             if this.host.shutting_down && this.io.live.is_empty() && this.io.conns.is_empty() {
                 this.host.finished();
                 return Poll::Ready(());
@@ -181,6 +186,7 @@ impl<R: Runtime> Net<R> {
             conn,
             key: self.key.clone(),
             cfg: self.cfg.clone(),
+            files: self.files,
             to_node: self.input_tx.clone(),
             cancel,
         }
@@ -261,6 +267,17 @@ impl<R: Runtime> Io for Net<R> {
             }
             // `Action` is non_exhaustive; this version of the core has no others.
             _ => {}
+        }
+    }
+
+    fn open_blob(&mut self, id: ConnId) -> bool {
+        match self.conns.get_mut(&id) {
+            Some(s) if !s.closing => {
+                s.conn.open_blob();
+                self.queue_poll(id);
+                true
+            }
+            _ => false,
         }
     }
 

@@ -11,6 +11,9 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use std::path::PathBuf;
+
+use echo_proto::blob::{BlobHash, TransferId};
 use echo_proto::Event;
 use futures::task::AtomicWaker;
 use futures::Stream;
@@ -31,6 +34,38 @@ pub enum RuntimeEvent {
     Lagged {
         /// Events dropped at this point of the stream.
         missed: u64,
+    },
+    /// A download made progress (at most about 4 a second per transfer).
+    TransferProgress {
+        /// The download.
+        id: TransferId,
+        /// The blob.
+        hash: BlobHash,
+        /// Bytes verified and written (resumed ones included).
+        done: u64,
+        /// The size.
+        total: u64,
+        /// Sources with a request in flight.
+        sources: usize,
+    },
+    /// A download is complete, verified and in its folder (never dropped).
+    TransferDone {
+        /// The download.
+        id: TransferId,
+        /// The blob.
+        hash: BlobHash,
+        /// Where the file is.
+        path: PathBuf,
+    },
+    /// A download stopped without the file (never dropped); what was verified stays in
+    /// the store, so downloading the offer again resumes.
+    TransferFailed {
+        /// The download.
+        id: TransferId,
+        /// The blob.
+        hash: BlobHash,
+        /// Why.
+        reason: String,
     },
 }
 
@@ -81,11 +116,17 @@ pub(crate) fn channel(cap: usize) -> (EventSender, Events) {
 impl EventSender {
     /// Queues `e`, or counts it as missed if the app is `cap` events behind. Never waits.
     pub fn send(&self, e: Event) {
-        let mut s = self.shared.state.lock().expect("not poisoned");
         // Events the app must persist (sequence reservations, own membership) are never
         // dropped; only the local user's actions cause them, so they cannot flood.
-        if s.events < self.cap || e.must_deliver() {
-            s.items.push_back(RuntimeEvent::Event(e));
+        let must = e.must_deliver();
+        self.send_runtime(RuntimeEvent::Event(e), must);
+    }
+
+    /// Queues `e` like [`EventSender::send`]; `must`: never dropped.
+    pub fn send_runtime(&self, e: RuntimeEvent, must: bool) {
+        let mut s = self.shared.state.lock().expect("not poisoned");
+        if s.events < self.cap || must {
+            s.items.push_back(e);
             s.events += 1;
             s.sent += 1;
         } else {
@@ -138,7 +179,7 @@ impl Events {
         let mut s = self.0.state.lock().expect("not poisoned");
         match s.items.pop_front() {
             Some(e) => {
-                if matches!(e, RuntimeEvent::Event(_)) {
+                if !matches!(e, RuntimeEvent::Lagged { .. }) {
                     s.events -= 1;
                 }
                 Some(Some(e))

@@ -47,6 +47,33 @@ struct Partial {
     log: File,
 }
 
+/// A file hashed by [`FileStore::hash_file`], not yet added to the store.
+#[derive(Debug)]
+pub struct Hashed {
+    hash: BlobHash,
+    size: u64,
+    path: PathBuf,
+    /// Its tree, in a temporary file of the store.
+    tree: PathBuf,
+}
+
+impl Hashed {
+    /// The file's hash.
+    pub fn hash(&self) -> BlobHash {
+        self.hash
+    }
+
+    /// The file's size.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The file (canonical path).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
 /// A [`BlobStore`] in a directory (see the module docs for the layout).
 #[derive(Debug)]
 pub struct FileStore {
@@ -171,19 +198,59 @@ impl FileStore {
     /// hash and size. The file is read again when served; if it changes meanwhile, the
     /// downloader catches the difference (as a lying source) and takes it elsewhere.
     pub fn add_file(&mut self, path: &Path) -> io::Result<(BlobHash, u64)> {
+        let hashed = FileStore::hash_file(&self.dir, path)?;
+        self.add_hashed(hashed)
+    }
+
+    /// The slow half of [`FileStore::add_file`], which needs no store: hashes the file
+    /// at `path` and writes its tree to a temporary file in the store at `dir`. Run it
+    /// on any thread, then give the result to [`FileStore::add_hashed`].
+    pub fn hash_file(dir: &Path, path: &Path) -> io::Result<Hashed> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let path = fs::canonicalize(path)?;
         let f = File::open(&path)?;
         let size = f.metadata()?.len();
-        let tmp = self.dir.join("complete").join("adding.obao");
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = dir
+            .join("complete")
+            .join(format!("adding-{}-{n}.obao", std::process::id()));
         let out = File::create(&tmp)?;
-        let hash = compute_outboard(io::BufReader::new(f), size, |slot, pair| {
+        let hashed = compute_outboard(io::BufReader::new(f), size, |slot, pair| {
             write_at(&out, pair, slot * 64)
-        })?;
-        out.sync_all()?;
-        fs::rename(&tmp, self.path("complete", &hash, "obao"))?;
-        self.complete.insert(hash, Complete { size, path });
+        })
+        .and_then(|hash| out.sync_all().map(|()| hash));
+        match hashed {
+            Ok(hash) => Ok(Hashed {
+                hash,
+                size,
+                path,
+                tree: tmp,
+            }),
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
+
+    /// Makes a file hashed by [`FileStore::hash_file`] servable. Returns its hash and
+    /// size.
+    pub fn add_hashed(&mut self, h: Hashed) -> io::Result<(BlobHash, u64)> {
+        fs::rename(&h.tree, self.path("complete", &h.hash, "obao"))?;
+        self.complete.insert(
+            h.hash,
+            Complete {
+                size: h.size,
+                path: h.path,
+            },
+        );
         self.save_index()?;
-        Ok((hash, size))
+        Ok((h.hash, h.size))
+    }
+
+    /// The directory of the store.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Chunk groups written since this store was opened (what a resumed download
@@ -407,6 +474,57 @@ impl BlobStore for FileStore {
             },
         );
         self.save_index().map_err(io_err)
+    }
+}
+
+/// The offer name of a shared file: its file name, control characters replaced, cut to
+/// [`echo_proto::blob::MAX_NAME_LEN`] bytes.
+pub(crate) fn offer_name(path: &std::path::Path) -> String {
+    let raw = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut name = String::new();
+    for ch in raw.chars() {
+        let ch = if ch.is_control() { '_' } else { ch };
+        if name.len() + ch.len_utf8() > echo_proto::blob::MAX_NAME_LEN {
+            break;
+        }
+        name.push(ch);
+    }
+    if name.is_empty() {
+        name.push_str("file");
+    }
+    name
+}
+
+/// The MIME type of a file name, from its extension.
+pub(crate) fn mime_of(name: &str) -> &'static str {
+    let ext = name
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    match ext.as_str() {
+        "txt" | "md" | "log" => "text/plain",
+        "html" | "htm" => "text/html",
+        "css" => "text/css",
+        "csv" => "text/csv",
+        "json" => "application/json",
+        "pdf" => "application/pdf",
+        "zip" => "application/zip",
+        "gz" => "application/gzip",
+        "tar" => "application/x-tar",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "svg" => "image/svg+xml",
+        "mp3" => "audio/mpeg",
+        "ogg" => "audio/ogg",
+        "wav" => "audio/wav",
+        "mp4" => "video/mp4",
+        "webm" => "video/webm",
+        _ => "application/octet-stream",
     }
 }
 

@@ -17,10 +17,11 @@ use futures::channel::oneshot;
 use futures::future::{AbortHandle, AbortRegistration, FutureExt};
 use futures::StreamExt;
 
+use crate::blobs::Files;
 use crate::conn::ConnEvent;
 use crate::events::{self, EventSender};
 use crate::runtime::Timer;
-use crate::{Command, DriverConfig, DriverStats, Events, Handle, Inner};
+use crate::{Command, DriverConfig, DriverStats, Error, Events, Handle, Inner};
 
 /// The connections side of a running node.
 pub(crate) trait Io {
@@ -42,6 +43,11 @@ pub(crate) trait Io {
     }
     /// The node closed connection `id` (it hears nothing more from it).
     fn closing(&self, id: ConnId) -> bool;
+    /// Opens a blob substream on connection `id` (reported as [`ConnEvent::Blob`] or
+    /// [`ConnEvent::BlobFailed`]); false if this `Io` cannot.
+    fn open_blob(&mut self, _id: ConnId) -> bool {
+        false
+    }
     /// The counters of the connections side (the host fills in its own).
     fn stats(&self) -> DriverStats;
     /// The node has said goodbye everywhere: stop listening, cancel set-ups, close
@@ -56,6 +62,10 @@ pub(crate) struct Host {
     pub events: EventSender,
     pub timer: Pin<Box<dyn Timer>>,
     pub timer_at: Option<Instant>,
+    /// The node's own next timeout (the timer serves it and the file side).
+    pub node_at: Option<Instant>,
+    /// File transfer, if on.
+    pub files: Option<Files>,
     pub shutting_down: bool,
     pub waiters: Vec<oneshot::Sender<()>>,
     /// Dropped with the host (or when it finished): tells [`crate::Handle::stopped`].
@@ -69,8 +79,10 @@ pub(crate) fn wire(
     cfg: &DriverConfig,
     timer: Pin<Box<dyn Timer>>,
     listen_addrs: Vec<Multiaddr>,
+    files: Option<Files>,
     now: Instant,
 ) -> (Host, Handle, Events, AbortRegistration) {
+    let files_dir = files.as_ref().map(|f| f.dir().to_path_buf());
     let peer_id: PeerId = node.peer_id();
     // The wall clock bounds what a peer's clock value may do (PROTOCOL.md section 8.3).
     node.set_wall_clock(SystemTime::now(), now);
@@ -85,6 +97,8 @@ pub(crate) fn wire(
         events: ev_tx,
         timer,
         timer_at: None,
+        node_at: None,
+        files,
         shutting_down: false,
         waiters: Vec::new(),
         alive: Some(alive),
@@ -100,6 +114,7 @@ pub(crate) fn wire(
         waiting: Default::default(),
         abort,
         stopped: stopped.shared(),
+        files_dir,
     };
     (host, Handle(Arc::new(inner)), ev_rx, reg)
 }
@@ -157,13 +172,43 @@ impl Host {
         if self.timer_at.is_some() && self.timer.as_mut().poll(cx).is_ready() {
             self.timer_at = None;
             let now = io.now();
-            // Keeps the node's wall clock true across suspends and clock steps.
-            self.node.set_wall_clock(SystemTime::now(), now);
-            self.node.handle_timeout(now);
+            if self.node_at.is_some_and(|at| at <= now) {
+                // Keeps the node's wall clock true across suspends and clock steps.
+                self.node.set_wall_clock(SystemTime::now(), now);
+                self.node.handle_timeout(now);
+            }
+            if let Some(f) = self.files.as_mut() {
+                f.handle_timeout(io, &self.events, now);
+            }
             self.drain(io);
             return true;
         }
         false
+    }
+
+    /// The blob substreams, after everything else (chat goes first).
+    pub fn poll_files(&mut self, cx: &mut Context<'_>, io: &mut impl Io) -> bool {
+        let Some(f) = self.files.as_mut() else {
+            return false;
+        };
+        let progress = f.poll(cx, io, &self.events, io.now());
+        self.rearm();
+        progress
+    }
+
+    /// Sets the one timer to the earlier of the node's and the file side's.
+    fn rearm(&mut self) {
+        let files_at = self.files.as_ref().and_then(|f| f.wait_at);
+        let at = match (self.node_at, files_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if at != self.timer_at {
+            if let Some(at) = at {
+                self.timer.as_mut().reset(at);
+            }
+            self.timer_at = at;
+        }
     }
 
     fn command(&mut self, c: Command, io: &mut impl Io) {
@@ -171,22 +216,23 @@ impl Host {
         let node = &mut self.node;
         match c {
             Command::Send { room, text, reply } => {
-                let _ = reply.send(node.send(&room, &text, SystemTime::now(), now));
+                let _ = reply.send(cmd(node.send(&room, &text, SystemTime::now(), now)));
             }
             Command::Join { room, reply } => {
-                let _ = reply.send(node.join(&room, now));
+                let _ = reply.send(cmd(node.join(&room, now)));
             }
             Command::Leave { room, reply } => {
-                let _ = reply.send(node.leave(&room, now));
+                let _ = reply.send(cmd(node.leave(&room, now)));
             }
             Command::Direct { peer, text, reply } => {
-                let _ = reply.send(node.send_direct(&peer, &text, SystemTime::now(), now));
+                let r = node.send_direct(&peer, &text, SystemTime::now(), now);
+                let _ = reply.send(cmd(r));
             }
             Command::SetName { name, reply } => {
-                let _ = reply.send(node.set_name(&name, now));
+                let _ = reply.send(cmd(node.set_name(&name, now)));
             }
             Command::Connect { addr, reply } => {
-                let _ = reply.send(io.connect(node, &addr, now));
+                let _ = reply.send(cmd(io.connect(node, &addr, now)));
             }
             Command::Addresses {
                 peer,
@@ -204,8 +250,22 @@ impl Host {
                 s.events_sent = ev.sent;
                 s.events_missed = ev.missed;
                 s.commands_queued = self.cmds.len();
+                if let Some(f) = &self.files {
+                    let c = f.counts();
+                    s.blob_links = c.links;
+                    s.blob_streams_refused = c.refused;
+                    s.blob_bytes_dropped = c.dropped;
+                    s.blob = c.blob;
+                }
                 let _ = reply.send(Ok(s));
             }
+            Command::Files(c) => match self.files.as_mut() {
+                Some(f) => {
+                    f.command(c, io, &self.events, now);
+                    self.rearm();
+                }
+                None => c.refuse(Error::Files("file transfer is off".into())),
+            },
             Command::Shutdown { reply } => {
                 self.waiters.push(reply);
                 self.begin_shutdown(io);
@@ -219,19 +279,21 @@ impl Host {
         let at = loop {
             match self.node.poll_output() {
                 Output::Transmit(t) => io.transmit(t),
-                Output::Action(a) => io.act(&mut self.node, a, self.shutting_down),
+                Output::Action(a) => {
+                    if let (Action::Close { conn, .. }, Some(f)) = (&a, self.files.as_mut()) {
+                        let now = io.now();
+                        f.conn_gone(*conn, io, &self.events, now);
+                    }
+                    io.act(&mut self.node, a, self.shutting_down)
+                }
                 Output::Event(e) => self.events.send(e),
                 Output::Wait(at) => break at,
                 // `Output` is non_exhaustive; this version of the core has no others.
                 _ => {}
             }
         };
-        if at != self.timer_at {
-            if let Some(at) = at {
-                self.timer.as_mut().reset(at);
-            }
-            self.timer_at = at;
-        }
+        self.node_at = at;
+        self.rearm();
     }
 
     /// Goodbye on every connection, then the `Io` stops listening and cancels set-ups.
@@ -261,11 +323,32 @@ impl Host {
         let now = io.now();
         while let Some(e) = events.pop_front() {
             let node = &mut self.node;
+            let files = self.files.as_mut();
             match e {
-                ConnEvent::Connected(info) => node.handle_connected(id, info, now),
+                ConnEvent::Connected(info) => {
+                    if let Some(f) = files {
+                        f.connected(id, &info, io);
+                    }
+                    node.handle_connected(id, info, now)
+                }
                 ConnEvent::Data(data) => node.handle_data(id, &data, now),
                 ConnEvent::Sent(n) => node.handle_sent(id, n),
-                ConnEvent::Closed(reason) => node.handle_closed(id, &reason, now),
+                ConnEvent::Closed(reason) => {
+                    if let Some(f) = files {
+                        f.conn_gone(id, io, &self.events, now);
+                    }
+                    node.handle_closed(id, &reason, now)
+                }
+                ConnEvent::Blob { stream, outbound } => {
+                    if let Some(f) = files {
+                        f.attach(id, Box::new(stream), outbound, io, &self.events, now);
+                    }
+                }
+                ConnEvent::BlobFailed => {
+                    if let Some(f) = files {
+                        f.open_failed(id, io, &self.events, now);
+                    }
+                }
                 ConnEvent::SetupFailed(_) => {}
             }
             self.drain(io);
@@ -298,4 +381,9 @@ pub(crate) fn data_bytes(events: &VecDeque<ConnEvent>) -> u64 {
             _ => 0,
         })
         .sum()
+}
+
+/// A core command's result, as a [`crate::Pending`] gives it.
+fn cmd<T>(r: Result<T, echo_proto::CommandError>) -> Result<T, Error> {
+    r.map_err(Error::Command)
 }

@@ -128,6 +128,7 @@ use futures::Future;
 
 use multiaddr::Protocol as Ma;
 
+mod blobs;
 mod conn;
 mod driver;
 mod events;
@@ -147,11 +148,13 @@ pub mod swarm;
 #[cfg(feature = "tokio")]
 pub mod tokio;
 
+pub use blobs::{FilesOptions, TransferInfo, TransferState, MAX_BLOB_STREAMS_PER_CONN};
 /// The protocol core, [`echo_proto`], re-exported: depend on `echo-runtime` alone.
 pub use echo_proto as proto;
+pub use echo_proto::blob::{BlobConfig, BlobHash, BlobStats, Offer, TransferId};
 pub use events::{Events, RuntimeEvent};
 pub use runtime::{Incoming, Runtime, Timer};
-pub use transport::{DialError, CHAT, LEGACY, PING};
+pub use transport::{DialError, BLOB, CHAT, LEGACY, PING};
 
 /// Settings of the driver itself (the protocol's are in [`echo_proto::Config`]).
 #[derive(Debug, Clone)]
@@ -211,6 +214,9 @@ pub struct Options {
     pub restore: echo_proto::Restore,
     /// The driver's own settings.
     pub driver: DriverConfig,
+    /// File transfer (`/echo/blob/1.0.0`); `None` (the default): off, and inbound blob
+    /// substreams are refused.
+    pub files: Option<FilesOptions>,
 }
 
 impl Options {
@@ -223,6 +229,7 @@ impl Options {
             config: Config::default(),
             restore: echo_proto::Restore::default(),
             driver: DriverConfig::default(),
+            files: None,
         }
     }
 }
@@ -265,6 +272,14 @@ pub enum StartError {
         /// The OS error.
         error: std::io::Error,
     },
+    /// The file store could not be opened ([`Options::files`]).
+    #[error("cannot open the file store in {dir:?}: {error}")]
+    Files {
+        /// Its directory.
+        dir: std::path::PathBuf,
+        /// The OS error.
+        error: std::io::Error,
+    },
     /// The swarm could not be built or could not listen (`swarm` feature).
     #[error("swarm: {0}")]
     Swarm(String),
@@ -279,9 +294,13 @@ pub enum Error {
     /// The node has stopped (shut down or aborted).
     #[error("the node has stopped")]
     Stopped,
+    /// A file transfer command failed (file transfer off, I/O, limits); nothing
+    /// changed.
+    #[error("file transfer: {0}")]
+    Files(String),
 }
 
-type Reply<T> = oneshot::Sender<Result<T, CommandError>>;
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, Error>>;
 
 pub(crate) enum Command {
     Send {
@@ -318,6 +337,7 @@ pub(crate) enum Command {
     },
     Inspect(Box<dyn FnOnce(&Node) + Send>),
     DriverStats(Reply<DriverStats>),
+    Files(blobs::FilesCmd),
     Shutdown {
         reply: oneshot::Sender<()>,
     },
@@ -356,9 +376,19 @@ pub struct DriverStats {
     /// closed it. A connection that breaks loses what was in flight; one the node
     /// closes after a goodbye exchange loses nothing.
     pub bytes_discarded: u64,
+    /// Peers with an open blob substream now (file transfer).
+    pub blob_links: usize,
+    /// Inbound blob substreams refused, ever (from the higher peer id, over
+    /// [`MAX_BLOB_STREAMS_PER_CONN`] on a connection, on a connection that sent garbage).
+    pub blob_streams_refused: u64,
+    /// Blob bytes dropped, ever: for a peer without a blob substream, or unwritten when
+    /// one closed.
+    pub blob_bytes_dropped: u64,
+    /// The blob core's counters (zero when file transfer is off).
+    pub blob: BlobStats,
 }
 
-type Answer<T> = oneshot::Receiver<Result<T, CommandError>>;
+type Answer<T> = oneshot::Receiver<Result<T, Error>>;
 
 enum PendingState<T> {
     /// Queued; waiting for the answer.
@@ -401,7 +431,7 @@ impl<T> Future for Pending<T> {
             match &mut this.0 {
                 PendingState::Queued(rx) => {
                     return Pin::new(rx).poll(cx).map(|r| match r {
-                        Ok(r) => r.map_err(Error::Command),
+                        Ok(r) => r,
                         Err(oneshot::Canceled) => Err(Error::Stopped),
                     })
                 }
@@ -448,6 +478,8 @@ struct Inner {
     waiting: Arc<std::sync::atomic::AtomicUsize>,
     abort: AbortHandle,
     stopped: Shared<oneshot::Receiver<()>>,
+    /// The file store's directory, if file transfer is on.
+    files_dir: Option<std::path::PathBuf>,
 }
 
 /// Controls a running node. Cheap to clone; when the last clone is dropped the node
@@ -661,6 +693,7 @@ pub async fn start<R: Runtime>(
         config,
         restore,
         driver: cfg,
+        files,
     } = options;
     let keypair = identity.keypair();
     let peer_id = identity.peer_id();
@@ -689,13 +722,25 @@ pub async fn start<R: Runtime>(
         .into_iter()
         .map(|a| a.with(Ma::P2p(peer_id)))
         .collect();
-    let (host, handle, events, reg) = host::wire(node, &cfg, runtime.timer(now), listen_addrs, now);
+    let has_files = files.is_some();
+    let files = match files {
+        Some(f) => {
+            let dir = f.dir.clone();
+            let files =
+                blobs::Files::new(peer_id, f).map_err(|error| StartError::Files { dir, error })?;
+            Some(files)
+        }
+        None => None,
+    };
+    let (host, handle, events, reg) =
+        host::wire(node, &cfg, runtime.timer(now), listen_addrs, files, now);
     let mut driver = driver::Driver {
         host,
         io: driver::Net {
             rt: runtime.clone(),
             key: keypair,
             cfg,
+            files: has_files,
             admission,
             dialing: Default::default(),
             dials_refused: 0,

@@ -23,6 +23,8 @@ use crate::runtime::Runtime;
 pub const CHAT: &str = echo_proto::Protocol::Chat.id();
 /// `/echo-go/chat/1.0.0`.
 pub const LEGACY: &str = echo_proto::Protocol::Legacy.id();
+/// `/echo/blob/1.0.0`.
+pub const BLOB: &str = echo_proto::blob::PROTOCOL_NAME;
 /// `/ipfs/ping/1.0.0`.
 pub const PING: &str = "/ipfs/ping/1.0.0";
 const NOISE: &str = "/noise";
@@ -284,22 +286,45 @@ pub(crate) fn negotiate_chat(
     .boxed()
 }
 
+/// Opens a blob substream.
+pub(crate) fn negotiate_blob(
+    s: libp2p_yamux::Stream,
+) -> BoxFuture<'static, Result<Substream, DialError>> {
+    async move {
+        dialer_select_proto(s, [BLOB], Version::V1)
+            .await
+            .map(|(_, io)| io)
+            .map_err(|e| negotiation(BLOB, e))
+    }
+    .boxed()
+}
+
 /// What an inbound substream turned out to be.
 pub(crate) enum Inbound {
     Chat(Protocol, Substream),
+    Blob(Substream),
     Ping(Substream),
     Rejected,
 }
 
-/// Negotiates an inbound substream: ping always, the chat protocols if `chat`.
+/// Negotiates an inbound substream: ping always, the chat protocols if `chat`, the
+/// blob protocol if `blob`.
 pub(crate) fn negotiate_inbound(
     s: libp2p_yamux::Stream,
     chat: bool,
+    blob: bool,
 ) -> BoxFuture<'static, Inbound> {
     async move {
-        let protocols: &[&str] = if chat { &[CHAT, LEGACY, PING] } else { &[PING] };
-        match listener_select_proto(s, protocols.iter().copied()).await {
+        let mut protocols: Vec<&str> = vec![PING];
+        if chat {
+            protocols.extend([CHAT, LEGACY]);
+        }
+        if blob {
+            protocols.push(BLOB);
+        }
+        match listener_select_proto(s, protocols).await {
             Ok((PING, io)) => Inbound::Ping(io),
+            Ok((BLOB, io)) => Inbound::Blob(io),
             Ok((CHAT, io)) => Inbound::Chat(Protocol::Chat, io),
             Ok((_, io)) => Inbound::Chat(Protocol::Legacy, io),
             Err(_) => Inbound::Rejected,

@@ -442,7 +442,7 @@ impl EchoBehaviour {
         let local = identity.peer_id();
         let node = Node::restore(identity, config, seed, restore, now);
         let (mut host, handle, events, reg): (Host, Handle, Events, AbortRegistration) =
-            host::wire(node, &driver, rt.timer(now), listen_addrs, now);
+            host::wire(node, &driver, rt.timer(now), listen_addrs, None, now);
         let mut io = SwarmIo {
             rt,
             cfg: driver,

@@ -156,6 +156,8 @@ pub struct Probe<R: Runtime> {
     pub h: Handle,
     events: Events,
     seen: Vec<(Event, bool)>,
+    /// Runtime events other than the node's (transfers), not yet taken.
+    others: Vec<RuntimeEvent>,
 }
 
 impl<R: Runtime> Probe<R> {
@@ -170,6 +172,7 @@ impl<R: Runtime> Probe<R> {
             h,
             events,
             seen: Vec::new(),
+            others: Vec::new(),
         }
     }
 
@@ -181,6 +184,7 @@ impl<R: Runtime> Probe<R> {
             h,
             events,
             seen: Vec::new(),
+            others: Vec::new(),
         }
     }
 
@@ -231,7 +235,7 @@ impl<R: Runtime> Probe<R> {
                         return e;
                     }
                 }
-                Either::Left((Some(_), _)) => {}
+                Either::Left((Some(e), _)) => self.others.push(e),
                 Either::Left((None, _)) => {
                     panic!("{}: events ended while waiting for {what}", self.name)
                 }
@@ -247,6 +251,30 @@ impl<R: Runtime> Probe<R> {
                         &all[first..]
                     )
                 }
+            }
+        }
+    }
+
+    /// The next runtime event other than the node's (a transfer's) matching `pred`, not
+    /// returned before; the node's events meanwhile are recorded for [`Probe::wait`].
+    pub async fn wait_other(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        pred: impl Fn(&RuntimeEvent) -> bool,
+    ) -> RuntimeEvent {
+        if let Some(i) = self.others.iter().position(&pred) {
+            return self.others.remove(i);
+        }
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let next = bounded(&self.rt, left, what, self.events.next()).await;
+            match next {
+                Some(RuntimeEvent::Event(e)) => self.seen.push((e, false)),
+                Some(e) if pred(&e) => return e,
+                Some(e) => self.others.push(e),
+                None => panic!("{}: events ended while waiting for {what}", self.name),
             }
         }
     }
@@ -336,23 +364,7 @@ pub async fn raw_peer<R: Runtime>(
     protocol: &'static str,
     junk: Vec<u8>,
 ) -> oneshot::Receiver<Result<usize, String>> {
-    let tcp = rt.connect(addr).await.expect("tcp connect");
-    let key = Keypair::generate_ed25519();
-    let (_, io) = dialer_select_proto(tcp, ["/noise"], Version::V1)
-        .await
-        .expect("noise negotiated");
-    let (_, io) = libp2p_noise::Config::new(&key)
-        .unwrap()
-        .upgrade_outbound(io, "/noise")
-        .await
-        .expect("noise handshake");
-    let (_, io) = dialer_select_proto(io, ["/yamux/1.0.0"], Version::V1)
-        .await
-        .expect("yamux negotiated");
-    let mut muxer = libp2p_yamux::Config::default()
-        .upgrade_outbound(io, "/yamux/1.0.0")
-        .await
-        .unwrap();
+    let (_, mut muxer) = raw_muxer(rt, addr, &Keypair::generate_ed25519()).await;
     let stream = future::poll_fn(|cx| Pin::new(&mut muxer).poll_outbound(cx))
         .await
         .unwrap();
@@ -390,6 +402,39 @@ pub async fn raw_peer<R: Runtime>(
     });
     rx
 }
+
+/// A raw yamux connection to `addr` with `key`: TCP, noise, yamux, made by hand. Returns
+/// the remote's peer id and the muxer.
+pub async fn raw_muxer<R: Runtime>(
+    rt: &R,
+    addr: SocketAddr,
+    key: &Keypair,
+) -> (PeerId, RawMuxer<R>) {
+    let tcp = rt.connect(addr).await.expect("tcp connect");
+    let (_, io) = dialer_select_proto(tcp, ["/noise"], Version::V1)
+        .await
+        .expect("noise negotiated");
+    let (peer, io) = libp2p_noise::Config::new(key)
+        .unwrap()
+        .upgrade_outbound(io, "/noise")
+        .await
+        .expect("noise handshake");
+    let (_, io) = dialer_select_proto(io, ["/yamux/1.0.0"], Version::V1)
+        .await
+        .expect("yamux negotiated");
+    let muxer = libp2p_yamux::Config::default()
+        .upgrade_outbound(io, "/yamux/1.0.0")
+        .await
+        .unwrap();
+    (peer, muxer)
+}
+
+/// What [`raw_muxer`] returns.
+pub type RawMuxer<R> = libp2p_yamux::Muxer<
+    multistream_select::Negotiated<
+        libp2p_noise::Output<multistream_select::Negotiated<<R as Runtime>::Tcp>>,
+    >,
+>;
 
 /// A tokio swarm over TCP with the behaviour `make` builds.
 pub fn tcp_swarm<B: libp2p::swarm::NetworkBehaviour>(

@@ -1,0 +1,505 @@
+//! File transfer over real loopback connections: the `/echo/blob/1.0.0` substream next to
+//! the chat, driven by the node task with a file store on disk.
+
+mod common;
+
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::{Duration, SystemTime};
+
+use futures::channel::{mpsc, oneshot};
+use futures::future;
+use futures::stream::FuturesUnordered;
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, FutureExt, StreamExt};
+use libp2p_core::muxing::StreamMuxer;
+use multistream_select::{dialer_select_proto, Version};
+
+use common::{on_tokio, options, Probe};
+use echo_runtime::files::FileStore;
+use echo_runtime::proto::blob::{BlobStore, GROUP_SIZE};
+use echo_runtime::{FilesOptions, Offer, Options, Runtime, RuntimeEvent, TransferId, BLOB, CHAT};
+
+/// Longest a whole transfer may take in a test (debug build, loaded machine).
+const TRANSFER: Duration = Duration::from_secs(45);
+
+fn with_files(mut o: Options, dir: PathBuf, rate: Option<u64>) -> Options {
+    let mut f = FilesOptions::new(dir);
+    if let Some(rate) = rate {
+        f.config.serve_rate = rate;
+        f.config.serve_burst = GROUP_SIZE * 16;
+    }
+    o.files = Some(f);
+    o
+}
+
+/// Writes `size` pseudo-random bytes (from `seed`) to `path`.
+fn write_file(path: &Path, size: u64, seed: u64) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut x = seed | 1;
+    let mut left = size;
+    let mut buf = vec![0u8; 1 << 16];
+    while left > 0 {
+        for b in buf.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            b.copy_from_slice(&x.to_le_bytes()[..b.len()]);
+        }
+        let n = left.min(buf.len() as u64) as usize;
+        f.write_all(&buf[..n]).unwrap();
+        left -= n as u64;
+    }
+    f.flush().unwrap();
+}
+
+/// Whether two files have the same bytes.
+fn same_bytes(a: &Path, b: &Path) -> bool {
+    let (mut fa, mut fb) = (
+        std::io::BufReader::new(std::fs::File::open(a).unwrap()),
+        std::io::BufReader::new(std::fs::File::open(b).unwrap()),
+    );
+    let (mut ba, mut bb) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
+    loop {
+        let n = fa.read(&mut ba).unwrap();
+        if n == 0 {
+            return fb.read(&mut bb).unwrap() == 0;
+        }
+        if fb.read_exact(&mut bb[..n]).is_err() || ba[..n] != bb[..n] {
+            return false;
+        }
+    }
+}
+
+/// Waits for transfer `id` to end; returns where the file is (panics if it failed).
+async fn done<R: Runtime>(p: &mut Probe<R>, id: TransferId) -> PathBuf {
+    let e = p
+        .wait_other("transfer end", TRANSFER, |e| {
+            matches!(e, RuntimeEvent::TransferDone { id: i, .. }
+                | RuntimeEvent::TransferFailed { id: i, .. } if *i == id)
+        })
+        .await;
+    match e {
+        RuntimeEvent::TransferDone { path, .. } => path,
+        other => panic!("{}: transfer failed: {other:?}", p.name),
+    }
+}
+
+/// Waits until transfer `id` has at least `bytes` verified.
+async fn progressed<R: Runtime>(p: &mut Probe<R>, id: TransferId, bytes: u64) {
+    p.wait_other("progress", TRANSFER, |e| {
+        matches!(e, RuntimeEvent::TransferProgress { id: i, done, .. }
+            if *i == id && *done >= bytes)
+    })
+    .await;
+}
+
+async fn pair<R: Runtime>(rt: &R, a: Options, b: Options) -> (Probe<R>, Probe<R>) {
+    let mut a = Probe::start(rt, a).await;
+    let mut b = Probe::start(rt, b).await;
+    a.h.connect(&b.addr()).await.unwrap();
+    a.peer_up(b.id()).await;
+    b.peer_up(a.id()).await;
+    (a, b)
+}
+
+/// 100 MiB (`ECHO_FILE_MIB` to change) arrive byte-identical under the offered name,
+/// and room messages sent meanwhile are delivered.
+async fn large_file_arrives_identical_while_chat_flows<R: Runtime>(rt: R) {
+    let mib: u64 = std::env::var("ECHO_FILE_MIB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100);
+    let size = mib << 20;
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("big.bin");
+    write_file(&src, size, 7);
+    let a = with_files(options("alice", 1), tmp.path().join("a"), None);
+    let b = with_files(options("bob", 2), tmp.path().join("b"), None);
+    let (mut a, mut b) = pair(&rt, a, b).await;
+
+    let offer = a.h.share_file(src.clone()).await.unwrap();
+    assert_eq!((offer.size, offer.name.as_str()), (size, "big.bin"));
+    assert_eq!(offer.mime, "application/octet-stream");
+    let dl = tmp.path().join("downloads");
+    let id =
+        b.h.download(offer.clone(), a.id(), dl.clone())
+            .await
+            .unwrap();
+    progressed(&mut b, id, 1).await;
+    for i in 0..10 {
+        b.h.send("general", &format!("during {i}")).await.unwrap();
+    }
+    for i in 0..10 {
+        a.message(&format!("during {i}")).await;
+    }
+    let path = done(&mut b, id).await;
+    assert_eq!(path, dl.join("big.bin"));
+    assert!(same_bytes(&path, &src));
+    let list = b.h.transfers().await.unwrap();
+    assert!(matches!(
+        &list[..],
+        [t] if t.id == id && t.done == size && t.offer == offer
+    ));
+    let s = b.h.driver_stats().await.unwrap();
+    assert_eq!(s.blob_links, 1);
+    assert_eq!(s.blob.lies_caught, 0);
+    a.h.shutdown().await;
+    b.h.shutdown().await;
+}
+scenario!(large_file_arrives_identical_while_chat_flows);
+
+/// Two peers have the file; the one asked first stops mid-way and the other finishes.
+async fn second_source_finishes<R: Runtime>(rt: R) {
+    let size = 8 << 20;
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("f.bin");
+    write_file(&src, size, 9);
+    let slow = Some(2 << 20);
+    let mut a = Probe::start(&rt, with_files(options("a", 1), tmp.path().join("a"), slow)).await;
+    let mut b = Probe::start(&rt, with_files(options("b", 2), tmp.path().join("b"), None)).await;
+    let mut c = Probe::start(&rt, with_files(options("c", 3), tmp.path().join("c"), slow)).await;
+    for p in [&a, &c] {
+        b.h.connect(&p.addr()).await.unwrap();
+    }
+    b.peer_up(a.id()).await;
+    b.peer_up(c.id()).await;
+    a.peer_up(b.id()).await;
+    c.peer_up(b.id()).await;
+    let offer = a.h.share_file(src.clone()).await.unwrap();
+    assert_eq!(c.h.share_file(src.clone()).await.unwrap(), offer);
+
+    let id =
+        b.h.download(offer, a.id(), tmp.path().join("dl"))
+            .await
+            .unwrap();
+    progressed(&mut b, id, 1 << 20).await;
+    a.h.abort();
+    let path = done(&mut b, id).await;
+    assert!(same_bytes(&path, &src));
+    let served = c.h.driver_stats().await.unwrap().blob.bytes_served;
+    assert!(served > 0, "c served nothing");
+    b.h.shutdown().await;
+    c.h.shutdown().await;
+}
+
+#[test]
+fn second_source_finishes_tokio() {
+    on_tokio(second_source_finishes);
+}
+
+/// The receiver's node is dropped mid-way; a new node on the same store resumes and
+/// fetches again less than two groups of what was already on disk.
+async fn download_resumes_after_the_node_is_dropped<R: Runtime>(rt: R) {
+    let size: u64 = 8 << 20;
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("f.bin");
+    write_file(&src, size, 11);
+    let store = tmp.path().join("b");
+    let a = with_files(options("a", 1), tmp.path().join("a"), Some(2 << 20));
+    let b = with_files(options("b", 2), store.clone(), None);
+    let (a, mut b) = pair(&rt, a, b).await;
+    let offer: Offer = a.h.share_file(src.clone()).await.unwrap();
+    let dl = tmp.path().join("dl");
+    let id =
+        b.h.download(offer.clone(), a.id(), dl.clone())
+            .await
+            .unwrap();
+    progressed(&mut b, id, 2 << 20).await;
+    b.h.abort();
+    b.h.stopped().await;
+
+    let on_disk = {
+        let mut s = FileStore::open(&store).unwrap();
+        s.open_partial(&offer.hash, size).unwrap().len()
+    };
+    assert!(on_disk > 0);
+    let b2 = with_files(options("b2", 3), store, None);
+    let mut b2 = Probe::start(&rt, b2).await;
+    b2.h.connect(&a.addr()).await.unwrap();
+    b2.peer_up(a.id()).await;
+    let id = b2.h.download(offer.clone(), a.id(), dl).await.unwrap();
+    let path = done(&mut b2, id).await;
+    assert!(same_bytes(&path, &src));
+    let got = b2.h.driver_stats().await.unwrap().blob.bytes_received;
+    let missing = size - on_disk * GROUP_SIZE;
+    let resent = got.saturating_sub(missing);
+    assert!(
+        resent < 2 * GROUP_SIZE,
+        "{resent} bytes fetched again ({got} received, {missing} were missing)"
+    );
+    a.h.shutdown().await;
+    b2.h.shutdown().await;
+}
+
+#[test]
+fn download_resumes_after_the_node_is_dropped_tokio() {
+    on_tokio(download_resumes_after_the_node_is_dropped);
+}
+
+/// What the test asks of a [`rogue`] peer.
+enum RogueCmd {
+    /// A room message.
+    Send(String),
+    /// Opens a blob substream, writes these bytes on it, and says when it ends (with the
+    /// bytes read).
+    Blob(Vec<u8>, oneshot::Sender<usize>),
+}
+
+/// A peer made by hand: an echo `Node` (sans-IO) on a raw libp2p connection (so its chat
+/// is real), which opens blob substreams at will and writes anything on them.
+async fn rogue<R: Runtime>(
+    rt: &R,
+    seed: u64,
+    target: &Probe<R>,
+) -> mpsc::UnboundedSender<RogueCmd> {
+    use echo_runtime::proto::{ConnId, ConnInfo, Node, Output, Protocol, Role};
+    let identity = echo_runtime::proto::Identity::from_secret_bytes([seed as u8; 32]);
+    let key = identity.keypair();
+    let (peer, mut muxer) = common::raw_muxer(rt, target.socket(), &key).await;
+    let s = future::poll_fn(|cx| Pin::new(&mut muxer).poll_outbound(cx))
+        .await
+        .unwrap();
+    // Negotiated in the task below: yamux moves nothing unless its connection is polled.
+    let mut negotiating = Some(dialer_select_proto(s, [CHAT], Version::V1).boxed());
+    let mut chat = None;
+    let now = rt.now();
+    let mut node = Node::new(identity, options("rogue", seed).config, seed, now);
+    let conn = ConnId(1);
+    let info = ConnInfo {
+        peer,
+        role: Role::Dialer,
+        remote_addr: target.h.listen_addrs()[0].clone(),
+        protocol: Protocol::Chat,
+        dial: None,
+    };
+    let mut info = Some(info);
+    let (tx, mut rx) = mpsc::unbounded::<RogueCmd>();
+    let rt2 = rt.clone();
+    rt.spawn(async move {
+        let mut timer = rt2.timer(rt2.now() + Duration::from_secs(3600));
+        let mut out: Vec<u8> = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut opens: VecDeque<(Vec<u8>, oneshot::Sender<usize>)> = VecDeque::new();
+        let mut blobs = FuturesUnordered::new();
+        future::poll_fn(|cx| loop {
+            let mut progress = false;
+            if let Poll::Ready(r) = Pin::new(&mut muxer).poll_inbound(cx) {
+                if r.is_err() {
+                    return Poll::Ready(());
+                }
+                progress = true;
+            }
+            while let Poll::Ready(Some(c)) = rx.poll_next_unpin(cx) {
+                progress = true;
+                match c {
+                    RogueCmd::Send(text) => {
+                        let now = rt2.now();
+                        node.send("general", &text, SystemTime::now(), now).unwrap();
+                    }
+                    RogueCmd::Blob(junk, done) => opens.push_back((junk, done)),
+                }
+            }
+            if !opens.is_empty() {
+                if let Poll::Ready(Ok(s)) = Pin::new(&mut muxer).poll_outbound(cx) {
+                    progress = true;
+                    let (junk, done) = opens.pop_front().unwrap();
+                    blobs.push(async move {
+                        let mut total = 0;
+                        if let Ok((_, mut s)) = dialer_select_proto(s, [BLOB], Version::V1).await {
+                            if s.write_all(&junk).await.is_ok() && s.flush().await.is_ok() {
+                                let mut b = [0u8; 4096];
+                                while let Ok(n @ 1..) = s.read(&mut b).await {
+                                    total += n;
+                                }
+                            }
+                        }
+                        let _ = done.send(total);
+                    });
+                }
+            }
+            while let Poll::Ready(Some(())) = blobs.poll_next_unpin(cx) {
+                progress = true;
+            }
+            if let Some(f) = negotiating.as_mut() {
+                if let Poll::Ready(r) = f.poll_unpin(cx) {
+                    progress = true;
+                    negotiating = None;
+                    chat = Some(r.expect("chat negotiated").1);
+                    let info = info.take().unwrap();
+                    node.handle_connected(conn, info, rt2.now());
+                }
+            }
+            let Some(chat) = chat.as_mut() else {
+                if progress {
+                    continue;
+                }
+                return Poll::Pending;
+            };
+            match Pin::new(&mut *chat).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Ready(Ok(n)) => {
+                    progress = true;
+                    node.handle_data(conn, &buf[..n], rt2.now());
+                }
+                Poll::Pending => {}
+            }
+            if timer.as_mut().poll(cx).is_ready() {
+                progress = true;
+                node.handle_timeout(rt2.now());
+                timer.as_mut().reset(rt2.now() + Duration::from_secs(3600));
+            }
+            loop {
+                match node.poll_output() {
+                    Output::Transmit(t) => out.extend_from_slice(&t.data),
+                    Output::Wait(at) => {
+                        if let Some(at) = at {
+                            timer.as_mut().reset(at);
+                        }
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            if !out.is_empty() {
+                match Pin::new(&mut *chat).poll_write(cx, &out) {
+                    Poll::Ready(Ok(n)) => {
+                        progress = true;
+                        out.drain(..n);
+                        node.handle_sent(conn, n);
+                        let _ = Pin::new(&mut *chat).poll_flush(cx);
+                    }
+                    Poll::Ready(Err(_)) => return Poll::Ready(()),
+                    Poll::Pending => {}
+                }
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        })
+        .await;
+    });
+    tx
+}
+
+/// A peer that sends garbage on its blob substream gets it reset, one that opens blob
+/// substreams in a flood gets them refused (none kept), and its chat still works.
+async fn garbage_and_floods_reset_the_blob_stream_not_the_chat<R: Runtime>(rt: R) {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut v = Probe::start(
+        &rt,
+        with_files(options("victim", 1), tmp.path().into(), None),
+    )
+    .await;
+    // A rogue with a lower peer id than the victim's: its blob substreams are accepted.
+    let seed = (2..40)
+        .find(|&s| {
+            echo_runtime::proto::Identity::from_secret_bytes([s as u8; 32]).peer_id() < v.id()
+        })
+        .unwrap();
+    let rogue_id = echo_runtime::proto::Identity::from_secret_bytes([seed as u8; 32]).peer_id();
+    let r = rogue(&rt, seed, &v).await;
+    v.peer_up(rogue_id).await;
+
+    let (tx, ended) = oneshot::channel();
+    r.unbounded_send(RogueCmd::Blob(vec![0xff; 64], tx))
+        .unwrap();
+    common::bounded(&rt, common::WAIT, "garbage stream reset", ended)
+        .await
+        .unwrap();
+    let s = v.h.driver_stats().await.unwrap();
+    assert_eq!((s.blob.corrupt_streams, s.blob_links), (1, 0));
+
+    let mut ends = Vec::new();
+    for _ in 0..40 {
+        let (tx, ended) = oneshot::channel();
+        r.unbounded_send(RogueCmd::Blob(Vec::new(), tx)).unwrap();
+        ends.push(ended);
+    }
+    for e in ends {
+        common::bounded(&rt, common::WAIT, "flooded stream ends", e)
+            .await
+            .unwrap();
+    }
+    let s = v.h.driver_stats().await.unwrap();
+    assert_eq!(s.blob_links, 0);
+    assert!(s.blob_streams_refused > 0, "{s:?}");
+
+    r.unbounded_send(RogueCmd::Send("still chatting".into()))
+        .unwrap();
+    v.message("still chatting").await;
+    v.h.shutdown().await;
+}
+
+#[test]
+fn garbage_and_floods_reset_the_blob_stream_not_the_chat_tokio() {
+    on_tokio(garbage_and_floods_reset_the_blob_stream_not_the_chat);
+}
+
+/// Polls the driver's counters until `f` holds (every 5 ms, up to [`common::WAIT`]).
+async fn until_stats<R: Runtime>(
+    p: &Probe<R>,
+    what: &str,
+    f: impl Fn(&echo_runtime::DriverStats) -> bool,
+) {
+    let deadline = std::time::Instant::now() + common::WAIT;
+    loop {
+        let s = p.h.driver_stats().await.unwrap();
+        if f(&s) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}: {what}: {s:?}",
+            p.name
+        );
+        common::pause(&p.rt, Duration::from_millis(5)).await;
+    }
+}
+
+/// Both sides dial at once: once the core has dropped the duplicate connection, each
+/// side has one blob substream, the same one (files go both ways over it).
+async fn one_blob_stream_after_simultaneous_dials<R: Runtime>(rt: R) {
+    for round in 0..3u64 {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("f.bin");
+        write_file(&src, 1 << 20, round);
+        let a = with_files(options("a", 1 + 2 * round), tmp.path().join("a"), None);
+        let b = with_files(options("b", 2 + 2 * round), tmp.path().join("b"), None);
+        let mut a = Probe::start(&rt, a).await;
+        let mut b = Probe::start(&rt, b).await;
+        let (ra, rb) = futures::join!(a.h.connect(&b.addr()), b.h.connect(&a.addr()));
+        (ra.unwrap(), rb.unwrap());
+        a.peer_up(b.id()).await;
+        b.peer_up(a.id()).await;
+        let (aid, bid) = (a.id(), b.id());
+        a.until("one connection", move |n| n.connection_count(&bid) == 1)
+            .await;
+        b.until("one connection", move |n| n.connection_count(&aid) == 1)
+            .await;
+        for p in [&a, &b] {
+            until_stats(p, "one blob link", |s| s.blob_links == 1).await;
+        }
+        let offer = a.h.share_file(src.clone()).await.unwrap();
+        let id =
+            b.h.download(offer, aid, tmp.path().join("b-dl"))
+                .await
+                .unwrap();
+        assert!(same_bytes(&done(&mut b, id).await, &src));
+        let src2 = tmp.path().join("g.bin");
+        write_file(&src2, 1 << 20, round + 100);
+        let offer = b.h.share_file(src2.clone()).await.unwrap();
+        let dest = tmp.path().join("a-dl");
+        let id = a.h.download(offer, bid, dest).await.unwrap();
+        assert!(same_bytes(&done(&mut a, id).await, &src2));
+        a.h.shutdown().await;
+        b.h.shutdown().await;
+    }
+}
+
+#[test]
+fn one_blob_stream_after_simultaneous_dials_tokio() {
+    on_tokio(one_blob_stream_after_simultaneous_dials);
+}
