@@ -91,6 +91,8 @@ pub struct App {
     pub inputs: Option<futures::channel::mpsc::UnboundedSender<Input>>,
     /// The web UI's tabs, if `--web` serves them: every event goes to them too.
     pub web: Option<crate::web::Hub>,
+    /// Downloads waiting for a peer that has them (resumed at start, or no source left).
+    waiting: Vec<crate::store::Download>,
 }
 
 impl App {
@@ -112,6 +114,7 @@ impl App {
             download_dir: std::path::PathBuf::from("."),
             inputs: None,
             web: None,
+            waiting: Vec::new(),
         }
     }
 
@@ -341,6 +344,7 @@ impl App {
                     "{} connected from {}{legacy_note}",
                     disp, info.addr
                 ));
+                self.retry_waiting().await;
             }
             Event::PeerDown {
                 peer, name, reason, ..

@@ -95,33 +95,6 @@ pub fn offer_json(offer: &Offer) -> Value {
            "size": offer.size, "mime": offer.mime})
 }
 
-/// A MIME type from a file name's extension ("" when unknown).
-pub fn mime_for(name: &str) -> &'static str {
-    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
-    match ext.as_deref() {
-        Some("txt" | "md" | "log") => "text/plain",
-        Some("html" | "htm") => "text/html",
-        Some("csv") => "text/csv",
-        Some("json") => "application/json",
-        Some("pdf") => "application/pdf",
-        Some("zip") => "application/zip",
-        Some("gz" | "tgz") => "application/gzip",
-        Some("tar") => "application/x-tar",
-        Some("png") => "image/png",
-        Some("jpg" | "jpeg") => "image/jpeg",
-        Some("gif") => "image/gif",
-        Some("webp") => "image/webp",
-        Some("svg") => "image/svg+xml",
-        Some("mp3") => "audio/mpeg",
-        Some("ogg" | "oga") => "audio/ogg",
-        Some("wav") => "audio/wav",
-        Some("mp4") => "video/mp4",
-        Some("webm") => "video/webm",
-        Some("mkv") => "video/x-matroska",
-        _ => "",
-    }
-}
-
 /// An offer seen in a room or conversation.
 #[derive(Debug, Clone)]
 pub struct Seen {

@@ -59,23 +59,31 @@ fn a_shared_file_arrives_byte_identical_and_never_overwrites() {
     assert_eq!(msg["author"], alice.peer_id.as_str());
     assert_eq!(msg["offer"]["id"], id.as_str());
 
+    // A file of that name is in the download dir already: it is never overwritten.
+    let dl = tmp.path().join("bob").join("downloads");
+    std::fs::create_dir_all(&dl).unwrap();
+    std::fs::write(dl.join("holiday report.pdf"), b"mine").unwrap();
     bob.send(&format!("/get {id}"));
     let started = bob.wait("transfer_started", |v| is(v, "transfer_started"));
     assert_eq!(started["from"], alice.peer_id.as_str());
     let done = bob.wait("transfer_done", |v| is(v, "transfer_done"));
     let path = done["path"].as_str().unwrap().to_string();
-    let dl = tmp.path().join("bob").join("downloads");
-    assert_eq!(Path::new(&path), dl.join("holiday report.pdf"));
+    assert_eq!(Path::new(&path), dl.join("holiday report (1).pdf"));
     assert!(std::fs::read(&path).unwrap() == data, "bytes differ");
-
-    // Again: a second copy beside the first, never over it.
-    bob.send(&format!("/get {id}"));
-    let again = bob.wait("transfer_done again", |v| is(v, "transfer_done"));
     assert_eq!(
-        Path::new(again["path"].as_str().unwrap()),
-        dl.join("holiday report (1).pdf")
+        std::fs::read(dl.join("holiday report.pdf")).unwrap(),
+        b"mine"
     );
-    assert!(std::fs::read(dl.join("holiday report (1).pdf")).unwrap() == data);
+
+    // Again: the app says where it is instead of fetching it twice.
+    bob.send(&format!("/get {id}"));
+    bob.wait("here already", |v| {
+        is(v, "error")
+            && v["text"]
+                .as_str()
+                .unwrap()
+                .contains("holiday report (1).pdf")
+    });
 
     // /files lists the offer and both downloads.
     bob.send("/files");
@@ -87,7 +95,7 @@ fn a_shared_file_arrives_byte_identical_and_never_overwrites() {
         .iter()
         .map(|t| t["state"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(states, ["done", "done"]);
+    assert_eq!(states, ["done"]);
 
     // Bad commands are errors, and nothing else changes.
     bob.send("/get 0000");

@@ -351,7 +351,8 @@ fn a_file_is_offered_fetched_with_a_progress_bar_and_found() {
         "alice",
         "--upload-rate 1024",
     );
-    t.start_chat("b", 120, 30, &tmp.path().join("b"), "bob");
+    // Wide enough that the offer's line does not wrap.
+    t.start_chat("b", 170, 30, &tmp.path().join("b"), "bob");
     let (addr, _) = t.address("a");
     t.wait_text("b", "Welcome, bob#");
     t.type_line("b", &format!("/connect {addr}"));

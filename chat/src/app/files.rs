@@ -50,6 +50,9 @@ pub enum FileInput {
     },
 }
 
+/// What the runtime says when no connected peer holds a file (then the app waits for one).
+const NO_SOURCE: &str = "no source has the file";
+
 /// `~/x` is in the home directory; anything else as typed.
 fn expand_home(path: &str) -> PathBuf {
     if let Some(rest) = path.strip_prefix("~/") {
@@ -165,12 +168,30 @@ impl App {
 
     /// Downloads that had not finished when the app stopped: fetched again, with only
     /// the missing parts (the file store kept what was verified).
+    /// They wait for a peer (none is connected at start); the first one up starts them.
     pub async fn resume_downloads(&mut self, downloads: Vec<crate::store::Download>) {
         for d in downloads {
             self.model
                 .files
                 .saw(d.offer.clone(), d.from, ViewId::Direct(d.from));
-            self.start_download(d.offer, d.from, d.dir, true).await;
+            self.info(format!(
+                "{} will resume when a peer that has it is connected",
+                d.offer.name
+            ));
+            self.waiting.push(d);
+        }
+        if self.model.peers.values().any(|p| p.online) {
+            self.retry_waiting().await;
+        }
+    }
+
+    /// A peer came up: downloads waiting for a source start again (every connected peer
+    /// is asked).
+    pub(super) async fn retry_waiting(&mut self) {
+        for d in std::mem::take(&mut self.waiting) {
+            if self.model.files.running(&d.offer.hash.0).is_none() {
+                self.start_download(d.offer, d.from, d.dir, true).await;
+            }
         }
     }
 
@@ -252,8 +273,12 @@ impl App {
         let offers = self.model.files.offers();
         let shown = offers.len().min(20);
         for s in &offers[offers.len() - shown..] {
+            let place = match &s.view {
+                ViewId::Room(r) => format!("#{r}"),
+                ViewId::Direct(_) => "a direct message".to_string(),
+            };
             lines.push(format!(
-                "  {}  from {}",
+                "  {}  from {} in {place}",
                 describe(&s.offer),
                 self.model.display(&s.from)
             ));
@@ -315,15 +340,33 @@ impl App {
                 self.info(format!("downloaded {name}: {}", path.display()));
             }
             FileInput::Failed { id, reason } => {
+                // No connected peer has it now: it starts again when a peer comes up.
+                if reason == NO_SOURCE {
+                    if let Some(t) = self.model.files.transfers.iter().rev().find(|t| t.id == id) {
+                        if let Ok(seen) = self.model.files.find(&t.offer.hash.to_hex()) {
+                            self.waiting.push(Download {
+                                offer: t.offer.clone(),
+                                from: seen.from,
+                                dir: self.download_dir.clone(),
+                            });
+                        }
+                    }
+                }
                 self.model.files.ended(id, State::Failed(reason.clone()));
                 let name = self.transfer_name(id);
                 self.emit(
                     json!({"event": "transfer_failed", "transfer": id.0, "reason": reason}),
                     None,
                 );
-                self.error(format!(
-                    "download of {name} failed: {reason} (/get again resumes it)"
-                ));
+                if reason == NO_SOURCE {
+                    self.error(format!(
+                        "no connected peer has {name} now: it resumes when one connects"
+                    ));
+                } else {
+                    self.error(format!(
+                        "download of {name} failed: {reason} (/get again resumes it)"
+                    ));
+                }
             }
         }
     }
