@@ -11,7 +11,9 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use echo_proto::Event;
+use std::time::Duration;
+
+use echo_proto::{Event, Multiaddr, PeerId};
 use futures::task::AtomicWaker;
 use futures::Stream;
 
@@ -31,6 +33,35 @@ pub enum RuntimeEvent {
     Lagged {
         /// Events dropped at this point of the stream.
         missed: u64,
+    },
+    /// Hole punching (DCUtR) made a direct connection to a peer reached through a relay;
+    /// the node moves the chat onto it ([`echo_proto::Event::LinkChanged`]).
+    /// [`crate::swarm`] only.
+    LinkUpgraded {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// A relay accepted (or renewed) a reservation: peers reach this node at `addr`
+    /// (`…/p2p/<relay>/p2p-circuit/p2p/<own id>`). [`crate::swarm`] only.
+    RelayReserved {
+        /// The address to give to peers.
+        addr: Multiaddr,
+    },
+    /// A relay reservation ended (the relay went away or refused): it is asked again in
+    /// `retry_in` (exponential backoff, capped). [`crate::swarm`] only.
+    RelayLost {
+        /// The relay's address (as configured).
+        relay: Multiaddr,
+        /// Until the next attempt.
+        retry_in: Duration,
+        /// Why, for the user.
+        reason: String,
+    },
+    /// AutoNAT changed its conclusion about this node's reachability (also in
+    /// [`crate::Handle::addresses`]). [`crate::swarm`] only.
+    NatStatus {
+        /// The new conclusion.
+        nat: crate::Nat,
     },
 }
 
@@ -81,11 +112,22 @@ pub(crate) fn channel(cap: usize) -> (EventSender, Events) {
 impl EventSender {
     /// Queues `e`, or counts it as missed if the app is `cap` events behind. Never waits.
     pub fn send(&self, e: Event) {
-        let mut s = self.shared.state.lock().expect("not poisoned");
         // Events the app must persist (sequence reservations, own membership) are never
         // dropped; only the local user's actions cause them, so they cannot flood.
-        if s.events < self.cap || e.must_deliver() {
-            s.items.push_back(RuntimeEvent::Event(e));
+        let keep = e.must_deliver();
+        self.push(RuntimeEvent::Event(e), keep);
+    }
+
+    /// Queues a network notice (relay, hole punching, NAT) like an event of the node: it
+    /// counts against the same buffer and is dropped (counted) when the app lags.
+    pub fn notify(&self, e: RuntimeEvent) {
+        self.push(e, false);
+    }
+
+    fn push(&self, e: RuntimeEvent, keep: bool) {
+        let mut s = self.shared.state.lock().expect("not poisoned");
+        if s.events < self.cap || keep {
+            s.items.push_back(e);
             s.events += 1;
             s.sent += 1;
         } else {
@@ -138,7 +180,7 @@ impl Events {
         let mut s = self.0.state.lock().expect("not poisoned");
         match s.items.pop_front() {
             Some(e) => {
-                if matches!(e, RuntimeEvent::Event(_)) {
+                if !matches!(e, RuntimeEvent::Lagged { .. }) {
                     s.events -= 1;
                 }
                 Some(Some(e))

@@ -134,6 +134,7 @@ mod events;
 pub mod files;
 mod host;
 mod limits;
+mod net;
 mod pipe;
 mod runtime;
 mod transport;
@@ -150,6 +151,7 @@ pub mod tokio;
 /// The protocol core, [`echo_proto`], re-exported: depend on `echo-runtime` alone.
 pub use echo_proto as proto;
 pub use events::{Events, RuntimeEvent};
+pub use net::{Addresses, Nat};
 pub use runtime::{Incoming, Runtime, Timer};
 pub use transport::{DialError, CHAT, LEGACY, PING};
 
@@ -443,6 +445,8 @@ struct Inner {
     peer_id: PeerId,
     /// Set once the listeners are up.
     listen_addrs: std::sync::OnceLock<Vec<Multiaddr>>,
+    /// Observed and relayed addresses and the NAT status (kept by the swarm).
+    net: net::SharedAddresses,
     cmds: async_channel::Sender<Command>,
     /// Commands waiting for room in `cmds`: while any do, new ones wait behind them.
     waiting: Arc<std::sync::atomic::AtomicUsize>,
@@ -473,6 +477,19 @@ impl Handle {
     /// passes to [`Handle::connect`].
     pub fn listen_addrs(&self) -> &[Multiaddr] {
         self.0.listen_addrs.get().map_or(&[], Vec::as_slice)
+    }
+
+    /// The node's addresses: where it listens, where peers saw it, which external
+    /// addresses are confirmed, its relay reservations, and what AutoNAT concluded. The
+    /// direct drivers know only the listen addresses.
+    pub fn addresses(&self) -> Addresses {
+        let mut a = self.0.net.lock().map(|a| a.clone()).unwrap_or_default();
+        a.listen = self.listen_addrs().to_vec();
+        a
+    }
+
+    pub(crate) fn net(&self) -> net::SharedAddresses {
+        self.0.net.clone()
     }
 
     fn call<T>(&self, f: impl FnOnce(Reply<T>) -> Command) -> Pending<T> {
