@@ -118,6 +118,7 @@ impl EventSender {
         self.push(RuntimeEvent::Event(e), keep);
     }
 
+    #[cfg(feature = "swarm")]
     /// Queues a network notice (relay, hole punching, NAT) like an event of the node: it
     /// counts against the same buffer and is dropped (counted) when the app lags.
     pub fn notify(&self, e: RuntimeEvent) {

@@ -488,6 +488,7 @@ impl Handle {
         a
     }
 
+    #[cfg(feature = "swarm")]
     pub(crate) fn net(&self) -> net::SharedAddresses {
         self.0.net.clone()
     }

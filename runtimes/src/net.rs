@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use echo_proto::Multiaddr;
 
+#[cfg(feature = "swarm")]
 /// Observed addresses kept (the most recent; peers report them, so they are bounded).
 pub(crate) const MAX_OBSERVED: usize = 8;
 
@@ -42,6 +43,7 @@ pub struct Addresses {
 /// Shared between the swarm task (writer) and the handles (readers).
 pub(crate) type SharedAddresses = Arc<Mutex<Addresses>>;
 
+#[cfg(feature = "swarm")]
 impl Addresses {
     /// Adds `a` to `list` if new; a full list drops its oldest entry.
     pub(crate) fn push(list: &mut Vec<Multiaddr>, a: Multiaddr, max: usize) -> bool {
