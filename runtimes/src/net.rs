@@ -57,3 +57,22 @@ impl Addresses {
         true
     }
 }
+
+#[cfg(all(test, feature = "swarm"))]
+mod tests {
+    use super::*;
+
+    /// Peers report observed addresses at will: the list keeps the latest, bounded.
+    #[test]
+    fn observed_addresses_are_bounded() {
+        let mut a = Addresses::default();
+        for port in 0..1_000u16 {
+            let addr: Multiaddr = format!("/ip4/198.51.100.7/tcp/{port}").parse().unwrap();
+            Addresses::push(&mut a.observed, addr.clone(), MAX_OBSERVED);
+            assert!(!Addresses::push(&mut a.observed, addr, MAX_OBSERVED));
+        }
+        assert_eq!(a.observed.len(), MAX_OBSERVED);
+        let last: Multiaddr = "/ip4/198.51.100.7/tcp/999".parse().unwrap();
+        assert_eq!(a.observed.last(), Some(&last));
+    }
+}
