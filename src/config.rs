@@ -116,6 +116,12 @@ pub struct Config {
     /// a big backlog never delays live messages by more than about this much
     /// (default 64 KiB).
     pub sync_low_water: usize,
+    /// History and summary bytes this node sends over one relayed ([`crate::Link::Relayed`])
+    /// connection in its life (default 32 KiB). A circuit relay v2 circuit carries 128 KiB
+    /// in both directions together by default (and lives 2 minutes), so both ends' sync
+    /// takes at most half of it and the rest is left for chat and the transport. Past the
+    /// budget, history waits for a direct connection or the next circuit; chat still goes.
+    pub relayed_sync_budget: usize,
     /// History sync jobs (one per room and author a neighbour lacks) queued per
     /// connection; more are left for the next summary round (default 4,096). At most
     /// twice as many ranges are queued per connection, and 128 per job.
@@ -203,6 +209,7 @@ impl Default for Config {
             sync_batch_bytes: 32 * 1024,
             sync_low_water: 64 * 1024,
             max_sync_jobs: 4_096,
+            relayed_sync_budget: 32 * 1024,
             sign_every: 64,
             reserve_block: 1_000,
             max_profiles: 4_096,
@@ -664,6 +671,12 @@ impl Config {
     /// Sets [`Config::sync_low_water`].
     pub fn sync_low_water(mut self, sync_low_water: usize) -> Self {
         self.sync_low_water = sync_low_water;
+        self
+    }
+
+    /// Sets [`Config::relayed_sync_budget`].
+    pub fn relayed_sync_budget(mut self, relayed_sync_budget: usize) -> Self {
+        self.relayed_sync_budget = relayed_sync_budget;
         self
     }
 

@@ -9,7 +9,7 @@ use multiaddr::Multiaddr;
 
 use crate::codec::FrameDecoder;
 use crate::config::Config;
-use crate::event::{Protocol, Role};
+use crate::event::{Link, Protocol, Role};
 use crate::legacy::LineDecoder;
 use crate::rate::TokenBucket;
 use crate::sync_queue::SyncQueue;
@@ -35,6 +35,10 @@ pub(crate) struct Conn {
     pub role: Role,
     pub addr: Multiaddr,
     pub protocol: Protocol,
+    /// What carries it (a relayed circuit is preferred less and has a sync budget).
+    pub link: Link,
+    /// History and summary bytes it may still carry (`usize::MAX` when direct).
+    pub sync_budget: usize,
     pub state: State,
     pub decoder: Decoder,
     pub my_nonce: u64,
@@ -80,6 +84,8 @@ impl Conn {
             role,
             addr,
             protocol,
+            link: Link::Direct,
+            sync_budget: usize::MAX,
             state: match protocol {
                 Protocol::Chat => State::Handshaking,
                 Protocol::Legacy => State::Open,
@@ -106,6 +112,16 @@ impl Conn {
             next_sync: now + config.sync_interval,
             summary_rx: BTreeMap::new(),
         }
+    }
+
+    /// Charges `n` bytes of history or summaries to the budget of a relayed connection;
+    /// returns what was charged (0 when direct).
+    pub fn spend_sync(&mut self, n: usize) -> u64 {
+        if self.link == Link::Direct {
+            return 0;
+        }
+        self.sync_budget = self.sync_budget.saturating_sub(n);
+        n as u64
     }
 
     pub fn is_open(&self) -> bool {

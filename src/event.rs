@@ -48,6 +48,20 @@ impl Protocol {
     }
 }
 
+/// What carries a connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum Link {
+    /// A direct transport connection (TCP, QUIC, ...).
+    #[default]
+    Direct,
+    /// A limited, relayed circuit (libp2p circuit relay v2: `ConnectedPoint::is_relayed`).
+    /// The relay caps what a circuit carries (128 KiB and 2 minutes by default), so the
+    /// node prefers any direct connection to the same peer and sends history over a
+    /// relayed one only up to [`crate::Config::relayed_sync_budget`] (PROTOCOL.md 12.7).
+    Relayed,
+}
+
 /// What the driver knows about a new connection.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
@@ -61,6 +75,10 @@ pub struct ConnInfo {
     pub protocol: Protocol,
     /// For outgoing connections, the [`DialId`] of the node's dial request, if any.
     pub dial: Option<DialId>,
+    /// What carries the connection. Both ends of a relayed circuit must say
+    /// [`Link::Relayed`] (libp2p reports it to both), so both prefer the same connection
+    /// when a direct one arrives.
+    pub link: Link,
 }
 
 /// Bytes to write, in order, on a connection's chat substream.
@@ -109,6 +127,8 @@ pub struct PeerInfo {
     pub addr: Multiaddr,
     /// Protocol of the connection in use.
     pub protocol: Protocol,
+    /// What carries the connection in use (see [`Event::LinkChanged`]).
+    pub link: Link,
     /// Last measured round-trip time.
     pub rtt: Option<Duration>,
     /// Rooms the peer announced.
@@ -134,6 +154,15 @@ pub enum Event {
         reason: CloseReason,
         /// Last measured round-trip time.
         rtt: Option<Duration>,
+    },
+    /// A connected peer's connection in use changed kind: a direct connection replaced
+    /// a relayed one (hole punching succeeded), or the direct one closed and a relayed
+    /// one took over.
+    LinkChanged {
+        /// Peer id.
+        peer: PeerId,
+        /// What now carries its connection.
+        link: Link,
     },
     /// A new round-trip time measurement.
     PeerRtt {

@@ -36,7 +36,7 @@
 //!
 //! ```
 //! use std::time::{Duration, Instant, SystemTime};
-//! use echo_proto::{Action, Config, ConnId, ConnInfo, Event, Identity, Node, Output, Protocol, Role};
+//! use echo_proto::{Action, Config, ConnId, ConnInfo, Event, Identity, Link, Node, Output, Protocol, Role};
 //!
 //! let now = Instant::now();
 //! let ka = Identity::from_secret_bytes([1; 32]);
@@ -47,7 +47,7 @@
 //!
 //! // The runtime set up a connection (TCP + noise + yamux + one substream) and reports it.
 //! let addr: multiaddr::Multiaddr = "/ip4/127.0.0.1/tcp/4001".parse().unwrap();
-//! let info = |peer, role| ConnInfo { peer, role, remote_addr: addr.clone(), protocol: Protocol::Chat, dial: None };
+//! let info = |peer, role| ConnInfo { peer, role, remote_addr: addr.clone(), protocol: Protocol::Chat, dial: None, link: Link::Direct };
 //! alice.handle_connected(ConnId(1), info(idb, Role::Dialer), now);
 //! bob.handle_connected(ConnId(1), info(ida, Role::Listener), now);
 //!
@@ -157,7 +157,7 @@ pub use close::{CloseReason, GoodbyeCode};
 pub use config::{Config, ConfigError, RateLimit};
 pub use error::{CommandError, DecodeError};
 pub use event::{
-    Action, ConnId, ConnInfo, DialId, Event, Output, PeerInfo, Protocol, Role, Transmit,
+    Action, ConnId, ConnInfo, DialId, Event, Link, Output, PeerInfo, Protocol, Role, Transmit,
 };
 pub use identity::{Identity, IdentityError};
 pub use libp2p_identity::PeerId;

@@ -22,6 +22,7 @@ fn legacy_message_encodes_without_panic() {
         remote_addr: "/ip4/127.0.0.1/tcp/4001".parse().unwrap(),
         protocol: Protocol::Legacy,
         dial: None,
+        link: echo_proto::Link::Direct,
     };
     node.handle_connected(ConnId(1), info, now);
     node.handle_data(ConnId(1), b"gopher|hello from go\n", now);
@@ -87,6 +88,7 @@ fn durations_at_max_do_not_panic() {
         remote_addr: "/ip4/127.0.0.1/tcp/4001".parse().unwrap(),
         protocol: Protocol::Chat,
         dial,
+        link: echo_proto::Link::Direct,
     };
     fn pump(from: &mut Node, to: &mut Node, now: Instant) -> bool {
         let mut moved = false;

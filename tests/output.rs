@@ -15,6 +15,7 @@ fn info(peer: echo_proto::PeerId, role: Role) -> ConnInfo {
         remote_addr: "/ip4/127.0.0.1/tcp/4001".parse().unwrap(),
         protocol: Protocol::Chat,
         dial: None,
+        link: echo_proto::Link::Direct,
     }
 }
 

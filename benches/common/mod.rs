@@ -42,6 +42,7 @@ pub fn handshaken(now: Instant, config: Config) -> (Node, Node) {
         remote_addr: addr.clone(),
         protocol: Protocol::Chat,
         dial: None,
+        link: echo_proto::Link::Direct,
     };
     a.handle_connected(ConnId(1), info(b.peer_id(), Role::Dialer), now);
     b.handle_connected(ConnId(1), info(a.peer_id(), Role::Listener), now);

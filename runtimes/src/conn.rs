@@ -365,6 +365,7 @@ impl<R: Runtime> Conn<R> {
             remote_addr: self.remote.clone(),
             protocol,
             dial: self.dial,
+            link: echo_proto::Link::Direct,
         };
         self.events.push_back(ConnEvent::Connected(info));
         if let Some(stream) = self.early_blob.take() {

@@ -12,9 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use echo_proto::blob::{BlobHash, TransferId};
-use echo_proto::Event;
+use echo_proto::{Event, Multiaddr, PeerId};
 use futures::task::AtomicWaker;
 use futures::Stream;
 
@@ -66,6 +67,35 @@ pub enum RuntimeEvent {
         hash: BlobHash,
         /// Why.
         reason: String,
+    },
+    /// Hole punching (DCUtR) made a direct connection to a peer reached through a relay;
+    /// the node moves the chat onto it ([`echo_proto::Event::LinkChanged`]).
+    /// [`crate::swarm`] only.
+    LinkUpgraded {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// A relay accepted (or renewed) a reservation: peers reach this node at `addr`
+    /// (`…/p2p/<relay>/p2p-circuit/p2p/<own id>`). [`crate::swarm`] only.
+    RelayReserved {
+        /// The address to give to peers.
+        addr: Multiaddr,
+    },
+    /// A relay reservation ended (the relay went away or refused): it is asked again in
+    /// `retry_in` (exponential backoff, capped). [`crate::swarm`] only.
+    RelayLost {
+        /// The relay's address (as configured).
+        relay: Multiaddr,
+        /// Until the next attempt.
+        retry_in: Duration,
+        /// Why, for the user.
+        reason: String,
+    },
+    /// AutoNAT changed its conclusion about this node's reachability (also in
+    /// [`crate::Handle::addresses`]). [`crate::swarm`] only.
+    NatStatus {
+        /// The new conclusion.
+        nat: crate::Nat,
     },
 }
 
@@ -120,6 +150,13 @@ impl EventSender {
         // dropped; only the local user's actions cause them, so they cannot flood.
         let must = e.must_deliver();
         self.send_runtime(RuntimeEvent::Event(e), must);
+    }
+
+    #[cfg(feature = "swarm")]
+    /// Queues a network notice (relay, hole punching, NAT) like an event of the node: it
+    /// counts against the same buffer and is dropped (counted) when the app lags.
+    pub fn notify(&self, e: RuntimeEvent) {
+        self.send_runtime(e, false);
     }
 
     /// Queues `e` like [`EventSender::send`]; `must`: never dropped.

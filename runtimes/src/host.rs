@@ -110,6 +110,7 @@ pub(crate) fn wire(
         } else {
             listen_addrs.into()
         },
+        net: Default::default(),
         cmds: cmd_tx,
         waiting: Default::default(),
         abort,

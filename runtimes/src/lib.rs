@@ -135,6 +135,7 @@ mod events;
 pub mod files;
 mod host;
 mod limits;
+mod net;
 mod pipe;
 mod runtime;
 mod transport;
@@ -153,6 +154,7 @@ pub use blobs::{FilesOptions, TransferInfo, TransferState, MAX_BLOB_STREAMS_PER_
 pub use echo_proto as proto;
 pub use echo_proto::blob::{BlobConfig, BlobHash, BlobStats, Offer, TransferId};
 pub use events::{Events, RuntimeEvent};
+pub use net::{Addresses, Nat};
 pub use runtime::{Incoming, Runtime, Timer};
 pub use transport::{DialError, BLOB, CHAT, LEGACY, PING};
 
@@ -473,6 +475,8 @@ struct Inner {
     peer_id: PeerId,
     /// Set once the listeners are up.
     listen_addrs: std::sync::OnceLock<Vec<Multiaddr>>,
+    /// Observed and relayed addresses and the NAT status (kept by the swarm).
+    net: net::SharedAddresses,
     cmds: async_channel::Sender<Command>,
     /// Commands waiting for room in `cmds`: while any do, new ones wait behind them.
     waiting: Arc<std::sync::atomic::AtomicUsize>,
@@ -505,6 +509,20 @@ impl Handle {
     /// passes to [`Handle::connect`].
     pub fn listen_addrs(&self) -> &[Multiaddr] {
         self.0.listen_addrs.get().map_or(&[], Vec::as_slice)
+    }
+
+    /// The node's addresses: where it listens, where peers saw it, which external
+    /// addresses are confirmed, its relay reservations, and what AutoNAT concluded. The
+    /// direct drivers know only the listen addresses.
+    pub fn addresses(&self) -> Addresses {
+        let mut a = self.0.net.lock().map(|a| a.clone()).unwrap_or_default();
+        a.listen = self.listen_addrs().to_vec();
+        a
+    }
+
+    #[cfg(feature = "swarm")]
+    pub(crate) fn net(&self) -> net::SharedAddresses {
+        self.0.net.clone()
     }
 
     fn call<T>(&self, f: impl FnOnce(Reply<T>) -> Command) -> Pending<T> {

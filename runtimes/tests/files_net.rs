@@ -274,6 +274,7 @@ async fn rogue<R: Runtime>(
         remote_addr: target.h.listen_addrs()[0].clone(),
         protocol: Protocol::Chat,
         dial: None,
+        link: echo_runtime::proto::Link::Direct,
     };
     let mut info = Some(info);
     let (tx, mut rx) = mpsc::unbounded::<RogueCmd>();

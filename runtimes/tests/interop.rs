@@ -87,6 +87,7 @@ async fn interop<R: Runtime>(rt: R) {
         remote_addr: addr.clone(),
         protocol: Protocol::Chat,
         dial: None,
+        link: echo_proto::Link::Direct,
     };
     x.handle_connected(ConnId(1), info, now);
     let mut x_events = Vec::new();

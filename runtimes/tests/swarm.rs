@@ -12,7 +12,7 @@ use common::{bounded, options, tcp_swarm, Probe, WAIT};
 use echo_proto::{CommandError, Event, Identity};
 use echo_runtime::swarm::{self, EchoBehaviour, SwarmOptions};
 use echo_runtime::tokio::TokioRuntime;
-use echo_runtime::{Options, Runtime};
+use echo_runtime::{Options, Runtime, RuntimeEvent};
 use futures::channel::mpsc;
 use futures::StreamExt;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
@@ -419,6 +419,11 @@ fn inbound_flood_is_capped() {
 
 /// A relay server (circuit relay v2, identify) on its own task; its address.
 fn relay_server() -> Multiaddr {
+    relay_server_task().0
+}
+
+/// [`relay_server`], with its task (abort it to kill the relay).
+fn relay_server_task() -> (Multiaddr, tokio::task::JoinHandle<()>) {
     #[derive(NetworkBehaviour)]
     struct Relay {
         relay: libp2p::relay::Behaviour,
@@ -443,12 +448,55 @@ fn relay_server() -> Multiaddr {
     swarm.listen_on(addr.clone()).unwrap();
     // It offers reservations only with a confirmed external address.
     swarm.add_external_address(addr.clone());
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         loop {
             swarm.select_next_some().await;
         }
     });
-    addr.with(libp2p::multiaddr::Protocol::P2p(id))
+    (addr.with(libp2p::multiaddr::Protocol::P2p(id)), task)
+}
+
+/// The next network notice (relay, NAT, hole punch), skipping the node's own events.
+async fn notice(p: &mut Probe<TokioRuntime>) -> RuntimeEvent {
+    for _ in 0..1_000 {
+        match p.next_raw().await {
+            RuntimeEvent::Event(_) | RuntimeEvent::Lagged { .. } => {}
+            e => return e,
+        }
+    }
+    panic!("{}: no network notice", p.name)
+}
+
+/// The relay reports the reservation (and `addresses()` lists it); when the relay dies
+/// the node says so and asks again after 1 s, then (the relay still gone) after 2 s.
+async fn relay_lost(rt: TokioRuntime) {
+    let (relay, task) = relay_server_task();
+    let mut o = SwarmOptions::from(options("a", 152));
+    o.relays = vec![relay.to_string()];
+    let (h, events) = swarm::start(o).await.expect("reserved");
+    let mut a = Probe::from_parts(&rt, "a", h, events);
+    let circuit: Multiaddr = addr_of(&a, "p2p-circuit").parse().unwrap();
+    match notice(&mut a).await {
+        RuntimeEvent::RelayReserved { addr } => assert_eq!(addr, circuit),
+        e => panic!("{e:?}"),
+    }
+    assert_eq!(a.h.addresses().relayed, vec![circuit]);
+    task.abort();
+    for retry in [swarm::RELAY_BACKOFF_FIRST, 2 * swarm::RELAY_BACKOFF_FIRST] {
+        match notice(&mut a).await {
+            RuntimeEvent::RelayLost {
+                relay: r, retry_in, ..
+            } => assert_eq!((r, retry_in), (relay.clone(), retry)),
+            e => panic!("{e:?}"),
+        }
+        assert!(a.h.addresses().relayed.is_empty());
+    }
+    a.h.shutdown().await;
+}
+
+#[test]
+fn lost_relay_is_retried_with_backoff() {
+    common::on_tokio(relay_lost);
 }
 
 /// A node reserves a slot on a relay and lists its `/p2p-circuit` address; another

@@ -156,6 +156,7 @@ impl Links {
             name: p.name.clone(),
             addr: conn.addr.clone(),
             protocol: p.protocol,
+            link: conn.link,
             rtt: p.rtt,
             rooms: p.rooms.clone(),
             listen_addrs: p

@@ -4,13 +4,15 @@
 use std::time::Instant;
 
 use bytes::BytesMut;
+use libp2p_identity::PeerId;
 use multiaddr::Multiaddr;
 
 use super::{Links, Out, Up, GOODBYE_BACKOFF_STEPS};
 use crate::close::CloseReason;
 use crate::conn::{Conn, State};
-use crate::event::{Action, ConnId, ConnInfo, Event, Protocol, Role, Transmit};
+use crate::event::{Action, ConnId, ConnInfo, Event, Link, Protocol, Role, Transmit};
 use crate::peers;
+use crate::sync_queue::SyncQueue;
 use crate::wire::{self, Frame, GoodbyeCode, Kind};
 
 impl Links {
@@ -52,6 +54,10 @@ impl Links {
             now,
         );
         c.dial = info.dial;
+        c.link = info.link;
+        if info.link != Link::Direct {
+            c.sync_budget = self.config.relayed_sync_budget;
+        }
         if info.peer == self.id {
             self.actions.push_back(Action::Close {
                 conn,
@@ -201,21 +207,16 @@ impl Links {
             Some(old) if old == conn => self.activate(conn, now, out),
             Some(old) => {
                 let was_up = p.up;
-                let keep_old = self.key_of(old).zip(self.key_of(conn)).map(|(a, b)| a > b);
+                // A direct connection beats a relayed one whatever the nonces say (both
+                // ends know which is which, so both keep the same one).
+                let keep_old = match (self.conns.get(&old), self.conns.get(&conn)) {
+                    (Some(o), Some(n)) if o.link != n.link => Some(o.link == Link::Direct),
+                    _ => self.key_of(old).zip(self.key_of(conn)).map(|(a, b)| a > b),
+                };
                 match keep_old {
                     Some(true) => self.drain(conn, now),
                     Some(false) => {
-                        // The new connection wins: move queued frames over.
-                        let moved = self.conns.get_mut(&old).map(|c| c.take_movable());
-                        if let Some(c) = self.conns.get_mut(&conn) {
-                            if let Some(m) = moved {
-                                c.outbox.extend_from_slice(&m);
-                            }
-                            self.ready.insert(conn);
-                        }
-                        if let Some(p) = self.peers.get_mut(&peer) {
-                            p.active = Some(conn);
-                        }
+                        self.hand_over(peer, old, conn, now, out);
                         self.drain(old, now);
                     }
                     None => self.drain(conn, now),
@@ -227,6 +228,38 @@ impl Links {
                         new: h.name,
                     });
                 }
+            }
+        }
+    }
+
+    /// Makes the connection `new` the peer's instead of `old`: queued frames and
+    /// history sync jobs move over. From a relayed to a direct connection, both sides
+    /// also send summaries at once, for the history the relay's budget held back.
+    fn hand_over(&mut self, peer: PeerId, old: ConnId, new: ConnId, now: Instant, out: &mut Out) {
+        let (moved, sync, old_link) = match self.conns.get_mut(&old) {
+            Some(o) => (
+                o.take_movable(),
+                std::mem::replace(&mut o.sync, SyncQueue::new(now)),
+                o.link,
+            ),
+            None => (BytesMut::new(), SyncQueue::new(now), Link::Direct),
+        };
+        let Some(c) = self.conns.get_mut(&new) else {
+            return;
+        };
+        c.outbox.extend_from_slice(&moved);
+        if c.sync.is_empty() {
+            c.sync = sync;
+        }
+        let link = c.link;
+        if old_link != link && link == Link::Direct {
+            c.next_sync = now;
+        }
+        self.ready.insert(new);
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.active = Some(new);
+            if p.up && old_link != link {
+                out.events.push_back(Event::LinkChanged { peer, link });
             }
         }
     }
@@ -335,9 +368,7 @@ impl Links {
                             self.ready.insert(other);
                         }
                         if is_active {
-                            if let Some(p) = self.peers.get_mut(&peer) {
-                                p.active = Some(other);
-                            }
+                            self.hand_over(peer, conn, other, now, out);
                         }
                     }
                     (None, Some(m)) if !m.is_empty() => {
@@ -546,6 +577,10 @@ impl Links {
         if let Some(other) = other {
             let p = self.peers.get_mut(&peer).expect("peer exists");
             p.active = Some(other);
+            let link = self.conns.get(&other).map_or(c.link, |o| o.link);
+            if p.up && link != c.link {
+                out.events.push_back(Event::LinkChanged { peer, link });
+            }
             return;
         }
         let was_up = std::mem::replace(&mut p.up, false);

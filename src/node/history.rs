@@ -8,6 +8,9 @@
 //!   while less than `sync_low_water` bytes are queued on the connection, at most
 //!   `sync_batch_bytes` at a time, so live messages never wait behind a big backlog.
 //!   A run of history always ends with a signed message so the receiver can verify it.
+//! * Over a relayed connection ([`crate::Link::Relayed`]) summaries and history together
+//!   stop at `relayed_sync_budget` bytes; the rest waits for a direct connection, which
+//!   takes over the sync jobs and exchanges summaries at once.
 //! * A gap that does not fill within `gap_timeout` is repaired with a
 //!   [`wire::Request`] to the neighbour that sent the message after the gap, then to
 //!   other members; after `max_repair_attempts` the gap is skipped ([`Event::Gap`]).
@@ -86,9 +89,14 @@ impl Node {
                     ranges,
                 });
         }
+        let mut buf = BytesMut::new();
         for f in frames {
-            self.send_frame(conn, &Frame::new(Kind::Summary(f)), now);
+            Frame::new(Kind::Summary(f)).encode_to(&mut buf);
         }
+        if let Some(c) = self.links.conns.get_mut(&conn) {
+            self.stats.relayed_sync_bytes += c.spend_sync(buf.len());
+        }
+        self.send_bytes(conn, &buf, now);
     }
 
     pub(super) fn on_summary(&mut self, conn: ConnId, sm: wire::Summary, now: Instant) {
@@ -198,9 +206,12 @@ impl Node {
         let Some(c) = self.links.conns.get_mut(&conn) else {
             return;
         };
-        if c.sync.is_empty() || c.queued() >= low || !c.is_open() {
+        if c.sync.is_empty() || c.queued() >= low || !c.is_open() || c.sync_budget == 0 {
             return;
         }
+        // A relayed connection sends history only up to its budget (a run may end a
+        // little past it: it is completed up to a signature).
+        let batch = batch.min(c.sync_budget);
         let mut out = BytesMut::new();
         while out.len() < batch {
             let Some((key, first)) = c.sync.front() else {
@@ -241,6 +252,7 @@ impl Node {
             }
             c.sync.sent_below(next);
         }
+        self.stats.relayed_sync_bytes += c.spend_sync(out.len());
         c.outbox.extend_from_slice(&out);
     }
 
@@ -334,7 +346,10 @@ impl Node {
             };
             if c.is_open() && c.protocol == Protocol::Chat && c.next_sync <= now {
                 c.next_sync = now + interval;
-                due.push(c.peer);
+                // A relayed connection past its budget waits for a direct one.
+                if c.sync_budget > 0 {
+                    due.push(c.peer);
+                }
             }
         }
         for peer in due {

@@ -71,6 +71,9 @@ pub struct Stats {
     pub clock_clamped: u64,
     /// History requests refused because they named nothing held.
     pub requests_refused: u64,
+    /// History and summary bytes sent over relayed connections (each stops at
+    /// `relayed_sync_budget`, give or take the end of a signed run).
+    pub relayed_sync_bytes: u64,
     /// Sync ranges left out because a connection's sync queue was full.
     pub sync_dropped: u64,
     /// Authors evicted from joined rooms to stay within `max_authors`.

@@ -172,6 +172,8 @@ pub struct Sim {
     pub bandwidth: Option<u64>,
     /// Transmit chunks handed to nodes so far.
     pub deliveries: u64,
+    /// What carries connections made from now on, as both ends report it.
+    pub link: crate::Link,
     /// Probability that a room-message frame is lost in transit.
     pub loss: f64,
     /// Probability that a room-message frame is delivered twice.
@@ -205,6 +207,7 @@ impl Sim {
             timers: BTreeSet::new(),
             timer_of: Vec::new(),
             bandwidth: None,
+            link: crate::Link::Direct,
             loss: 0.0,
             duplicate: 0.0,
             reorder: 0.0,
@@ -458,6 +461,7 @@ impl Sim {
             remote_addr: "/ip4/127.0.0.9/tcp/9".parse().unwrap(),
             protocol,
             dial: None,
+            link: self.link,
         };
         self.with(i, |n, now| n.handle_connected(conn, info, now));
         h
@@ -724,6 +728,7 @@ impl Sim {
             remote_addr: self.nodes[to].addr.clone(),
             protocol: Protocol::Chat,
             dial: Some(dial),
+            link: self.link,
         };
         let info_b = ConnInfo {
             peer: self.peer_id(from),
@@ -733,6 +738,7 @@ impl Sim {
                 .unwrap(),
             protocol: Protocol::Chat,
             dial: None,
+            link: self.link,
         };
         self.schedule(
             at,

@@ -1,6 +1,6 @@
 //! The ready-made tokio swarm: TCP and QUIC on the same port, noise + yamux, identify,
-//! ping, connection limits, relay client (reservations) and DCUtR, with echo, run on its
-//! own task.
+//! ping, connection limits, relay client (reservations kept by [`super::net`]), DCUtR,
+//! AutoNAT (v1) and optionally a relay server, with echo, run on its own task.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -9,7 +9,7 @@ use echo_proto::Multiaddr;
 use futures::StreamExt;
 use libp2p::connection_limits::{self, ConnectionLimits};
 use libp2p::swarm::SwarmEvent;
-use libp2p::{dcutr, identify, noise, ping, tcp, yamux, Swarm, SwarmBuilder};
+use libp2p::{autonat, dcutr, identify, noise, ping, relay, tcp, yamux, Swarm, SwarmBuilder};
 use multiaddr::Protocol as Ma;
 
 use super::EchoBehaviour;
@@ -20,8 +20,9 @@ pub use derived::{Behaviour, BehaviourEvent};
 mod derived {
     // The derive's event enum (`BehaviourEvent`: one variant per behaviour) has no docs.
     #![allow(missing_docs)]
+    use libp2p::swarm::behaviour::toggle::Toggle;
     use libp2p::swarm::NetworkBehaviour;
-    use libp2p::{connection_limits, dcutr, identify, ping, relay};
+    use libp2p::{autonat, connection_limits, dcutr, identify, ping, relay};
 
     use super::EchoBehaviour;
 
@@ -43,6 +44,12 @@ mod derived {
         pub relay_client: relay::client::Behaviour,
         /// Hole punching: upgrades relayed connections to direct ones.
         pub dcutr: dcutr::Behaviour,
+        /// AutoNAT v1 (client and server): probes whether our observed addresses are
+        /// reachable ([`crate::Addresses::nat`]) and answers others' probes.
+        pub autonat: autonat::Behaviour,
+        /// Circuit relay v2 server with rust-libp2p's default limits, when
+        /// [`super::SwarmOptions::relay_server`] is set.
+        pub relay_server: Toggle<relay::Behaviour>,
     }
 }
 
@@ -65,10 +72,19 @@ pub struct SwarmOptions {
     pub max_incoming: u32,
     /// Connections with one peer at once, both ways (default 8).
     pub max_per_peer: u32,
-    /// Relays to reserve a slot on (`…/p2p/<relay id>`): [`start`] returns once each
-    /// reservation is accepted, and [`Handle::listen_addrs`] then lists the
-    /// `…/p2p-circuit/p2p/<own id>` addresses peers dial to reach this node through them.
+    /// Relays to reserve a slot on (`…/p2p/<relay id>`, at most
+    /// [`super::MAX_RELAYS`]): [`start`] returns once each reservation is accepted
+    /// (and identify ran with the relay, or 2 s passed), and [`Handle::listen_addrs`] then
+    /// lists the `…/p2p-circuit/p2p/<own id>` addresses peers dial to reach this node
+    /// through them. A reservation that is lost later is asked again with exponential
+    /// backoff ([`crate::RuntimeEvent::RelayLost`], then
+    /// [`crate::RuntimeEvent::RelayReserved`]).
     pub relays: Vec<String>,
+    /// Serve as a circuit relay v2 for others, with rust-libp2p's default limits
+    /// (reservations, circuits, 2 min and 128 KiB per circuit). The listen addresses are
+    /// then taken as the node's public addresses: set it on a publicly reachable node
+    /// only (default false).
+    pub relay_server: bool,
 }
 
 impl SwarmOptions {
@@ -87,6 +103,7 @@ impl From<Options> for SwarmOptions {
             max_incoming: 256,
             max_per_peer: 8,
             relays: Vec::new(),
+            relay_server: false,
         }
     }
 }
@@ -126,6 +143,7 @@ pub fn build(options: SwarmOptions) -> Result<(Swarm<Behaviour>, Handle, Events)
         idle_timeout,
         max_incoming,
         max_per_peer,
+        relay_server,
         ..
     } = options;
     let limits = ConnectionLimits::default()
@@ -149,6 +167,10 @@ pub fn build(options: SwarmOptions) -> Result<(Swarm<Behaviour>, Handle, Events)
         .map_err(|e| StartError::Swarm(e.to_string()))?
         .with_behaviour(|key, relay_client| Behaviour {
             relay_client,
+            autonat: autonat::Behaviour::new(key.public().to_peer_id(), Default::default()),
+            relay_server: relay_server
+                .then(|| relay::Behaviour::new(key.public().to_peer_id(), Default::default()))
+                .into(),
             dcutr: dcutr::Behaviour::new(key.public().to_peer_id()),
             limits: connection_limits::Behaviour::new(limits),
             echo: slot.take().expect("built once"),
@@ -181,7 +203,13 @@ pub async fn start(options: impl Into<SwarmOptions>) -> Result<(Handle, Events),
         .iter()
         .map(|s| relay_addr(s))
         .collect::<Result<_, _>>()?;
-    let quic = options.quic;
+    if relays.len() > super::net::MAX_RELAYS {
+        return Err(StartError::Swarm(format!(
+            "at most {} relays",
+            super::net::MAX_RELAYS
+        )));
+    }
+    let (quic, relay_server) = (options.quic, options.relay_server);
     let (mut swarm, handle, events) = build(options)?;
     // Listeners not yet up, with the address asked for.
     let mut waiting = HashMap::new();
@@ -244,41 +272,54 @@ pub async fn start(options: impl Into<SwarmOptions>) -> Result<(Handle, Events),
             _ => {}
         }
     }
-    // Reservations, once our own listeners are up (the relay then sees the port we
-    // listen on).
-    let mut waiting = HashMap::new();
-    for r in relays {
-        let a = r.with(Ma::P2pCircuit);
-        let id = swarm
-            .listen_on(a.clone())
-            .map_err(|e| StartError::Swarm(format!("cannot reserve on {a}: {e}")))?;
-        waiting.insert(id, a);
+    let peer = handle.peer_id();
+    if relay_server {
+        // A relay offers reservations only from a confirmed external address.
+        for a in tcp.iter().chain(&udp) {
+            swarm.add_external_address(a.clone());
+        }
     }
-    let mut circuits = Vec::new();
-    while !waiting.is_empty() {
-        match swarm.select_next_some().await {
-            SwarmEvent::NewListenAddr {
-                listener_id,
-                address,
-            } if waiting.remove(&listener_id).is_some() => circuits.push(address),
-            SwarmEvent::ListenerClosed {
-                listener_id,
-                reason,
-                ..
-            } if waiting.contains_key(&listener_id) => {
+    // Reservations, once our own listeners are up (the relay then sees the port we
+    // listen on), kept by the watch on the swarm's task.
+    let mut watch = super::net::Watch::new(peer, handle.net());
+    for r in relays {
+        watch.reserve(&mut swarm, r).map_err(StartError::Swarm)?;
+    }
+    // Until every reservation is accepted; and, for 2 s at most, until identify ran with
+    // every relay (DCUtR offers only the addresses known when a circuit opens).
+    let identify_by = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let (reserved, identified) = watch.settled();
+        if reserved && (identified || tokio::time::Instant::now() >= identify_by) {
+            break;
+        }
+        let e = if reserved {
+            match tokio::time::timeout_at(identify_by, swarm.select_next_some()).await {
+                Ok(e) => e,
+                Err(_) => continue,
+            }
+        } else {
+            swarm.select_next_some().await
+        };
+        if let SwarmEvent::ListenerClosed {
+            listener_id,
+            reason,
+            ..
+        } = &e
+        {
+            if let Some(a) = watch.relay_of(*listener_id) {
                 let why = match reason {
                     Err(e) => e.to_string(),
                     Ok(()) => "closed".to_string(),
                 };
-                let a = &waiting[&listener_id];
                 return Err(StartError::Swarm(format!(
                     "reservation on {a} failed: {why}"
                 )));
             }
-            _ => {}
         }
+        watch.on_event(&mut swarm, &e);
     }
-    let peer = handle.peer_id();
+    let circuits = watch.circuits();
     let addrs = tcp
         .into_iter()
         .chain(udp)
@@ -293,8 +334,16 @@ pub async fn start(options: impl Into<SwarmOptions>) -> Result<(Handle, Events),
     tokio::spawn(async move {
         let mut stopped = std::pin::pin!(stopped);
         loop {
+            let retry = watch.next_retry();
+            let backoff = async move {
+                match retry {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => futures::future::pending().await,
+                }
+            };
             tokio::select! {
-                _ = swarm.select_next_some() => {}
+                e = swarm.select_next_some() => watch.on_event(&mut swarm, &e),
+                _ = backoff => watch.retry(&mut swarm, std::time::Instant::now()),
                 _ = &mut stopped => break,
             }
         }

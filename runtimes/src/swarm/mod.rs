@@ -64,8 +64,10 @@
 //!   those with one.
 //!
 //! Connections through a relay keep their `/p2p-circuit` address in
-//! [`echo_proto::ConnInfo::remote_addr`]; the core has no notion of a relayed
-//! (limited) connection yet, so it treats them like any other.
+//! [`echo_proto::ConnInfo::remote_addr`] and are reported as
+//! [`echo_proto::Link::Relayed`] (libp2p's `ConnectedPoint::is_relayed`: a `/p2p-circuit`
+//! address on either end), so the core prefers any direct connection to the same peer
+//! (a hole punch) and paces history over the relay.
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -100,8 +102,10 @@ use crate::{DriverConfig, DriverStats, Events, Handle};
 
 mod build;
 pub mod handler;
+mod net;
 
 pub use build::{start, Behaviour, BehaviourEvent, SwarmOptions};
+pub use net::{MAX_RELAYS, RELAY_BACKOFF_FIRST, RELAY_BACKOFF_MAX};
 
 /// Inputs handled per poll before yielding to the swarm's other work.
 const BUDGET: usize = 256;
@@ -116,6 +120,8 @@ const SWARM_DIALS: u64 = 1 << 62;
 /// A swarm connection with echo's handler.
 struct Link {
     role: Role,
+    /// Through a relay (a limited circuit).
+    relayed: bool,
     remote: Multiaddr,
     /// The node's dial, or ours (see [`SWARM_DIALS`]), that made this connection.
     dial: Option<(DialId, Multiaddr)>,
@@ -275,6 +281,11 @@ fn strip_p2p(a: &Multiaddr) -> Multiaddr {
         a.pop();
     }
     a
+}
+
+/// A relayed address (as `ConnectedPoint::is_relayed` decides).
+fn is_circuit(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| p == Ma::P2pCircuit)
 }
 
 /// An address only the swarm can dial (the node's own addresses are TCP).
@@ -470,6 +481,13 @@ impl EchoBehaviour {
         (b, handle, events)
     }
 
+    /// Hands a network notice (relay, hole punching, NAT) to the app's [`Events`].
+    pub(crate) fn notify(&self, e: crate::RuntimeEvent) {
+        if let Some(h) = &self.host {
+            h.events.notify(e);
+        }
+    }
+
     /// The node has stopped: shut down and every connection closed, or aborted.
     pub fn is_stopped(&self) -> bool {
         self.host.is_none()
@@ -481,6 +499,7 @@ impl EchoBehaviour {
         peer: PeerId,
         role: Role,
         remote: Multiaddr,
+        relayed: bool,
     ) -> handler::Handler {
         let dial = self.io.dials.remove(&id);
         let remote = match role {
@@ -492,6 +511,7 @@ impl EchoBehaviour {
             id,
             Link {
                 role,
+                relayed,
                 remote,
                 dial,
                 chat: None,
@@ -570,10 +590,11 @@ impl NetworkBehaviour for EchoBehaviour {
         &mut self,
         id: ConnectionId,
         peer: PeerId,
-        _local: &Multiaddr,
+        local: &Multiaddr,
         remote: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(self.link(id, peer, Role::Listener, remote.clone()))
+        let relayed = is_circuit(local) || is_circuit(remote);
+        Ok(self.link(id, peer, Role::Listener, remote.clone(), relayed))
     }
 
     fn handle_established_outbound_connection(
@@ -589,7 +610,7 @@ impl NetworkBehaviour for EchoBehaviour {
             Endpoint::Dialer => Role::Dialer,
             Endpoint::Listener => Role::Listener,
         };
-        Ok(self.link(id, peer, role, addr.clone()))
+        Ok(self.link(id, peer, role, addr.clone(), is_circuit(addr)))
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
@@ -675,6 +696,10 @@ impl NetworkBehaviour for EchoBehaviour {
                     remote_addr: link.remote.clone(),
                     protocol,
                     dial: dial.map(|d| d.0).filter(|d| d.0 < SWARM_DIALS),
+                    link: match link.relayed {
+                        true => echo_proto::Link::Relayed,
+                        false => echo_proto::Link::Direct,
+                    },
                 };
                 let mut c = Chat {
                     swarm,
