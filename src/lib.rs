@@ -141,6 +141,7 @@ pub mod blob;
 mod close;
 mod config;
 mod conn;
+pub mod dm;
 mod error;
 mod event;
 mod identity;
@@ -155,6 +156,7 @@ pub mod sim;
 
 pub use close::{CloseReason, GoodbyeCode};
 pub use config::{Config, ConfigError, RateLimit};
+pub use dm::{DmConfig, DmStats, DmStatus};
 pub use error::{CommandError, DecodeError};
 pub use event::{
     Action, ConnId, ConnInfo, DialId, Event, Output, PeerInfo, Protocol, Role, Transmit,
