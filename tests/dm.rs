@@ -323,3 +323,38 @@ fn a_dm_to_an_unknown_peer_is_refused() {
     let r = sim.with(a, |n, now| n.send_dm(&nobody, "hi", wall, now));
     assert_eq!(r, Err(echo_proto::CommandError::NoPrekey(nobody)));
 }
+
+/// Envelopes in what node `i` wrote to raw peer `h`.
+fn envelopes_at(sim: &Sim, h: u64) -> Vec<Envelope> {
+    let mut d = echo_proto::codec::FrameDecoder::new(1 << 20);
+    d.extend(sim.raw_received(h));
+    let mut out = Vec::new();
+    while let Ok(Some(p)) = d.decode() {
+        if let Ok(echo_proto::wire::Frame {
+            kind: Some(Kind::Envelope(e)),
+        }) = echo_proto::wire::Frame::decode_payload(&p)
+        {
+            out.push(e);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_raised_hop_count_is_lowered_to_the_limit() {
+    let mut sim = Sim::new(13);
+    let c = sim.add_node(leaf("carol"));
+    let h1 = sim.open_raw(c, &keypair(80), Protocol::Chat);
+    let h2 = sim.open_raw(c, &keypair(81), Protocol::Chat);
+    sim.raw_send(h1, &hello("raiser"));
+    sim.raw_send(h2, &hello("next"));
+    sim.run_for(SEC);
+    let mut env = sealed(&keypair(80), &keypair(82), 1, "x", 9);
+    env.hops = 1_000_000;
+    sim.raw_send(h1, &env_frame(&env));
+    sim.run_for(SEC);
+    let passed = envelopes_at(&sim, h2);
+    assert_eq!(passed.len(), 1, "carol passes it on once");
+    let max = Config::default().dm.max_hops;
+    assert_eq!(passed[0].hops, max - 1);
+}

@@ -321,7 +321,7 @@ impl Node {
     }
 
     /// An envelope from a neighbour: for us (open it), or to carry.
-    pub(super) fn on_envelope(&mut self, conn: ConnId, env: Envelope, now: Instant) {
+    pub(super) fn on_envelope(&mut self, conn: ConnId, mut env: Envelope, now: Instant) {
         self.dm.stats.envelopes_in += 1;
         let Some(from) = self.active_peer(conn) else {
             return;
@@ -347,6 +347,8 @@ impl Node {
         if checked.sender == self.id {
             return;
         }
+        // The hop count is not signed: never more than our own limit.
+        env.hops = env.hops.min(self.config.dm.max_hops);
         self.dispatch(
             env,
             checked.id,
