@@ -358,3 +358,33 @@ fn a_raised_hop_count_is_lowered_to_the_limit() {
     let max = Config::default().dm.max_hops;
     assert_eq!(passed[0].hops, max - 1);
 }
+
+#[test]
+fn remembered_ids_and_conversations_stay_bounded_under_a_flood_of_senders() {
+    let mut sim = Sim::new(14);
+    let mut cfg = leaf("bob");
+    cfg.dm.max_seen = 32;
+    cfg.dm.max_convs = 16;
+    cfg.dm.max_missing = 4;
+    let b = sim.add_node(cfg);
+    let bob_key = sim.sim_node(b).key.clone();
+    let h = sim.open_raw(b, &keypair(90), Protocol::Chat);
+    sim.raw_send(h, &hello("flood"));
+    for i in 0..200u64 {
+        let from = keypair(1000 + i);
+        sim.raw_send(h, &env_frame(&sealed(&from, &bob_key, 1, "hi", 11)));
+    }
+    // One sender leaving gaps: every other sequence number.
+    let gappy = keypair(2000);
+    for s in 0..50u64 {
+        sim.raw_send(
+            h,
+            &env_frame(&sealed(&gappy, &bob_key, 1 + 2 * s, "gap", s as u8)),
+        );
+    }
+    sim.run_for(5 * SEC);
+    let st = sim.node(b).stats().dm;
+    assert_eq!(received(&sim, b).len(), 250, "all delivered: {st:?}");
+    assert_eq!(st.seen, 32);
+    assert_eq!(st.convs, 16);
+}

@@ -256,3 +256,30 @@ pub fn seal_seeded(
     let mut rng = ChaCha20Rng::from_seed(seed);
     envelope::seal(key, recipient, prekey, body, hops, &mut HpkeRng(&mut rng))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Conv;
+
+    #[test]
+    fn conversation_detects_replays_and_bounds_its_gaps() {
+        let mut c = Conv::default();
+        assert!(c.receive(2, 4));
+        assert!(c.receive(1, 4));
+        assert_eq!(
+            (c.floor, c.got.len()),
+            (2, 0),
+            "contiguous numbers fold into the floor"
+        );
+        assert!(!c.receive(1, 4) && !c.receive(2, 4), "replays");
+        // Every other number: the gaps are remembered, at most 4 numbers above the floor.
+        for s in (4..200).step_by(2) {
+            assert!(c.receive(s, 4));
+            assert!(c.got.len() <= 4);
+        }
+        assert_eq!(c.max, 198);
+        assert!(!c.receive(198, 4), "replay of a recent one");
+        assert!(!c.receive(3, 4), "given up on: below the floor");
+        assert!(c.receive(197, 4), "a recent gap still fills");
+    }
+}

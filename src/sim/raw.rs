@@ -2,7 +2,7 @@
 
 use crate::wire::{Frame, Kind};
 
-/// One frame as a raw peer writes it (length prefix included), for [`Sim::raw_send`].
+/// One frame as a raw peer writes it (length prefix included), for [`super::Sim::raw_send`].
 pub fn raw_frame(kind: Kind) -> Vec<u8> {
     Frame::new(kind).to_wire().to_vec()
 }
