@@ -1,5 +1,6 @@
 //! Core benchmarks (criterion): codec throughput, per-message receive cost with and
-//! without signature verification, and log insertion under shuffled arrival.
+//! without signature verification, log insertion under shuffled arrival, and the crypto
+//! of a direct message (sender, recipient, carrier).
 //!
 //! `cargo bench --features sim --bench core`
 
@@ -83,5 +84,45 @@ fn bench_log(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_codec, bench_receive, bench_send, bench_log);
+/// One 256-byte direct message: seal + sign (sender), check + open (recipient), check
+/// only (what a carrier pays before storing it).
+fn bench_dm(c: &mut Criterion) {
+    use echo_proto::dm::envelope::{self, Body, Prekey};
+    use echo_proto::dm::seal_seeded;
+    let sender = echo_proto::sim::keypair(1);
+    let recipient = echo_proto::sim::keypair(2);
+    let prekey = Prekey::derive(&recipient);
+    let to = recipient.public().to_peer_id();
+    let body = Body {
+        seq: 1,
+        text: "x".repeat(256),
+        ..Body::default()
+    };
+    let seal = |i: u8| seal_seeded(&sender, &to, &prekey.public, body.clone(), 3, [i; 32]).unwrap();
+    let env = seal(0);
+    let mut g = c.benchmark_group("dm");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("seal_and_sign_256B", |b| {
+        b.iter(|| black_box(seal(black_box(1))))
+    });
+    g.bench_function("check_and_open_256B", |b| {
+        b.iter(|| {
+            black_box(env.check(64 * 1024).unwrap());
+            black_box(envelope::open(&prekey, black_box(&env)).unwrap())
+        })
+    });
+    g.bench_function("carrier_check_256B", |b| {
+        b.iter(|| black_box(black_box(&env).check(64 * 1024).unwrap()))
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_codec,
+    bench_receive,
+    bench_send,
+    bench_log,
+    bench_dm
+);
 criterion_main!(benches);

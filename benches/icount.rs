@@ -132,6 +132,34 @@ const WORKLOADS: &[Workload] = &[
         },
     },
     Workload {
+        // Encrypt + sign, then check + decrypt, of 100 direct messages of 256 bytes.
+        name: "dm_seal_open_100x256B",
+        units: 100,
+        setup: || {
+            use echo_proto::dm::envelope::{self, Body, Prekey};
+            let sender = echo_proto::sim::keypair(1);
+            let recipient = echo_proto::sim::keypair(2);
+            let prekey = Prekey::derive(&recipient);
+            let to = recipient.public().to_peer_id();
+            let text = "x".repeat(256);
+            Box::new(move || {
+                for i in 0..100u8 {
+                    let body = Body {
+                        seq: 1 + u64::from(i),
+                        text: text.clone(),
+                        ..Body::default()
+                    };
+                    let env =
+                        echo_proto::dm::seal_seeded(&sender, &to, &prekey.public, body, 3, [i; 32])
+                            .unwrap();
+                    let ok = env.check(64 * 1024).unwrap();
+                    black_box(ok);
+                    black_box(envelope::open(&prekey, &env).unwrap());
+                }
+            })
+        },
+    },
+    Workload {
         name: "room_log_insert_10000_in_order",
         units: 10_000,
         setup: || log_workload(false),

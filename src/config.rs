@@ -174,6 +174,8 @@ pub struct Config {
     pub learned_dials_per_sec: f64,
     /// Unconfirmed learned addresses that may be dialed at once (default 8).
     pub learned_dial_burst: f64,
+    /// Limits of end-to-end encrypted direct messages and the mailbox.
+    pub dm: crate::dm::DmConfig,
 }
 
 impl Default for Config {
@@ -226,6 +228,7 @@ impl Default for Config {
             learned_addr_ttl: Duration::from_secs(3600),
             learned_dials_per_sec: 1.0,
             learned_dial_burst: 8.0,
+            dm: crate::dm::DmConfig::default(),
         }
     }
 }
@@ -401,6 +404,7 @@ impl Config {
     pub(crate) fn clamped(mut self) -> Self {
         let max = Self::MAX_DURATION;
         let ms = Duration::from_millis(1);
+        self.dm.ttl = self.dm.ttl.min(max);
         for d in [
             &mut self.handshake_timeout,
             &mut self.drain_timeout,

@@ -41,6 +41,12 @@ pub enum CommandError {
     /// Legacy echo-go peers cannot receive direct messages.
     #[error("peer {0} speaks the legacy echo-go protocol, which has no direct messages")]
     LegacyPeer(PeerId),
+    /// No signed prekey of the peer is known yet (none of its profiles reached us), or
+    /// the peer is this node.
+    #[error(
+        "no encryption key known for {0}; it must be seen online (directly or via a peer) once"
+    )]
+    NoPrekey(PeerId),
     /// The multiaddr cannot be parsed or dialed.
     #[error("invalid address {addr:?}: {reason}")]
     InvalidAddr {

@@ -224,6 +224,27 @@ pub enum Event {
         /// Sender's wall clock, ms since the Unix epoch.
         sent_at_ms: u64,
     },
+    /// An end-to-end encrypted direct message, decrypted and verified (from a
+    /// connection or a carrier). Delivered once per `(from, seq)`.
+    DirectReceived {
+        /// Sender (authenticated by its signature).
+        from: PeerId,
+        /// The conversation's sequence number (from 1; a jump means a gap).
+        seq: u64,
+        /// The text.
+        text: String,
+        /// Sender's wall clock, ms since the Unix epoch.
+        sent_at_ms: u64,
+    },
+    /// Delivery state of a direct message this node sent with [`crate::Node::send_dm`].
+    DirectStatus {
+        /// Recipient.
+        to: PeerId,
+        /// The message's sequence number.
+        seq: u64,
+        /// Pending, delivered or read.
+        status: crate::dm::DmStatus,
+    },
     /// A connection was closed because the peer misbehaved.
     Misbehaved {
         /// The peer.

@@ -18,7 +18,8 @@
 //! 1. **Input**: one of [`Node::handle_connected`], [`Node::handle_data`],
 //!    [`Node::handle_sent`], [`Node::handle_closed`], [`Node::handle_dial_failed`],
 //!    [`Node::handle_timeout`], or a user command ([`Node::send`], [`Node::join`],
-//!    [`Node::leave`], [`Node::send_direct`], [`Node::set_name`], [`Node::connect`],
+//!    [`Node::leave`], [`Node::send_direct`], [`Node::send_dm`], [`Node::mark_dm_read`],
+//!    [`Node::set_name`], [`Node::connect`],
 //!    [`Node::shutdown`]).
 //! 2. **Drain [`Node::poll_output`] until it returns [`Output::Wait`]**, handling each
 //!    output as it comes: [`Output::Transmit`] (write the bytes on that connection's chat
@@ -101,6 +102,10 @@
 //! `#[doc(hidden)]` and without any stability promise. The `sim` feature adds the
 //! deterministic network simulator (and implies `fuzzing`).
 //!
+//! End-to-end encrypted direct messages that peers carry for absent recipients are the
+//! [`dm`] module ([`Node::send_dm`], [`Event::DirectReceived`], [`Event::DirectStatus`];
+//! persist [`Node::export_dm`]).
+//!
 //! File transfer (verified, resumable, multi-source blobs on their own substream) is
 //! the [`blob`] module, a second sans-IO state machine driven the same way.
 //!
@@ -141,6 +146,7 @@ pub mod blob;
 mod close;
 mod config;
 mod conn;
+pub mod dm;
 mod error;
 mod event;
 mod identity;
@@ -155,6 +161,7 @@ pub mod sim;
 
 pub use close::{CloseReason, GoodbyeCode};
 pub use config::{Config, ConfigError, RateLimit};
+pub use dm::{DmConfig, DmStats, DmStatus};
 pub use error::{CommandError, DecodeError};
 pub use event::{
     Action, ConnId, ConnInfo, DialId, Event, Link, Output, PeerInfo, Protocol, Role, Transmit,

@@ -21,7 +21,7 @@ pub const VERSION_MINOR: u32 = 0;
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Frame {
     /// What the frame carries; `None` for a kind this node does not know.
-    #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11")]
+    #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12")]
     pub kind: Option<Kind>,
 }
 
@@ -61,6 +61,9 @@ pub enum Kind {
     /// Asks for an author's messages in a range (gap repair).
     #[prost(message, tag = "11")]
     Request(Request),
+    /// An end-to-end encrypted direct message (own, carried or handed over).
+    #[prost(message, tag = "12")]
+    Envelope(crate::dm::Envelope),
 }
 
 /// The handshake frame.
@@ -207,6 +210,12 @@ pub struct Profile {
     /// Ed25519 signature (see PROTOCOL.md, "Profiles").
     #[prost(bytes = "vec", tag = "4")]
     pub signature: Vec<u8>,
+    /// The author's X25519 prekey for direct messages (32 bytes; empty if none).
+    #[prost(bytes = "vec", tag = "5")]
+    pub prekey: Vec<u8>,
+    /// The author's signature of the prekey (PROTOCOL.md section 14).
+    #[prost(bytes = "vec", tag = "6")]
+    pub prekey_sig: Vec<u8>,
 }
 
 /// Anti-entropy summary of one room.

@@ -83,6 +83,7 @@ fn signed_profile(key: &Keypair, lamport: u64, name: &str) -> Vec<u8> {
         author,
         lamport,
         signature: key.sign(&b).unwrap(),
+        ..Default::default()
     }))
 }
 

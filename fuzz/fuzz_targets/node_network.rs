@@ -749,6 +749,7 @@ impl World {
                     author,
                     lamport,
                     signature,
+                    ..Default::default()
                 }));
                 self.raw_send(&f);
             }

@@ -137,6 +137,15 @@ impl Links {
             .collect()
     }
 
+    /// Active connections of chat peers other than those in `skip`.
+    pub fn chat_targets_except(&self, skip: &[Option<PeerId>]) -> Vec<ConnId> {
+        self.peers
+            .iter()
+            .filter(|(id, p)| p.up && p.protocol == Protocol::Chat && !skip.contains(&Some(**id)))
+            .filter_map(|(_, p)| p.active)
+            .collect()
+    }
+
     pub fn queued_bytes(&self, peer: &PeerId) -> usize {
         self.peers
             .get(peer)

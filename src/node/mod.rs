@@ -23,6 +23,7 @@ use crate::timers::TimedMap;
 use crate::wire::{self, Frame, Kind};
 
 mod clock;
+mod dm;
 mod history;
 mod persist;
 mod profile;
@@ -94,6 +95,8 @@ pub struct Stats {
     pub learned_dials: u64,
     /// Dials of unconfirmed learned addresses put off by `learned_dials_per_sec`.
     pub learned_dials_refused: u64,
+    /// Direct messages and the mailbox.
+    pub dm: crate::dm::DmStats,
 }
 
 /// An echo chat node. Pure state: no I/O, no clock, no threads.
@@ -121,6 +124,8 @@ pub struct Node {
     own_profile: ProfileRec,
     /// Reservations of rooms the node left: a rejoin continues above them.
     retired: BTreeMap<String, u64>,
+    /// End-to-end encrypted direct messages and the mailbox.
+    dm: dm::Dm,
 }
 
 pub(crate) fn valid_label(s: &str, max: usize) -> Result<(), String> {
@@ -163,6 +168,7 @@ impl Node {
     fn empty(identity: Identity, config: Config, seed: u64, now: Instant) -> Self {
         let config = config.clamped();
         let key = identity.keypair();
+        let dm = dm::Dm::new(&key, seed);
         let public = key.public();
         let id = public.to_peer_id();
         Node {
@@ -181,6 +187,7 @@ impl Node {
             profiles: BTreeMap::new(),
             own_profile: ProfileRec::default(),
             retired: BTreeMap::new(),
+            dm,
             config,
         }
     }
@@ -234,6 +241,7 @@ impl Node {
         s.room_authors = self.rooms.values().map(|r| r.authors.len() as u64).sum();
         s.authors_evicted = self.rooms.values().map(|r| r.evicted).sum();
         s.profiles = self.profiles.len() as u64;
+        s.dm = self.dm.stats();
         self.links.gauges(&mut s);
         for c in self.links.conns.values() {
             s.sync_jobs += c.sync.len() as u64;
@@ -329,7 +337,12 @@ impl Node {
     #[must_use]
     pub(crate) fn poll_timeout(&mut self) -> Option<Instant> {
         let rooms = self.rooms.next(&());
-        rooms.into_iter().chain(self.links.poll_timeout()).min()
+        let dm = self.dm.deadline();
+        rooms
+            .into_iter()
+            .chain(dm)
+            .chain(self.links.poll_timeout())
+            .min()
     }
 
     // ----- inputs from the runtime --------------------------------------------------
@@ -374,6 +387,7 @@ impl Node {
         links.handle_timeout(now, &mut out);
         self.rooms_timeout(now);
         self.sync_timeout(now);
+        self.dm_timeout(now);
         self.links.peers_timeout(now, &mut self.stats);
     }
 

@@ -7,7 +7,7 @@ use std::time::Instant;
 use libp2p_identity::PeerId;
 
 use super::Node;
-use crate::event::{ConnId, Event, Protocol};
+use crate::event::{ConnId, Event};
 use crate::message::{profile_bytes, public_key_of};
 use crate::wire::{self, Frame, Kind};
 
@@ -20,6 +20,9 @@ pub(crate) struct ProfileRec {
     pub name: String,
     pub lamport: u64,
     pub signature: Vec<u8>,
+    /// The author's verified DM prekey (empty if none).
+    pub prekey: Vec<u8>,
+    pub prekey_sig: Vec<u8>,
 }
 
 impl ProfileRec {
@@ -29,6 +32,8 @@ impl ProfileRec {
             author: author.to_bytes(),
             lamport: self.lamport,
             signature: self.signature.clone(),
+            prekey: self.prekey.clone(),
+            prekey_sig: self.prekey_sig.clone(),
         }
     }
 }
@@ -45,6 +50,8 @@ impl Node {
                 .key
                 .sign(&bytes)
                 .expect("ed25519 signing does not fail"),
+            prekey: self.dm.prekey.public.to_vec(),
+            prekey_sig: self.dm.prekey.signature.clone(),
         };
         self.stats.signatures += 1;
     }
@@ -146,6 +153,13 @@ impl Node {
             }
         }
         self.adopt_clock(p.lamport, now);
+        // A prekey that does not verify is left out (the name still counts).
+        let (prekey, prekey_sig) =
+            if crate::dm::envelope::verify_prekey(&author, &p.prekey, &p.prekey_sig) {
+                (p.prekey.clone(), p.prekey_sig.clone())
+            } else {
+                Default::default()
+            };
         let old = self
             .profiles
             .insert(
@@ -154,6 +168,8 @@ impl Node {
                     name: p.name.clone(),
                     lamport: p.lamport,
                     signature: p.signature.clone(),
+                    prekey,
+                    prekey_sig,
                 },
             )
             .map(|r| r.name)
@@ -171,16 +187,7 @@ impl Node {
         // Relay to every other neighbour.
         let from = self.links.conns.get(&conn).map(|c| c.peer);
         let wire = Frame::new(Kind::Profile(p)).to_wire();
-        let targets: Vec<ConnId> = self
-            .links
-            .peers
-            .iter()
-            .filter(|(id, x)| {
-                x.up && x.protocol == Protocol::Chat && Some(**id) != from && **id != author
-            })
-            .filter_map(|(_, x)| x.active)
-            .collect();
-        for t in targets {
+        for t in self.links.chat_targets_except(&[from, Some(author)]) {
             self.send_bytes(t, &wire, now);
         }
     }

@@ -149,6 +149,7 @@ impl Node {
             Some(Kind::Profile(p)) => self.on_profile(conn, p, now),
             Some(Kind::Summary(sm)) => self.on_summary(conn, sm, now),
             Some(Kind::Request(r)) => self.on_request(conn, r, now),
+            Some(Kind::Envelope(e)) => self.on_envelope(conn, e, now),
         }
     }
 
@@ -190,6 +191,7 @@ impl Node {
     pub(super) fn greet(&mut self, now: Instant) {
         while let Some(Up::ChatPeerUp(peer)) = self.links.take_up() {
             self.send_profiles(peer, now);
+            self.dm_greet(peer, now);
             let shared: Vec<String> = self
                 .links
                 .peers

@@ -26,6 +26,9 @@ use crate::message::{MsgId, OrderKey};
 use crate::wire::{Frame, Kind};
 use crate::{Config, Identity, Node};
 
+mod raw;
+pub use raw::{raw_frame, raw_hello};
+
 mod check;
 mod store;
 
