@@ -15,6 +15,7 @@ use crate::model::{Line, Model, PeerView, ViewId};
 use crate::store::{Op, Writer};
 use crate::text::{clean, clock, json_line};
 
+mod direct;
 mod files;
 mod run;
 mod state;
@@ -93,6 +94,9 @@ pub struct App {
     pub web: Option<crate::web::Hub>,
     /// Downloads waiting for a peer that has them (resumed at start, or no source left).
     waiting: Vec<crate::store::Download>,
+    /// When the direct-message state was last stored, and whether it changed since.
+    dm_saved: Option<std::time::Instant>,
+    dm_dirty: bool,
 }
 
 impl App {
@@ -115,6 +119,8 @@ impl App {
             inputs: None,
             web: None,
             waiting: Vec::new(),
+            dm_saved: None,
+            dm_dirty: false,
         }
     }
 
@@ -449,45 +455,21 @@ impl App {
                 name,
                 text,
                 sent_at_ms,
+            } => self.show_direct(from, Some(name), text, sent_at_ms, None),
+            Event::DirectReceived {
+                from,
+                seq,
+                text,
+                sent_at_ms,
             } => {
-                if let Some(p) = self.model.peers.get_mut(&from) {
-                    p.name = name.clone();
-                }
-                let disp = display_name(&name, &from);
-                let offer = crate::files::parse_offer(&text);
-                if let Some(o) = &offer {
-                    self.saw_offer(o, from, ViewId::Direct(from));
-                }
-                self.emit(
-                    json!({"event": "direct", "from": from.to_base58(), "name": name,
-                           "display": disp, "text": text, "sent_at_ms": sent_at_ms,
-                           "offer": offer.as_ref().map(crate::files::offer_json)}),
-                    Some(format!(
-                        "[@{disp}] {} {disp}: {}",
-                        clock(sent_at_ms),
-                        match &offer {
-                            Some(o) => crate::files::describe(o),
-                            None => clean(&text),
-                        }
-                    )),
-                );
-                let id = ViewId::Direct(from);
-                self.model.view_mut(&id).push(
-                    sent_at_ms,
-                    Line::Message {
-                        author: from,
-                        name,
-                        text,
-                        own: false,
-                        history: false,
-                        mention: false,
-                    },
-                );
-                self.bell = self.ring_bell;
-                if let Some(i) = self.model.find(&id) {
-                    self.model.mark_unread(i);
+                self.save_dm_state().await;
+                self.show_direct(from, None, text, sent_at_ms, Some(seq));
+                // Seen at once when its conversation is on screen.
+                if !self.headless() && self.model.current_id() == Some(&ViewId::Direct(from)) {
+                    let _ = self.handle.mark_dm_read(from, vec![seq]).await;
                 }
             }
+            Event::DirectStatus { to, seq, status } => self.dm_status(to, seq, status).await,
             Event::Misbehaved { peer, reason } => {
                 let disp = self.model.display(&peer);
                 self.emit(

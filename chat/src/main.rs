@@ -548,6 +548,7 @@ async fn session(
             }
         }
     }
+    app.flush_dm_state().await;
     if let Ok(Err(e)) = app.writer.flush().await {
         eprintln!("echo-chat: warning: history not fully saved: {e}");
     }

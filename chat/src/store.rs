@@ -275,12 +275,18 @@ pub fn load(conn: &Connection, per_room: usize) -> Result<Loaded> {
             _ => tracing::warn!("undecodable stored download; skipped"),
         }
     }
+    // Direct-message state (sequence numbers, carried envelopes), hex in `meta`.
+    let dm: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'dm'", [], |r| r.get(0))
+        .optional()?;
+    let dm = dm.and_then(|h| unhex(&h)).unwrap_or_default();
     Ok(Loaded {
         downloads,
         restore: Restore {
             rooms,
             retired,
             peers,
+            dm,
             ..Restore::default()
         },
         name,
@@ -321,6 +327,20 @@ pub fn older(
     Ok((found.split_off(skip), all))
 }
 
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 /// Decodes a stored message (wire `RoomMessage` bytes).
 pub fn decode(bytes: &[u8]) -> Result<Message> {
     Message::decode(bytes).map_err(|e| anyhow!(e))
@@ -348,6 +368,8 @@ pub enum Op {
     Download(Download),
     /// A download finished, failed for good or was cancelled (by its content hash).
     DownloadEnded(echo_proto::blob::BlobHash),
+    /// The node's direct-message state ([`echo_runtime::Handle::export_dm`]).
+    DmState(Vec<u8>),
     /// Answers when everything before it is committed.
     Flush(oneshot::Sender<Result<(), String>>),
 }
@@ -511,6 +533,13 @@ fn write_batch(conn: &mut Connection, batch: &[Op], durable: bool) -> Result<()>
                             ],
                         )?;
                     }
+                }
+                Op::DmState(state) => {
+                    tx.execute(
+                        "INSERT INTO meta (key, value) VALUES ('dm', ?1)
+                         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                        params![hex(state)],
+                    )?;
                 }
                 Op::DownloadEnded(hash) => {
                     tx.execute(

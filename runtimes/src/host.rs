@@ -86,6 +86,11 @@ pub(crate) fn wire(
     let peer_id: PeerId = node.peer_id();
     // The wall clock bounds what a peer's clock value may do (PROTOCOL.md section 8.3).
     node.set_wall_clock(SystemTime::now(), now);
+    // Fresh OS entropy for the ephemeral keys of encrypted direct messages, so two runs
+    // with the same seed never repeat them (PROTOCOL.md section 18).
+    let mut entropy = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut entropy);
+    node.dm_entropy(entropy);
     let (cmd_tx, cmds) = async_channel::bounded(cfg.command_buffer.max(1));
     let (ev_tx, ev_rx) = events::channel(cfg.event_buffer);
     let (alive, stopped) = oneshot::channel();
@@ -227,6 +232,14 @@ impl Host {
             }
             Command::Direct { peer, text, reply } => {
                 let r = node.send_direct(&peer, &text, SystemTime::now(), now);
+                let _ = reply.send(cmd(r));
+            }
+            Command::Dm { peer, text, reply } => {
+                let r = node.send_dm(&peer, &text, SystemTime::now(), now);
+                let _ = reply.send(cmd(r));
+            }
+            Command::DmRead { peer, seqs, reply } => {
+                let r = node.mark_dm_read(&peer, &seqs, SystemTime::now(), now);
                 let _ = reply.send(cmd(r));
             }
             Command::SetName { name, reply } => {

@@ -323,6 +323,16 @@ pub(crate) enum Command {
         text: String,
         reply: Reply<()>,
     },
+    Dm {
+        peer: PeerId,
+        text: String,
+        reply: Reply<u64>,
+    },
+    DmRead {
+        peer: PeerId,
+        seqs: Vec<u64>,
+        reply: Reply<()>,
+    },
     SetName {
         name: String,
         reply: Reply<()>,
@@ -572,6 +582,27 @@ impl Handle {
     pub fn send_direct(&self, peer: PeerId, text: &str) -> Pending<()> {
         let text = text.to_string();
         self.call(|reply| Command::Direct { peer, text, reply })
+    }
+
+    /// Sends an end-to-end encrypted direct message ([`echo_proto::Node::send_dm`]):
+    /// straight to `peer` if it is connected, else carried by neighbours until it is.
+    /// Returns its sequence number in the conversation; its progress comes as
+    /// [`echo_proto::Event::DirectStatus`]. Save [`Handle::export_dm`] after it (and
+    /// give it back in [`Options::restore`]`.dm`) so a restart never reuses a number.
+    pub fn send_dm(&self, peer: PeerId, text: &str) -> Pending<u64> {
+        let text = text.to_string();
+        self.call(|reply| Command::Dm { peer, text, reply })
+    }
+
+    /// Tells `peer` its messages `seqs` were read (a read receipt, unless
+    /// [`echo_proto::DmConfig::read_receipts`] is off).
+    pub fn mark_dm_read(&self, peer: PeerId, seqs: Vec<u64>) -> Pending<()> {
+        self.call(|reply| Command::DmRead { peer, seqs, reply })
+    }
+
+    /// The node's direct-message state to store ([`echo_proto::Node::export_dm`]).
+    pub fn export_dm(&self) -> Pending<Vec<u8>> {
+        self.inspect(|node| node.export_dm(std::time::Instant::now()))
     }
 
     /// Changes the display name.

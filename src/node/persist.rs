@@ -52,6 +52,10 @@ pub struct Restore {
     /// `upto`). Keep these after leaving: rejoining continues above them, so even a
     /// rejoin after a restart never reuses a sequence number.
     pub retired: Vec<(String, u64)>,
+    /// Direct-message state saved with [`Node::export_dm`] (sequence numbers, replay
+    /// windows, carried envelopes); empty: none. Bytes that do not decode are ignored
+    /// (logged by the app), as if nothing was stored.
+    pub dm: Vec<u8>,
 }
 
 /// One room's persisted state.
@@ -86,6 +90,9 @@ impl Node {
         // Values over the bound (a clock poisoned before it existed) are clamped.
         node.adopt_clock(state.lamport, now);
         node.retired = state.retired.into_iter().collect();
+        if !state.dm.is_empty() {
+            let _ = node.import_dm(&state.dm, now);
+        }
         for addr in state.peers {
             node.remember_peer(&addr, now);
         }
@@ -154,6 +161,7 @@ impl Node {
     /// A snapshot of what [`Node::restore`] needs (messages within retention).
     pub fn export(&self) -> Restore {
         Restore {
+            dm: self.export_dm(self.last_now),
             peers: self
                 .links
                 .peers

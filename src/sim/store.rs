@@ -71,6 +71,7 @@ impl Store {
     /// The state to restart from.
     pub fn restore(&self) -> Restore {
         Restore {
+            dm: Vec::new(),
             peers: self.peers.values().flatten().cloned().collect(),
             lamport: 0,
             wall: None,

@@ -215,11 +215,12 @@ impl App {
 
     pub(super) async fn send_direct(&mut self, peer: PeerId, text: &str) {
         let disp = self.model.display(&peer);
-        match self.handle.send_direct(peer, text).await {
-            Ok(()) => {
+        match self.send_dm(peer, text).await {
+            Ok(seq) => {
                 let now = now_ms();
                 self.emit(
-                    json!({"event": "direct_sent", "to": peer.to_base58(), "display": disp, "text": text}),
+                    json!({"event": "direct_sent", "to": peer.to_base58(), "display": disp, "text": text,
+                           "seq": seq, "encrypted": seq.is_some()}),
                     Some(format!(
                         "[@{disp}] {} {}: {}",
                         clock(now),
