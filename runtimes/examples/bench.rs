@@ -12,6 +12,7 @@
 //! `file` shares a file of `--mib N` MiB (default 256) on one node and downloads it on
 //! another (hashing excluded, the downloader's final re-hash included); compare with
 //! `raw --msgs N*16 --size 65526`, the same bytes on one bare yamux substream.
+//! `--serve-mib R` sets the provider's per-peer rate (default 64, the core's default).
 //! Options: `--msgs N --size S --rate R --nodes K --mib M --runtime
 //! tokio|smol|async-std|swarm|swarm-quic`. `swarm` runs every node in the ready-made
 //! libp2p swarm of `echo_runtime::swarm` (on tokio) connected over TCP, `swarm-quic`
@@ -45,6 +46,7 @@ struct Args {
     nodes: usize,
     window: usize,
     mib: u64,
+    serve_mib: u64,
 }
 
 fn args() -> Args {
@@ -58,6 +60,7 @@ fn args() -> Args {
         runtime: "tokio".into(),
         window: 4096,
         mib: 256,
+        serve_mib: 64,
         cmd,
     };
     while let Some(k) = a.next() {
@@ -70,6 +73,7 @@ fn args() -> Args {
             "--runtime" => r.runtime = v,
             "--window" => r.window = v.parse().unwrap(),
             "--mib" => r.mib = v.parse().unwrap(),
+            "--serve-mib" => r.serve_mib = v.parse().unwrap(),
             _ => panic!("unknown option {k}"),
         }
     }
@@ -502,9 +506,9 @@ async fn file<R: Runtime>(rt: R, a: Args) -> String {
     }
     let start_node = |i: u64| {
         let mut o = options(i);
-        o.files = Some(echo_runtime::FilesOptions::new(
-            dir.join(format!("store{i}")),
-        ));
+        let mut f = echo_runtime::FilesOptions::new(dir.join(format!("store{i}")));
+        f.config.serve_rate = a.serve_mib << 20;
+        o.files = Some(f);
         echo_runtime::start(rt.clone(), o)
     };
     let (ha, ea) = start_node(0).await.unwrap();
@@ -528,8 +532,9 @@ async fn file<R: Runtime>(rt: R, a: Args) -> String {
     let secs = start.elapsed().as_secs_f64();
     let _ = std::fs::remove_dir_all(&dir);
     format!(
-        "\"MiB\":{},\"MB_per_s\":{:.1},\"MiB_per_s\":{:.1},\"secs\":{secs:.3}",
+        "\"MiB\":{},\"serve_mib\":{},\"MB_per_s\":{:.1},\"MiB_per_s\":{:.1},\"secs\":{secs:.3}",
         a.mib,
+        a.serve_mib,
         size as f64 / 1e6 / secs,
         size as f64 / (1 << 20) as f64 / secs
     )
