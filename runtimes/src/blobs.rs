@@ -319,6 +319,7 @@ impl Files {
                 let r = match self.transfers.remove(&id) {
                     Some(_) => {
                         self.endpoint.cancel(id);
+                        self.forget_waiting();
                         Ok(())
                     }
                     None => Err(Error::Files(format!("no running transfer {}", id.0))),
@@ -588,18 +589,31 @@ impl Files {
             link.pipe.queue(data);
             return;
         }
-        let connected = self.conns.values().any(|c| c.peer == peer && c.usable);
+        // Not connected yet (a download from a peer being dialed) or its substream is
+        // being opened: kept until it is; requests that wait too long time out in the
+        // core and go to other sources.
         let (queued, n) = self.waiting.entry(peer).or_default();
-        if connected && *n + data.len() <= WAITING_CAP {
+        if *n + data.len() <= WAITING_CAP {
             *n += data.len();
             queued.push(data);
         } else {
             self.dropped += data.len() as u64;
-            if !connected {
-                self.waiting.remove(&peer);
-                self.gone.push(peer);
-            }
         }
+    }
+
+    /// Drops what waits for peers that are not connected (a transfer ended: only
+    /// downloads send to peers not connected).
+    fn forget_waiting(&mut self) {
+        let conns = &self.conns;
+        let dropped: usize = self
+            .waiting
+            .iter()
+            .filter(|(p, _)| !conns.values().any(|c| c.peer == **p))
+            .map(|(_, (_, n))| n)
+            .sum();
+        self.dropped += dropped as u64;
+        self.waiting
+            .retain(|p, _| conns.values().any(|c| c.peer == *p));
     }
 
     /// Drains the endpoint's outputs.
@@ -618,6 +632,8 @@ impl Files {
                         self.conns.entry(c).and_modify(|c| c.usable = false);
                     }
                     self.close(peer);
+                    // Ours to open: on another connection, if there is one.
+                    self.open(peer, io);
                 }
                 BlobOutput::Event(e) => self.event(e, ev, now),
                 BlobOutput::Wait(at) if self.gone.is_empty() => {
@@ -627,7 +643,6 @@ impl Files {
                 _ => {}
             }
         }
-        let _ = io;
     }
 
     fn event(&mut self, e: BlobEvent, ev: &EventSender, now: Instant) {
@@ -698,6 +713,7 @@ impl Files {
             TransferState::Running => return,
         };
         ev.send_runtime(e, true);
+        self.forget_waiting();
         let done = if matches!(state, TransferState::Done { .. }) {
             t.offer.size
         } else {

@@ -29,6 +29,9 @@ use crate::{DriverConfig, DriverStats};
 
 /// Inputs handled per poll before yielding to other tasks.
 const BUDGET: usize = 256;
+/// Budget used by a turn of the blob substreams that moved bytes (up to a few reads of
+/// 64 KiB per peer).
+const FILES_COST: usize = 16;
 
 /// Connections woken since the node task last looked, and the node task's waker.
 #[derive(Default)]
@@ -155,8 +158,12 @@ impl<R: Runtime> Future for Driver<R> {
             // The one timer.
             progress |= this.host.poll_timer(cx, &mut this.io);
 
-            // Blob substreams, after the chat connections.
-            progress |= this.host.poll_files(cx, &mut this.io);
+            // Blob substreams, after the chat connections; file bytes count against the
+            // budget too, so a long transfer still lets other tasks run.
+            if this.host.poll_files(cx, &mut this.io) {
+                progress = true;
+                budget = budget.saturating_sub(FILES_COST);
+            }
 
             if this.host.shutting_down && this.io.live.is_empty() && this.io.conns.is_empty() {
                 this.host.finished();

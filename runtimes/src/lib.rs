@@ -64,6 +64,15 @@
 //! substreams negotiating `/ipfs/ping/1.0.0` are answered on every connection, so
 //! standard libp2p tools can check that a node is alive.
 //!
+//! With [`Options::files`] set, files travel on `/echo/blob/1.0.0` substreams of the same
+//! connections (at most one per peer, opened by the lower peer id; PROTOCOL.md section
+//! 17): [`Handle::share_file`] hashes a file on a thread and returns the [`Offer`] to
+//! post, [`Handle::download`] fetches one (verified, multi-source, resumable after a
+//! restart) into a folder, and [`RuntimeEvent::TransferProgress`],
+//! [`RuntimeEvent::TransferDone`] and [`RuntimeEvent::TransferFailed`] report it. Blob
+//! substreams are polled after the chat, so chat never waits behind file bytes. The
+//! swarm adapter does not carry files yet.
+//!
 //! ## Structure
 //!
 //! The driver is written once, generic over the small [`Runtime`] trait (spawn, timer,

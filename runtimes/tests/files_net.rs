@@ -211,26 +211,42 @@ async fn download_resumes_after_the_node_is_dropped<R: Runtime>(rt: R) {
     b.h.abort();
     b.h.stopped().await;
 
+    resume(&rt, &a, store, &offer, &src, &dl).await;
+    a.h.shutdown().await;
+}
+
+/// Resumes the download of `offer` (of the file `src`) on a new node on `store`, whose
+/// previous node died, and checks that it fetches again less than two groups of what
+/// was on disk.
+async fn resume<R: Runtime>(
+    rt: &R,
+    a: &Probe<R>,
+    store: PathBuf,
+    offer: &Offer,
+    src: &Path,
+    dl: &Path,
+) {
     let on_disk = {
         let mut s = FileStore::open(&store).unwrap();
-        s.open_partial(&offer.hash, size).unwrap().len()
+        s.open_partial(&offer.hash, offer.size).unwrap().len()
     };
     assert!(on_disk > 0);
-    let b2 = with_files(options("b2", 3), store, None);
-    let mut b2 = Probe::start(&rt, b2).await;
+    let mut b2 = Probe::start(rt, with_files(options("b2", 3), store, None)).await;
     b2.h.connect(&a.addr()).await.unwrap();
     b2.peer_up(a.id()).await;
-    let id = b2.h.download(offer.clone(), a.id(), dl).await.unwrap();
+    let id =
+        b2.h.download(offer.clone(), a.id(), dl.into())
+            .await
+            .unwrap();
     let path = done(&mut b2, id).await;
-    assert!(same_bytes(&path, &src));
+    assert!(same_bytes(&path, src));
     let got = b2.h.driver_stats().await.unwrap().blob.bytes_received;
-    let missing = size - on_disk * GROUP_SIZE;
+    let missing = offer.size - on_disk * GROUP_SIZE;
     let resent = got.saturating_sub(missing);
     assert!(
         resent < 2 * GROUP_SIZE,
         "{resent} bytes fetched again ({got} received, {missing} were missing)"
     );
-    a.h.shutdown().await;
     b2.h.shutdown().await;
 }
 
@@ -472,7 +488,8 @@ async fn one_blob_stream_after_simultaneous_dials<R: Runtime>(rt: R) {
         let mut a = Probe::start(&rt, a).await;
         let mut b = Probe::start(&rt, b).await;
         let (ra, rb) = futures::join!(a.h.connect(&b.addr()), b.h.connect(&a.addr()));
-        (ra.unwrap(), rb.unwrap());
+        ra.unwrap();
+        rb.unwrap();
         a.peer_up(b.id()).await;
         b.peer_up(a.id()).await;
         let (aid, bid) = (a.id(), b.id());
@@ -503,4 +520,96 @@ async fn one_blob_stream_after_simultaneous_dials<R: Runtime>(rt: R) {
 #[test]
 fn one_blob_stream_after_simultaneous_dials_tokio() {
     on_tokio(one_blob_stream_after_simultaneous_dials);
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// The child of [`download_resumes_after_sigkill`]: downloads the offer in
+/// `ECHO_CHILD_OFFER` from `ECHO_CHILD_PEER` into the store `ECHO_CHILD_STORE` (before it
+/// is connected: the download waits for it), printing `PROGRESS <bytes>` lines, until it
+/// is killed.
+#[test]
+#[ignore = "run by download_resumes_after_sigkill in a child process"]
+fn sigkill_child() {
+    let Ok(store) = std::env::var("ECHO_CHILD_STORE") else {
+        return;
+    };
+    let offer = Offer::decode(&unhex(&std::env::var("ECHO_CHILD_OFFER").unwrap())).unwrap();
+    let peer = std::env::var("ECHO_CHILD_PEER").unwrap();
+    on_tokio(|rt| async move {
+        let o = with_files(options("child", 5), store.into(), None);
+        let mut p = Probe::start(&rt, o).await;
+        let from = peer.rsplit('/').next().unwrap().parse().unwrap();
+        p.h.connect(&peer).await.unwrap();
+        let id =
+            p.h.download(offer, from, std::env::temp_dir())
+                .await
+                .unwrap();
+        loop {
+            let e = p.wait_other("progress", TRANSFER, |_| true).await;
+            if let RuntimeEvent::TransferProgress { id: i, done, .. } = e {
+                if i == id {
+                    println!("PROGRESS {done}");
+                }
+            }
+        }
+    });
+}
+
+/// The receiver is a child process killed with SIGKILL mid-way; a new node on the same
+/// store resumes and fetches again less than two groups of what was on disk.
+#[cfg(unix)]
+async fn download_resumes_after_sigkill<R: Runtime>(rt: R) {
+    use std::io::BufRead;
+    let size: u64 = 8 << 20;
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("f.bin");
+    write_file(&src, size, 13);
+    let store = tmp.path().join("b");
+    let a = with_files(options("a", 1), tmp.path().join("a"), Some(2 << 20));
+    let a = Probe::start(&rt, a).await;
+    let offer = a.h.share_file(src.clone()).await.unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["sigkill_child", "--exact", "--ignored", "--nocapture"])
+        .env("ECHO_CHILD_STORE", &store)
+        .env("ECHO_CHILD_OFFER", hex(&offer.encode().unwrap()))
+        .env("ECHO_CHILD_PEER", a.addr())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    // Blocking reads, on a thread: the runtime keeps serving meanwhile.
+    let (tx, rx) = oneshot::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines() {
+            let line = line.unwrap_or_default();
+            let done: Option<u64> = line.strip_prefix("PROGRESS ").and_then(|n| n.parse().ok());
+            if done.is_some_and(|d| d >= 2 << 20) {
+                let _ = tx.send(());
+                return;
+            }
+        }
+    });
+    common::bounded(&rt, TRANSFER, "child progress", rx)
+        .await
+        .unwrap();
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    resume(&rt, &a, store, &offer, &src, &tmp.path().join("dl")).await;
+    a.h.shutdown().await;
+}
+
+#[cfg(unix)]
+#[test]
+fn download_resumes_after_sigkill_tokio() {
+    on_tokio(download_resumes_after_sigkill);
 }
