@@ -27,6 +27,7 @@ mod history;
 mod persist;
 mod profile;
 mod route;
+mod tree;
 
 pub use persist::{Restore, RestoreRoom};
 use profile::ProfileRec;
@@ -91,6 +92,19 @@ pub struct Stats {
     pub learned_dials: u64,
     /// Dials of unconfirmed learned addresses put off by `learned_dials_per_sec`.
     pub learned_dials_refused: u64,
+    /// Broadcast tree: links this node pruned to lazy (Prune frames sent).
+    pub tree_prunes: u64,
+    /// Broadcast tree: links this node grafted back to eager (Graft frames sent).
+    pub tree_grafts: u64,
+    /// Broadcast tree: announcement frames sent to lazy neighbours.
+    pub tree_announces: u64,
+    /// Broadcast tree: announced ids or missing entries dropped at their bounds.
+    pub tree_dropped: u64,
+    /// Gauge: lazy (neighbour, room) links.
+    pub tree_lazy: u64,
+    /// Gauge: announced messages missing here, waiting for their graft timer
+    /// (at most 1,024).
+    pub tree_missing: u64,
 }
 
 /// An echo chat node. Pure state: no I/O, no clock, no threads.
@@ -118,6 +132,8 @@ pub struct Node {
     own_profile: ProfileRec,
     /// Reservations of rooms the node left: a rejoin continues above them.
     retired: BTreeMap<String, u64>,
+    /// The rooms' broadcast tree (eager and lazy neighbours).
+    tree: tree::Tree,
 }
 
 pub(crate) fn valid_label(s: &str, max: usize) -> Result<(), String> {
@@ -178,6 +194,7 @@ impl Node {
             profiles: BTreeMap::new(),
             own_profile: ProfileRec::default(),
             retired: BTreeMap::new(),
+            tree: tree::Tree::default(),
             config,
         }
     }
@@ -231,6 +248,8 @@ impl Node {
         s.room_authors = self.rooms.values().map(|r| r.authors.len() as u64).sum();
         s.authors_evicted = self.rooms.values().map(|r| r.evicted).sum();
         s.profiles = self.profiles.len() as u64;
+        s.tree_lazy = self.tree.lazy_links();
+        s.tree_missing = self.tree.missing_len();
         self.links.gauges(&mut s);
         for c in self.links.conns.values() {
             s.sync_jobs += c.sync.len() as u64;
@@ -326,7 +345,11 @@ impl Node {
     #[must_use]
     pub(crate) fn poll_timeout(&mut self) -> Option<Instant> {
         let rooms = self.rooms.next(&());
-        rooms.into_iter().chain(self.links.poll_timeout()).min()
+        rooms
+            .into_iter()
+            .chain(self.links.poll_timeout())
+            .chain(self.tree.next_timeout())
+            .min()
     }
 
     // ----- inputs from the runtime --------------------------------------------------
@@ -371,6 +394,7 @@ impl Node {
         links.handle_timeout(now, &mut out);
         self.rooms_timeout(now);
         self.sync_timeout(now);
+        self.tree_timeout(now);
         self.links.peers_timeout(now, &mut self.stats);
     }
 
@@ -619,7 +643,7 @@ impl Node {
         };
         if checked.is_none() && room.is_known(&author, m.seq) {
             self.stats.duplicates += 1;
-            return;
+            return self.tree_duplicate(conn, &m.room, &author, now);
         }
         if !self.clock.acceptable(m.lamport, now) {
             // Too far ahead: accepted once the wall clock catches up (section 8.3).
@@ -637,6 +661,7 @@ impl Node {
         }
         if intake.duplicate {
             self.stats.duplicates += 1;
+            self.tree_duplicate(conn, &room_name, &author, now);
         }
         if intake.full {
             self.stats.buffer_full += 1;
@@ -671,19 +696,10 @@ impl Node {
         };
         let mut authors: Vec<PeerId> = msgs.iter().map(|m| m.author).collect();
         authors.dedup();
-        let from_peer = self.links.conns.get(&from).map(|c| c.peer);
-        let targets: Vec<ConnId> = self
-            .links
-            .peers
-            .iter()
-            .filter(|(id, p)| {
-                p.up && p.protocol == Protocol::Chat
-                    && p.in_room(room)
-                    && !authors.contains(id)
-                    && Some(**id) != from_peer
-            })
-            .filter_map(|(_, p)| p.active)
-            .collect();
+        if let Some(from_peer) = self.links.conns.get(&from).map(|c| c.peer) {
+            authors.push(from_peer);
+        }
+        let targets = self.room_targets(room, &authors);
         if targets.is_empty() {
             return;
         }
@@ -701,10 +717,9 @@ impl Node {
             }
         }
         let wire = wire.freeze();
-        for t in targets {
-            self.stats.relayed += msgs.len() as u64;
-            self.send_bytes(t, &wire, now);
-        }
+        let ids: Vec<(PeerId, u64)> = msgs.iter().map(|m| (m.author, m.seq)).collect();
+        let eager = self.push_room(room, targets, &wire, &ids, now);
+        self.stats.relayed += eager * msgs.len() as u64;
     }
 
     fn deliver(&mut self, delivered: Vec<(SharedMessage, crate::log::Position)>, now: Instant) {
@@ -757,17 +772,10 @@ impl Node {
                     Frame::new(Kind::Message(m.to_wire())).encode_to(&mut wire);
                 }
             }
-            let targets: Vec<ConnId> = self
-                .links
-                .peers
-                .values()
-                .filter(|p| p.up && p.protocol == Protocol::Chat && p.in_room(&room))
-                .filter_map(|p| p.active)
-                .collect();
+            let targets = self.room_targets(&room, &[]);
+            let ids: Vec<(PeerId, u64)> = seqs.iter().map(|s| (self.id, *s)).collect();
             let now = self.last_now;
-            for t in targets {
-                self.send_bytes(t, &wire, now);
-            }
+            self.push_room(&room, targets, &wire.freeze(), &ids, now);
         }
     }
 
