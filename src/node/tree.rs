@@ -308,15 +308,13 @@ impl Node {
         let r = self.rooms.get(&room)?;
         // `None`: it arrived meanwhile.
         let start = first_missing(r, &author, m.start, m.end)?;
-        let Some(conn) = self
+        // The announcer went away: gap repair and summaries take over.
+        let conn = self
             .links
             .peers
             .get(&m.from)
             .filter(|p| p.up)
-            .and_then(|p| p.active)
-        else {
-            return None;
-        };
+            .and_then(|p| p.active)?;
         let recent = self
             .tree
             .grafted
