@@ -694,7 +694,9 @@ impl Node {
         let Some(r) = self.rooms.get(room) else {
             return;
         };
-        let mut authors: Vec<PeerId> = msgs.iter().map(|m| m.author).collect();
+        // Authors and the sender are skipped (room for the sender: no second allocation).
+        let mut authors: Vec<PeerId> = Vec::with_capacity(msgs.len() + 1);
+        authors.extend(msgs.iter().map(|m| m.author));
         authors.dedup();
         if let Some(from_peer) = self.links.conns.get(&from).map(|c| c.peer) {
             authors.push(from_peer);
@@ -717,8 +719,8 @@ impl Node {
             }
         }
         let wire = wire.freeze();
-        let ids: Vec<(PeerId, u64)> = msgs.iter().map(|m| (m.author, m.seq)).collect();
-        let eager = self.push_room(room, targets, &wire, &ids, now);
+        let ids = msgs.iter().map(|m| (m.author, m.seq));
+        let eager = self.push_room(room, targets, &wire, ids, now);
         self.stats.relayed += eager * msgs.len() as u64;
     }
 
@@ -773,9 +775,10 @@ impl Node {
                 }
             }
             let targets = self.room_targets(&room, &[]);
-            let ids: Vec<(PeerId, u64)> = seqs.iter().map(|s| (self.id, *s)).collect();
+            let me = self.id;
+            let ids = seqs.iter().map(|s| (me, *s));
             let now = self.last_now;
-            self.push_room(&room, targets, &wire.freeze(), &ids, now);
+            self.push_room(&room, targets, &wire.freeze(), ids, now);
         }
     }
 

@@ -113,7 +113,7 @@ impl Node {
         room: &str,
         targets: Vec<(PeerId, ConnId)>,
         wire: &Bytes,
-        ids: &[(PeerId, u64)],
+        ids: impl Iterator<Item = (PeerId, u64)> + Clone,
         now: Instant,
     ) -> u64 {
         let mut eager = 0;
@@ -124,15 +124,16 @@ impl Node {
                 continue;
             }
             let t = &mut self.tree;
-            if t.pending_ids + ids.len() > MAX_PENDING_IDS {
+            let n = ids.clone().count();
+            if t.pending_ids + n > MAX_PENDING_IDS {
                 // The summaries still carry them.
-                self.stats.tree_dropped += ids.len() as u64;
+                self.stats.tree_dropped += n as u64;
                 continue;
             }
-            t.pending_ids += ids.len();
+            t.pending_ids += n;
             let per_author = t.pending.entry((peer, room.to_string())).or_default();
-            for (author, seq) in ids {
-                per_author.entry(*author).or_default().push(*seq);
+            for (author, seq) in ids.clone() {
+                per_author.entry(author).or_default().push(seq);
             }
             t.flush_at.get_or_insert(now + LAZY_DELAY);
         }
