@@ -194,7 +194,7 @@ const WORKLOADS: &[Workload] = &[
         name: "sim_20_nodes_500_messages",
         units: 500,
         setup: || {
-            let mut net = network::network(20, 500, 4, 1);
+            let mut net = network::network(20, 500, 4, 1, true);
             Box::new(move || {
                 let flood = network::flood(&mut net, 500);
                 assert!(flood.converged, "the network did not converge");

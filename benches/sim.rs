@@ -3,7 +3,8 @@
 //! until every log agrees, simulated frame deliveries per wall second and peak memory.
 //!
 //! `cargo bench --features sim --bench sim` (100 nodes, 10,000 messages);
-//! `cargo bench --features sim --bench sim -- --nodes 1000 --msgs 10000` for the long run.
+//! `cargo bench --features sim --bench sim -- --nodes 1000 --msgs 10000` for the long run;
+//! `-- --flood` turns the broadcast tree off (every message over every link).
 
 mod common;
 
@@ -37,7 +38,8 @@ fn main() {
     let msgs = arg("--msgs", 10_000) as usize;
     let degree = arg("--degree", 4) as usize;
     let seed = arg("--seed", 1);
-    let mut net = common::network::network(nodes, msgs, degree, seed);
+    let tree = !std::env::args().any(|a| a == "--flood");
+    let mut net = common::network::network(nodes, msgs, degree, seed, tree);
     let wall = Instant::now();
     let common::network::Flood {
         converged,
@@ -46,7 +48,7 @@ fn main() {
     } = common::network::flood(&mut net, msgs);
     let secs = wall.elapsed().as_secs_f64();
     let check = net.sim.check_all("general");
-    println!("nodes={nodes} msgs={msgs} degree~{degree} loss=1% seed={seed}");
+    println!("nodes={nodes} msgs={msgs} degree~{degree} loss=1% seed={seed} tree={tree}");
     println!(
         "converged={converged} checks={}",
         if check.is_ok() {
@@ -63,6 +65,10 @@ fn main() {
     println!(
         "simulated frame deliveries: {frames} ({:.0} per wall second)",
         frames as f64 / secs
+    );
+    println!(
+        "frames per delivered message: {:.2}",
+        frames as f64 / (msgs * (nodes - 1)) as f64
     );
     println!("peak RSS: {:.0} MiB", peak_rss_mib());
     assert!(converged && check.is_ok());

@@ -21,7 +21,7 @@ pub const VERSION_MINOR: u32 = 0;
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Frame {
     /// What the frame carries; `None` for a kind this node does not know.
-    #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12")]
+    #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 16, 17, 18")]
     pub kind: Option<Kind>,
 }
 
@@ -64,6 +64,16 @@ pub enum Kind {
     /// An end-to-end encrypted direct message (own, carried or handed over).
     #[prost(message, tag = "12")]
     Envelope(crate::dm::Envelope),
+    /// Broadcast tree: ids of room messages the sender holds (lazy push, capability
+    /// `tree`).
+    #[prost(message, tag = "16")]
+    Announce(Announce),
+    /// Broadcast tree: stop sending full room messages of this room to the sender.
+    #[prost(message, tag = "17")]
+    Prune(TreeLink),
+    /// Broadcast tree: send full room messages of this room to the sender again.
+    #[prost(message, tag = "18")]
+    Graft(TreeLink),
 }
 
 /// The handshake frame.
@@ -265,6 +275,25 @@ pub struct Request {
     /// End (exclusive).
     #[prost(uint64, tag = "4")]
     pub end: u64,
+}
+
+/// Lazy push: room messages the sender received, announced instead of sent.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Announce {
+    /// The room.
+    #[prost(string, tag = "1")]
+    pub room: String,
+    /// Announced sequence numbers per author (`floor` unused, 0).
+    #[prost(message, repeated, tag = "2")]
+    pub authors: Vec<AuthorRanges>,
+}
+
+/// Names the room of a [`Kind::Prune`] or [`Kind::Graft`].
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TreeLink {
+    /// The room.
+    #[prost(string, tag = "1")]
+    pub room: String,
 }
 
 impl Frame {

@@ -24,11 +24,14 @@ pub struct Flood {
     pub frames: u64,
 }
 
-/// Builds the network and lets it settle for 5 virtual seconds.
-pub fn network(nodes: usize, msgs: usize, degree: usize, seed: u64) -> Network {
+/// Builds the network and lets it settle for 5 virtual seconds. `tree`: whether nodes
+/// offer the broadcast tree (`false`: every message floods every link).
+pub fn network(nodes: usize, msgs: usize, degree: usize, seed: u64, tree: bool) -> Network {
     let mut sim = Sim::new(seed);
     sim.loss = 0.01;
     sim.persist = false;
+    // Logs hold every message; the event record would hold each a second time.
+    sim.keep_messages = false;
     // Each unique signature is verified once per run, not once per simulated node (see
     // echo_proto::message::memo); the per-message cost with verification is in benches/core.rs.
     echo_proto::message::memo::enable(true); // a `fuzzing` hook (on with `sim`)
@@ -37,7 +40,8 @@ pub fn network(nodes: usize, msgs: usize, degree: usize, seed: u64) -> Network {
     let config = Config::default()
         .rate_limit(None)
         .target_peers(degree)
-        .max_log_messages(msgs + 1);
+        .max_log_messages(msgs + 1)
+        .broadcast_tree(tree);
     for i in 0..nodes {
         sim.add_node(config.clone().name(format!("n{i}")));
     }

@@ -28,6 +28,7 @@ mod history;
 mod persist;
 mod profile;
 mod route;
+mod tree;
 
 pub use persist::{Restore, RestoreRoom};
 use profile::ProfileRec;
@@ -97,6 +98,19 @@ pub struct Stats {
     pub learned_dials_refused: u64,
     /// Direct messages and the mailbox.
     pub dm: crate::dm::DmStats,
+    /// Broadcast tree: links this node pruned to lazy (Prune frames sent).
+    pub tree_prunes: u64,
+    /// Broadcast tree: links this node grafted back to eager (Graft frames sent).
+    pub tree_grafts: u64,
+    /// Broadcast tree: announcement frames sent to lazy neighbours.
+    pub tree_announces: u64,
+    /// Broadcast tree: announced ids or missing entries dropped at their bounds.
+    pub tree_dropped: u64,
+    /// Gauge: lazy (neighbour, room) links.
+    pub tree_lazy: u64,
+    /// Gauge: announced messages missing here, waiting for their graft timer
+    /// (at most 1,024).
+    pub tree_missing: u64,
 }
 
 /// An echo chat node. Pure state: no I/O, no clock, no threads.
@@ -126,6 +140,8 @@ pub struct Node {
     retired: BTreeMap<String, u64>,
     /// End-to-end encrypted direct messages and the mailbox.
     dm: dm::Dm,
+    /// The rooms' broadcast tree (eager and lazy neighbours).
+    tree: tree::Tree,
 }
 
 pub(crate) fn valid_label(s: &str, max: usize) -> Result<(), String> {
@@ -188,6 +204,7 @@ impl Node {
             own_profile: ProfileRec::default(),
             retired: BTreeMap::new(),
             dm,
+            tree: tree::Tree::default(),
             config,
         }
     }
@@ -242,6 +259,8 @@ impl Node {
         s.authors_evicted = self.rooms.values().map(|r| r.evicted).sum();
         s.profiles = self.profiles.len() as u64;
         s.dm = self.dm.stats();
+        s.tree_lazy = self.tree.lazy_links();
+        s.tree_missing = self.tree.missing_len();
         self.links.gauges(&mut s);
         for c in self.links.conns.values() {
             s.sync_jobs += c.sync.len() as u64;
@@ -342,6 +361,7 @@ impl Node {
             .into_iter()
             .chain(dm)
             .chain(self.links.poll_timeout())
+            .chain(self.tree.next_timeout())
             .min()
     }
 
@@ -388,6 +408,7 @@ impl Node {
         self.rooms_timeout(now);
         self.sync_timeout(now);
         self.dm_timeout(now);
+        self.tree_timeout(now);
         self.links.peers_timeout(now, &mut self.stats);
     }
 
@@ -636,7 +657,7 @@ impl Node {
         };
         if checked.is_none() && room.is_known(&author, m.seq) {
             self.stats.duplicates += 1;
-            return;
+            return self.tree_duplicate(conn, &m.room, &author, now);
         }
         if !self.clock.acceptable(m.lamport, now) {
             // Too far ahead: accepted once the wall clock catches up (section 8.3).
@@ -654,6 +675,7 @@ impl Node {
         }
         if intake.duplicate {
             self.stats.duplicates += 1;
+            self.tree_duplicate(conn, &room_name, &author, now);
         }
         if intake.full {
             self.stats.buffer_full += 1;
@@ -686,21 +708,14 @@ impl Node {
         let Some(r) = self.rooms.get(room) else {
             return;
         };
-        let mut authors: Vec<PeerId> = msgs.iter().map(|m| m.author).collect();
+        // Authors and the sender are skipped (room for the sender: no second allocation).
+        let mut authors: Vec<PeerId> = Vec::with_capacity(msgs.len() + 1);
+        authors.extend(msgs.iter().map(|m| m.author));
         authors.dedup();
-        let from_peer = self.links.conns.get(&from).map(|c| c.peer);
-        let targets: Vec<ConnId> = self
-            .links
-            .peers
-            .iter()
-            .filter(|(id, p)| {
-                p.up && p.protocol == Protocol::Chat
-                    && p.in_room(room)
-                    && !authors.contains(id)
-                    && Some(**id) != from_peer
-            })
-            .filter_map(|(_, p)| p.active)
-            .collect();
+        if let Some(from_peer) = self.links.conns.get(&from).map(|c| c.peer) {
+            authors.push(from_peer);
+        }
+        let targets = self.room_targets(room, &authors);
         if targets.is_empty() {
             return;
         }
@@ -718,10 +733,9 @@ impl Node {
             }
         }
         let wire = wire.freeze();
-        for t in targets {
-            self.stats.relayed += msgs.len() as u64;
-            self.send_bytes(t, &wire, now);
-        }
+        let ids = msgs.iter().map(|m| (m.author, m.seq));
+        let eager = self.push_room(room, targets, &wire, ids, now);
+        self.stats.relayed += eager * msgs.len() as u64;
     }
 
     fn deliver(&mut self, delivered: Vec<(SharedMessage, crate::log::Position)>, now: Instant) {
@@ -774,17 +788,11 @@ impl Node {
                     Frame::new(Kind::Message(m.to_wire())).encode_to(&mut wire);
                 }
             }
-            let targets: Vec<ConnId> = self
-                .links
-                .peers
-                .values()
-                .filter(|p| p.up && p.protocol == Protocol::Chat && p.in_room(&room))
-                .filter_map(|p| p.active)
-                .collect();
+            let targets = self.room_targets(&room, &[]);
+            let me = self.id;
+            let ids = seqs.iter().map(|s| (me, *s));
             let now = self.last_now;
-            for t in targets {
-                self.send_bytes(t, &wire, now);
-            }
+            self.push_room(&room, targets, &wire.freeze(), ids, now);
         }
     }
 

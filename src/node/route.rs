@@ -72,7 +72,11 @@ impl Node {
             name: self.name.clone(),
             rooms: self.rooms.keys().cloned().collect(),
             listen_addrs: self.listen_addrs.iter().map(|a| a.to_vec()).collect(),
-            capabilities: vec!["chain-sig".into()],
+            capabilities: if self.config.broadcast_tree {
+                vec!["chain-sig".into(), super::tree::CAPABILITY.into()]
+            } else {
+                vec!["chain-sig".into()]
+            },
             nonce,
             agent: self.config.agent.clone(),
         }
@@ -99,15 +103,15 @@ impl Node {
         // Fast path: a room message we already hold is dropped without decoding it.
         let mut checked_author = None;
         if c.state != State::Handshaking {
-            if let Some((author, room, seq)) = wire::peek_message_id(&payload) {
-                let room = std::str::from_utf8(room)
-                    .ok()
-                    .and_then(|r| self.rooms.get(r));
+            if let Some((author, room_name, seq)) = wire::peek_message_id(&payload) {
+                let room_name = std::str::from_utf8(room_name).ok();
+                let room = room_name.and_then(|r| self.rooms.get(r));
                 if let (Some(room), Ok(author)) = (room, PeerId::from_bytes(author)) {
                     if room.is_known(&author, seq) {
                         self.stats.messages_in += 1;
                         self.stats.duplicates += 1;
-                        return;
+                        let room_name = room_name.unwrap_or_default();
+                        return self.tree_duplicate(conn, room_name, &author, now);
                     }
                     checked_author = Some(author);
                 }
@@ -150,6 +154,9 @@ impl Node {
             Some(Kind::Summary(sm)) => self.on_summary(conn, sm, now),
             Some(Kind::Request(r)) => self.on_request(conn, r, now),
             Some(Kind::Envelope(e)) => self.on_envelope(conn, e, now),
+            Some(Kind::Announce(a)) => self.on_announce(conn, a, now),
+            Some(Kind::Prune(l)) => self.on_tree_link(conn, l, false),
+            Some(Kind::Graft(l)) => self.on_tree_link(conn, l, true),
         }
     }
 
@@ -181,6 +188,11 @@ impl Node {
         {
             let reason = format!("invalid room name {r:?} in hello");
             return self.violation(conn, &reason, now);
+        }
+        let tree = self.config.broadcast_tree
+            && h.capabilities.iter().any(|c| c == super::tree::CAPABILITY);
+        if let Some(peer) = self.links.conns.get(&conn).map(|c| c.peer) {
+            self.tree.on_hello(peer, tree);
         }
         let (links, mut out) = self.split();
         links.on_hello(conn, h, now, &mut out);

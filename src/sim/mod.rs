@@ -168,6 +168,11 @@ pub struct Sim {
     /// Whether nodes' events are written to their [`Store`] (default true; turn off
     /// for big benchmarks that never restart nodes).
     pub persist: bool,
+    /// Whether nodes' room-message events are kept in [`SimNode::events`] (default
+    /// true; [`Sim::texts`] and [`Sim::check_delivery`] read them). Big benchmarks turn
+    /// it off: other events are still kept, logs and [`crate::Stats::delivered`] still
+    /// count every delivery, and memory no longer grows with nodes × messages twice.
+    pub keep_messages: bool,
     timers: BTreeSet<(Instant, NodeIdx)>,
     timer_of: Vec<Option<Instant>>,
     /// Bytes per second each connection direction carries (`None`: unlimited). With a
@@ -207,6 +212,7 @@ impl Sim {
             max_chunk: 0,
             deliveries: 0,
             persist: true,
+            keep_messages: true,
             timers: BTreeSet::new(),
             timer_of: Vec::new(),
             bandwidth: None,
@@ -536,7 +542,7 @@ impl Sim {
     }
 
     fn flush_outputs(&mut self, i: NodeIdx) {
-        let persist = self.persist;
+        let (persist, keep) = (self.persist, self.keep_messages);
         loop {
             let sn = &mut self.nodes[i];
             let Some(node) = sn.node.as_mut() else {
@@ -551,7 +557,9 @@ impl Sim {
                         if persist {
                             sn.store.record(&e);
                         }
-                        sn.events.push(e);
+                        if keep || !matches!(e, Event::Message { .. }) {
+                            sn.events.push(e);
+                        }
                     }
                     Output::Wait(_) => break,
                 }

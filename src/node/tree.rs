@@ -1,0 +1,372 @@
+//! The broadcast tree of rooms (Plumtree-style eager/lazy push, PROTOCOL.md section 7.1).
+//!
+//! Per room, each neighbour that offered the `tree` capability in its hello is *eager*
+//! (full room messages go to it) or *lazy* (it gets [`wire::Announce`] frames naming
+//! what we received, batched for [`LAZY_DELAY`]). Every link starts eager, so a new
+//! network floods; a copy that arrives twice prunes the link it came by to lazy
+//! ([`Kind::Prune`], both ends). What remains eager is a spanning tree of the room. An
+//! announcement of a message we still lack after [`GRAFT_TIMEOUT`] grafts the announcer
+//! back to eager ([`Kind::Graft`]) and asks it for the message ([`Kind::Request`]): the
+//! tree repairs itself where a link lost a message or died. The per-author gap repair and
+//! the periodic summaries stay as the backstop. Neighbours without the capability are
+//! always eager (they flood, as before).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use libp2p_identity::PeerId;
+
+use super::Node;
+use crate::event::{ConnId, Protocol};
+use crate::rooms::Room;
+use crate::wire::{self, AuthorRanges, Frame, Kind};
+
+/// The hello capability of the broadcast tree.
+pub(crate) const CAPABILITY: &str = "tree";
+/// How long announcements for a lazy neighbour are collected before they go out.
+pub const LAZY_DELAY: Duration = Duration::from_millis(100);
+/// How long an announced message may stay missing before the announcer is grafted.
+pub const GRAFT_TIMEOUT: Duration = Duration::from_millis(250);
+/// Bound on announced message ids waiting to go to one (neighbour, room).
+pub const MAX_PENDING_IDS: usize = 4096;
+/// Bound on announced-but-missing (room, author) entries waiting for their graft timer.
+pub const MAX_MISSING: usize = 1024;
+/// Requests for one announced run before it is left to gap repair and summaries
+/// (a request or its answer may be lost too).
+const ATTEMPTS: u32 = 3;
+/// How far into an announced range a node looks for a message it lacks.
+const SCAN: u64 = 64;
+
+/// A run of one author's announced messages still missing here.
+struct Missing {
+    start: u64,
+    end: u64,
+    from: PeerId,
+    at: Instant,
+    attempts: u32,
+}
+
+/// Broadcast tree state of a node.
+#[derive(Default)]
+pub(super) struct Tree {
+    /// Neighbours whose latest hello offered [`CAPABILITY`].
+    capable: BTreeSet<PeerId>,
+    /// Per room, the neighbours that are lazy (all others are eager).
+    lazy: BTreeMap<String, BTreeSet<PeerId>>,
+    /// Announcements to send, per (neighbour, room): author → seqs.
+    pending: BTreeMap<(PeerId, String), BTreeMap<PeerId, Vec<u64>>>,
+    /// Ids in `pending`, summed.
+    pending_ids: usize,
+    /// When `pending` goes out.
+    flush_at: Option<Instant>,
+    missing: BTreeMap<(String, PeerId), Missing>,
+    /// The earliest `Missing::at`, if any.
+    next_graft: Option<Instant>,
+    /// Per room, when a neighbour was last grafted: one graft per [`GRAFT_TIMEOUT`]
+    /// mends a broken tree; more would close cycles (and duplicates would prune them).
+    grafted: BTreeMap<String, Instant>,
+}
+
+impl Tree {
+    /// A neighbour's hello arrived: a new session starts eager in every room.
+    pub(super) fn on_hello(&mut self, peer: PeerId, capable: bool) {
+        for set in self.lazy.values_mut() {
+            set.remove(&peer);
+        }
+        if capable {
+            self.capable.insert(peer);
+        } else {
+            self.capable.remove(&peer);
+        }
+    }
+
+    fn is_lazy(&self, room: &str, peer: &PeerId) -> bool {
+        self.capable.contains(peer) && self.lazy.get(room).is_some_and(|s| s.contains(peer))
+    }
+
+    pub(super) fn next_timeout(&self) -> Option<Instant> {
+        self.flush_at.into_iter().chain(self.next_graft).min()
+    }
+
+    /// Lazy links, summed over rooms.
+    pub(super) fn lazy_links(&self) -> u64 {
+        self.lazy.values().map(|s| s.len() as u64).sum()
+    }
+
+    pub(super) fn missing_len(&self) -> u64 {
+        self.missing.len() as u64
+    }
+}
+
+/// First seq in `[start, end)` (looking at most [`SCAN`] far) the room lacks.
+fn first_missing(room: &Room, author: &PeerId, start: u64, end: u64) -> Option<u64> {
+    (start..end.min(start.saturating_add(SCAN))).find(|s| !room.is_known(author, *s))
+}
+
+impl Node {
+    /// Sends a run of room messages (`wire`, ids in `ids`) to `targets`: the frames to
+    /// eager neighbours, an announcement (after [`LAZY_DELAY`]) to lazy ones. Returns how
+    /// many got the frames.
+    pub(super) fn push_room(
+        &mut self,
+        room: &str,
+        targets: Vec<(PeerId, ConnId)>,
+        wire: &Bytes,
+        ids: impl Iterator<Item = (PeerId, u64)> + Clone,
+        now: Instant,
+    ) -> u64 {
+        let mut eager = 0;
+        for (peer, conn) in targets {
+            if !self.tree.is_lazy(room, &peer) {
+                eager += 1;
+                self.send_bytes(conn, wire, now);
+                continue;
+            }
+            let t = &mut self.tree;
+            let n = ids.clone().count();
+            if t.pending_ids + n > MAX_PENDING_IDS {
+                // The summaries still carry them.
+                self.stats.tree_dropped += n as u64;
+                continue;
+            }
+            t.pending_ids += n;
+            let per_author = t.pending.entry((peer, room.to_string())).or_default();
+            for (author, seq) in ids.clone() {
+                per_author.entry(author).or_default().push(seq);
+            }
+            t.flush_at.get_or_insert(now + LAZY_DELAY);
+        }
+        eager
+    }
+
+    /// Open chat connections of members of `room` with the tree split aside: every
+    /// member but `skip`.
+    pub(super) fn room_targets(&self, room: &str, skip: &[PeerId]) -> Vec<(PeerId, ConnId)> {
+        self.links
+            .peers
+            .iter()
+            .filter(|(id, p)| {
+                p.up && p.protocol == Protocol::Chat && p.in_room(room) && !skip.contains(id)
+            })
+            .filter_map(|(id, p)| p.active.map(|c| (*id, c)))
+            .collect()
+    }
+
+    /// A copy of `author`'s message we hold arrived on `conn`: an eager tree link to
+    /// prune. Not the author's own link: it is the shortest path, and a copy from the
+    /// author itself comes from a second connection of a hand-over (section 12.1).
+    pub(super) fn tree_duplicate(
+        &mut self,
+        conn: ConnId,
+        room: &str,
+        author: &PeerId,
+        now: Instant,
+    ) {
+        let Some(peer) = self.links.conns.get(&conn).map(|c| c.peer) else {
+            return;
+        };
+        if peer == *author
+            || !self.tree.capable.contains(&peer)
+            || !self.rooms.contains_key(room)
+            || self.tree.is_lazy(room, &peer)
+        {
+            return;
+        }
+        self.tree
+            .lazy
+            .entry(room.to_string())
+            .or_default()
+            .insert(peer);
+        self.stats.tree_prunes += 1;
+        let frame = Frame::new(Kind::Prune(wire::TreeLink { room: room.into() }));
+        self.send_frame(conn, &frame, now);
+    }
+
+    /// A neighbour pruned (`eager == false`) or grafted us in a room.
+    pub(super) fn on_tree_link(&mut self, conn: ConnId, l: wire::TreeLink, eager: bool) {
+        let Some(peer) = self.active_peer(conn) else {
+            return;
+        };
+        // Only for joined rooms: the lazy sets stay bounded by rooms × neighbours.
+        if !self.rooms.contains_key(&l.room) {
+            return;
+        }
+        let set = self.tree.lazy.entry(l.room).or_default();
+        if eager {
+            set.remove(&peer);
+        } else {
+            set.insert(peer);
+        }
+    }
+
+    pub(super) fn on_announce(&mut self, conn: ConnId, a: wire::Announce, now: Instant) {
+        let Some(peer) = self.active_peer(conn) else {
+            return;
+        };
+        let Some(room) = self.rooms.get(&a.room) else {
+            return;
+        };
+        for ar in &a.authors {
+            let Ok(author) = PeerId::from_bytes(&ar.author) else {
+                return self.violation(conn, "announcement names an invalid author", now);
+            };
+            if ar.ranges.len() % 2 != 0 || ar.ranges.chunks(2).any(|r| r[0] >= r[1]) {
+                return self.violation(conn, "announcement range is malformed", now);
+            }
+            for r in ar.ranges.chunks(2) {
+                let Some(start) = first_missing(room, &author, r[0], r[1]) else {
+                    continue;
+                };
+                let end = r[1].min(start.saturating_add(SCAN));
+                let t = &mut self.tree;
+                let full = t.missing.len() >= MAX_MISSING;
+                match t.missing.get_mut(&(a.room.clone(), author)) {
+                    Some(m) => {
+                        m.start = m.start.min(start);
+                        m.end = m.end.max(end);
+                    }
+                    None if full => self.stats.tree_dropped += 1,
+                    None => {
+                        let at = now + GRAFT_TIMEOUT;
+                        let m = Missing {
+                            start,
+                            end,
+                            from: peer,
+                            at,
+                            attempts: 0,
+                        };
+                        t.missing.insert((a.room.clone(), author), m);
+                        t.next_graft = Some(t.next_graft.map_or(at, |n| n.min(at)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends due announcements and grafts for what is still missing.
+    pub(super) fn tree_timeout(&mut self, now: Instant) {
+        if self.tree.flush_at.is_some_and(|t| t <= now) {
+            self.tree.flush_at = None;
+            self.tree.pending_ids = 0;
+            for ((peer, room), authors) in std::mem::take(&mut self.tree.pending) {
+                let Some(conn) = self.links.peers.get(&peer).filter(|p| p.up) else {
+                    continue;
+                };
+                let Some(conn) = conn.active else { continue };
+                let authors = authors
+                    .into_iter()
+                    .map(|(a, mut seqs)| {
+                        seqs.sort_unstable();
+                        seqs.dedup();
+                        AuthorRanges {
+                            author: a.to_bytes(),
+                            floor: 0,
+                            ranges: ranges(&seqs),
+                        }
+                    })
+                    .collect();
+                self.stats.tree_announces += 1;
+                let frame = Frame::new(Kind::Announce(wire::Announce { room, authors }));
+                self.send_frame(conn, &frame, now);
+            }
+        }
+        if self.tree.next_graft.is_some_and(|t| t <= now) {
+            let due: Vec<_> = self
+                .tree
+                .missing
+                .iter()
+                .filter(|(_, m)| m.at <= now)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in due {
+                if let Some(m) = self.tree.missing.remove(&key) {
+                    if let Some(again) = self.graft(key.0.clone(), key.1, m, now) {
+                        self.tree.missing.insert(key, again);
+                    }
+                }
+            }
+            self.tree.next_graft = self.tree.missing.values().map(|m| m.at).min();
+        }
+        // Forget neighbours that went away (a new session starts over at its hello).
+        let up = |p: &PeerId| self.links.peers.get(p).is_some_and(|p| p.up);
+        self.tree.capable.retain(up);
+        for set in self.tree.lazy.values_mut() {
+            set.retain(up);
+        }
+        let rooms = &self.rooms;
+        self.tree
+            .lazy
+            .retain(|r, s| !s.is_empty() && rooms.contains_key(r));
+        self.tree
+            .grafted
+            .retain(|r, t| *t + GRAFT_TIMEOUT > now && rooms.contains_key(r));
+    }
+
+    /// Asks the announcer of a missing run for it (grafting it first if lazy); returns
+    /// the entry again, for the next attempt.
+    fn graft(&mut self, room: String, author: PeerId, m: Missing, now: Instant) -> Option<Missing> {
+        let r = self.rooms.get(&room)?;
+        // `None`: it arrived meanwhile.
+        let start = first_missing(r, &author, m.start, m.end)?;
+        // The announcer went away: gap repair and summaries take over.
+        let conn = self
+            .links
+            .peers
+            .get(&m.from)
+            .filter(|p| p.up)
+            .and_then(|p| p.active)?;
+        let recent = self
+            .tree
+            .grafted
+            .get(&room)
+            .is_some_and(|t| *t + GRAFT_TIMEOUT > now);
+        if !recent && self.tree.is_lazy(&room, &m.from) {
+            // Other missing messages this round are only requested.
+            self.tree.grafted.insert(room.clone(), now);
+            if let Some(set) = self.tree.lazy.get_mut(&room) {
+                set.remove(&m.from);
+            }
+            self.stats.tree_grafts += 1;
+            let graft = Frame::new(Kind::Graft(wire::TreeLink { room: room.clone() }));
+            self.send_frame(conn, &graft, now);
+        }
+        let request = Frame::new(Kind::Request(wire::Request {
+            room,
+            author: author.to_bytes(),
+            start,
+            end: m.end,
+        }));
+        self.stats.repair_requests += 1;
+        self.send_frame(conn, &request, now);
+        (m.attempts + 1 < ATTEMPTS).then(|| Missing {
+            start,
+            at: now + GRAFT_TIMEOUT,
+            attempts: m.attempts + 1,
+            ..m
+        })
+    }
+}
+
+/// Sorted, deduplicated seqs as flattened `[start, end)` pairs.
+fn ranges(seqs: &[u64]) -> Vec<u64> {
+    let mut out: Vec<u64> = Vec::new();
+    for &s in seqs {
+        match out.last_mut() {
+            Some(end) if *end == s => *end = s + 1,
+            _ => out.extend([s, s + 1]),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ranges;
+
+    #[test]
+    fn seqs_become_ranges() {
+        assert_eq!(ranges(&[1, 2, 3, 7, 9, 10]), vec![1, 4, 7, 8, 9, 11]);
+        assert!(ranges(&[]).is_empty());
+    }
+}

@@ -1,0 +1,198 @@
+//! The broadcast tree of rooms (PROTOCOL.md section 7.1) in the simulator: frames sent
+//! per delivered message in steady state against flooding, convergence under 1 % loss,
+//! nodes without the capability in the same room, and the bound on announced-but-missing
+//! messages a hostile peer can make a node track.
+
+use std::time::Duration;
+
+use echo_proto::sim::{keypair, Sim};
+use echo_proto::wire::{self, AuthorRanges, Frame, Kind};
+use echo_proto::{Config, Protocol};
+use rand::{Rng, SeedableRng};
+
+const SEC: Duration = Duration::from_secs(1);
+const ROOM: &str = "general";
+
+/// `n` nodes on a random connected topology (a random tree plus one random extra link
+/// each), 1 % loss on room-message frames, settled. `tree(i)`: whether node i offers the
+/// broadcast tree.
+fn network(n: usize, seed: u64, tree: impl Fn(usize) -> bool) -> Sim {
+    let mut sim = Sim::new(seed);
+    sim.loss = 0.01;
+    sim.persist = false;
+    sim.latency = Duration::from_millis(5);
+    sim.jitter = Duration::from_millis(5);
+    for i in 0..n {
+        let c = Config::default()
+            .name(format!("n{i}"))
+            .target_peers(4)
+            .broadcast_tree(tree(i));
+        sim.add_node(c);
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    for i in 1..n {
+        sim.connect(i, rng.random_range(0..i));
+        let j = rng.random_range(0..n);
+        if j != i {
+            sim.connect(i, j);
+        }
+    }
+    sim.run_for(5 * SEC);
+    sim
+}
+
+/// Sends `msgs` messages from random authors, `gap` apart, and runs until every log
+/// holds `total` messages. Returns (converged, frames delivered meanwhile).
+fn burst(sim: &mut Sim, msgs: usize, total: usize, gap: Duration, seed: u64) -> (bool, u64) {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let f0 = sim.frames_delivered();
+    let n = sim.len();
+    for k in 0..msgs {
+        sim.send(rng.random_range(0..n), ROOM, &format!("message {k}"));
+        sim.run_for(gap);
+    }
+    let done = sim.run_until(60 * SEC, |s| {
+        (0..n).all(|i| s.node(i).room_log(ROOM).map_or(0, |l| l.count()) == total)
+    });
+    (done, sim.frames_delivered() - f0)
+}
+
+/// Frames per delivered message in steady state (after a warm-up burst), and whether
+/// both bursts converged.
+fn frames_per_message(tree: bool) -> (bool, f64) {
+    let n = 40;
+    let mut sim = network(n, 5, |_| tree);
+    // 500 messages a second, as in benches/sim.rs (1,000 a second there).
+    let gap = Duration::from_millis(2);
+    let (warm, _) = burst(&mut sim, 300, 300, gap, 1);
+    let (done, frames) = burst(&mut sim, 1000, 1300, gap, 2);
+    let st: Vec<_> = (0..n).map(|i| sim.node(i).stats()).collect();
+    let sum = |f: fn(&echo_proto::Stats) -> u64| st.iter().map(f).sum::<u64>();
+    println!(
+        "tree={tree} relayed={} announces={} prunes={} grafts={} lazy={} dup={} frames_in={}",
+        sum(|s| s.relayed),
+        sum(|s| s.tree_announces),
+        sum(|s| s.tree_prunes),
+        sum(|s| s.tree_grafts),
+        sum(|s| s.tree_lazy),
+        sum(|s| s.duplicates),
+        sum(|s| s.frames_in)
+    );
+    (warm && done, frames as f64 / (1000 * (n - 1)) as f64)
+}
+
+#[test]
+fn tree_sends_under_two_frames_per_delivered_message_where_flooding_does_not() {
+    let (flood_ok, flood) = frames_per_message(false);
+    let (tree_ok, tree) = frames_per_message(true);
+    println!("frames per delivered message: flood {flood:.2}, tree {tree:.2}");
+    assert!(flood_ok && tree_ok, "every log converged under 1 % loss");
+    assert!(
+        flood > 2.0,
+        "flooding sends over 2 frames per message ({flood:.2})"
+    );
+    assert!(tree <= 2.0, "the tree sends at most 2 ({tree:.2})");
+}
+
+#[test]
+fn peers_without_the_tree_keep_flooding_and_everyone_converges() {
+    // Every third node is an older peer: it neither offers nor understands the tree.
+    let n = 30;
+    let mut sim = network(n, 9, |i| i % 3 != 0);
+    let (done, _) = burst(&mut sim, 200, 200, Duration::from_millis(10), 3);
+    assert!(done, "mixed network converged under 1 % loss");
+    let old = sim.node(0).stats();
+    assert_eq!(old.tree_prunes + old.tree_announces + old.tree_lazy, 0);
+    let new: u64 = (1..n).map(|i| sim.node(i).stats().tree_lazy).sum();
+    assert!(new > 0, "capable nodes pruned links among themselves");
+}
+
+#[test]
+fn announced_missing_messages_are_bounded() {
+    let mut sim = Sim::new(3);
+    let a = sim.add_named("a");
+    sim.run_for(SEC);
+    let mallory = keypair(99);
+    let h = sim.open_raw(a, &mallory, Protocol::Chat);
+    let hello = wire::Hello {
+        version_major: wire::VERSION_MAJOR,
+        name: "mallory".into(),
+        rooms: vec![ROOM.into()],
+        capabilities: vec!["tree".into()],
+        nonce: 1,
+        ..Default::default()
+    };
+    sim.raw_send(h, &Frame::new(Kind::Hello(hello)).to_wire());
+    sim.run_for(SEC);
+    // 3,000 made-up authors, each announced with one message the node lacks.
+    for batch in 0..30u64 {
+        let authors = (0..100u64)
+            .map(|k| AuthorRanges {
+                author: keypair(1_000 + batch * 100 + k)
+                    .public()
+                    .to_peer_id()
+                    .to_bytes(),
+                floor: 0,
+                ranges: vec![1, 2],
+            })
+            .collect();
+        let f = Frame::new(Kind::Announce(wire::Announce {
+            room: ROOM.into(),
+            authors,
+        }));
+        sim.raw_send(h, &f.to_wire());
+    }
+    sim.run_for(Duration::from_millis(50));
+    let s = sim.node(a).stats();
+    assert_eq!(s.tree_missing, 1024, "bounded at MAX_MISSING");
+    assert_eq!(s.tree_dropped, 3_000 - 1024);
+    // The graft timers fire: each entry became requests to mallory, who never answers.
+    sim.run_for(SEC);
+    let s = sim.node(a).stats();
+    assert_eq!(s.tree_missing, 0);
+    assert_eq!(s.tree_grafts, 0, "mallory is eager already: only requests");
+    assert_eq!(s.repair_requests, 3 * 1024, "three attempts each");
+    assert!(!sim.raw_closed(h));
+}
+
+#[test]
+fn tree_frame_vectors_match_protocol_md() {
+    let author = libp2p_identity::Keypair::ed25519_from_bytes([1u8; 32])
+        .unwrap()
+        .public()
+        .to_peer_id()
+        .to_bytes();
+    let announce = Frame::new(Kind::Announce(wire::Announce {
+        room: ROOM.into(),
+        authors: vec![AuthorRanges {
+            author,
+            floor: 0,
+            ranges: vec![1, 3],
+        }],
+    }));
+    let link = wire::TreeLink { room: ROOM.into() };
+    let cases = [
+        (
+            announce,
+            "3a8201370a0767656e6572616c122c0a260024080112208a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c1a020103",
+        ),
+        (Frame::new(Kind::Prune(link.clone())), "0c8a01090a0767656e6572616c"),
+        (Frame::new(Kind::Graft(link)), "0c9201090a0767656e6572616c"),
+    ];
+    for (frame, hex) in cases {
+        assert_eq!(hex::encode(frame.to_wire()), hex);
+        let payload = hex::decode(hex).unwrap();
+        assert_eq!(Frame::decode_payload(&payload[1..]).unwrap(), frame);
+    }
+}
+
+#[test]
+fn sim_without_message_events_still_delivers_and_counts() {
+    let mut sim = network(6, 4, |_| true);
+    sim.keep_messages = false;
+    let (done, _) = burst(&mut sim, 20, 20, Duration::from_millis(10), 5);
+    assert!(done);
+    assert!(sim.texts(1, ROOM).is_empty(), "no message events kept");
+    let delivered: u64 = (0..6).map(|i| sim.node(i).stats().delivered).sum();
+    assert_eq!(delivered, 20 * 6);
+}
