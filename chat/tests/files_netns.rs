@@ -113,9 +113,16 @@ fn two_shaped_sources_serve_one_download_together() {
         "/connect {}",
         addr_on(&s2, &s2_addrs, "/ip4/10.214.3.1/")
     ));
-    r2.wait("peer s1", |v| is(v, "peer_up") && v["name"] == "s1");
-    r2.wait("peer s2", |v| is(v, "peer_up") && v["name"] == "s2");
-    r2.wait("offer", |v| is(v, "message") && !v["offer"].is_null());
+    // Both peers up and the offer in, in whatever order they come.
+    let (mut up1, mut up2, mut offered) = (false, false, false);
+    while !(up1 && up2 && offered) {
+        let v = r2.wait("both sources and the offer", |v| {
+            is(v, "peer_up") || (is(v, "message") && !v["offer"].is_null())
+        });
+        up1 |= is(&v, "peer_up") && v["name"] == "s1";
+        up2 |= is(&v, "peer_up") && v["name"] == "s2";
+        offered |= is(&v, "message");
+    }
     let (two, two_sources, p2) = download(&mut r2, &id);
     assert!(std::fs::read(&p2).unwrap() == data);
     assert_eq!(two_sources, 2, "both sources should serve");
