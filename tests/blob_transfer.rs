@@ -204,6 +204,46 @@ fn a_lone_liar_fails_the_download() {
     assert_eq!(net.hosts[1].store.groups_written, 0);
 }
 
+/// A lone source whose substream closes (a duplicate connection dropped, a substream
+/// replaced) is waited for: the download goes on when it is added back, and fails only
+/// when none returns within `source_wait`.
+#[test]
+fn a_lone_source_that_blips_is_waited_for_and_one_that_stays_away_fails() {
+    let len = 4 << 20;
+    let wait = BlobConfig::default().source_wait;
+    let (mut net, data, hash) = setup(30, 1, len);
+    let t = net.download(1, hash, len as u64, &[0]);
+    assert!(net.run_until(MINUTE, |n| n.hosts[1].store.verified(&hash).len() >= 8));
+    net.close_link(1, 0);
+    net.run_until(wait / 2, |_| false);
+    assert!(
+        !net.failed(1),
+        "failed at once: {:?}",
+        net.hosts[1].events.last()
+    );
+    net.add_source(1, t, 0);
+    finish(&mut net, 1, &data, &hash);
+
+    let (mut net, _data, hash) = setup(31, 1, len);
+    net.download(1, hash, len as u64, &[0]);
+    assert!(net.run_until(MINUTE, |n| n.hosts[1].store.verified(&hash).len() >= 8));
+    let closed = net.now;
+    net.close_link(1, 0);
+    assert!(net.run_until(MINUTE, |n| n.failed(1)));
+    assert!(
+        net.now - closed >= wait,
+        "failed after {:?}",
+        net.now - closed
+    );
+    assert!(net.hosts[1].events.iter().any(|e| matches!(
+        e,
+        BlobEvent::Failed {
+            reason: FailReason::NoSources,
+            ..
+        }
+    )));
+}
+
 #[test]
 fn resume_after_a_crash_fetches_only_missing_groups() {
     for seed in 0..3 {

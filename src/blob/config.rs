@@ -44,6 +44,10 @@ pub struct BlobConfig {
     pub request_burst: f64,
     /// A peer that leaves sent bytes unread this long is cut off (default 30 s).
     pub stall_timeout: Duration,
+    /// A download whose last source disconnected waits this long for a source to be
+    /// added (a reconnect, a replaced substream) before it fails with
+    /// [`super::FailReason::NoSources`] (default 10 s).
+    pub source_wait: Duration,
 }
 
 impl Default for BlobConfig {
@@ -66,6 +70,7 @@ impl Default for BlobConfig {
             request_rate: 50.0,
             request_burst: 100.0,
             stall_timeout: Duration::from_secs(30),
+            source_wait: Duration::from_secs(10),
         }
     }
 }

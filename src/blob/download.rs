@@ -43,6 +43,9 @@ struct Transfer {
     verified: GroupSet,
     in_flight: GroupSet,
     sources: BTreeMap<PeerId, Source>,
+    /// When the last source disconnected: the download waits `source_wait` from then
+    /// for a source to come back.
+    orphaned_at: Option<Instant>,
 }
 
 #[derive(Debug, Default)]
@@ -146,6 +149,7 @@ impl Downloader {
                 verified,
                 in_flight: GroupSet::new(),
                 sources,
+                orphaned_at: None,
             },
         );
         if size == 0 {
@@ -175,6 +179,7 @@ impl Downloader {
         };
         if t.sources.len() < self.cfg.max_sources {
             t.sources.entry(peer).or_default();
+            t.orphaned_at = None;
         }
         self.settle(transfer, store, now);
     }
@@ -314,6 +319,9 @@ impl Downloader {
         for tid in tids {
             let t = self.transfers.get_mut(&tid).expect("listed");
             if t.sources.remove(&peer).is_some() {
+                if t.sources.is_empty() {
+                    t.orphaned_at = Some(now);
+                }
                 self.event(BlobEvent::SourceDropped {
                     transfer: tid,
                     peer,
@@ -351,7 +359,11 @@ impl Downloader {
             .transfers
             .values()
             .flat_map(|t| t.sources.values().filter_map(|s| s.backoff_until));
-        BlobOutput::Wait(deadlines.chain(backoffs).min())
+        let orphans = self
+            .transfers
+            .values()
+            .filter_map(|t| t.orphaned_at.map(|at| at + self.cfg.source_wait));
+        BlobOutput::Wait(deadlines.chain(backoffs).chain(orphans).min())
     }
 
     fn send(&mut self, peer: PeerId, frame: BlobFrame) {
@@ -467,7 +479,12 @@ impl Downloader {
             return;
         }
         if t.sources.is_empty() {
-            self.fail(tid, FailReason::NoSources);
+            let waiting = t
+                .orphaned_at
+                .is_some_and(|at| now < at + self.cfg.source_wait);
+            if !waiting {
+                self.fail(tid, FailReason::NoSources);
+            }
             return;
         }
         for s in t.sources.values_mut() {

@@ -88,7 +88,8 @@ pub enum BlobEvent {
 /// Why a download failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FailReason {
-    /// Every source was dropped before the blob was complete.
+    /// Every source was dropped before the blob was complete (after a disconnect: and
+    /// none was added back within `source_wait`).
     NoSources,
     /// Storage failed.
     Store(StoreError),

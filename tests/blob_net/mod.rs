@@ -140,6 +140,22 @@ impl Net {
         }
     }
 
+    /// The blob substream between `a` and `b` closes (both ends see it) while both hosts
+    /// stay up, as when a duplicate connection is dropped.
+    pub fn close_link(&mut self, a: usize, b: usize) {
+        let at = self.now;
+        let (pa, pb) = (self.peer(a), self.peer(b));
+        self.at(at, Ev::Closed { host: a, peer: pb });
+        self.at(at, Ev::Closed { host: b, peer: pa });
+    }
+
+    /// Host `i` adds host `src` as a source of its download `transfer`.
+    pub fn add_source(&mut self, i: usize, transfer: echo_proto::blob::TransferId, src: usize) {
+        let (peer, now) = (self.peer(src), self.now);
+        let h = &mut self.hosts[i];
+        h.ep.add_source(transfer, peer, &mut h.store, now);
+    }
+
     /// Host `i` starts again with a fresh endpoint over its surviving store.
     pub fn restart(&mut self, i: usize) {
         let h = &mut self.hosts[i];
