@@ -388,3 +388,42 @@ fn remembered_ids_and_conversations_stay_bounded_under_a_flood_of_senders() {
     assert_eq!(st.seen, 32);
     assert_eq!(st.convs, 16);
 }
+
+/// The app reserves sequence numbers ahead of sending (`Restore::dm_reserved`): after a
+/// crash that lost the last `export_dm`, the restored node continues above the
+/// reservation, and a reservation below what the export says never moves it back.
+#[test]
+fn a_restore_continues_above_the_reserved_dm_numbers() {
+    let mut sim = Sim::new(13);
+    let (a, b) = (sim.add_node(leaf("alice")), sim.add_node(leaf("bob")));
+    linked(&mut sim, a, b);
+    assert!(sim.run_until(5 * SEC, |s| s.node(a).can_dm(&s.peer_id(b))));
+    send_dm(&mut sim, a, b, "one");
+    assert!(sim.run_until(5 * SEC, |s| statuses(s, a)
+        .contains(&(1, DmStatus::Delivered))));
+    let bob = sim.peer_id(b);
+    assert_eq!(sim.node(a).dm_next_seq(&bob), 2);
+    let saved = sim.node(a).export_dm(sim.now());
+    let restored = |reserved: u64| {
+        let state = echo_proto::Restore {
+            dm: saved.clone(),
+            dm_reserved: vec![(bob, reserved)],
+            ..Default::default()
+        };
+        echo_proto::Node::restore(
+            echo_proto::sim::identity(&keypair(77)),
+            leaf("alice"),
+            7,
+            state,
+            sim.now(),
+        )
+    };
+    let mut node = restored(40);
+    assert_eq!(node.dm_next_seq(&bob), 40);
+    assert_eq!(
+        node.send_dm(&bob, "after a crash", sim.wall(), sim.now()),
+        Ok(40)
+    );
+    assert_eq!(restored(1).dm_next_seq(&bob), 2, "never below the export");
+    assert_eq!(node.dm_next_seq(&keypair(98).public().to_peer_id()), 1);
+}

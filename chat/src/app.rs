@@ -97,6 +97,8 @@ pub struct App {
     /// When the direct-message state was last stored, and whether it changed since.
     dm_saved: Option<std::time::Instant>,
     dm_dirty: bool,
+    /// Direct-message reservations and unread numbers.
+    pub dms: direct::Directs,
 }
 
 impl App {
@@ -121,6 +123,7 @@ impl App {
             waiting: Vec::new(),
             dm_saved: None,
             dm_dirty: false,
+            dms: direct::Directs::default(),
         }
     }
 
@@ -159,6 +162,7 @@ impl App {
                     own: m.author() == me,
                     history: true,
                     mention: m.author() != me && self.mentions_me(m.text()),
+                    receipt: None,
                 };
                 (m.order_key(), m.sent_at_ms(), line)
             })
@@ -268,6 +272,7 @@ impl App {
             let m = std::sync::Arc::new(m);
             self.show_message(&m, None, true);
         }
+        self.restore_directs();
         // Who this is: a new NAME is a new profile, so say which one is in use.
         let who = match &startup.profile {
             Some(p) => format!("profile {p:?}"),
@@ -455,7 +460,10 @@ impl App {
                 name,
                 text,
                 sent_at_ms,
-            } => self.show_direct(from, Some(name), text, sent_at_ms, None),
+            } => {
+                self.show_direct(from, Some(name), text, sent_at_ms, None);
+                self.read_current().await;
+            }
             Event::DirectReceived {
                 from,
                 seq,
@@ -465,9 +473,7 @@ impl App {
                 self.save_dm_state().await;
                 self.show_direct(from, None, text, sent_at_ms, Some(seq));
                 // Seen at once when its conversation is on screen.
-                if !self.headless() && self.model.current_id() == Some(&ViewId::Direct(from)) {
-                    let _ = self.handle.mark_dm_read(from, vec![seq]).await;
-                }
+                self.read_current().await;
             }
             Event::DirectStatus { to, seq, status } => self.dm_status(to, seq, status).await,
             Event::Misbehaved { peer, reason } => {
@@ -587,6 +593,7 @@ impl App {
             own,
             history: restored || late,
             mention,
+            receipt: None,
         };
         if mention && !restored && !late && self.ring_bell {
             self.bell = true;

@@ -43,6 +43,9 @@ pub enum Command {
         before: Option<String>,
         limit: Option<usize>,
     },
+    /// `/read <peer>`: the conversation with a peer is read (clears its unread count,
+    /// sends the read receipt once).
+    Read(String),
     /// `/help`.
     Help,
     /// `/quit`.
@@ -85,6 +88,10 @@ pub const HELP: &[(&str, &str)] = &[
     (
         "/history <room> [key] [n]",
         "(for UIs) stored messages before a point",
+    ),
+    (
+        "/read <peer>",
+        "(for UIs) mark a direct conversation read; /history @peer shows it",
     ),
     ("/help", "this help"),
     ("/quit", "leave (also Ctrl-C)"),
@@ -203,6 +210,7 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
                 limit,
             }
         }
+        "read" => Command::Read(need("<peer>")?),
         "help" | "h" | "?" => Command::Help,
         "quit" | "exit" | "q" => Command::Quit,
         _ => return Err(format!("unknown command /{cmd}; /help lists the commands")),

@@ -133,6 +133,7 @@ pub fn entry_rows(e: &Entry, width: usize) -> Vec<TLine<'static>> {
             own,
             history,
             mention,
+            receipt,
         } => {
             let who = echo_proto::display_name(name, author);
             let mut st = Style::default()
@@ -159,6 +160,9 @@ pub fn entry_rows(e: &Entry, width: usize) -> Vec<TLine<'static>> {
                         .add_modifier(Modifier::BOLD),
                 )),
                 None => spans.extend(mention_spans(text, text_style, *mention)),
+            }
+            if let Some((_, status)) = receipt {
+                spans.push(dm_mark(*status));
             }
             wrap(&spans, width, tw + 2)
         }
@@ -190,6 +194,21 @@ pub fn entry_rows(e: &Entry, width: usize) -> Vec<TLine<'static>> {
             ],
             width,
             tw + 3,
+        ),
+    }
+}
+
+/// How far an own direct message got: `…` pending (carried by peers until the
+/// recipient connects), `✓` delivered, `✓✓` read.
+pub fn dm_mark(status: echo_proto::DmStatus) -> (String, Style) {
+    match status {
+        echo_proto::DmStatus::Pending => (" …".into(), Style::default().fg(Color::DarkGray)),
+        echo_proto::DmStatus::Delivered => (" ✓".into(), Style::default().fg(Color::Green)),
+        echo_proto::DmStatus::Read => (
+            " ✓✓".into(),
+            Style::default()
+                .fg(Color::Green)
+                .add_modifier(Modifier::BOLD),
         ),
     }
 }

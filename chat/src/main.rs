@@ -491,6 +491,8 @@ async fn session(
                             tui::Action::Quit => app.quit = true,
                         }
                     }
+                    // Switching to a conversation reads it.
+                    app.read_current().await;
                 }
                 other => {
                     let before = app.model.current_view().added;

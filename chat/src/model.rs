@@ -38,6 +38,9 @@ pub enum Line {
         history: bool,
         /// Mentions us (`@name`).
         mention: bool,
+        /// An own encrypted direct message: its number and how far it got (drawn as
+        /// `…` pending, `✓` delivered, `✓✓` read, updated in place).
+        receipt: Option<(u64, echo_proto::DmStatus)>,
     },
     /// A notice (someone joined, a command's answer).
     Info(String),
@@ -551,6 +554,28 @@ impl Model {
         if let Some(i) = self.find(id) {
             self.views[i].push(now_ms(), Line::Info(text.into()));
         }
+    }
+
+    /// An own direct message to `peer` moved on: its mark changes in place (never
+    /// back). Returns whether the line is held.
+    pub fn set_dm_status(&mut self, peer: &PeerId, seq: u64, status: echo_proto::DmStatus) -> bool {
+        let Some(i) = self.find(&ViewId::Direct(*peer)) else {
+            return false;
+        };
+        let view = &mut self.views[i];
+        for e in view.entries.iter_mut().rev() {
+            if let Line::Message {
+                receipt: Some((s, st)),
+                ..
+            } = &mut e.line
+            {
+                if *s == seq {
+                    *st = (*st).max(status);
+                    return true;
+                }
+            }
+        }
+        false
     }
 
     /// Counts an unread message in view `i` unless it is current.

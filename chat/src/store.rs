@@ -24,6 +24,8 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use echo_proto::{Identity, Message, Restore, RestoreRoom};
 
 use crate::model::now_ms;
+
+pub mod dm;
 use futures::channel::oneshot;
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -189,6 +191,7 @@ pub fn open_db(path: &Path) -> Result<Connection> {
     }
     conn.execute_batch("PRAGMA synchronous=NORMAL;")?;
     conn.execute_batch(SCHEMA)
+        .and_then(|()| conn.execute_batch(dm::SCHEMA))
         .with_context(|| format!("cannot set up history database {}", path.display()))?;
     Ok(conn)
 }
@@ -287,6 +290,7 @@ pub fn load(conn: &Connection, per_room: usize) -> Result<Loaded> {
             retired,
             peers,
             dm,
+            dm_reserved: dm::reserved(conn)?,
             ..Restore::default()
         },
         name,
@@ -370,6 +374,19 @@ pub enum Op {
     DownloadEnded(echo_proto::blob::BlobHash),
     /// The node's direct-message state ([`echo_runtime::Handle::export_dm`]).
     DmState(Vec<u8>),
+    /// A direct message sent or received.
+    Direct(dm::DirectRow),
+    /// An own direct message (to the peer, by number) moved on.
+    DirectStatus(echo_proto::PeerId, u64, echo_proto::DmStatus),
+    /// The conversation with a peer was read.
+    DirectRead(echo_proto::PeerId),
+    /// Direct-message numbers below `upto` reserved for `peer`; `ack` answers once it
+    /// is durable.
+    DmReserve {
+        peer: echo_proto::PeerId,
+        upto: u64,
+        ack: oneshot::Sender<Result<(), String>>,
+    },
     /// Answers when everything before it is committed.
     Flush(oneshot::Sender<Result<(), String>>),
 }
@@ -412,6 +429,17 @@ impl Writer {
         rx
     }
 
+    /// Queues a direct-message reservation; the answer comes once it is durable.
+    pub fn reserve_dm(
+        &self,
+        peer: echo_proto::PeerId,
+        upto: u64,
+    ) -> oneshot::Receiver<Result<(), String>> {
+        let (ack, rx) = oneshot::channel();
+        self.send(Op::DmReserve { peer, upto, ack });
+        rx
+    }
+
     /// Resolves once every earlier write is committed.
     pub fn flush(&self) -> oneshot::Receiver<Result<(), String>> {
         let (ack, rx) = oneshot::channel();
@@ -440,7 +468,9 @@ fn writer_loop(mut conn: Connection, rx: std_mpsc::Receiver<Op>, on_error: impl 
                 Err(_) => break,
             }
         }
-        let durable = batch.iter().any(|op| matches!(op, Op::Reserve { .. }));
+        let durable = batch
+            .iter()
+            .any(|op| matches!(op, Op::Reserve { .. } | Op::DmReserve { .. }));
         let result = write_batch(&mut conn, &batch, durable).map_err(|e| format!("{e:#}"));
         if let Err(e) = &result {
             tracing::error!(error = %e, "history write failed");
@@ -448,7 +478,7 @@ fn writer_loop(mut conn: Connection, rx: std_mpsc::Receiver<Op>, on_error: impl 
         }
         for op in batch {
             match op {
-                Op::Reserve { ack, .. } | Op::Flush(ack) => {
+                Op::Reserve { ack, .. } | Op::DmReserve { ack, .. } | Op::Flush(ack) => {
                     let _ = ack.send(result.clone());
                 }
                 _ => {}
@@ -541,6 +571,10 @@ fn write_batch(conn: &mut Connection, batch: &[Op], durable: bool) -> Result<()>
                         params![hex(state)],
                     )?;
                 }
+                Op::Direct(row) => dm::insert(&tx, row, dm::KEEP_PER_PEER)?,
+                Op::DirectStatus(peer, seq, status) => dm::set_status(&tx, peer, *seq, *status)?,
+                Op::DirectRead(peer) => dm::set_read(&tx, peer)?,
+                Op::DmReserve { peer, upto, .. } => dm::reserve(&tx, peer, *upto)?,
                 Op::DownloadEnded(hash) => {
                     tx.execute(
                         "DELETE FROM downloads WHERE hash = ?1",

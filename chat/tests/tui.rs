@@ -386,3 +386,60 @@ fn a_file_is_offered_fetched_with_a_progress_bar_and_found() {
     t.type_line("b", "/files");
     t.wait_text("b", "done:");
 }
+
+#[test]
+fn a_direct_conversation_marks_its_messages_pending_delivered_read_in_place() {
+    if skip_without("tmux", "the TUI test drives a real terminal") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = Tmux::new();
+    t.start_chat("a", 140, 30, &tmp.path().join("a"), "alice");
+    t.start_chat("b", 120, 30, &tmp.path().join("b"), "bob");
+    let (addr, _) = t.address("a");
+    t.wait_text("b", "Welcome, bob#");
+    t.type_line("b", &format!("/connect {addr}"));
+    t.wait("a", "bob online", |s| s.contains("● bob#"));
+
+    // Bob is connected: delivered at once (✓).
+    t.type_line("a", "/msg bob are you there");
+    t.key("a", "Tab");
+    t.wait_text("a", "only (direct message)");
+    t.wait_text("a", "are you there ✓");
+    // Bob opens the conversation: alice's mark turns to read (✓✓) on the same line.
+    t.wait("b", "a conversation with alice", |s| s.contains("@alice#"));
+    t.key("b", "Tab");
+    t.wait_text("b", "are you there");
+    let s = t.wait_text("a", "are you there ✓✓");
+    assert!(!s.contains("delivered"), "marks, not info lines:\n{s}");
+
+    // Bob leaves: the next message waits with alice (…).
+    t.type_line("b", "/quit");
+    t.wait_text("b", "EXITED=0");
+    t.wait("a", "bob offline", |s| !s.contains("● bob#"));
+    t.type_line("a", "see you later");
+    t.wait_text("a", "see you later …");
+
+    // Bob comes back: alice's node hands it over, the mark turns to ✓; bob's stored
+    // conversation is listed again, with the new message unread.
+    t.start_chat_with(
+        "b2",
+        120,
+        30,
+        &tmp.path().join("b"),
+        "bob",
+        &format!("--connect {addr}"),
+    );
+    t.wait_text("a", "see you later ✓");
+    t.wait("b2", "the conversation with one unread", |s| {
+        s.lines().any(|l| {
+            l.split('│')
+                .nth(1)
+                .is_some_and(|col| col.contains("@alice#") && col.trim_end().ends_with(" 1"))
+        })
+    });
+    t.type_line("a", "/quit");
+    t.wait_text("a", "EXITED=0");
+    t.type_line("b2", "/quit");
+    t.wait_text("b2", "EXITED=0");
+}

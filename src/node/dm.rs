@@ -138,6 +138,23 @@ impl Node {
         Ok(())
     }
 
+    /// The sequence number the next direct message to `peer` gets. An app that reserves
+    /// numbers ahead (see [`crate::Restore::dm_reserved`]) stores a reservation above
+    /// it before calling [`Node::send_dm`].
+    pub fn dm_next_seq(&self, peer: &PeerId) -> u64 {
+        self.dm.convs.map.get(peer).map_or(1, |c| c.next_out.max(1))
+    }
+
+    /// Restart: the next message to `peer` gets at least `upto` (never lower).
+    pub(super) fn dm_reserve(&mut self, peer: PeerId, upto: u64) {
+        if peer == self.id || upto <= self.dm_next_seq(&peer) {
+            return;
+        }
+        let max = self.config.dm.max_convs;
+        let conv = self.dm.convs.get(peer, max);
+        conv.next_out = conv.next_out.max(upto);
+    }
+
     /// Counters and gauges of direct messages (also in [`Node::stats`]).
     pub fn dm_stats(&self) -> DmStats {
         self.dm.stats()

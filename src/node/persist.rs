@@ -56,6 +56,12 @@ pub struct Restore {
     /// windows, carried envelopes); empty: none. Bytes that do not decode are ignored
     /// (logged by the app), as if nothing was stored.
     pub dm: Vec<u8>,
+    /// Direct-message sequence numbers the app reserved ahead, per conversation: the
+    /// first number not reserved (from [`Node::dm_next_seq`] before sending). A
+    /// restored node's next message to that peer gets at least this number, so a crash
+    /// between sending and saving [`Node::export_dm`] never makes it reuse one (the
+    /// recipient would drop the new message as a replay). Empty: none.
+    pub dm_reserved: Vec<(libp2p_identity::PeerId, u64)>,
 }
 
 /// One room's persisted state.
@@ -92,6 +98,9 @@ impl Node {
         node.retired = state.retired.into_iter().collect();
         if !state.dm.is_empty() {
             let _ = node.import_dm(&state.dm, now);
+        }
+        for (peer, upto) in state.dm_reserved {
+            node.dm_reserve(peer, upto);
         }
         for addr in state.peers {
             node.remember_peer(&addr, now);
@@ -162,6 +171,7 @@ impl Node {
     pub fn export(&self) -> Restore {
         Restore {
             dm: self.export_dm(self.last_now),
+            dm_reserved: Vec::new(),
             peers: self
                 .links
                 .peers

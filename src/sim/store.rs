@@ -72,6 +72,7 @@ impl Store {
     pub fn restore(&self) -> Restore {
         Restore {
             dm: Vec::new(),
+            dm_reserved: Vec::new(),
             peers: self.peers.values().flatten().cloned().collect(),
             lamport: 0,
             wall: None,

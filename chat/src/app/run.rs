@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use super::{best_address, App, Mode};
 use crate::commands::{self, Command, HELP};
-use crate::model::{now_ms, Line, ViewId};
+use crate::model::{now_ms, ViewId};
 use crate::store::Op;
 use crate::text::{clean, clock, fmt_rtt};
 
@@ -97,7 +97,17 @@ impl App {
                 room,
                 before,
                 limit,
-            } => self.history(&room, before.as_deref(), limit),
+            } => match room.strip_prefix('@') {
+                Some(peer) => {
+                    let limit = limit.unwrap_or(100).clamp(1, 500);
+                    self.direct_history(peer, before.as_deref(), limit).await
+                }
+                None => self.history(&room, before.as_deref(), limit),
+            },
+            Command::Read(peer) => match self.model.resolve_peer(&peer) {
+                Ok(id) => self.read_direct(id).await,
+                Err(e) => self.error(e),
+            },
             Command::Rooms => {
                 let rooms: Vec<Value> = self
                     .model
@@ -228,19 +238,7 @@ impl App {
                         clean(text)
                     )),
                 );
-                let me = self.model.me;
-                let name = self.model.name.clone();
-                self.model.view_mut(&ViewId::Direct(peer)).push(
-                    now,
-                    Line::Message {
-                        author: me,
-                        name,
-                        text: text.to_string(),
-                        own: true,
-                        history: false,
-                        mention: false,
-                    },
-                );
+                self.sent_direct(peer, text, seq, now);
             }
             Err(e) => self.error(format!("not sent to {disp}: {e}")),
         }

@@ -45,6 +45,7 @@ fn parse_key(s: &str) -> Result<OrderKey, String> {
 impl App {
     pub(super) async fn state(&mut self) {
         let online = self.handle.peers().await.unwrap_or_default();
+        let carrying = self.handle.stats().await.map(|s| s.dm.held).unwrap_or(0);
         let rooms: Vec<Value> = self
             .model
             .views
@@ -64,6 +65,19 @@ impl App {
             .iter()
             .filter_map(|v| match &v.id {
                 ViewId::Direct(p) => Some(p.to_base58()),
+                ViewId::Room(_) => None,
+            })
+            .collect();
+        let conversations: Vec<Value> = self
+            .model
+            .views
+            .iter()
+            .filter_map(|v| match &v.id {
+                ViewId::Direct(p) => Some(json!({
+                    "peer": p.to_base58(),
+                    "display": self.model.display(p),
+                    "unread": v.unread,
+                })),
                 ViewId::Room(_) => None,
             })
             .collect();
@@ -99,6 +113,8 @@ impl App {
                 "addrs": addrs,
                 "rooms": rooms,
                 "directs": directs,
+                "conversations": conversations,
+                "carrying": carrying,
                 "peers": peers,
                 "current": current,
             }),

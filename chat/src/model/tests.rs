@@ -17,6 +17,7 @@ fn msg(t: &str, a: PeerId) -> Line {
         own: false,
         history: false,
         mention: false,
+        receipt: None,
     }
 }
 
@@ -234,4 +235,42 @@ fn resolves_peers() {
     assert!(m.resolve_peer("carol").is_err());
     m.peers.get_mut(&b2).unwrap().online = true;
     assert!(m.resolve_peer("bob").unwrap_err().contains("ambiguous"));
+}
+
+#[test]
+fn a_direct_message_mark_changes_in_place_and_never_goes_back() {
+    use echo_proto::DmStatus::{Delivered, Pending, Read};
+    let me = PeerId::random();
+    let bob = PeerId::random();
+    let mut m = Model::new(me, "alice".into(), Vec::new(), Limits::TUI);
+    let own = |t: &str, seq| Line::Message {
+        author: me,
+        name: "alice".into(),
+        text: t.into(),
+        own: true,
+        history: false,
+        mention: false,
+        receipt: Some((seq, Pending)),
+    };
+    let id = ViewId::Direct(bob);
+    m.view_mut(&id).push(0, own("one", 1));
+    m.view_mut(&id).push(0, own("two", 2));
+    let lines = m.view_mut(&id).entries.len();
+    let marks = |m: &mut Model| -> Vec<Option<(u64, echo_proto::DmStatus)>> {
+        m.view_mut(&id)
+            .entries
+            .iter()
+            .map(|e| match &e.line {
+                Line::Message { receipt, .. } => *receipt,
+                _ => None,
+            })
+            .collect()
+    };
+    assert!(m.set_dm_status(&bob, 2, Read));
+    assert!(m.set_dm_status(&bob, 1, Delivered));
+    assert!(m.set_dm_status(&bob, 2, Delivered), "a late receipt");
+    assert_eq!(marks(&mut m), [Some((1, Delivered)), Some((2, Read))]);
+    assert_eq!(m.view_mut(&id).entries.len(), lines, "no extra lines");
+    assert!(!m.set_dm_status(&bob, 3, Read), "not held");
+    assert!(!m.set_dm_status(&me, 1, Read), "no such conversation");
 }

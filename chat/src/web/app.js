@@ -180,6 +180,11 @@ function handle(/** @type {any} */ e) {
       }
       for (const [id, v] of state.views) if (v.kind === 'room' && !rooms.has(id)) state.views.delete(id);
       for (const d of e.directs) view(d, 'direct');
+      // Stored conversations come back with their unread counts.
+      for (const c of e.conversations || []) {
+        const v = view(c.peer, 'direct');
+        if (v.messages.length === 0) v.unread = c.unread;
+      }
       state.peers.clear();
       for (const p of e.peers) state.peers.set(p.peer, p);
       if (!state.current || !state.views.has(state.current)) {
