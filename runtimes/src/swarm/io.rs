@@ -15,7 +15,7 @@ use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, NotifyHandler, Stream, ToSwarm};
 use multiaddr::Protocol as Ma;
 
-use super::{handler, redial, MAX_OWN_ADDRS, READS_PER_POLL, REDIALS, SWARM_DIALS};
+use super::{handler, MAX_OWN_ADDRS, READS_PER_POLL, SWARM_DIALS};
 use crate::conn::ConnEvent;
 use crate::driver::{ConnWaker, Ready};
 use crate::host::Io;
@@ -128,10 +128,6 @@ pub(super) struct SwarmIo {
     pub(super) to_swarm: VecDeque<ToSwarm<Infallible, handler::HandlerIn>>,
     /// File transfer is on: blob substreams are opened and accepted.
     pub(super) files: bool,
-    pub(super) redials: redial::Redials,
-    pub(super) redial_timer: Pin<Box<dyn Timer>>,
-    pub(super) redial_at: Option<Instant>,
-    pub(super) next_redial: u64,
     pub(super) listen: Vec<Multiaddr>,
     pub(super) external: Vec<Multiaddr>,
 }
@@ -170,42 +166,6 @@ impl SwarmIo {
         self.dials.insert(opts.connection_id(), (dial, addr));
         self.to_swarm.push_back(ToSwarm::Dial { opts });
         Ok(())
-    }
-
-    /// A chat with `peer` ended by itself: if it was the last, a redial is due (if
-    /// `peer` is one [`redial::Redials`] keeps).
-    pub(super) fn chat_lost(&mut self, peer: PeerId, shutting_down: bool) {
-        if !shutting_down && !self.chats.values().any(|c| c.peer == peer) {
-            self.redials.down(&peer, self.rt.now());
-        }
-    }
-
-    /// Dials the redials that are due; re-arms their timer. Returns whether any was.
-    pub(super) fn poll_redials(&mut self, cx: &mut Context<'_>, shutting_down: bool) -> bool {
-        let next = if shutting_down {
-            None
-        } else {
-            self.redials.next()
-        };
-        if next != self.redial_at {
-            if let Some(at) = next {
-                self.redial_timer.as_mut().reset(at);
-            }
-            self.redial_at = next;
-        }
-        if self.redial_at.is_none() || self.redial_timer.as_mut().poll(cx).is_pending() {
-            return false;
-        }
-        self.redial_at = None;
-        let now = self.rt.now();
-        for (peer, addr) in self.redials.due(now) {
-            let dial = DialId(REDIALS + self.next_redial);
-            self.next_redial += 1;
-            if self.dial(dial, addr, Some(peer)).is_err() {
-                self.redials.failed(&peer, now);
-            }
-        }
-        true
     }
 
     /// The node's listen addresses: the swarm's, then the confirmed external ones.
@@ -249,7 +209,8 @@ pub(super) fn is_circuit(addr: &Multiaddr) -> bool {
 /// An address only the swarm can dial (the node's own addresses are TCP): QUIC or a
 /// relay circuit (a bare `/udp/…` is not dialable at all).
 pub(super) fn swarm_only(addr: &Multiaddr) -> bool {
-    addr.iter().any(|p| matches!(p, Ma::QuicV1 | Ma::P2pCircuit))
+    addr.iter()
+        .any(|p| matches!(p, Ma::QuicV1 | Ma::P2pCircuit))
 }
 
 impl Io for SwarmIo {

@@ -106,13 +106,11 @@ mod build;
 pub mod handler;
 mod io;
 mod net;
-mod redial;
 
 use io::{is_circuit, strip_p2p, Chat, Link, SwarmIo};
 
 pub use build::{start, Behaviour, BehaviourEvent, SwarmOptions};
 pub use net::{MAX_RELAYS, RELAY_BACKOFF_FIRST, RELAY_BACKOFF_MAX};
-pub use redial::{MAX_REDIAL_FAILURES, MAX_REDIAL_PEERS};
 
 /// Inputs handled per poll before yielding to the swarm's other work.
 const BUDGET: usize = 256;
@@ -125,8 +123,6 @@ const MAX_OWN_ADDRS: usize = 32;
 /// First id of the dials [`Handle::connect`] makes through the swarm directly (the
 /// node's own count up from 0).
 const SWARM_DIALS: u64 = 1 << 62;
-/// First id of the redials of [`redial::Redials`] (failures are not the app's).
-const REDIALS: u64 = SWARM_DIALS + (1 << 61);
 
 /// echo as a [`NetworkBehaviour`]: add it to a swarm beside the app's behaviours, and
 /// drive the node with the [`Handle`] and [`Events`] that [`EchoBehaviour::new`]
@@ -205,7 +201,6 @@ impl EchoBehaviour {
         let has_files = files.is_some();
         let (mut host, handle, events, reg): (Host, Handle, Events, AbortRegistration) =
             host::wire(node, &driver, rt.timer(now), Vec::new(), files, now);
-        let redial_timer = rt.timer(now);
         let mut io = SwarmIo {
             rt,
             cfg: driver,
@@ -223,10 +218,6 @@ impl EchoBehaviour {
             listen: Vec::new(),
             external: Vec::new(),
             files: has_files,
-            redials: Default::default(),
-            redial_timer,
-            redial_at: None,
-            next_redial: 0,
         };
         // Hand out the events of Node::new (e.g. joining the default room).
         host.drain(&mut io);
@@ -284,11 +275,7 @@ impl EchoBehaviour {
 
     /// A dial failed: the node's is reported to it, the app's own as an event.
     fn dial_failed(host: &mut Host, io: &mut SwarmIo, dial: DialId, addr: Multiaddr, why: &str) {
-        if dial.0 >= REDIALS {
-            if let Some(Ma::P2p(peer)) = addr.iter().last() {
-                io.redials.failed(&peer, io.rt.now());
-            }
-        } else if dial.0 >= SWARM_DIALS {
+        if dial.0 >= SWARM_DIALS {
             host.events.send(Event::DialFailed {
                 dial,
                 addr,
@@ -323,8 +310,6 @@ impl EchoBehaviour {
                         peer_id: c.peer,
                         connection: CloseConnection::One(c.swarm),
                     });
-                } else {
-                    io.chat_lost(c.peer, host.shutting_down);
                 }
             }
         }
@@ -396,7 +381,6 @@ impl NetworkBehaviour for EchoBehaviour {
                     if let Some(c) = io.chats.remove(&id) {
                         io.discarded += c.discarded + c.pipe.discarded;
                         if c.closing.is_none() {
-                            io.chat_lost(c.peer, host.shutting_down);
                             let mut events = c.events;
                             events.push_back(ConnEvent::Closed(why));
                             io.discarded += host.feed(io, id, &mut events);
@@ -456,12 +440,6 @@ impl NetworkBehaviour for EchoBehaviour {
                 io.next_conn += 1;
                 link.chat = Some(id);
                 let dial = link.dial.take();
-                if let Some((d, addr)) = &dial {
-                    if d.0 >= SWARM_DIALS {
-                        io.redials.remember(peer, addr.clone());
-                    }
-                }
-                io.redials.up(&peer);
                 let info = ConnInfo {
                     peer,
                     role: link.role,
@@ -548,7 +526,6 @@ impl NetworkBehaviour for EchoBehaviour {
                 Self::poll_chat(host, io, id);
             }
             progress |= host.poll_timer(cx, io);
-            progress |= io.poll_redials(cx, host.shutting_down);
             // Blob substreams after the chats; file bytes count against the budget.
             if host.poll_files(cx, io) {
                 progress = true;
