@@ -17,6 +17,7 @@ use crate::text::{clean, clock, json_line};
 
 mod direct;
 mod files;
+mod net;
 mod run;
 mod state;
 
@@ -48,6 +49,8 @@ pub enum Input {
     Signal,
     /// File sharing: the runtime's transfer events and answers that came later.
     File(FileInput),
+    /// A network notice of the swarm: relay reservations, hole punches, AutoNAT.
+    Net(echo_runtime::RuntimeEvent),
 }
 
 /// How the app reports events.
@@ -318,6 +321,7 @@ impl App {
             Input::StoreError(e) | Input::BadLine(e) => self.error(e),
             Input::Lagged(missed) => self.on_lagged(missed).await,
             Input::File(f) => self.on_file(f).await,
+            Input::Net(e) => self.on_net(e),
             Input::Term(_) => {}
         }
         self.model.trim_total();
@@ -341,16 +345,22 @@ impl App {
                         rtt: info.rtt,
                         addr: Some(info.addr.clone()),
                         legacy,
+                        relayed: info.link == echo_proto::Link::Relayed,
                         seen: 0,
                     },
                 );
                 let disp = display_name(&info.name, &info.peer);
                 self.emit(
                     json!({"event": "peer_up", "peer": info.peer.to_base58(), "name": info.name,
-                           "display": disp, "addr": info.addr.to_string(), "legacy": legacy}),
+                           "display": disp, "addr": info.addr.to_string(), "legacy": legacy,
+                           "link": net::link_name(info.link)}),
                     None,
                 );
-                let legacy_note = if legacy { " (legacy echo-go)" } else { "" };
+                let legacy_note = match (legacy, info.link) {
+                    (true, _) => " (legacy echo-go)",
+                    (false, echo_proto::Link::Relayed) => " (through a relay)",
+                    _ => "",
+                };
                 self.info(format!(
                     "{} connected from {}{legacy_note}",
                     disp, info.addr
@@ -372,6 +382,7 @@ impl App {
                 );
                 self.info(format!("{disp} disconnected: {reason}"));
             }
+            Event::LinkChanged { peer, link } => self.on_link_changed(peer, link),
             Event::PeerRtt { peer, rtt } => {
                 if let Some(p) = self.model.peers.get_mut(&peer) {
                     p.rtt = Some(rtt);

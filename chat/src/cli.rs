@@ -21,8 +21,8 @@ pub struct Cli {
     #[arg(value_name = "MULTIADDR")]
     pub peer: Option<String>,
 
-    /// TCP port to listen on, on all IPv4 interfaces (0: any free port). Ignored when
-    /// --listen is given.
+    /// TCP port to listen on, on all IPv4 interfaces (0: any free port); the swarm
+    /// transport listens for QUIC on the same UDP port. Ignored when --listen is given.
     #[arg(long, env = "PORT", value_name = "PORT")]
     pub port: Option<u16>,
 
@@ -110,6 +110,35 @@ pub struct Cli {
     /// Async runtime that drives the node.
     #[arg(long, value_enum, default_value_t = RuntimeKind::Tokio)]
     pub runtime: RuntimeKind,
+
+    /// How the node reaches peers. swarm (the default with tokio): a rust-libp2p swarm,
+    /// TCP and QUIC on the same port, with identify, ping, AutoNAT, relays and hole
+    /// punching. direct: echo's own driver, TCP only (the only one with --runtime smol).
+    /// Both speak the same wire protocol over TCP.
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub transport: Option<Transport>,
+
+    /// A relay to reserve a slot on (repeatable), e.g.
+    /// /ip4/203.0.113.5/tcp/4001/p2p/12D3KooW…: peers then reach you through it at the
+    /// …/p2p-circuit/p2p/<you> address shown by /addrs, even behind a NAT; hole
+    /// punching then tries to make the link direct. Swarm transport only.
+    #[arg(long = "relay", value_name = "MULTIADDR")]
+    pub relay: Vec<String>,
+
+    /// Serve as a circuit relay for others (rust-libp2p's limits: 2 minutes and 128 KiB
+    /// per circuit, bounded reservations). Only useful on a publicly reachable node: its
+    /// listen addresses are taken as public. Swarm transport only.
+    #[arg(long)]
+    pub relay_server: bool,
+}
+
+/// How the node reaches peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Transport {
+    /// A rust-libp2p swarm (TCP + QUIC, relays, hole punching). tokio only.
+    Swarm,
+    /// echo's own driver: TCP, noise, yamux.
+    Direct,
 }
 
 /// Which async runtime runs the node.
@@ -143,6 +172,23 @@ Exit status: 0 after /quit, 1 when start-up fails (bad address, port in use, unu
 data dir), 2 for bad flags.";
 
 impl Cli {
+    /// The transport to use: `--transport`, else the swarm on tokio and the direct
+    /// driver on smol. `Err` for a combination that cannot run.
+    pub fn transport(&self) -> Result<Transport, String> {
+        let t = match (self.transport, self.runtime) {
+            (Some(Transport::Swarm), RuntimeKind::Smol) => {
+                return Err("--transport swarm needs --runtime tokio".into())
+            }
+            (Some(t), _) => t,
+            (None, RuntimeKind::Tokio) => Transport::Swarm,
+            (None, RuntimeKind::Smol) => Transport::Direct,
+        };
+        if t == Transport::Direct && (!self.relay.is_empty() || self.relay_server) {
+            return Err("--relay and --relay-server need the swarm transport".into());
+        }
+        Ok(t)
+    }
+
     /// The listen multiaddrs to use.
     pub fn listen_addrs(&self) -> Vec<String> {
         if self.listen.is_empty() {
@@ -212,5 +258,29 @@ mod tests {
         );
         assert_eq!(c.listen_addrs(), vec!["/ip4/127.0.0.1/tcp/0"]);
         assert_eq!(c.runtime, RuntimeKind::Smol);
+        assert_eq!(c.transport(), Ok(Transport::Direct));
+    }
+
+    #[test]
+    fn transport_defaults_to_the_swarm_on_tokio() {
+        let parse = |args: &[&str]| {
+            let mut v = vec!["echo-chat"];
+            v.extend_from_slice(args);
+            Cli::try_parse_from(v).unwrap().transport()
+        };
+        assert_eq!(parse(&[]), Ok(Transport::Swarm));
+        assert_eq!(parse(&["--transport", "direct"]), Ok(Transport::Direct));
+        let relays = parse(&[
+            "--relay",
+            "/ip4/1.2.3.4/tcp/1/p2p/x",
+            "--relay",
+            "/dns4/r/tcp/2",
+        ]);
+        assert_eq!(relays, Ok(Transport::Swarm));
+        assert!(parse(&["--runtime", "smol", "--transport", "swarm"]).is_err());
+        assert!(parse(&["--transport", "direct", "--relay-server"]).is_err());
+        assert!(parse(&["--runtime", "smol", "--relay", "/ip4/1.2.3.4/tcp/1"]).is_err());
+        let c = Cli::try_parse_from(["echo-chat", "--relay", "/a", "--relay", "/b"]).unwrap();
+        assert_eq!(c.relay, vec!["/a", "/b"]);
     }
 }

@@ -31,7 +31,7 @@ use futures::{FutureExt, StreamExt};
 use multiaddr::Protocol;
 
 use crate::app::{App, FileInput, Input, Mode};
-use crate::cli::{Cli, RuntimeKind};
+use crate::cli::{Cli, RuntimeKind, Transport};
 use crate::model::Model;
 use crate::store::DataDir;
 
@@ -76,6 +76,18 @@ fn real_main(cli: Cli) -> Result<(), Fatal> {
         a.trim()
             .parse::<Multiaddr>()
             .map_err(|e| usage(anyhow!("invalid listen address {a:?}: {e}")))?;
+    }
+    cli.transport().map_err(|e| usage(anyhow!(e)))?;
+    for a in &cli.relay {
+        let ok = a
+            .trim()
+            .parse::<Multiaddr>()
+            .map_err(|e| e.to_string())
+            .and_then(|m| match m.iter().last() {
+                Some(Protocol::P2p(_)) => Ok(()),
+                _ => Err("a relay address ends in /p2p/<relay peer id>".to_string()),
+            });
+        ok.map_err(|e| usage(anyhow!("invalid --relay {a:?}: {e}")))?;
     }
     if let Some(n) = &cli.name {
         if n.trim().is_empty() || n.chars().any(|c| c.is_control()) || n.len() > 64 {
@@ -267,9 +279,16 @@ impl Run {
             },
         });
 
-        let started = match cli.runtime {
-            RuntimeKind::Tokio => echo_runtime::tokio::start(options).await,
-            RuntimeKind::Smol => echo_runtime::smol::start(options).await,
+        let transport = cli.transport().map_err(|e| usage(anyhow!(e)))?;
+        let started = match (cli.runtime, transport) {
+            (RuntimeKind::Tokio, Transport::Swarm) => {
+                let mut o = echo_runtime::swarm::SwarmOptions::from(options);
+                o.relays = cli.relay.clone();
+                o.relay_server = cli.relay_server;
+                echo_runtime::swarm::start(o).await
+            }
+            (RuntimeKind::Tokio, Transport::Direct) => echo_runtime::tokio::start(options).await,
+            (RuntimeKind::Smol, _) => echo_runtime::smol::start(options).await,
         };
         let (handle, events) = started.map_err(|e| match e {
             StartError::AddrInUse { addr } => anyhow!(
@@ -472,6 +491,10 @@ async fn session(
             echo_runtime::RuntimeEvent::TransferFailed { id, reason, .. } => {
                 Some(Input::File(FileInput::Failed { id, reason }))
             }
+            e @ (echo_runtime::RuntimeEvent::RelayReserved { .. }
+            | echo_runtime::RuntimeEvent::RelayLost { .. }
+            | echo_runtime::RuntimeEvent::LinkUpgraded { .. }
+            | echo_runtime::RuntimeEvent::NatStatus { .. }) => Some(Input::Net(e)),
             _ => None,
         })
     });

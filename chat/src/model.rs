@@ -254,6 +254,8 @@ pub struct PeerView {
     pub addr: Option<Multiaddr>,
     /// Speaks the legacy echo-go protocol.
     pub legacy: bool,
+    /// Its connection goes through a relay (a limited circuit), not direct.
+    pub relayed: bool,
     /// When it was last seen up (a counter), to forget the longest-gone first.
     pub seen: u64,
 }

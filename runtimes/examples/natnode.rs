@@ -2,9 +2,10 @@
 //! network namespaces) and for trying relays by hand:
 //!
 //! ```text
-//! natnode [--name N] [--seed S] [--listen ADDR]... [--relay ADDR]... [--relay-server] [--no-quic]
+//! natnode [--name N] [--seed S] [--key B] [--listen ADDR]... [--relay ADDR]... [--relay-server] [--no-quic]
 //! ```
 //!
+//! `--key B` makes the identity from the byte B (the same peer id on every start).
 //! Prints `addr <a>` for each listen address and `ready` once started, then one line per
 //! event: `up <peer> <Direct|Relayed>`, `link <peer> <Direct|Relayed>`, `msg <text>`,
 //! `upgraded <peer>`, `reserved <addr>`, `lost <relay> <retry ms>`, `nat <status>`,
@@ -87,6 +88,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         match arg.as_str() {
             "--name" => name = value()?,
             "--seed" => o.options.seed = value()?.parse()?,
+            "--key" => {
+                let b: u8 = value()?.parse()?;
+                o.options.identity = echo_runtime::proto::Identity::from_secret_bytes([b; 32]);
+            }
             "--listen" => listen.push(value()?),
             "--relay" => o.relays.push(value()?),
             "--relay-server" => o.relay_server = true,

@@ -252,7 +252,8 @@ pub(crate) struct Files {
 }
 
 fn relayed(info: &ConnInfo) -> bool {
-    info.remote_addr.iter().any(|p| matches!(p, Ma::P2pCircuit))
+    info.link == echo_proto::Link::Relayed
+        || info.remote_addr.iter().any(|p| matches!(p, Ma::P2pCircuit))
 }
 
 fn fail_text(r: &FailReason) -> String {

@@ -21,6 +21,7 @@ use futures::{AsyncWrite, FutureExt, StreamExt};
 use libp2p_core::muxing::StreamMuxer;
 use libp2p_identity::Keypair;
 
+use crate::blobs::BlobIo;
 use crate::pipe::Pipe;
 use crate::runtime::{sleep, Runtime, Timer};
 use crate::transport::{self, DialError, Inbound, Muxer, Substream};
@@ -34,7 +35,7 @@ pub(crate) enum ConnEvent {
     /// A blob substream is up: ours (`outbound`, asked for with [`Conn::open_blob`]) or
     /// the remote's.
     Blob {
-        stream: Substream,
+        stream: Box<dyn BlobIo>,
         outbound: bool,
     },
     /// The blob substream asked for could not be opened.
@@ -322,7 +323,7 @@ impl<R: Runtime> Conn<R> {
                 progress = true;
                 self.events.push_back(match r {
                     Ok(stream) => ConnEvent::Blob {
-                        stream,
+                        stream: Box::new(stream),
                         outbound: true,
                     },
                     Err(_) => ConnEvent::BlobFailed,
@@ -370,7 +371,7 @@ impl<R: Runtime> Conn<R> {
         self.events.push_back(ConnEvent::Connected(info));
         if let Some(stream) = self.early_blob.take() {
             self.events.push_back(ConnEvent::Blob {
-                stream,
+                stream: Box::new(stream),
                 outbound: false,
             });
         }
@@ -485,7 +486,7 @@ impl<R: Runtime> Conn<R> {
                     }
                     Inbound::Blob(stream) if self.state == State::Open => {
                         self.events.push_back(ConnEvent::Blob {
-                            stream,
+                            stream: Box::new(stream),
                             outbound: false,
                         })
                     }

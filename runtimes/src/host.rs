@@ -355,7 +355,7 @@ impl Host {
                 }
                 ConnEvent::Blob { stream, outbound } => {
                     if let Some(f) = files {
-                        f.attach(id, Box::new(stream), outbound, io, &self.events, now);
+                        f.attach(id, stream, outbound, io, &self.events, now);
                     }
                 }
                 ConnEvent::BlobFailed => {

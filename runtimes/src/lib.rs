@@ -71,7 +71,7 @@
 //! restart) into a folder, and [`RuntimeEvent::TransferProgress`],
 //! [`RuntimeEvent::TransferDone`] and [`RuntimeEvent::TransferFailed`] report it. Blob
 //! substreams are polled after the chat, so chat never waits behind file bytes. The
-//! swarm adapter does not carry files yet.
+//! swarm adapter carries them the same way, on its direct connections only.
 //!
 //! ## Structure
 //!

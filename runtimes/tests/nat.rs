@@ -4,7 +4,9 @@
 //! packets on its internet side like a home router. Cone NAT (plain `masquerade`):
 //! alice and bob chat through the relay, then DCUtR upgrades the link to a direct one,
 //! counted over `ECHO_NAT_RUNS` repetitions (default 3) on TCP and on QUIC. Symmetric NAT
-//! (`masquerade random`): chat works over the relay and the link stays relayed.
+//! (`masquerade random`): chat works over the relay and the link stays relayed, and
+//! when the relay restarts both ends reserve again, the relayed session comes back and
+//! history sync brings what was said meanwhile.
 //!
 //! The nodes are `natnode` processes started with `ip netns exec`, driven over stdin and
 //! stdout. Needs root, `ip` and `nft`: skipped with a message elsewhere, but failing
@@ -338,6 +340,18 @@ impl Node {
             .unwrap_or_else(|| panic!("{name}: no {what}; saw {:?}", self.seen))
     }
 
+    /// Waits until `n` lines (already seen or new) match `f`, within `within`.
+    fn must_count(&mut self, what: &str, n: usize, within: Duration, f: impl Fn(&str) -> bool) {
+        let until = Instant::now() + within;
+        while self.seen.iter().filter(|l| f(l.as_str())).count() < n {
+            let left = until.checked_duration_since(Instant::now());
+            let Some(l) = left.and_then(|left| self.lines.recv_timeout(left).ok()) else {
+                panic!("{}: no {what} (#{n}); saw {:?}", self.name, self.seen);
+            };
+            self.seen.push(l);
+        }
+    }
+
     fn cmd(&mut self, line: &str) {
         writeln!(self.stdin, "{line}").expect("node alive");
     }
@@ -462,4 +476,64 @@ fn symmetric_nat_chat_stays_relayed() {
         !upgraded,
         "a hole punch through symmetric NAT cannot succeed"
     );
+}
+
+/// Symmetric NAT (no hole punch: the relay is the only way): the relay is killed and
+/// started again (same identity and port). Both ends report the reservation lost and
+/// then held again, bob redials alice through it, and history sync brings bob what
+/// alice said while the relay was down; then the chat goes on.
+#[test]
+fn relay_restart_both_reserve_again_and_history_fills_the_gap() {
+    if !can_run() {
+        return;
+    }
+    // Reservations retried with backoff (1, 2, 4, 8 s ...) and the redial's own.
+    const AGAIN: Duration = Duration::from_secs(60);
+    let tr = Transport::Tcp;
+    let t = Topology::build("rr", true);
+    let relay_args = || {
+        let mut a = tr.listen("10.77.0.1", 4001);
+        a.extend(["--relay-server".into(), "--key".into(), "77".into()]);
+        a
+    };
+    let mut relay = Node::spawn("relay", &t.ns("relay"), &relay_args());
+    let relay_addr = relay.addr("/tcp/");
+    let args = |ip: &str| {
+        let mut a = tr.listen(ip, 0);
+        a.extend(["--relay".to_string(), relay_addr.clone()]);
+        a
+    };
+    let mut alice = Node::spawn("alice", &t.ns("alice"), &args("192.168.1.2"));
+    let mut bob = Node::spawn("bob", &t.ns("bob"), &args("192.168.2.2"));
+    let circuit = alice.addr("/p2p-circuit/");
+    let (alice_id, bob_id) = (alice.id(), bob.id());
+    bob.cmd(&format!("connect {circuit}"));
+    let up = |id: &str| {
+        let p = format!("up {id} ");
+        move |l: &str| l.starts_with(&p)
+    };
+    alice.must("bob up", WAIT, up(&bob_id));
+    bob.must("alice up", WAIT, up(&alice_id));
+    bob.cmd("send before");
+    alice.must("the first message", WAIT, |l| l == "msg before");
+
+    drop(relay);
+    let lost = |l: &str| l.starts_with("lost ");
+    alice.must("reservation lost", WAIT, lost);
+    bob.must("reservation lost", WAIT, lost);
+    bob.must_count("alice down", 1, WAIT, |l| l == format!("down {alice_id}"));
+    for i in 0..5 {
+        alice.cmd(&format!("send while down {i}"));
+    }
+    let _relay = Node::spawn("relay", &t.ns("relay"), &relay_args());
+    let reserved = |l: &str| l.starts_with("reserved ");
+    alice.must_count("reservation again", 2, AGAIN, reserved);
+    bob.must_count("reservation again", 2, AGAIN, reserved);
+    bob.must_count("alice up again", 2, AGAIN, up(&alice_id));
+    for i in 0..5 {
+        let text = format!("msg while down {i}");
+        bob.must("what was missed", WAIT, |l| l == text);
+    }
+    bob.cmd("send after");
+    alice.must("the chat goes on", WAIT, |l| l == "msg after");
 }

@@ -6,13 +6,14 @@
 
 mod common;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use common::{bounded, options, tcp_swarm, Probe, WAIT};
 use echo_proto::{CommandError, Event, Identity};
 use echo_runtime::swarm::{self, EchoBehaviour, SwarmOptions};
 use echo_runtime::tokio::TokioRuntime;
-use echo_runtime::{Options, Runtime, RuntimeEvent};
+use echo_runtime::{FilesOptions, Options, Runtime, RuntimeEvent, TransferId};
 use futures::channel::mpsc;
 use futures::StreamExt;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
@@ -542,4 +543,256 @@ async fn through_a_relay(rt: TokioRuntime) {
 #[test]
 fn chat_through_a_relay() {
     common::on_tokio(through_a_relay);
+}
+
+// ---- Files over the swarm (`/echo/blob/1.0.0` substreams of its direct connections).
+
+/// Longest a whole transfer may take (debug build, loaded machine).
+const TRANSFER: Duration = Duration::from_secs(60);
+
+/// `o` with file transfer on, its store in `dir`.
+fn files_in(mut o: Options, dir: &std::path::Path) -> Options {
+    o.files = Some(FilesOptions::new(dir));
+    o
+}
+
+/// A file of `size` bytes (a xorshift stream from `seed`), with its bytes.
+fn make_file(path: &std::path::Path, size: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let bytes: Vec<u8> = (0..size.div_ceil(8))
+        .flat_map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_be_bytes()
+        })
+        .take(size)
+        .collect();
+    std::fs::write(path, &bytes).unwrap();
+    bytes
+}
+
+/// How transfer `id` ends: where the file is, or why it failed.
+async fn transfer_end<R: Runtime>(p: &mut Probe<R>, id: TransferId) -> Result<PathBuf, String> {
+    let end = p
+        .wait_other("the transfer's end", TRANSFER, |e| {
+            matches!(e, RuntimeEvent::TransferDone { id: i, .. }
+                | RuntimeEvent::TransferFailed { id: i, .. } if *i == id)
+        })
+        .await;
+    match end {
+        RuntimeEvent::TransferDone { path, .. } => Ok(path),
+        RuntimeEvent::TransferFailed { reason, .. } => Err(reason),
+        _ => unreachable!(),
+    }
+}
+
+/// `from` shares a file of `size` bytes, `to` downloads it: it arrives identical.
+async fn share<R: Runtime, S: Runtime>(
+    from: &mut Probe<R>,
+    to: &mut Probe<S>,
+    dir: &std::path::Path,
+    size: usize,
+    seed: u64,
+) -> TransferId {
+    let src = dir.join(format!("{}-{seed}.bin", from.name));
+    let bytes = make_file(&src, size, seed);
+    let offer = from.h.share_file(src).await.unwrap();
+    let id =
+        to.h.download(offer, from.id(), dir.join(format!("to-{}", to.name)))
+            .await
+            .unwrap();
+    let path = transfer_end(to, id).await.expect("transfer done");
+    assert!(std::fs::read(&path).unwrap() == bytes, "{path:?} differs");
+    id
+}
+
+/// Polls the driver's counters until `f` holds (every 5 ms, up to [`WAIT`]).
+async fn until_stats<R: Runtime>(
+    p: &Probe<R>,
+    what: &str,
+    f: impl Fn(&echo_runtime::DriverStats) -> bool,
+) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let s = p.h.driver_stats().await.unwrap();
+        if f(&s) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}: {what}: {s:?}",
+            p.name
+        );
+        common::pause(&p.rt, Duration::from_millis(5)).await;
+    }
+}
+
+/// Two swarm nodes: a file (32 MiB, `ECHO_FILE_MIB` to change) arrives identical
+/// while room messages flow both ways, over one blob substream each.
+async fn swarm_file_while_chat_flows(rt: TokioRuntime) {
+    let mib: usize = std::env::var("ECHO_FILE_MIB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(32);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut a = swarm_probe(&rt, files_in(options("a", 170), &tmp.path().join("a"))).await;
+    let mut b = swarm_probe(&rt, files_in(options("b", 171), &tmp.path().join("b"))).await;
+    b.h.connect(&addr_of(&a, "tcp")).await.unwrap();
+    a.peer_up(b.id()).await;
+    b.peer_up(a.id()).await;
+    let src = tmp.path().join("big.bin");
+    let bytes = make_file(&src, mib << 20, 7);
+    let offer = a.h.share_file(src).await.unwrap();
+    let id =
+        b.h.download(offer, a.id(), tmp.path().join("dl"))
+            .await
+            .unwrap();
+    for i in 0..10 {
+        b.h.send("general", &format!("during {i}")).await.unwrap();
+        a.h.send("general", &format!("back {i}")).await.unwrap();
+    }
+    for i in 0..10 {
+        a.message(&format!("during {i}")).await;
+        b.message(&format!("back {i}")).await;
+    }
+    let path = transfer_end(&mut b, id).await.expect("transfer done");
+    assert!(std::fs::read(&path).unwrap() == bytes, "{path:?} differs");
+    for p in [&a, &b] {
+        let s = p.h.driver_stats().await.unwrap();
+        assert_eq!(
+            (s.blob_links, s.blob.lies_caught),
+            (1, 0),
+            "{}: {s:?}",
+            p.name
+        );
+    }
+    a.h.shutdown().await;
+    b.h.shutdown().await;
+}
+
+#[test]
+fn swarm_file_arrives_identical_while_chat_flows() {
+    common::on_tokio(swarm_file_while_chat_flows);
+}
+
+/// Two swarm nodes dial each other at once (3 rounds): once the core has closed the
+/// duplicate, each has one blob substream, and files go both ways over it.
+async fn swarm_simultaneous_dials(rt: TokioRuntime) {
+    for round in 0..3u64 {
+        let tmp = tempfile::tempdir().unwrap();
+        let seed = 180 + 2 * round;
+        let mut a = swarm_probe(&rt, files_in(options("a", seed), &tmp.path().join("a"))).await;
+        let mut b = swarm_probe(&rt, files_in(options("b", seed + 1), &tmp.path().join("b"))).await;
+        let (ra, rb) = futures::join!(
+            a.h.connect(&addr_of(&b, "tcp")),
+            b.h.connect(&addr_of(&a, "tcp"))
+        );
+        ra.unwrap();
+        rb.unwrap();
+        a.peer_up(b.id()).await;
+        b.peer_up(a.id()).await;
+        let (aid, bid) = (a.id(), b.id());
+        a.until("one connection", move |n| n.connection_count(&bid) == 1)
+            .await;
+        b.until("one connection", move |n| n.connection_count(&aid) == 1)
+            .await;
+        for p in [&a, &b] {
+            until_stats(p, "one blob link", |s| s.blob_links == 1).await;
+        }
+        share(&mut a, &mut b, tmp.path(), 1 << 20, round).await;
+        share(&mut b, &mut a, tmp.path(), 1 << 20, round + 100).await;
+        for p in [&a, &b] {
+            let s = p.h.driver_stats().await.unwrap();
+            assert_eq!(s.blob_links, 1, "{}: {s:?}", p.name);
+        }
+        a.h.shutdown().await;
+        b.h.shutdown().await;
+    }
+}
+
+#[test]
+fn swarm_one_blob_stream_after_simultaneous_dials() {
+    common::on_tokio(swarm_simultaneous_dials);
+}
+
+/// A swarm node and a direct-driver node (tokio, and smol with that feature) send each
+/// other files, whichever of them opens the blob substream.
+async fn swarm_and_direct_files<R: Runtime>(tk: TokioRuntime, rt: R, seed: u64) {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = swarm_probe(&tk, files_in(options("swarm", seed), &tmp.path().join("s"))).await;
+    let o = files_in(options("direct", seed + 1), &tmp.path().join("d"));
+    let mut d = Probe::start(&rt, o).await;
+    d.h.connect(&addr_of(&s, "tcp")).await.unwrap();
+    s.peer_up(d.id()).await;
+    d.peer_up(s.id()).await;
+    share(&mut s, &mut d, tmp.path(), 3 << 20, 1).await;
+    share(&mut d, &mut s, tmp.path(), 3 << 20, 2).await;
+    s.h.shutdown().await;
+    d.h.shutdown().await;
+}
+
+#[test]
+fn swarm_and_direct_nodes_share_files() {
+    // Seeds with either peer id the lower one (the opener).
+    common::on_tokio(|tk| swarm_and_direct_files(tk.clone(), tk, 190));
+    common::on_tokio(|tk| swarm_and_direct_files(tk.clone(), tk, 193));
+    #[cfg(feature = "smol")]
+    common::on_tokio(|tk| swarm_and_direct_files(tk, echo_runtime::smol::SmolRuntime, 196));
+}
+
+/// Two swarm nodes whose only link is a relayed circuit (neither listens, so no hole
+/// punch can make a direct one): the chat works, no blob substream is opened, and a
+/// download from the other fails for want of a source instead of using the circuit.
+async fn no_files_over_a_relay(rt: TokioRuntime) {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = relay_server();
+    let no_listen = |name: &str, seed: u64| {
+        let mut o = files_in(options(name, seed), &tmp.path().join(name));
+        o.listen.clear();
+        o
+    };
+    let mut o = SwarmOptions::from(no_listen("a", 200));
+    o.relays = vec![relay.to_string()];
+    let (h, events) = swarm::start(o).await.expect("reserved");
+    let mut a = Probe::from_parts(&rt, "a", h, events);
+    let mut ob = no_listen("b", 201);
+    if let Some(f) = ob.files.as_mut() {
+        // One try, soon given up (the circuit must not be used instead).
+        f.config.request_timeout = Duration::from_millis(500);
+        f.config.timeout_limit = 1;
+    }
+    let mut b = swarm_probe(&rt, ob).await;
+    b.h.connect(&addr_of(&a, "p2p-circuit")).await.unwrap();
+    a.peer_up(b.id()).await;
+    b.peer_up(a.id()).await;
+    b.h.send("general", "via the relay").await.unwrap();
+    a.message("via the relay").await;
+    let src = tmp.path().join("f.bin");
+    make_file(&src, 1 << 20, 3);
+    let offer = a.h.share_file(src).await.unwrap();
+    let id =
+        b.h.download(offer, a.id(), tmp.path().join("dl"))
+            .await
+            .unwrap();
+    let end = transfer_end(&mut b, id).await;
+    assert!(end.is_err(), "the file came over the relay: {end:?}");
+    for p in [&a, &b] {
+        let s = p.h.driver_stats().await.unwrap();
+        assert_eq!(s.blob_links, 0, "{}: {s:?}", p.name);
+    }
+    let peers = b.h.peers().await.unwrap();
+    assert!(
+        peers[0].addr.to_string().contains("/p2p-circuit"),
+        "{peers:?}"
+    );
+    a.h.send("general", "chat goes on").await.unwrap();
+    b.message("chat goes on").await;
+    a.h.shutdown().await;
+    b.h.shutdown().await;
+}
+
+#[test]
+fn files_never_use_a_relayed_circuit() {
+    common::on_tokio(no_files_over_a_relay);
 }

@@ -4,6 +4,7 @@
 use echo_proto::{display_name, PeerId, Protocol};
 use serde_json::{json, Value};
 
+use super::net::link_name;
 use super::{best_address, App, Mode};
 use crate::commands::{self, Command, HELP};
 use crate::model::{now_ms, ViewId};
@@ -136,23 +137,7 @@ impl App {
                     .collect();
                 self.text_block("Your rooms:", lines);
             }
-            Command::Addrs => {
-                let addrs: Vec<String> = self.model.addrs.iter().map(|a| a.to_string()).collect();
-                self.emit(
-                    json!({"event": "addrs", "peer_id": self.model.me.to_base58(), "addrs": addrs}),
-                    None,
-                );
-                let title = format!("You are {}; your addresses:", self.model.me_display());
-                if self.headless() {
-                    let lines = addrs.iter().map(|a| format!("  {a}")).collect();
-                    self.text_block(&title, lines);
-                } else {
-                    self.model.info(title);
-                    for a in addrs {
-                        self.model.address(a);
-                    }
-                }
-            }
+            Command::Addrs => self.show_addrs(),
             Command::Copy(n) => self.copy_address(n),
             Command::Help => {
                 if self.headless() {
@@ -257,7 +242,8 @@ impl App {
             .map(|p| {
                 json!({"peer": p.peer.to_base58(), "name": p.name, "display": display_name(&p.name, &p.peer),
                        "addr": p.addr.to_string(), "rtt_ms": p.rtt.map(|r| r.as_secs_f64() * 1000.0),
-                       "rooms": p.rooms, "legacy": p.protocol == Protocol::Legacy})
+                       "rooms": p.rooms, "legacy": p.protocol == Protocol::Legacy,
+                       "link": link_name(p.link)})
             })
             .collect();
         self.emit(json!({"event": "peers", "peers": list}), None);
@@ -265,9 +251,10 @@ impl App {
             .iter()
             .map(|p| {
                 format!(
-                    "  {} {} rtt {} rooms {}  {}",
+                    "  {} {} {} rtt {} rooms {}  {}",
                     "●",
                     display_name(&p.name, &p.peer),
+                    link_name(p.link),
                     fmt_rtt(p.rtt),
                     p.rooms.join(","),
                     p.peer

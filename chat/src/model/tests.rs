@@ -75,6 +75,7 @@ fn a_flood_of_lines_and_conversations_stays_within_the_limits() {
                 rtt: None,
                 addr: None,
                 legacy: false,
+                relayed: false,
                 seen: 0,
             },
         );
@@ -225,6 +226,7 @@ fn resolves_peers() {
                 rtt: None,
                 addr: None,
                 legacy: false,
+                relayed: false,
                 seen: 0,
             },
         );

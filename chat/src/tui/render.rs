@@ -306,6 +306,8 @@ fn render_peers(f: &mut Frame, model: &Model, area: Rect) {
         let right = if p.online {
             if p.legacy {
                 "legacy".to_string()
+            } else if p.relayed {
+                format!("relay {}", fmt_rtt(p.rtt))
             } else {
                 fmt_rtt(p.rtt)
             }

@@ -131,28 +131,21 @@ fn listen_addr(s: &str) -> Result<Multiaddr, StartError> {
 /// events. Nothing listens yet.
 pub fn build(options: SwarmOptions) -> Result<(Swarm<Behaviour>, Handle, Events), StartError> {
     let SwarmOptions {
-        options:
-            Options {
-                identity,
-                seed,
-                config,
-                restore,
-                driver,
-                ..
-            },
+        options,
         idle_timeout,
         max_incoming,
         max_per_peer,
         relay_server,
         ..
     } = options;
+    let driver = options.driver.clone();
+    let key = options.identity.keypair();
+    let ping_interval = options.config.ping_interval;
+    let (echo, handle, events) = EchoBehaviour::from_options(options)?;
     let limits = ConnectionLimits::default()
         .with_max_pending_incoming(Some(cap(driver.max_pending_handshakes)))
         .with_max_established_incoming(Some(max_incoming))
         .with_max_established_per_peer(Some(max_per_peer));
-    let key = identity.keypair();
-    let ping_interval = config.ping_interval;
-    let (echo, handle, events) = EchoBehaviour::new(identity, config, seed, restore, driver);
     let mut slot = Some(echo);
     let swarm = SwarmBuilder::with_existing_identity(key)
         .with_tokio()
@@ -216,7 +209,7 @@ pub async fn start(options: impl Into<SwarmOptions>) -> Result<(Handle, Events),
     for a in &listen {
         let id = swarm
             .listen_on(a.clone())
-            .map_err(|e| bind_error(a, e.to_string()))?;
+            .map_err(|e| bind_error(a, chain(&e)))?;
         waiting.insert(id, a.clone());
     }
     let mut tcp: Vec<Multiaddr> = Vec::new();
@@ -246,7 +239,7 @@ pub async fn start(options: impl Into<SwarmOptions>) -> Result<(Handle, Events),
                     if !listen.contains(&q) {
                         let id = swarm
                             .listen_on(q.clone())
-                            .map_err(|e| bind_error(&q, e.to_string()))?;
+                            .map_err(|e| bind_error(&q, chain(&e)))?;
                         waiting.insert(id, q);
                     }
                 }
@@ -257,13 +250,13 @@ pub async fn start(options: impl Into<SwarmOptions>) -> Result<(Handle, Events),
                 }
             }
             SwarmEvent::ListenerError { error, .. } => {
-                return Err(StartError::Swarm(error.to_string()));
+                return Err(StartError::Swarm(chain(&error)));
             }
             SwarmEvent::ListenerClosed {
                 addresses, reason, ..
             } => {
                 let why = match reason {
-                    Err(e) => e.to_string(),
+                    Err(e) => chain(&e),
                     Ok(()) => "listener closed".to_string(),
                 };
                 let a = addresses.first().cloned().unwrap_or_else(Multiaddr::empty);
@@ -366,6 +359,19 @@ fn relay_addr(s: &str) -> Result<Multiaddr, StartError> {
 
 fn cap(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// An error with its sources, `: `-separated (a transport's own text may be empty).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut next = e.source();
+    while let Some(s) = next {
+        parts.push(s.to_string());
+        next = s.source();
+    }
+    parts.retain(|p| !p.is_empty());
+    parts.dedup();
+    parts.join(": ")
 }
 
 fn bind_error(a: &Multiaddr, error: String) -> StartError {

@@ -41,6 +41,12 @@
 //!   node once written, and at most a few chunks read per connection and poll, so a busy
 //!   peer cannot starve the swarm or the others. A substream woken by the muxer queues
 //!   its connection (one waker per connection), so a wake-up polls only those.
+//! * **Files:** with [`crate::Options::files`] ([`EchoBehaviour::from_options`]), the
+//!   handler also negotiates `/echo/blob/1.0.0` substreams, opened when the file side
+//!   asks (the lower peer id, one per peer, as on the direct driver) and accepted up to
+//!   [`crate::MAX_BLOB_STREAMS_PER_CONN`] per connection, on direct connections only:
+//!   a relayed connection neither opens nor advertises the protocol, so bulk bytes
+//!   never use a limited circuit. Blob substreams are polled after the chats.
 //! * **Closing:** when the node closes a connection (a duplicate, a refusal, shutdown),
 //!   the behaviour writes what the node handed out, closes the substream, then asks the
 //!   swarm to close that one connection ([`ToSwarm::CloseConnection`]), all within
@@ -72,43 +78,44 @@
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
 
 use echo_proto::{
-    Action, CloseReason, CommandError, ConnId, ConnInfo, DialId, Event, Identity, Multiaddr, Node,
-    PeerId, Role, Transmit,
+    CloseReason, ConnId, ConnInfo, DialId, Event, Identity, Multiaddr, Node, PeerId, Role,
 };
 use futures::future::{AbortRegistration, Abortable, Aborted};
-use futures::{AsyncWrite, Future};
+use futures::Future;
 use libp2p::core::transport::PortUse;
 use libp2p::core::Endpoint;
-use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{
-    CloseConnection, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, Stream, THandler,
+    CloseConnection, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler,
     THandlerInEvent, THandlerOutEvent, ToSwarm,
 };
 use multiaddr::Protocol as Ma;
 
+use crate::blobs::Files;
 use crate::conn::ConnEvent;
-use crate::driver::{ConnWaker, Ready};
-use crate::host::{self, Host, Io};
+use crate::driver::ConnWaker;
+use crate::host::{self, Host};
 use crate::pipe::Pipe;
-use crate::runtime::{Runtime, Timer};
+use crate::runtime::Runtime;
 use crate::tokio::TokioRuntime;
-use crate::transport::DialError;
-use crate::{DriverConfig, DriverStats, Events, Handle};
+use crate::{DriverConfig, Events, Handle, Options, StartError};
 
 mod build;
 pub mod handler;
+mod io;
 mod net;
+
+use io::{is_circuit, strip_p2p, Chat, Link, SwarmIo};
 
 pub use build::{start, Behaviour, BehaviourEvent, SwarmOptions};
 pub use net::{MAX_RELAYS, RELAY_BACKOFF_FIRST, RELAY_BACKOFF_MAX};
 
 /// Inputs handled per poll before yielding to the swarm's other work.
 const BUDGET: usize = 256;
+/// Budget used by a turn of the blob substreams that moved bytes.
+const FILES_COST: usize = 16;
 /// Chunks read per connection and poll.
 const READS_PER_POLL: usize = 4;
 /// Own listen and external addresses told to the node, at most.
@@ -116,296 +123,6 @@ const MAX_OWN_ADDRS: usize = 32;
 /// First id of the dials [`Handle::connect`] makes through the swarm directly (the
 /// node's own count up from 0).
 const SWARM_DIALS: u64 = 1 << 62;
-
-/// A swarm connection with echo's handler.
-struct Link {
-    role: Role,
-    /// Through a relay (a limited circuit).
-    relayed: bool,
-    remote: Multiaddr,
-    /// The node's dial, or ours (see [`SWARM_DIALS`]), that made this connection.
-    dial: Option<(DialId, Multiaddr)>,
-    /// The chat, once up (until it ends).
-    chat: Option<ConnId>,
-}
-
-/// A connection's chat substream, reported to the node.
-struct Chat {
-    swarm: ConnectionId,
-    peer: PeerId,
-    stream: Stream,
-    pipe: Pipe,
-    waker: Arc<ConnWaker>,
-    /// The node closed it: flush, close the substream and the connection before this.
-    closing: Option<Pin<Box<dyn Timer>>>,
-    events: VecDeque<ConnEvent>,
-    /// Bytes read after the node closed the connection.
-    discarded: u64,
-}
-
-impl Chat {
-    /// Reads, writes and closes; reports gather in `events`. True when it is over:
-    /// closed at the node's request, or ended and reported.
-    fn poll(&mut self, cx: &mut Context<'_>) -> bool {
-        let mut reads = 0;
-        for _ in 0..16 {
-            let mut progress = self.pipe.poll_write(cx, &mut self.stream).progress;
-            if reads < READS_PER_POLL {
-                match self.pipe.poll_read(cx, &mut self.stream) {
-                    Poll::Ready(Ok(Some(d))) => {
-                        progress = true;
-                        reads += 1;
-                        if self.closing.is_some() {
-                            self.discarded += d.len() as u64;
-                        } else {
-                            self.events.push_back(ConnEvent::Data(d));
-                        }
-                        if reads == READS_PER_POLL {
-                            cx.waker().wake_by_ref();
-                        }
-                    }
-                    Poll::Ready(r) => {
-                        if self.closing.is_none() {
-                            let why = match r {
-                                Err(e) => format!("connection lost: {e}"),
-                                Ok(_) => "connection closed by the peer".to_string(),
-                            };
-                            self.events.push_back(ConnEvent::Closed(why));
-                        }
-                        return true;
-                    }
-                    Poll::Pending => {}
-                }
-            }
-            if let Some(deadline) = self.closing.as_mut() {
-                if (self.pipe.write_failed || self.pipe.idle())
-                    && Pin::new(&mut self.stream).poll_close(cx).is_ready()
-                {
-                    return true;
-                }
-                if deadline.as_mut().poll(cx).is_ready() {
-                    return true;
-                }
-            }
-            if !progress {
-                break;
-            }
-        }
-        if self.pipe.sent > 0 {
-            let n = std::mem::take(&mut self.pipe.sent);
-            self.events.push_back(ConnEvent::Sent(n));
-        }
-        false
-    }
-}
-
-/// The swarm side of the node: echo's connections and what to ask of the swarm.
-struct SwarmIo {
-    rt: TokioRuntime,
-    cfg: DriverConfig,
-    local: PeerId,
-    links: HashMap<ConnectionId, Link>,
-    chats: HashMap<ConnId, Chat>,
-    next_conn: u64,
-    /// Dials in progress, by the swarm's id for them.
-    dials: HashMap<ConnectionId, (DialId, Multiaddr)>,
-    next_swarm_dial: u64,
-    dials_refused: u64,
-    discarded: u64,
-    ready: Arc<Ready>,
-    to_poll: Vec<ConnId>,
-    to_swarm: VecDeque<ToSwarm<Infallible, Infallible>>,
-    listen: Vec<Multiaddr>,
-    external: Vec<Multiaddr>,
-}
-
-impl SwarmIo {
-    fn queue_poll(&mut self, id: ConnId) {
-        if let Some(c) = self.chats.get(&id) {
-            if !c
-                .waker
-                .queued
-                .swap(true, std::sync::atomic::Ordering::AcqRel)
-            {
-                self.to_poll.push(id);
-            }
-        }
-    }
-
-    /// Asks the swarm to dial; `Err` with the reason if it may not.
-    fn dial(&mut self, dial: DialId, addr: Multiaddr, peer: Option<PeerId>) -> Result<(), String> {
-        if self.dials.len() >= self.cfg.max_pending_dials {
-            self.dials_refused += 1;
-            return Err(DialError::TooManyDials(self.cfg.max_pending_dials).to_string());
-        }
-        let opts = match peer {
-            Some(p) => DialOpts::peer_id(p)
-                .addresses(vec![addr.clone()])
-                .condition(PeerCondition::Always)
-                .build(),
-            None => DialOpts::unknown_peer_id().address(addr.clone()).build(),
-        };
-        self.dials.insert(opts.connection_id(), (dial, addr));
-        self.to_swarm.push_back(ToSwarm::Dial { opts });
-        Ok(())
-    }
-
-    /// The node's listen addresses: the swarm's, then the confirmed external ones.
-    fn own_addrs(&self) -> Vec<Multiaddr> {
-        let mut v: Vec<Multiaddr> = self.listen.iter().chain(&self.external).cloned().collect();
-        v.dedup();
-        v
-    }
-
-    fn add_addr(list: &mut Vec<Multiaddr>, a: &Multiaddr) -> bool {
-        let a = strip_p2p(a);
-        if list.contains(&a) || list.len() >= MAX_OWN_ADDRS {
-            return false;
-        }
-        list.push(a);
-        true
-    }
-
-    fn remove_addr(list: &mut Vec<Multiaddr>, a: &Multiaddr) -> bool {
-        let a = strip_p2p(a);
-        let n = list.len();
-        list.retain(|x| *x != a);
-        list.len() != n
-    }
-}
-
-/// `a` without a trailing `/p2p/<id>`.
-fn strip_p2p(a: &Multiaddr) -> Multiaddr {
-    let mut a = a.clone();
-    if let Some(Ma::P2p(_)) = a.iter().last() {
-        a.pop();
-    }
-    a
-}
-
-/// A relayed address (as `ConnectedPoint::is_relayed` decides).
-fn is_circuit(addr: &Multiaddr) -> bool {
-    addr.iter().any(|p| p == Ma::P2pCircuit)
-}
-
-/// An address only the swarm can dial (the node's own addresses are TCP).
-fn swarm_only(addr: &Multiaddr) -> bool {
-    addr.iter()
-        .any(|p| matches!(p, Ma::Udp(_) | Ma::QuicV1 | Ma::P2pCircuit))
-}
-
-impl Io for SwarmIo {
-    fn now(&self) -> Instant {
-        self.rt.now()
-    }
-
-    fn transmit(&mut self, t: Transmit) {
-        match self.chats.get_mut(&t.conn) {
-            Some(c) if c.closing.is_none() => {
-                c.pipe.queue(t.data);
-                self.queue_poll(t.conn);
-            }
-            _ => self.discarded += t.data.len() as u64,
-        }
-    }
-
-    fn act(&mut self, node: &mut Node, a: Action, shutting_down: bool) {
-        match a {
-            Action::Dial { dial, addr, peer } => {
-                let r = if shutting_down {
-                    Err(DialError::ShuttingDown.to_string())
-                } else {
-                    self.dial(dial, addr, peer)
-                };
-                if let Err(e) = r {
-                    node.handle_dial_failed(dial, &e, self.rt.now());
-                }
-            }
-            Action::Close { conn, .. } => {
-                let at = self.rt.now() + self.cfg.close_timeout;
-                if let Some(c) = self.chats.get_mut(&conn) {
-                    if c.closing.is_none() {
-                        c.closing = Some(self.rt.timer(at));
-                        c.events.clear();
-                        self.queue_poll(conn);
-                    }
-                }
-            }
-            // `Action` is non_exhaustive; this version of the core has no others.
-            _ => {}
-        }
-    }
-
-    fn connect(
-        &mut self,
-        node: &mut Node,
-        addr: &str,
-        now: Instant,
-    ) -> Result<DialId, CommandError> {
-        let r = node.connect(addr, now);
-        let Err(CommandError::InvalidAddr { .. }) = &r else {
-            return r;
-        };
-        let Ok(ma) = addr.trim().parse::<Multiaddr>() else {
-            return r;
-        };
-        if !swarm_only(&ma) {
-            return r;
-        }
-        let peer = match ma.iter().last() {
-            Some(Ma::P2p(p)) => Some(p),
-            _ => None,
-        };
-        if peer == Some(self.local) {
-            return Err(CommandError::SelfDial);
-        }
-        let dial = DialId(SWARM_DIALS + self.next_swarm_dial);
-        self.next_swarm_dial += 1;
-        self.dial(dial, ma, peer)
-            .map(|()| dial)
-            .map_err(|reason| CommandError::InvalidAddr {
-                addr: addr.to_string(),
-                reason,
-            })
-    }
-
-    fn closing(&self, id: ConnId) -> bool {
-        // A chat that ended by itself is gone from `chats` already, and its last
-        // reports (data, then the end) are all for the node.
-        self.chats.get(&id).is_some_and(|c| c.closing.is_some())
-    }
-
-    fn stats(&self) -> DriverStats {
-        DriverStats {
-            // Swarm connections whose chat substream is not (or no longer) open.
-            handshakes: self.links.values().filter(|l| l.chat.is_none()).count(),
-            dials: self.dials.len(),
-            dials_refused: self.dials_refused,
-            connections: self.chats.len(),
-            bytes_discarded: self.discarded
-                + self
-                    .chats
-                    .values()
-                    .map(|c| c.discarded + c.pipe.discarded)
-                    .sum::<u64>(),
-            ..DriverStats::default()
-        }
-    }
-
-    fn shut_down(&mut self) {
-        let at = self.rt.now() + self.cfg.close_timeout;
-        let ids: Vec<ConnId> = self.chats.keys().copied().collect();
-        for id in ids {
-            if let Some(c) = self.chats.get_mut(&id) {
-                if c.closing.is_none() {
-                    c.closing = Some(self.rt.timer(at));
-                    c.events.clear();
-                }
-            }
-            self.queue_poll(id);
-        }
-    }
-}
 
 /// echo as a [`NetworkBehaviour`]: add it to a swarm beside the app's behaviours, and
 /// drive the node with the [`Handle`] and [`Events`] that [`EchoBehaviour::new`]
@@ -437,23 +154,53 @@ impl EchoBehaviour {
         restore: echo_proto::Restore,
         driver: DriverConfig,
     ) -> (Self, Handle, Events) {
-        Self::with_listen_addrs(identity, config, seed, restore, driver, Vec::new())
+        Self::with_files(identity, config, seed, restore, driver, None)
     }
 
-    pub(crate) fn with_listen_addrs(
+    /// A node for a swarm from `options` (its listen addresses are the swarm's
+    /// business and ignored here), with file transfer if [`Options::files`] is set:
+    /// files then travel on `/echo/blob/1.0.0` substreams of the swarm's direct
+    /// connections (never a relayed one), as with the direct driver. Call within a
+    /// tokio runtime.
+    pub fn from_options(options: Options) -> Result<(Self, Handle, Events), StartError> {
+        let Options {
+            identity,
+            seed,
+            config,
+            restore,
+            driver,
+            files,
+            ..
+        } = options;
+        let files = match files {
+            Some(f) => {
+                let dir = f.dir.clone();
+                let f = Files::new(identity.peer_id(), f)
+                    .map_err(|error| StartError::Files { dir, error })?;
+                Some(f)
+            }
+            None => None,
+        };
+        Ok(Self::with_files(
+            identity, config, seed, restore, driver, files,
+        ))
+    }
+
+    fn with_files(
         identity: Identity,
         config: echo_proto::Config,
         seed: u64,
         restore: echo_proto::Restore,
         driver: DriverConfig,
-        listen_addrs: Vec<Multiaddr>,
+        files: Option<Files>,
     ) -> (Self, Handle, Events) {
         let rt = TokioRuntime::current();
         let now = rt.now();
         let local = identity.peer_id();
         let node = Node::restore(identity, config, seed, restore, now);
+        let has_files = files.is_some();
         let (mut host, handle, events, reg): (Host, Handle, Events, AbortRegistration) =
-            host::wire(node, &driver, rt.timer(now), listen_addrs, None, now);
+            host::wire(node, &driver, rt.timer(now), Vec::new(), files, now);
         let mut io = SwarmIo {
             rt,
             cfg: driver,
@@ -470,6 +217,7 @@ impl EchoBehaviour {
             to_swarm: VecDeque::new(),
             listen: Vec::new(),
             external: Vec::new(),
+            files: has_files,
         };
         // Hand out the events of Node::new (e.g. joining the default room).
         host.drain(&mut io);
@@ -515,10 +263,12 @@ impl EchoBehaviour {
                 remote,
                 dial,
                 chat: None,
+                early_blob: None,
             },
         );
         handler::Handler::new(
             role == Role::Dialer && self.host.is_some(),
+            self.io.files && !relayed,
             self.io.cfg.dial_timeout,
         )
     }
@@ -712,12 +462,38 @@ impl NetworkBehaviour for EchoBehaviour {
                     discarded: 0,
                 };
                 c.events.push_back(ConnEvent::Connected(info));
+                if let Some(stream) = link.early_blob.take() {
+                    c.events.push_back(ConnEvent::Blob {
+                        stream: Box::new(stream),
+                        outbound: false,
+                    });
+                }
                 io.chats.insert(id, c);
                 io.queue_poll(id);
             }
             handler::HandlerEvent::Failed(why) => {
                 if let Some((dial, addr)) = link.dial.take() {
                     Self::dial_failed(host, io, dial, addr, &why);
+                }
+            }
+            handler::HandlerEvent::Blob { stream, outbound } => match link.chat {
+                Some(id) => {
+                    if let Some(c) = io.chats.get_mut(&id) {
+                        let stream = Box::new(stream);
+                        c.events.push_back(ConnEvent::Blob { stream, outbound });
+                        io.queue_poll(id);
+                    }
+                }
+                // Ours, on a chat that ended: dropped (the file side knows it is gone).
+                None if outbound => {}
+                None => link.early_blob = Some(stream),
+            },
+            handler::HandlerEvent::BlobFailed => {
+                if let Some(id) = link.chat {
+                    if let Some(c) = io.chats.get_mut(&id) {
+                        c.events.push_back(ConnEvent::BlobFailed);
+                        io.queue_poll(id);
+                    }
                 }
             }
         }
@@ -750,6 +526,11 @@ impl NetworkBehaviour for EchoBehaviour {
                 Self::poll_chat(host, io, id);
             }
             progress |= host.poll_timer(cx, io);
+            // Blob substreams after the chats; file bytes count against the budget.
+            if host.poll_files(cx, io) {
+                progress = true;
+                budget = budget.saturating_sub(FILES_COST);
+            }
             if host.shutting_down && io.chats.is_empty() {
                 host.finished();
                 self.host = None;
