@@ -38,9 +38,12 @@ pub struct BlobConfig {
     /// Bytes handed to the runtime for one peer and not yet reported sent; the provider
     /// reads no more from storage until the runtime catches up (default 256 KiB).
     pub serve_window: usize,
-    /// Requests per second one peer may send; the rest are dropped (default 50).
+    /// Requests per second one peer may send that are not served (unknown hashes, busy,
+    /// bad ranges, repeated ids); the rest of those are dropped unanswered (default 50).
+    /// Requests that are served do not count: `serve_concurrency` and `serve_rate`
+    /// bound them, and a fast download sends one per `request_groups`.
     pub request_rate: f64,
-    /// Burst of requests above `request_rate` (default 100).
+    /// Burst of refused requests above `request_rate` (default 100).
     pub request_burst: f64,
     /// A peer that leaves sent bytes unread this long is cut off (default 30 s).
     pub stall_timeout: Duration,
