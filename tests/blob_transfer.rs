@@ -342,3 +342,36 @@ fn downloader_state_stays_flat_for_a_large_blob() {
         assert_eq!(net.hosts[s].ep.stats().active_requests, 0);
     }
 }
+
+/// A fast download sends one request per `request_groups`, far more than the provider's
+/// per-peer request bucket allows: none of them may be dropped (a dropped request costs
+/// the downloader a whole `request_timeout`). 32 MiB in 128 KiB requests (256 of them,
+/// over the default burst of 100), no serve rate cap, a 1 GiB/s link with 50 µs of
+/// latency: done (in virtual time) within twice what the link needs plus 100 round trips.
+#[test]
+fn a_fast_download_is_not_throttled_by_the_request_limit() {
+    let len = 32 << 20;
+    let cfg = BlobConfig {
+        serve_rate: 1 << 40,
+        request_groups: 8,
+        ..BlobConfig::default()
+    };
+    let mut net = blob_net::Net::new(40);
+    net.latency = Duration::from_micros(50);
+    net.bandwidth = 1 << 30;
+    let data = blob(len, 40);
+    let s = net.add(cfg.clone());
+    let hash = net.hosts[s].store.insert(&data);
+    let d = net.add(cfg);
+    let start = net.now;
+    net.download(d, hash, len as u64, &[s]);
+    finish(&mut net, d, &data, &hash);
+    let took = net.now - start;
+    let link = Duration::from_secs_f64(len as f64 / net.bandwidth as f64);
+    let bound = 2 * link + 100 * 2 * net.latency;
+    assert!(took <= bound, "took {took:?} (bound {bound:?})");
+    let stats = net.hosts[s].ep.stats();
+    assert!(stats.requests_served >= 256, "{stats:?}");
+    assert_eq!(stats.requests_dropped, 0);
+    assert_eq!(net.hosts[d].ep.stats().timeouts, 0);
+}

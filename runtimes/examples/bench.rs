@@ -5,14 +5,21 @@
 //! cargo run --release -p echo-runtime --example bench --all-features -- latency --runtime smol
 //! cargo run --release -p echo-runtime --example bench --all-features -- fanout --runtime async-std
 //! cargo run --release -p echo-runtime --example bench --all-features -- raw --runtime tokio
-//! cargo run --release -p echo-runtime --example bench --all-features -- file --mib 256
+//! cargo run --release -p echo-runtime --example bench --all-features -- file --mib 1024
+//! cargo run --release -p echo-runtime --example bench --all-features -- file-latency --mib 1024
+//! cargo run --release -p echo-runtime --example bench --all-features -- file-rss --mib 4096
 //! cargo run --release -p echo-runtime --example bench --all-features -- latency --runtime swarm-quic
 //! ```
 //!
 //! `file` shares a file of `--mib N` MiB (default 256) on one node and downloads it on
 //! another (hashing excluded, the downloader's final re-hash included); compare with
 //! `raw --msgs N*16 --size 65526`, the same bytes on one bare yamux substream.
-//! `--serve-mib R` sets the provider's per-peer rate (default 64, the core's default).
+//! `--serve-mib R` sets the provider's per-peer rate (default: the core's default).
+//! `file-latency` measures chat latency (`--rate` messages per second from the serving
+//! node to the downloading one) first idle (`--msgs` messages), then while a `--mib` MiB
+//! transfer runs on the same connection. `file-rss` runs this example again twice, as
+//! `file-serve` and `file-get` (one side each, separate processes), and reports the peak
+//! RSS (`VmHWM`) of each.
 //! Options: `--msgs N --size S --rate R --nodes K --mib M --runtime
 //! tokio|smol|async-std|swarm|swarm-quic`. `swarm` runs every node in the ready-made
 //! libp2p swarm of `echo_runtime::swarm` (on tokio) connected over TCP, `swarm-quic`
@@ -36,6 +43,9 @@ use libp2p_core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade};
 use libp2p_identity::Keypair;
 use multistream_select::{dialer_select_proto, listener_select_proto, Version};
 
+#[path = "bench/files.rs"]
+mod files;
+
 #[derive(Debug, Clone)]
 struct Args {
     cmd: String,
@@ -46,7 +56,9 @@ struct Args {
     nodes: usize,
     window: usize,
     mib: u64,
-    serve_mib: u64,
+    serve_mib: Option<u64>,
+    peer: String,
+    offer: String,
 }
 
 fn args() -> Args {
@@ -60,7 +72,9 @@ fn args() -> Args {
         runtime: "tokio".into(),
         window: 4096,
         mib: 256,
-        serve_mib: 64,
+        serve_mib: None,
+        peer: String::new(),
+        offer: String::new(),
         cmd,
     };
     while let Some(k) = a.next() {
@@ -73,17 +87,22 @@ fn args() -> Args {
             "--runtime" => r.runtime = v,
             "--window" => r.window = v.parse().unwrap(),
             "--mib" => r.mib = v.parse().unwrap(),
-            "--serve-mib" => r.serve_mib = v.parse().unwrap(),
+            "--serve-mib" => r.serve_mib = Some(v.parse().unwrap()),
+            "--peer" => r.peer = v,
+            "--offer" => r.offer = v,
             _ => panic!("unknown option {k}"),
         }
     }
     if r.msgs == 0 {
         r.msgs = match r.cmd.as_str() {
             "pair-throughput" | "raw" => 100_000,
+            "file-latency" => 2_000,
             _ => 10_000,
         };
     }
-    if r.cmd == "latency" && !std::env::args().any(|a| a == "--size") {
+    if matches!(r.cmd.as_str(), "latency" | "file-latency")
+        && !std::env::args().any(|a| a == "--size")
+    {
         r.size = 64;
     }
     r
@@ -130,7 +149,11 @@ async fn run<R: Runtime>(rt: R, a: Args) -> String {
         "latency" => latency(rt, a).await,
         "fanout" => fanout(rt, a).await,
         "raw" => raw(rt, a).await,
-        "file" => file(rt, a).await,
+        "file" => files::file(rt, a).await,
+        "file-latency" => files::file_latency(rt, a).await,
+        "file-serve" => files::file_serve(rt, a).await,
+        "file-get" => files::file_get(rt, a).await,
+        "file-rss" => files::file_rss(&a),
         "crypto" => crypto(),
         c => panic!("unknown workload {c}"),
     }
@@ -479,64 +502,6 @@ async fn raw<R: Runtime>(rt: R, a: Args) -> String {
         total as f64 / 1e6 / secs,
         a.msgs as f64 / secs,
         a.size + 10
-    )
-}
-
-/// A file of `--mib` MiB from one node to another over `/echo/blob/1.0.0`.
-async fn file<R: Runtime>(rt: R, a: Args) -> String {
-    assert!(
-        SWARM.get().is_none(),
-        "the swarm adapter does not carry files yet"
-    );
-    let dir = std::env::temp_dir().join(format!("echo-bench-file-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let src = dir.join("payload.bin");
-    let size = a.mib << 20;
-    {
-        use std::io::Write;
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&src).unwrap());
-        let block: Vec<u8> = (0..1u32 << 20)
-            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-            .collect();
-        for i in 0..a.mib {
-            let mut b = block.clone();
-            b[..8].copy_from_slice(&i.to_le_bytes());
-            f.write_all(&b).unwrap();
-        }
-    }
-    let start_node = |i: u64| {
-        let mut o = options(i);
-        let mut f = echo_runtime::FilesOptions::new(dir.join(format!("store{i}")));
-        f.config.serve_rate = a.serve_mib << 20;
-        o.files = Some(f);
-        echo_runtime::start(rt.clone(), o)
-    };
-    let (ha, ea) = start_node(0).await.unwrap();
-    let (hb, mut eb) = start_node(1).await.unwrap();
-    sink(&rt, ea);
-    hb.connect(&addr(&ha)).await.unwrap();
-    up(&mut eb, ha.peer_id()).await;
-    let offer = ha.share_file(src).await.unwrap();
-    let start = Instant::now();
-    let id = hb
-        .download(offer, ha.peer_id(), dir.join("dl"))
-        .await
-        .unwrap();
-    while let Some(e) = eb.next().await {
-        match e {
-            RuntimeEvent::TransferDone { id: i, .. } if i == id => break,
-            RuntimeEvent::TransferFailed { reason, .. } => panic!("transfer failed: {reason}"),
-            _ => {}
-        }
-    }
-    let secs = start.elapsed().as_secs_f64();
-    let _ = std::fs::remove_dir_all(&dir);
-    format!(
-        "\"MiB\":{},\"serve_mib\":{},\"MB_per_s\":{:.1},\"MiB_per_s\":{:.1},\"secs\":{secs:.3}",
-        a.mib,
-        a.serve_mib,
-        size as f64 / 1e6 / secs,
-        size as f64 / (1 << 20) as f64 / secs
     )
 }
 

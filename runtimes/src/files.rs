@@ -84,6 +84,9 @@ pub struct FileStore {
     pub reserve: u64,
     /// Chunk groups written since this store was opened.
     written: u64,
+    /// The data and tree files of the complete blob served last, kept open: a response
+    /// reads them once per chunk group and tree node.
+    serving: Option<(BlobHash, File, File)>,
 }
 
 fn io_err(e: io::Error) -> StoreError {
@@ -171,6 +174,7 @@ impl FileStore {
             partial: BTreeMap::new(),
             reserve: 64 << 20,
             written: 0,
+            serving: None,
         })
     }
 
@@ -271,6 +275,7 @@ impl FileStore {
             return Err(io::Error::new(io::ErrorKind::NotFound, "no such blob"));
         };
         fs::create_dir_all(dir)?;
+        self.serving = None;
         let (dest, _placeholder) = unique_path(dir, name)?;
         // Rename over the empty placeholder `unique_path` created (same directory entry,
         // so no other writer can have taken the name); copy across file systems.
@@ -292,6 +297,7 @@ impl FileStore {
     /// Stops serving a blob (its bytes stay where they are) and drops a partial download.
     pub fn forget(&mut self, hash: &BlobHash) -> io::Result<()> {
         self.partial.remove(hash);
+        self.serving = None;
         for (kind, ext) in [
             ("partial", "part"),
             ("partial", "obao"),
@@ -312,6 +318,18 @@ impl FileStore {
 
     fn partial(&mut self, hash: &BlobHash) -> Result<&mut Partial, StoreError> {
         self.partial.get_mut(hash).ok_or(StoreError::NotFound)
+    }
+
+    /// The open data and tree files of complete blob `hash` (opened on first use, kept
+    /// until another blob is served); `None` if it is not complete or cannot be opened.
+    fn serving(&mut self, hash: &BlobHash) -> Option<(&File, &File)> {
+        if self.serving.as_ref().is_none_or(|(h, ..)| h != hash) {
+            let c = self.complete.get(hash)?;
+            let data = File::open(&c.path).ok()?;
+            let tree = File::open(self.path("complete", hash, "obao")).ok()?;
+            self.serving = Some((*hash, data, tree));
+        }
+        self.serving.as_ref().map(|(_, d, t)| (d, t))
     }
 
     /// The groups a log names, within a blob of `groups` groups (a torn last record is
@@ -337,13 +355,12 @@ impl BlobStore for FileStore {
     }
 
     fn read_parent(&mut self, hash: &BlobHash, slot: u64) -> Result<[u8; 64], StoreError> {
-        let path = if self.complete.contains_key(hash) {
-            self.path("complete", hash, "obao")
-        } else {
-            self.path("partial", hash, "obao")
-        };
-        let f = File::open(path).map_err(|_| StoreError::NotFound)?;
         let mut buf = [0u8; 64];
+        if let Some((_, tree)) = self.serving(hash) {
+            read_at(tree, &mut buf, slot * 64).map_err(|_| StoreError::NotFound)?;
+            return Ok(buf);
+        }
+        let f = File::open(self.path("partial", hash, "obao")).map_err(|_| StoreError::NotFound)?;
         read_at(&f, &mut buf, slot * 64).map_err(|_| StoreError::NotFound)?;
         Ok(buf)
     }
@@ -354,9 +371,11 @@ impl BlobStore for FileStore {
         offset: u64,
         buf: &mut [u8],
     ) -> Result<(), StoreError> {
-        if let Some(c) = self.complete.get(hash) {
-            let f = File::open(&c.path).map_err(|_| StoreError::NotFound)?;
-            return read_at(&f, buf, offset).map_err(io_err);
+        if let Some((data, _)) = self.serving(hash) {
+            return read_at(data, buf, offset).map_err(io_err);
+        }
+        if self.complete.contains_key(hash) {
+            return Err(StoreError::NotFound);
         }
         let p = self.partial(hash)?;
         read_at(&p.data, buf, offset).map_err(io_err)

@@ -243,6 +243,11 @@ async fn resume<R: Runtime>(
     let got = b2.h.driver_stats().await.unwrap().blob.bytes_received;
     let missing = offer.size - on_disk * GROUP_SIZE;
     let resent = got.saturating_sub(missing);
+    // Quoted in BENCHMARKS.md (the average over runs): `--nocapture` shows it.
+    println!(
+        "RESUME_RESENT_BYTES {resent} (of {} on disk)",
+        on_disk * GROUP_SIZE
+    );
     assert!(
         resent < 2 * GROUP_SIZE,
         "{resent} bytes fetched again ({got} received, {missing} were missing)"

@@ -31,16 +31,24 @@ pub struct BlobConfig {
     pub serve_concurrency: usize,
     /// Peers served at once; requests from more get `Busy` (default 64).
     pub max_serving_peers: usize,
-    /// Bytes per second served to one peer (default 64 MiB/s).
+    /// Bytes per second served to one peer (default 256 MiB/s). High enough not to slow
+    /// a single transfer on loopback or a link up to 2 Gbit/s (BENCHMARKS.md measures a
+    /// loopback noise+yamux ceiling of 200–290 MiB/s on a busy 2-core box, and a file at
+    /// ~60 % of it), while still a per-peer bound: on a faster uplink, one peer cannot
+    /// take all of it from the others being served. The former 64 MiB/s capped a
+    /// loopback transfer at ~60 MiB/s. Lower it for metered or shared links.
     pub serve_rate: u64,
     /// Bytes one peer may receive in a burst above `serve_rate` (default 1 MiB).
     pub serve_burst: u64,
     /// Bytes handed to the runtime for one peer and not yet reported sent; the provider
     /// reads no more from storage until the runtime catches up (default 256 KiB).
     pub serve_window: usize,
-    /// Requests per second one peer may send; the rest are dropped (default 50).
+    /// Requests per second one peer may send that are not served (unknown hashes, busy,
+    /// bad ranges, repeated ids); the rest of those are dropped unanswered (default 50).
+    /// Requests that are served do not count: `serve_concurrency` and `serve_rate`
+    /// bound them, and a fast download sends one per `request_groups`.
     pub request_rate: f64,
-    /// Burst of requests above `request_rate` (default 100).
+    /// Burst of refused requests above `request_rate` (default 100).
     pub request_burst: f64,
     /// A peer that leaves sent bytes unread this long is cut off (default 30 s).
     pub stall_timeout: Duration,
@@ -64,7 +72,7 @@ impl Default for BlobConfig {
             timeout_limit: 3,
             serve_concurrency: 4,
             max_serving_peers: 64,
-            serve_rate: 64 << 20,
+            serve_rate: 256 << 20,
             serve_burst: 1 << 20,
             serve_window: 256 << 10,
             request_rate: 50.0,

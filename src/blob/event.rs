@@ -153,7 +153,7 @@ pub struct BlobStats {
     pub busy_refused: u64,
     /// Requests refused as malformed (ranges outside the blob, reused id).
     pub bad_requests: u64,
-    /// Requests dropped unanswered (over the per-peer request rate).
+    /// Requests dropped unanswered (refused ones over the per-peer request rate).
     pub requests_dropped: u64,
     /// Requests being served now.
     pub active_requests: usize,

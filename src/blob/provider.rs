@@ -125,59 +125,66 @@ impl Provider {
             last_request: now,
         });
         p.last_request = now;
-        // Over the request rate: drop silently, so a flood costs us neither memory nor
+        // A request this peer may have served goes through: what it costs is bounded by
+        // `serve_concurrency` and `serve_rate`, and a fast downloader sends one per
+        // `request_groups` (a bucket of requests would throttle it, and a dropped request
+        // costs it a whole `request_timeout`). Everything else (repeated ids, unknown
+        // hashes, over the concurrency, out of range) takes from the request bucket, and
+        // over its rate is dropped silently, so a flood costs us neither memory nor
         // bandwidth. (A peer that does not read is cut off by the stall timer.)
-        if !p.requests_bucket.take(1.0, now) {
+        let size = store.complete_size(&hash);
+        let groups = size.map(group_count);
+        let inside = groups.is_some_and(|g| ranges.last().is_some_and(|r| r.end <= g));
+        let busy = p.requests.len() >= self.cfg.serve_concurrency;
+        let serve = inside && !busy && !p.requests.contains_key(&id);
+        if !serve && !p.requests_bucket.take(1.0, now) {
             self.stats.requests_dropped += 1;
             self.forget_idle(peer, now);
             return;
         }
-        if p.requests.contains_key(&id) {
-            // A repeated request id (a duplicated frame): the response is under way.
-            self.stats.bad_requests += 1;
-            return;
-        }
-        let reply = match store.complete_size(&hash) {
-            None => {
+        let reply = match (size, groups) {
+            _ if p.requests.contains_key(&id) => {
+                // A repeated request id (a duplicated frame): the response is under way.
+                self.stats.bad_requests += 1;
+                return;
+            }
+            (None, _) | (_, None) => {
                 self.stats.unknown_refused += 1;
                 Some(BlobFrame::DontHave { id })
             }
-            Some(_) if p.requests.len() >= self.cfg.serve_concurrency => {
+            _ if busy => {
                 self.stats.busy_refused += 1;
                 Some(BlobFrame::Error {
                     id,
                     code: ErrorCode::Busy,
                 })
             }
-            Some(size) => {
-                let groups = group_count(size);
-                let inside = ranges.last().is_some_and(|r| r.end <= groups);
-                if !inside {
-                    self.stats.bad_requests += 1;
-                    Some(BlobFrame::Error {
-                        id,
-                        code: ErrorCode::BadRequest,
-                    })
-                } else {
-                    let mut chunks = ChunkRanges::empty();
-                    for r in ranges {
-                        chunks |= chunk_ranges(r, groups);
-                    }
-                    let items = ResponseIter::new(tree(size), chunks);
-                    p.requests.insert(
-                        id,
-                        Serving {
-                            hash,
-                            size,
-                            header_sent: false,
-                            seq: 0,
-                            items,
-                        },
-                    );
-                    p.order.push_back(id);
-                    self.stats.requests_served += 1;
-                    None
+            _ if !inside => {
+                self.stats.bad_requests += 1;
+                Some(BlobFrame::Error {
+                    id,
+                    code: ErrorCode::BadRequest,
+                })
+            }
+            (Some(size), Some(groups)) => {
+                let mut chunks = ChunkRanges::empty();
+                for r in ranges {
+                    chunks |= chunk_ranges(r, groups);
                 }
+                let items = ResponseIter::new(tree(size), chunks);
+                p.requests.insert(
+                    id,
+                    Serving {
+                        hash,
+                        size,
+                        header_sent: false,
+                        seq: 0,
+                        items,
+                    },
+                );
+                p.order.push_back(id);
+                self.stats.requests_served += 1;
+                None
             }
         };
         if let Some(frame) = reply {
