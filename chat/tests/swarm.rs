@@ -15,7 +15,7 @@ fn is(v: &Value, event: &str) -> bool {
 /// `from` shares `len` bytes, `to` fetches them by the offer id: identical.
 fn send_file(from: &mut Chat, to: &mut Chat, dir: &std::path::Path, len: usize, seed: u8) {
     let data: Vec<u8> = (0..len)
-        .map(|i| (i as u64 * 2_654_435_761 >> 7) as u8 ^ seed)
+        .map(|i| ((i as u64 * 2_654_435_761) >> 7) as u8 ^ seed)
         .collect();
     let src = dir.join(format!("from-{}-{seed}.bin", from.name));
     std::fs::write(&src, &data).unwrap();

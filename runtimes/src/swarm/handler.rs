@@ -202,19 +202,18 @@ impl ConnectionHandler for Handler {
 
     fn on_connection_event(&mut self, event: ConnectionEvent<EchoUpgrade, EchoUpgrade, (), bool>) {
         match event {
+            // The remote may not know our limit: past it (or with no blob protocol on
+            // this connection), the stream falls to `_` and is dropped (a reset).
             ConnectionEvent::FullyNegotiatedInbound(FullyNegotiatedInbound {
                 protocol: (stream, Kind::Blob),
                 ..
-            }) => {
-                // The remote may not know our limit: past it, dropped (a reset).
-                if self.blob && self.blobs_in < MAX_BLOB_STREAMS_PER_CONN {
-                    self.blobs_in += 1;
-                    let e = HandlerEvent::Blob {
-                        stream,
-                        outbound: false,
-                    };
-                    self.out.push_back(e);
-                }
+            }) if self.blob && self.blobs_in < MAX_BLOB_STREAMS_PER_CONN => {
+                self.blobs_in += 1;
+                let e = HandlerEvent::Blob {
+                    stream,
+                    outbound: false,
+                };
+                self.out.push_back(e);
             }
             ConnectionEvent::FullyNegotiatedOutbound(FullyNegotiatedOutbound {
                 protocol: (stream, Kind::Blob),
