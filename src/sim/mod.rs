@@ -188,7 +188,14 @@ pub struct Sim {
     /// Probability that a room-message frame swaps places with the next one.
     pub reorder: f64,
     seed: u64,
+    /// Delivery latency histogram: `latency_ms[k]` counts room messages delivered to a
+    /// node other than their author `k` ms after the author sent them (by its wall
+    /// clock, so to 1 ms; the last bucket holds everything later).
+    pub latency_ms: Vec<u64>,
 }
+
+/// Buckets of [`Sim::latency_ms`] (one a millisecond, up to a minute).
+pub const LATENCY_BUCKETS: usize = 60_000;
 
 impl Sim {
     /// An empty network with 1 ms latency and no jitter.
@@ -220,6 +227,7 @@ impl Sim {
             duplicate: 0.0,
             reorder: 0.0,
             seed,
+            latency_ms: Vec::new(),
         }
     }
 
@@ -233,6 +241,25 @@ impl Sim {
     /// and with every [`Sim::send`].
     pub fn wall(&self) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000) + self.elapsed()
+    }
+
+    /// [`Sim::wall`] in ms since the Unix epoch.
+    fn wall_ms(&self) -> u64 {
+        1_700_000_000_000 + self.elapsed().as_millis() as u64
+    }
+
+    /// The `q`-quantile (0..=1) of [`Sim::latency_ms`], in ms (`None`: nothing delivered).
+    pub fn latency_quantile(&self, q: f64) -> Option<u64> {
+        let total: u64 = self.latency_ms.iter().sum();
+        let rank = ((total as f64 * q).ceil() as u64).clamp(1, total.max(1));
+        let mut seen = 0;
+        for (ms, n) in self.latency_ms.iter().enumerate() {
+            seen += n;
+            if seen >= rank && total > 0 {
+                return Some(ms as u64);
+            }
+        }
+        None
     }
 
     /// Virtual time elapsed since the start.

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use multiaddr::Multiaddr;
 use rand::Rng;
 
-use super::{Delivery, Endpoint, NodeIdx, Remote, Sim};
+use super::{Delivery, Endpoint, NodeIdx, Remote, Sim, LATENCY_BUCKETS};
 use crate::codec::FrameDecoder;
 use crate::event::{Action, ConnId, ConnInfo, DialId, Event, Output, Protocol, Role};
 use crate::wire::{Frame, Kind};
@@ -39,6 +39,7 @@ impl Sim {
 
     pub(super) fn flush_outputs(&mut self, i: NodeIdx) {
         let (persist, keep) = (self.persist, self.keep_messages);
+        let wall_ms = self.wall_ms();
         loop {
             let sn = &mut self.nodes[i];
             let Some(node) = sn.node.as_mut() else {
@@ -52,6 +53,17 @@ impl Sim {
                     Output::Event(e) => {
                         if persist {
                             sn.store.record(&e);
+                        }
+                        if let Event::Message { msg, .. } = &e {
+                            if msg.author() != node.peer_id() {
+                                let ms = wall_ms.saturating_sub(msg.sent_at_ms());
+                                let h = &mut self.latency_ms;
+                                let b = (ms as usize).min(LATENCY_BUCKETS - 1);
+                                if h.len() <= b {
+                                    h.resize(b + 1, 0);
+                                }
+                                h[b] += 1;
+                            }
                         }
                         if keep || !matches!(e, Event::Message { .. }) {
                             sn.events.push(e);
