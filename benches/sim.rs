@@ -70,6 +70,25 @@ fn main() {
         "frames per delivered message: {:.2}",
         frames as f64 / (msgs * (nodes - 1)) as f64
     );
+    println!(
+        "delivery latency p50 / p99 / max: {:?} / {:?} / {:?} ms",
+        net.sim.latency_quantile(0.5),
+        net.sim.latency_quantile(0.99),
+        net.sim.latency_quantile(1.0)
+    );
+    let st: Vec<_> = (0..nodes).map(|i| net.sim.node(i).stats()).collect();
+    let sum = |f: fn(&echo_proto::Stats) -> u64| st.iter().map(f).sum::<u64>();
+    println!(
+        "relayed={} duplicates={} announces={} prunes={} grafts={} lazy={} repair_requests={} history_sent={}",
+        sum(|s| s.relayed),
+        sum(|s| s.duplicates),
+        sum(|s| s.tree_announces),
+        sum(|s| s.tree_prunes),
+        sum(|s| s.tree_grafts),
+        sum(|s| s.tree_lazy),
+        sum(|s| s.repair_requests),
+        sum(|s| s.history_sent),
+    );
     println!("peak RSS: {:.0} MiB", peak_rss_mib());
     assert!(converged && check.is_ok());
 }

@@ -132,9 +132,10 @@ pub struct Config {
     /// Whether this node offers the broadcast tree (capability `tree`, PROTOCOL.md
     /// section 7.1): room messages go in full along a spanning tree and as short
     /// announcements elsewhere. `false` floods every message over every link, as nodes
-    /// without the capability do (default false for now: under 1 % loss the tree cuts
-    /// frames per message from ~7 to ~1.6 but converges later than flooding, 15 s
-    /// against 10 s of virtual time in `benches/sim.rs`; BENCHMARKS.md).
+    /// without the capability do (default false for now: under 1 % loss in
+    /// `benches/sim.rs` the tree converges as fast as flooding and cuts frames per
+    /// message from ~7 to ~1.8, but delivery latency p50 / p99 is 45 / 146 ms against
+    /// 19 / 29 ms and the goal of 1.5 frames is not met; BENCHMARKS.md).
     pub broadcast_tree: bool,
     /// Sequence numbers reserved at a time; each reservation is an
     /// [`crate::Event::SeqReserved`] the app must persist (default 1,000).

@@ -52,46 +52,75 @@ fn burst(sim: &mut Sim, msgs: usize, total: usize, gap: Duration, seed: u64) -> 
         sim.run_for(gap);
     }
     let done = sim.run_until(60 * SEC, |s| {
-        (0..n).all(|i| s.node(i).room_log(ROOM).map_or(0, |l| l.count()) == total)
+        (0..n).all(|i| s.node(i).room_log(ROOM).map_or(0, |l| l.len()) == total)
     });
     (done, sim.frames_delivered() - f0)
 }
 
-/// Frames per delivered message in steady state (after a warm-up burst), and whether
-/// both bursts converged.
-fn frames_per_message(tree: bool) -> (bool, f64) {
+/// What a measured burst showed.
+struct Run {
+    converged: bool,
+    /// Virtual time from the first message until every log held them all.
+    time: Duration,
+    /// Frames delivered per delivered message.
+    frames: f64,
+}
+
+/// A warm-up burst (the tree forms), then 1,000 messages at 1,000 a second (as in
+/// benches/sim.rs), measured, on 40 nodes with 1 % loss.
+fn steady_burst(tree: bool) -> Run {
     let n = 40;
     let mut sim = network(n, 5, |_| tree);
-    // 500 messages a second, as in benches/sim.rs (1,000 a second there).
-    let gap = Duration::from_millis(2);
-    let (warm, _) = burst(&mut sim, 300, 300, gap, 1);
-    let (done, frames) = burst(&mut sim, 1000, 1300, gap, 2);
+    let (warm, _) = burst(&mut sim, 300, 300, Duration::from_millis(2), 1);
+    let t0 = sim.elapsed();
+    let (done, frames) = burst(&mut sim, 1000, 1300, Duration::from_millis(1), 2);
+    let time = sim.elapsed() - t0;
     let st: Vec<_> = (0..n).map(|i| sim.node(i).stats()).collect();
     let sum = |f: fn(&echo_proto::Stats) -> u64| st.iter().map(f).sum::<u64>();
     println!(
-        "tree={tree} relayed={} announces={} prunes={} grafts={} lazy={} dup={} frames_in={}",
+        "tree={tree} time={time:?} relayed={} announces={} prunes={} grafts={} lazy={} dup={} \
+         requests={} frames_in={}",
         sum(|s| s.relayed),
         sum(|s| s.tree_announces),
         sum(|s| s.tree_prunes),
         sum(|s| s.tree_grafts),
         sum(|s| s.tree_lazy),
         sum(|s| s.duplicates),
+        sum(|s| s.repair_requests),
         sum(|s| s.frames_in)
     );
-    (warm && done, frames as f64 / (1000 * (n - 1)) as f64)
+    Run {
+        converged: warm && done,
+        time,
+        frames: frames as f64 / (1000 * (n - 1)) as f64,
+    }
 }
 
 #[test]
-fn tree_sends_under_two_frames_per_delivered_message_where_flooding_does_not() {
-    let (flood_ok, flood) = frames_per_message(false);
-    let (tree_ok, tree) = frames_per_message(true);
-    println!("frames per delivered message: flood {flood:.2}, tree {tree:.2}");
-    assert!(flood_ok && tree_ok, "every log converged under 1 % loss");
-    assert!(
-        flood > 2.0,
-        "flooding sends over 2 frames per message ({flood:.2})"
+fn tree_converges_as_fast_as_flooding_under_loss_with_few_frames_per_message() {
+    let flood = steady_burst(false);
+    let tree = steady_burst(true);
+    println!(
+        "converged after {:?} (flood) and {:?} (tree); frames per delivered message: \
+         flood {:.2}, tree {:.2}",
+        flood.time, tree.time, flood.frames, tree.frames
     );
-    assert!(tree <= 2.0, "the tree sends at most 2 ({tree:.2})");
+    assert!(flood.converged && tree.converged, "every log converged");
+    assert!(
+        flood.frames > 2.0,
+        "flooding sends over 2 frames per message"
+    );
+    // Virtual time: the same on any machine. Measured 1.15 s against 1.02 s (before
+    // the pruning and repair changes: 10.0 s, the last messages waited for summaries).
+    assert!(
+        tree.time.as_secs_f64() <= flood.time.as_secs_f64() * 1.25,
+        "the tree converges within 25 % of flooding's time"
+    );
+    // 1.89 measured; the issue's goal of 1.5 is not met yet (BENCHMARKS.md).
+    assert!(
+        tree.frames <= 2.0,
+        "the tree sends at most 2 frames a message"
+    );
 }
 
 #[test]
@@ -193,6 +222,10 @@ fn sim_without_message_events_still_delivers_and_counts() {
     let (done, _) = burst(&mut sim, 20, 20, Duration::from_millis(10), 5);
     assert!(done);
     assert!(sim.texts(1, ROOM).is_empty(), "no message events kept");
+    // Latency is still recorded: each message reached the 5 other nodes, no sooner
+    // than the 5 ms link latency.
+    assert_eq!(sim.latency_ms.iter().sum::<u64>(), 20 * 5);
+    assert!(sim.latency_quantile(0.0).is_some_and(|ms| ms >= 4));
     let delivered: u64 = (0..6).map(|i| sim.node(i).stats().delivered).sum();
     assert_eq!(delivered, 20 * 6);
 }

@@ -80,9 +80,25 @@ pub fn flood(net: &mut Network, msgs: usize) -> Flood {
         );
         sim.run_for(spacing);
     }
-    let converged = sim.run_until(Duration::from_secs(600), |s| {
-        (0..nodes).all(|i| s.node(i).room_log("general").map_or(0, |l| l.count()) == msgs)
-    });
+    let all =
+        |s: &Sim| (0..nodes).all(|i| s.node(i).room_log("general").map_or(0, |l| l.len()) == msgs);
+    if std::env::var_os("SIM_TRACE").is_some() {
+        // Every 250 ms of virtual time: how many (node, message) pairs are still missing.
+        for _ in 0..80 {
+            if all(sim) {
+                break;
+            }
+            let missing: usize = (0..nodes)
+                .map(|i| msgs - sim.node(i).room_log("general").map_or(0, |l| l.len()))
+                .sum();
+            println!(
+                "t={:.2}s missing={missing}",
+                (sim.elapsed() - v0).as_secs_f64()
+            );
+            sim.run_for(Duration::from_millis(250));
+        }
+    }
+    let converged = sim.run_until(Duration::from_secs(600), all);
     let virt = sim.elapsed() - v0;
     Flood {
         converged,

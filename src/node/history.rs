@@ -326,13 +326,17 @@ impl Node {
             return;
         }
         let conn = candidates[(attempt as usize - 1) % candidates.len()];
+        let end = end.min(start + MAX_REQUEST_SPAN);
         let frame = Frame::new(Kind::Request(wire::Request {
             room: room.to_string(),
             author: author.to_bytes(),
             start,
-            end: end.min(start + MAX_REQUEST_SPAN),
+            end,
         }));
         self.stats.repair_requests += 1;
+        if let Some(peer) = self.links.conns.get(&conn).map(|c| c.peer) {
+            self.tree.asked(peer, now);
+        }
         self.send_frame(conn, &frame, now);
     }
 

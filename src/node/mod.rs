@@ -275,7 +275,10 @@ impl Node {
     }
 
     /// A room's log in agreed order, oldest first.
-    pub fn room_log(&self, room: &str) -> Option<impl Iterator<Item = &SharedMessage>> {
+    pub fn room_log(
+        &self,
+        room: &str,
+    ) -> Option<impl DoubleEndedIterator<Item = &SharedMessage> + ExactSizeIterator> {
         self.rooms.get(room).map(|r| r.log.iter())
     }
 
@@ -713,6 +716,7 @@ impl Node {
         authors.extend(msgs.iter().map(|m| m.author));
         authors.dedup();
         if let Some(from_peer) = self.links.conns.get(&from).map(|c| c.peer) {
+            self.tree.first_copy(room, from_peer);
             authors.push(from_peer);
         }
         let targets = self.room_targets(room, &authors);

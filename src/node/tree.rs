@@ -3,8 +3,9 @@
 //! Per room, each neighbour that offered the `tree` capability in its hello is *eager*
 //! (full room messages go to it) or *lazy* (it gets [`wire::Announce`] frames naming
 //! what we received, batched for [`LAZY_DELAY`]). Every link starts eager, so a new
-//! network floods; a copy that arrives twice prunes the link it came by to lazy
-//! ([`Kind::Prune`], both ends). What remains eager is a spanning tree of the room. An
+//! network floods; a link that keeps bringing copies we hold is pruned to lazy
+//! ([`Kind::Prune`], both ends; not the last eager one, nor one we just asked for
+//! history). What remains eager approaches a spanning tree of the room. An
 //! announcement of a message we still lack after [`GRAFT_TIMEOUT`] grafts the announcer
 //! back to eager ([`Kind::Graft`]) and asks it for the message ([`Kind::Request`]): the
 //! tree repairs itself where a link lost a message or died. The per-author gap repair and
@@ -25,15 +26,22 @@ use crate::wire::{self, AuthorRanges, Frame, Kind};
 /// The hello capability of the broadcast tree.
 pub(crate) const CAPABILITY: &str = "tree";
 /// How long announcements for a lazy neighbour are collected before they go out.
-pub const LAZY_DELAY: Duration = Duration::from_millis(100);
+pub const LAZY_DELAY: Duration = Duration::from_millis(50);
 /// How long an announced message may stay missing before the announcer is grafted.
-pub const GRAFT_TIMEOUT: Duration = Duration::from_millis(250);
+pub const GRAFT_TIMEOUT: Duration = Duration::from_millis(40);
+/// At most one graft per room this often: one mends a broken tree; more would close
+/// cycles (and duplicates would prune them).
+const GRAFT_INTERVAL: Duration = Duration::from_millis(250);
+/// Duplicates in a row after which an eager link is pruned.
+const PRUNE_AFTER: u32 = 4;
+/// How long after a request copies from the asked neighbour count as its answer.
+const ANSWER_WINDOW: Duration = Duration::from_millis(500);
 /// Bound on announced message ids waiting to go to one (neighbour, room).
 pub const MAX_PENDING_IDS: usize = 4096;
 /// Bound on announced-but-missing (room, author) entries waiting for their graft timer.
 pub const MAX_MISSING: usize = 1024;
 /// Requests for one announced run before it is left to gap repair and summaries
-/// (a request or its answer may be lost too).
+/// (a request or its answer may be lost too), [`GRAFT_TIMEOUT`] apart.
 const ATTEMPTS: u32 = 3;
 /// How far into an announced range a node looks for a message it lacks.
 const SCAN: u64 = 64;
@@ -63,7 +71,13 @@ pub(super) struct Tree {
     missing: BTreeMap<(String, PeerId), Missing>,
     /// The earliest `Missing::at`, if any.
     next_graft: Option<Instant>,
-    /// Per room, when a neighbour was last grafted: one graft per [`GRAFT_TIMEOUT`]
+    /// Per (room, eager neighbour): duplicates it sent in a row (reset by a new message).
+    dups: BTreeMap<(String, PeerId), u32>,
+    /// When each neighbour was last asked for history. For [`ANSWER_WINDOW`] after,
+    /// duplicates from it do not prune its link: they may be answers, and a node that
+    /// has to ask is repairing a tree that lost messages, not one with links to spare.
+    asked: BTreeMap<PeerId, Instant>,
+    /// Per room, when a neighbour was last grafted: one graft per [`GRAFT_INTERVAL`]
     /// mends a broken tree; more would close cycles (and duplicates would prune them).
     grafted: BTreeMap<String, Instant>,
 }
@@ -79,6 +93,25 @@ impl Tree {
         } else {
             self.capable.remove(&peer);
         }
+    }
+
+    /// A new message arrived from `peer`: its link is useful.
+    pub(super) fn first_copy(&mut self, room: &str, peer: PeerId) {
+        if !self.dups.is_empty() {
+            self.dups.remove(&(room.to_string(), peer));
+        }
+    }
+
+    /// A request went to `peer` (a neighbour: the map is bounded by them).
+    pub(super) fn asked(&mut self, peer: PeerId, now: Instant) {
+        self.asked.insert(peer, now);
+    }
+
+    /// Whether `peer` was asked for history within [`ANSWER_WINDOW`].
+    fn answering(&self, peer: PeerId, now: Instant) -> bool {
+        self.asked
+            .get(&peer)
+            .is_some_and(|t| *t + ANSWER_WINDOW > now)
     }
 
     fn is_lazy(&self, room: &str, peer: &PeerId) -> bool {
@@ -102,6 +135,13 @@ impl Tree {
 /// First seq in `[start, end)` (looking at most [`SCAN`] far) the room lacks.
 fn first_missing(room: &Room, author: &PeerId, start: u64, end: u64) -> Option<u64> {
     (start..end.min(start.saturating_add(SCAN))).find(|s| !room.is_known(author, *s))
+}
+
+/// End of the run of seqs the room lacks from `start` (exclusive, at most `end`).
+fn missing_run_end(room: &Room, author: &PeerId, start: u64, end: u64) -> u64 {
+    (start..end)
+        .find(|s| room.is_known(author, *s))
+        .unwrap_or(end)
 }
 
 impl Node {
@@ -166,13 +206,33 @@ impl Node {
         let Some(peer) = self.links.conns.get(&conn).map(|c| c.peer) else {
             return;
         };
+        let answering = self.tree.answering(peer, now);
         if peer == *author
+            || answering
             || !self.tree.capable.contains(&peer)
             || !self.rooms.contains_key(room)
             || self.tree.is_lazy(room, &peer)
         {
             return;
         }
+        // Several senders share one tree: a link that brings a duplicate now may be the
+        // only path from another sender. Prune only a link whose last [`PRUNE_AFTER`]
+        // copies were all duplicates, and never the last eager link of the room.
+        let key = (room.to_string(), peer);
+        let dups = self.tree.dups.entry(key.clone()).or_default();
+        *dups += 1;
+        if *dups < PRUNE_AFTER {
+            return;
+        }
+        let eager = self
+            .room_targets(room, &[])
+            .iter()
+            .filter(|(p, _)| !self.tree.is_lazy(room, p))
+            .count();
+        if eager <= 1 {
+            return;
+        }
+        self.tree.dups.remove(&key);
         self.tree
             .lazy
             .entry(room.to_string())
@@ -225,6 +285,11 @@ impl Node {
                     Some(m) => {
                         m.start = m.start.min(start);
                         m.end = m.end.max(end);
+                        if m.attempts > 0 {
+                            // The first announcer was asked already: the next try goes
+                            // to this one.
+                            m.from = peer;
+                        }
                     }
                     None if full => self.stats.tree_dropped += 1,
                     None => {
@@ -289,18 +354,24 @@ impl Node {
             self.tree.next_graft = self.tree.missing.values().map(|m| m.at).min();
         }
         // Forget neighbours that went away (a new session starts over at its hello).
+        let rooms = &self.rooms;
         let up = |p: &PeerId| self.links.peers.get(p).is_some_and(|p| p.up);
         self.tree.capable.retain(up);
+        self.tree
+            .dups
+            .retain(|(r, p), _| up(p) && rooms.contains_key(r));
+        self.tree
+            .asked
+            .retain(|p, t| *t + ANSWER_WINDOW > now && up(p));
         for set in self.tree.lazy.values_mut() {
             set.retain(up);
         }
-        let rooms = &self.rooms;
         self.tree
             .lazy
             .retain(|r, s| !s.is_empty() && rooms.contains_key(r));
         self.tree
             .grafted
-            .retain(|r, t| *t + GRAFT_TIMEOUT > now && rooms.contains_key(r));
+            .retain(|r, t| *t + GRAFT_INTERVAL > now && rooms.contains_key(r));
     }
 
     /// Asks the announcer of a missing run for it (grafting it first if lazy); returns
@@ -309,6 +380,8 @@ impl Node {
         let r = self.rooms.get(&room)?;
         // `None`: it arrived meanwhile.
         let start = first_missing(r, &author, m.start, m.end)?;
+        // Only the run still missing: what is held would come back as duplicates.
+        let end = missing_run_end(r, &author, start, m.end);
         // The announcer went away: gap repair and summaries take over.
         let conn = self
             .links
@@ -320,7 +393,7 @@ impl Node {
             .tree
             .grafted
             .get(&room)
-            .is_some_and(|t| *t + GRAFT_TIMEOUT > now);
+            .is_some_and(|t| *t + GRAFT_INTERVAL > now);
         if !recent && self.tree.is_lazy(&room, &m.from) {
             // Other missing messages this round are only requested.
             self.tree.grafted.insert(room.clone(), now);
@@ -335,9 +408,10 @@ impl Node {
             room,
             author: author.to_bytes(),
             start,
-            end: m.end,
+            end,
         }));
         self.stats.repair_requests += 1;
+        self.tree.asked(m.from, now);
         self.send_frame(conn, &request, now);
         (m.attempts + 1 < ATTEMPTS).then(|| Missing {
             start,
