@@ -427,3 +427,32 @@ fn a_restore_continues_above_the_reserved_dm_numbers() {
     assert_eq!(restored(1).dm_next_seq(&bob), 2, "never below the export");
     assert_eq!(node.dm_next_seq(&keypair(98).public().to_peer_id()), 1);
 }
+
+/// alice writes to bob while she has no neighbour at all; carol connects later and
+/// alice leaves: carol got alice's message when she came, and hands it to bob.
+#[test]
+fn a_message_written_alone_travels_with_a_neighbour_met_later() {
+    let mut sim = line(11, leaf("carol"));
+    let (a, c, b) = (0, 1, 2);
+    sim.crash(b);
+    sim.crash(c);
+    assert!(sim.run_until(5 * SEC, |s| !s.is_connected(a, c)));
+    send_dm(&mut sim, a, b, "written alone");
+    sim.run_for(SEC);
+    assert_eq!(sim.node(a).stats().dm.held, 1, "alice keeps her own copy");
+
+    sim.restart(c);
+    linked(&mut sim, a, c);
+    assert!(sim.run_until(5 * SEC, |s| s.node(c).stats().dm.held == 1));
+    // Meeting carol again gives her nothing twice.
+    sim.run_for(SEC);
+    assert_eq!(sim.node(c).stats().dm.stored, 1);
+    sim.crash(a);
+
+    sim.restart(b);
+    linked(&mut sim, b, c);
+    assert!(sim.run_until(5 * SEC, |s| received(s, b).len() == 1));
+    let got = received(&sim, b);
+    assert_eq!(got, vec![(sim.peer_id(a), 1, "written alone".into())]);
+    assert_eq!(sim.node(c).stats().dm.held, 0, "handed over");
+}

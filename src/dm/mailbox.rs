@@ -21,7 +21,13 @@ pub(crate) struct Held {
     pub own_seq: Option<u64>,
     /// Arrival order (hand-over keeps it).
     pub arrival: u64,
+    /// For our own messages: the neighbours it was already passed to (at most
+    /// [`MAX_GIVEN`]), so a neighbour that comes up later gets it once.
+    pub given: Vec<PeerId>,
 }
+
+/// Neighbours one of our own held messages is passed to after it was sent.
+pub(crate) const MAX_GIVEN: usize = 8;
 
 /// Why an envelope was not stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,6 +140,27 @@ impl Mailbox {
         let mut out: Vec<Held> = ids.iter().filter_map(|id| self.remove(id)).collect();
         out.sort_by_key(|h| h.arrival);
         out
+    }
+
+    /// Our own undelivered messages not for `peer` and not yet given to it (nor to
+    /// [`MAX_GIVEN`] others), in arrival order; each is marked as given to `peer`.
+    pub fn give_own(&mut self, me: &PeerId, peer: &PeerId) -> Vec<Bytes> {
+        if self.held_from(me) == 0 {
+            return Vec::new();
+        }
+        let mut out: Vec<(u64, Bytes)> = Vec::new();
+        for h in self.held.values_mut() {
+            if h.sender == *me
+                && h.recipient != *peer
+                && h.given.len() < MAX_GIVEN
+                && !h.given.contains(peer)
+            {
+                h.given.push(*peer);
+                out.push((h.arrival, h.bytes.clone()));
+            }
+        }
+        out.sort_by_key(|(a, _)| *a);
+        out.into_iter().map(|(_, b)| b).collect()
     }
 
     /// Drops our own held copy of message `seq` to `recipient` (it was delivered).

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use super::Node;
 use crate::clock::unix_ms;
 use crate::dm::envelope::{self, Body, DmError, Envelope, Prekey};
-use crate::dm::mailbox::{Held, Mailbox};
+use crate::dm::mailbox::{Held, Mailbox, MAX_GIVEN};
 use crate::dm::{Convs, DmStats, DmStatus, HpkeRng, SnapConv, SnapHeld, Snapshot};
 use crate::error::CommandError;
 use crate::event::{ConnId, Event, Protocol};
@@ -222,6 +222,7 @@ impl Node {
                 expires: now + ttl,
                 own_seq: (h.own_seq > 0).then_some(h.own_seq),
                 arrival: 0,
+                given: Vec::new(),
             };
             self.dm.mailbox.see(checked.id, now + ttl, &self.config.dm);
             let _ = self.dm.mailbox.store(checked.id, held, &self.config.dm);
@@ -304,6 +305,19 @@ impl Node {
             }
             return;
         }
+        // Our own message goes to every chat neighbour now (below); neighbours that
+        // come up later get it from `dm_greet`.
+        let given = if sender == self.id && env.hops > 0 {
+            self.links
+                .peers
+                .iter()
+                .filter(|(_, p)| p.up && p.protocol == Protocol::Chat)
+                .map(|(id, _)| *id)
+                .take(MAX_GIVEN)
+                .collect()
+        } else {
+            Vec::new()
+        };
         let held = Held {
             sender,
             recipient,
@@ -311,6 +325,7 @@ impl Node {
             expires: now + self.config.dm.ttl,
             own_seq,
             arrival: 0,
+            given,
         };
         match self.dm.mailbox.store(id, held, &self.config.dm) {
             Ok(()) if sender != self.id => self.dm.stats.stored += 1,
@@ -423,11 +438,14 @@ impl Node {
         }
     }
 
-    /// A chat peer came up: hands over what we carry for it.
+    /// A chat peer came up: hands over what we carry for it, then gives it our own
+    /// undelivered messages to others that it has not had (a message written while we
+    /// had no neighbours, or before this one came, still travels when we leave again).
     pub(super) fn dm_greet(&mut self, peer: PeerId, now: Instant) {
         let Some(conn) = self.chat_conn(&peer) else {
             return;
         };
+        let own = self.dm.mailbox.give_own(&self.id, &peer);
         for h in self.dm.mailbox.take_for(&peer) {
             let Ok(mut env) = Envelope::decode(h.bytes.as_ref()) else {
                 continue;
@@ -436,6 +454,14 @@ impl Node {
             if h.sender != self.id {
                 self.dm.stats.handed_over += 1;
             }
+            let wire: Bytes = Frame::new(Kind::Envelope(env)).to_wire();
+            self.send_bytes(conn, &wire, now);
+        }
+        for bytes in own {
+            let Ok(env) = Envelope::decode(bytes.as_ref()) else {
+                continue;
+            };
+            self.dm.stats.forwarded += 1;
             let wire: Bytes = Frame::new(Kind::Envelope(env)).to_wire();
             self.send_bytes(conn, &wire, now);
         }
