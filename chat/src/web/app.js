@@ -10,7 +10,7 @@
  *   state: string, detail: string}} Transfer */
 /** @typedef {{id: string, kind: 'room'|'direct', messages: Msg[], keys: Set<string>,
  *   unread: number, members: Set<string>, complete: boolean, loading: boolean,
- *   shown: number, end: number}} View */
+ *   shown: number, end: number, stored?: boolean, asked?: boolean}} View */
 
 const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.getElementById(id));
 
@@ -162,6 +162,13 @@ function roomMsg(/** @type {any} */ e) {
 }
 
 let directSeq = 0;
+
+/** One key per direct message whether it came live or from the stored history: its
+ * number in the conversation (encrypted ones), else the stored row, else a counter. */
+function directKey(/** @type {boolean} */ own, /** @type {number|null|undefined} */ seq, /** @type {number|undefined} */ row = undefined) {
+  if (seq !== null && seq !== undefined) return `${own ? 'o' : 'i'}${seq}`;
+  return row !== undefined ? `r${row}` : `d${directSeq++}`;
+}
 /** Rooms this tab asked to join (it switches to them when joined). */
 const joining = new Set();
 
@@ -183,6 +190,7 @@ function handle(/** @type {any} */ e) {
       // Stored conversations come back with their unread counts.
       for (const c of e.conversations || []) {
         const v = view(c.peer, 'direct');
+        v.stored = true;
         if (v.messages.length === 0) v.unread = c.unread;
       }
       state.peers.clear();
@@ -190,6 +198,8 @@ function handle(/** @type {any} */ e) {
       if (!state.current || !state.views.has(state.current)) {
         state.current = e.current ?? (e.rooms[0] ? e.rooms[0].room : null);
       }
+      const open = state.current ? state.views.get(state.current) : undefined;
+      if (open) askHistory(open);
       render();
       break;
     }
@@ -213,16 +223,28 @@ function handle(/** @type {any} */ e) {
     }
     case 'direct': {
       const v = view(e.from, 'direct');
-      const m = { author: e.from, name: e.name, display: e.display, sent_at_ms: e.sent_at_ms, text: e.text, own: false, key: `d${directSeq++}`, offer: e.offer ?? null };
-      add(v, [m]);
-      arrived(v, m, true);
+      const m = { author: e.from, name: e.name, display: e.display, sent_at_ms: e.sent_at_ms, text: e.text, own: false, key: directKey(false, e.seq), offer: e.offer ?? null };
+      if (add(v, [m])) arrived(v, m, true);
+      if (state.current === e.from && !document.hidden) send(`/read ${e.from}`);
       render();
       break;
     }
     case 'direct_sent': {
       const v = view(e.to, 'direct');
-      add(v, [{ author: state.me.peer_id, name: state.me.name, display: state.me.display, sent_at_ms: Date.now(), text: e.text, own: true, key: `d${directSeq++}` }]);
+      add(v, [{ author: state.me.peer_id, name: state.me.name, display: state.me.display, sent_at_ms: Date.now(), text: e.text, own: true, key: directKey(true, e.seq) }]);
       render();
+      break;
+    }
+    case 'direct_history': {
+      // The stored conversation (asked for when it is first opened): a reload or a
+      // restart shows what was said before.
+      const v = view(e.peer, 'direct');
+      add(v, e.messages.map((/** @type {any} */ m) => /** @type {Msg} */ ({
+        author: m.author, name: m.name, display: m.own ? state.me.display : `${m.name}#${String(m.author).slice(-4)}`,
+        sent_at_ms: m.sent_at_ms, text: m.text, own: m.own, key: directKey(m.own, m.seq, m.id),
+      })));
+      render();
+      if (state.current === e.peer) $('messages').scrollTop = $('messages').scrollHeight;
       break;
     }
     case 'joined':
@@ -565,11 +587,20 @@ async function share(/** @type {File} */ file) {
   }
 }
 
+/** A stored direct conversation is read from the node's history once, when opened. */
+function askHistory(/** @type {View} */ v) {
+  if (v.kind === 'direct' && v.stored && !v.asked) v.asked = send(`/history @${v.id} ${PAGE}`);
+}
+
 function select(/** @type {string} */ id) {
   state.current = id;
   const v = state.views.get(id);
   if (v) {
     v.unread = 0;
+    if (v.kind === 'direct') {
+      askHistory(v);
+      send(`/read ${id}`);
+    }
   }
   $('side').classList.remove('open');
   render();

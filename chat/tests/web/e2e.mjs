@@ -107,6 +107,10 @@ try {
   await alice.locator('#rooms button', { hasText: '#general' }).click();
   await sees(alice, 'hello from alice');
   await sees(alice, 'hi alice, from bob');
+  // The direct conversation is listed and read back from the node's store.
+  await alice.locator('#directs button', { hasText: 'robert#' }).click();
+  await alice.locator('#title', { hasText: '(direct)' }).waitFor();
+  await sees(alice, 'psst, bob');
 
   step = 'the page reconnects after its node restarts';
   console.log('RESTART bob');
