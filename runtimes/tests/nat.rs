@@ -384,8 +384,10 @@ impl Transport {
 }
 
 /// One round: alice and bob behind their routers reach each other through the relay
-/// and chat; returns whether DCUtR upgraded the link within [`PUNCH`].
-fn round(t: &Topology, relay: &str, tr: Transport, k: usize) -> bool {
+/// and chat; returns the time from their start to the first message through the relay,
+/// and to the direct link if DCUtR upgraded it within [`PUNCH`].
+fn round(t: &Topology, relay: &str, tr: Transport, k: usize) -> (Duration, Option<Duration>) {
+    let start = std::time::Instant::now();
     let relay_args = |ip: &str| {
         let mut a = tr.listen(ip, 0);
         a.extend(["--relay".to_string(), relay.to_string()]);
@@ -405,15 +407,24 @@ fn round(t: &Topology, relay: &str, tr: Transport, k: usize) -> bool {
     alice.must("the relayed message", WAIT, |l| {
         l == format!("msg via relay {k}")
     });
+    let first = start.elapsed();
     alice.cmd(&format!("send back {k}"));
     bob.must("the answer", WAIT, |l| l == format!("msg back {k}"));
     let direct = |l: &str| l.starts_with("link ") && l.ends_with(" Direct");
     let upgraded = alice.wait_for("a direct link", PUNCH, direct).is_some()
         && bob.wait_for("a direct link", WAIT, direct).is_some();
+    let upgraded = upgraded.then(|| start.elapsed());
     // The chat carries on, over the direct connection or still over the relay.
     bob.cmd(&format!("send later {k}"));
     alice.must("the later message", WAIT, |l| l == format!("msg later {k}"));
-    upgraded
+    (first, upgraded)
+}
+
+/// The median of `v` in milliseconds ("-" when empty).
+fn median_ms(mut v: Vec<Duration>) -> String {
+    v.sort();
+    v.get(v.len() / 2)
+        .map_or("-".into(), |d| format!("{:.0} ms", d.as_secs_f64() * 1e3))
 }
 
 fn runs() -> usize {
@@ -442,8 +453,15 @@ fn cone(tag: &str, tr: Transport) {
     let t = Topology::build(tag, false);
     let (_relay, addr) = relay_node(&t, tr);
     let n = runs();
-    let upgraded = (0..n).filter(|&k| round(&t, &addr, tr, k)).count();
-    println!("cone NAT, {tr:?}: {upgraded}/{n} relayed sessions upgraded to direct");
+    let rounds: Vec<_> = (0..n).map(|k| round(&t, &addr, tr, k)).collect();
+    let upgrades: Vec<Duration> = rounds.iter().filter_map(|r| r.1).collect();
+    let upgraded = upgrades.len();
+    println!(
+        "cone NAT, {tr:?}: {upgraded}/{n} relayed sessions upgraded to direct; \
+         median from start to the first relayed message {}, to the direct link {}",
+        median_ms(rounds.iter().map(|r| r.0).collect()),
+        median_ms(upgrades)
+    );
     assert!(
         upgraded >= 1,
         "no hole punch succeeded over {tr:?} ({n} runs)"
@@ -470,7 +488,7 @@ fn symmetric_nat_chat_stays_relayed() {
     let tr = Transport::Quic; // its failed punches end sooner than TCP's
     let t = Topology::build("sy", true);
     let (_relay, addr) = relay_node(&t, tr);
-    let upgraded = round(&t, &addr, tr, 0);
+    let upgraded = round(&t, &addr, tr, 0).1.is_some();
     println!("symmetric NAT, {tr:?}: upgraded {upgraded}");
     assert!(
         !upgraded,
