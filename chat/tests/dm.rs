@@ -5,6 +5,7 @@
 mod common;
 
 use std::cell::RefCell;
+use std::time::Duration;
 
 use common::Chat;
 use serde_json::Value;
@@ -202,6 +203,30 @@ fn offline_recipient_gets_dms_through_a_carrier_then_receipts_and_history_surviv
     assert!(carol.quit().success());
 }
 
+/// Sends `/msg peer text` until it is sent: right after `peer_up` the peer's key (in its
+/// profile) may not have arrived, and `/msg` says it cannot encrypt yet. Returns the
+/// `direct_sent` event.
+fn msg_when_key_known(from: &mut Chat, peer: &str, text: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        from.send(&format!("/msg {peer} {text}"));
+        let v = from.wait("direct_sent or error", |v| {
+            is(v, "direct_sent") || is(v, "error")
+        });
+        if is(&v, "direct_sent") {
+            return v;
+        }
+        assert!(
+            v["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("cannot encrypt"))
+                && std::time::Instant::now() < deadline,
+            "{v}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn a_kill_9_right_after_sending_never_reuses_a_sequence_number() {
     let tmp = tempfile::tempdir().unwrap();
@@ -215,9 +240,11 @@ fn a_kill_9_right_after_sending_never_reuses_a_sequence_number() {
     });
     let bob_id = bob.peer_id.clone();
 
-    // Sent faster than the node's state is saved (at most every 500 ms): only the
+    // bob's key comes with his profile a moment after `peer_up`.
+    msg_when_key_known(&mut alice, &bob_id, "before 1");
+    // The rest faster than the node's state is saved (at most every 500 ms): only the
     // reservation made before sending remembers how far the numbers went.
-    for i in 1..=5 {
+    for i in 2..=5 {
         alice.send(&format!("/msg {bob_id} before {i}"));
     }
     let before = RefCell::new(0);
@@ -228,11 +255,15 @@ fn a_kill_9_right_after_sending_never_reuses_a_sequence_number() {
         *before.borrow() == 5
     });
     alice.kill9();
+    // Restart alice once bob has seen her go: bob sends his profile (his key) to a peer
+    // that comes up. (If the new connection arrives while bob still holds the dead one,
+    // it replaces it without a new greeting, and alice, whose saved state may not hold
+    // bob's key yet, cannot encrypt to him until he greets her again: not fixed yet.)
+    bob.wait("peer_down alice", |v| is(v, "peer_down"));
 
     let mut alice = Chat::start("alice", &da, &to_bob);
     alice.wait("peer_up bob", |v| is(v, "peer_up") && v["name"] == "bob");
-    alice.send(&format!("/msg {bob_id} after the crash"));
-    let sent = alice.wait("direct_sent", |v| is(v, "direct_sent"));
+    let sent = msg_when_key_known(&mut alice, &bob_id, "after the crash");
     assert!(sent["seq"].as_u64().unwrap() > 5, "{sent}");
     let d = bob.wait("the message after the crash", |v| {
         is(v, "direct") && v["text"] == "after the crash"
