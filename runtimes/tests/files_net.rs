@@ -17,7 +17,7 @@ use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, FutureExt, Str
 use libp2p_core::muxing::StreamMuxer;
 use multistream_select::{dialer_select_proto, Version};
 
-use common::{on_tokio, options, Probe};
+use common::{on_tokio, options, until_stats, Probe};
 use echo_runtime::files::FileStore;
 use echo_runtime::proto::blob::{BlobStore, GROUP_SIZE};
 use echo_runtime::{FilesOptions, Offer, Options, Runtime, RuntimeEvent, TransferId, BLOB, CHAT};
@@ -458,27 +458,6 @@ async fn garbage_and_floods_reset_the_blob_stream_not_the_chat<R: Runtime>(rt: R
 #[test]
 fn garbage_and_floods_reset_the_blob_stream_not_the_chat_tokio() {
     on_tokio(garbage_and_floods_reset_the_blob_stream_not_the_chat);
-}
-
-/// Polls the driver's counters until `f` holds (every 5 ms, up to [`common::WAIT`]).
-async fn until_stats<R: Runtime>(
-    p: &Probe<R>,
-    what: &str,
-    f: impl Fn(&echo_runtime::DriverStats) -> bool,
-) {
-    let deadline = std::time::Instant::now() + common::WAIT;
-    loop {
-        let s = p.h.driver_stats().await.unwrap();
-        if f(&s) {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{}: {what}: {s:?}",
-            p.name
-        );
-        common::pause(&p.rt, Duration::from_millis(5)).await;
-    }
 }
 
 /// Both sides dial at once: once the core has dropped the duplicate connection, each

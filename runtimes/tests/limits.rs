@@ -4,35 +4,14 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
 
-use common::{options, pause, Probe, WAIT};
-use echo_runtime::{DriverStats, Runtime, RuntimeEvent};
+use common::{options, until_stats, Probe};
+use echo_runtime::{Runtime, RuntimeEvent};
 
 fn no_auto(name: &str, seed: u64) -> echo_runtime::Options {
     let mut o = options(name, seed);
     o.config.auto_connect = false;
     o
-}
-
-/// Polls the driver's counters until `f` holds (every 5 ms, up to [`WAIT`]).
-async fn until_stats<R: Runtime>(
-    p: &Probe<R>,
-    what: &str,
-    f: impl Fn(&DriverStats) -> bool,
-) -> DriverStats {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let s = p.h.driver_stats().await.expect("node runs");
-        if f(&s) {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what} not true within {WAIT:?}: {s:?}"
-        );
-        pause(&p.rt, Duration::from_millis(5)).await;
-    }
 }
 
 /// 500 TCP connections from one address (127.0.0.2) that never start noise: at most

@@ -9,7 +9,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{bounded, options, tcp_swarm, Probe, WAIT};
+use common::{bounded, options, tcp_swarm, until_stats, Probe, WAIT};
 use echo_proto::{CommandError, Event, Identity};
 use echo_runtime::swarm::{self, EchoBehaviour, SwarmOptions};
 use echo_runtime::tokio::TokioRuntime;
@@ -605,27 +605,6 @@ async fn share<R: Runtime, S: Runtime>(
     let path = transfer_end(to, id).await.expect("transfer done");
     assert!(std::fs::read(&path).unwrap() == bytes, "{path:?} differs");
     id
-}
-
-/// Polls the driver's counters until `f` holds (every 5 ms, up to [`WAIT`]).
-async fn until_stats<R: Runtime>(
-    p: &Probe<R>,
-    what: &str,
-    f: impl Fn(&echo_runtime::DriverStats) -> bool,
-) {
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let s = p.h.driver_stats().await.unwrap();
-        if f(&s) {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{}: {what}: {s:?}",
-            p.name
-        );
-        common::pause(&p.rt, Duration::from_millis(5)).await;
-    }
 }
 
 /// Two swarm nodes: a file (32 MiB, `ECHO_FILE_MIB` to change) arrives identical

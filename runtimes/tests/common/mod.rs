@@ -454,3 +454,20 @@ pub fn tcp_swarm<B: libp2p::swarm::NetworkBehaviour>(
         .with_swarm_config(|c| c.with_idle_connection_timeout(std::time::Duration::from_secs(30)))
         .build()
 }
+
+/// Polls the driver's counters until `f` holds (every 5 ms, up to [`WAIT`]); returns them.
+pub async fn until_stats<R: Runtime>(
+    p: &Probe<R>,
+    what: &str,
+    f: impl Fn(&echo_runtime::DriverStats) -> bool,
+) -> echo_runtime::DriverStats {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let s = p.h.driver_stats().await.expect("node runs");
+        if f(&s) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "{}: {what}: {s:?}", p.name);
+        pause(&p.rt, Duration::from_millis(5)).await;
+    }
+}
