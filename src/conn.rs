@@ -45,6 +45,8 @@ pub(crate) struct Conn {
     /// The dial that made this connection, if we dialed it.
     pub dial: Option<crate::event::DialId>,
     pub their_nonce: Option<u64>,
+    /// The session (one run of the peer's node) its hello named; 0 before it or if unsent.
+    pub their_session: u64,
     /// Bytes produced and not yet handed to the runtime.
     pub outbox: BytesMut,
     /// Of `outbox`, how many leading bytes are our hello (never moved to another conn).
@@ -94,6 +96,7 @@ impl Conn {
             my_nonce: nonce,
             dial: None,
             their_nonce: None,
+            their_session: 0,
             outbox: BytesMut::new(),
             hello_left: 0,
             unacked: 0,

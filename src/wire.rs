@@ -103,6 +103,11 @@ pub struct Hello {
     /// Free-form software name and version.
     #[prost(string, tag = "8")]
     pub agent: String,
+    /// Random per run of the sender's node (0: not sent). A connection whose hello
+    /// carries a different session than the peer's current connection is from a restarted
+    /// peer: it replaces the old one whatever the tie-break says, and is greeted again.
+    #[prost(uint64, tag = "9")]
+    pub session: u64,
 }
 
 /// Why a connection is being closed.

@@ -96,3 +96,70 @@ fn glare_hand_over_delivers_every_frame_without_sync() {
         failures.join("\n")
     );
 }
+
+/// A peer restarts (kill -9, power cut) and reconnects before this node noticed that its
+/// old connection died. The new connection takes over whatever the tie-break says (the
+/// old one is dead, so keeping it would lock the peer out until `idle_timeout`), and the
+/// peer is greeted again: the restarted node, which kept its room log but not the others'
+/// profiles, learns our key and can write to us at once, and gets what was said while it
+/// was away. Over many seeds, so both outcomes of the nonce tie-break occur.
+#[test]
+fn a_restarted_peer_replaces_its_dead_connection_and_is_greeted_again() {
+    use echo_proto::PeerId;
+    let mut replaced = 0;
+    for seed in 0..24u64 {
+        let mut sim = Sim::new(seed);
+        let cfg = |n: &str| Config::default().name(n).auto_connect(false);
+        let (a, b) = (sim.add_node(cfg("a")), sim.add_node(cfg("b")));
+        let (pa, pb): (PeerId, PeerId) = (sim.peer_id(a), sim.peer_id(b));
+        sim.connect(a, b);
+        assert!(sim.run_until(5 * SEC, |s| s.is_connected(a, b)
+            && s.is_connected(b, a)
+            && s.node(a).can_dm(&pb)));
+        sim.send(b, "general", "before");
+        assert!(sim.run_until(5 * SEC, |s| s.texts(a, "general").len() == 1));
+
+        sim.vanish(a);
+        sim.run_for(Duration::from_millis(200));
+        sim.send(b, "general", "while away");
+        sim.run_for(Duration::from_millis(200));
+        sim.restart(a);
+        assert!(
+            !sim.node(a).can_dm(&pb),
+            "seed {seed}: profiles are not persisted"
+        );
+        sim.connect(a, b);
+        // Well inside b's idle timeout (30 s) and its sync interval (10 s): only the
+        // greeting on the new connection can bring the key and the missed message.
+        let ok = sim.run_until(3 * SEC, |s| {
+            s.node(a).can_dm(&pb) && s.texts(a, "general").len() == 2
+        });
+        assert!(
+            ok,
+            "seed {seed}: restarted a was not greeted (can_dm {}, texts {:?})",
+            sim.node(a).can_dm(&pb),
+            sim.texts(a, "general")
+        );
+        assert!(sim.is_connected(b, a), "seed {seed}");
+        assert_eq!(sim.node(b).stats().peer_restarts, 1, "seed {seed}");
+        let wall = sim.wall();
+        sim.with(a, |n, now| n.send_dm(&pb, "back again", wall, now))
+            .expect("a can encrypt to b");
+        assert!(
+            sim.run_until(3 * SEC, |s| s.sim_node(b).events.iter().any(|e| matches!(
+                e,
+                Event::DirectReceived { from, text, .. } if *from == pa && text == "back again"
+            ))),
+            "seed {seed}: the DM did not arrive"
+        );
+        // b's old connection to a's previous run is gone, not left to time out.
+        assert_eq!(sim.node(b).stats().handshakes, 0, "seed {seed}");
+        replaced += usize::from(
+            sim.sim_node(b)
+                .closes
+                .iter()
+                .any(|(_, r)| r.to_string().contains("restarted")),
+        );
+    }
+    assert_eq!(replaced, 24);
+}

@@ -59,6 +59,8 @@ pub(crate) struct Out<'a> {
 /// Connections and peers: see the module docs.
 pub(crate) struct Links {
     pub id: PeerId,
+    /// This run's session id (`Hello.session`): random, never 0.
+    pub session: u64,
     pub config: Config,
     pub rng: ChaCha8Rng,
     /// Connections, with their timers (`Conn`'s [`crate::timers::Timed`] impl).
@@ -84,7 +86,10 @@ pub(crate) struct Links {
 
 impl Links {
     pub fn new(id: PeerId, config: Config, seed: u64, now: Instant) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let session = rng.random::<u64>().max(1);
         Links {
+            session,
             learned_dials: TokenBucket::new(
                 config.learned_dials_per_sec,
                 config.learned_dial_burst,
@@ -92,7 +97,7 @@ impl Links {
             ),
             next_expiry: None,
             id,
-            rng: ChaCha8Rng::seed_from_u64(seed),
+            rng,
             config,
             conns: TimedMap::new(),
             peers: PeerBook::new(),

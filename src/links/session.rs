@@ -98,6 +98,7 @@ impl Links {
         match info.protocol {
             Protocol::Chat => {
                 hello.nonce = nonce;
+                hello.session = self.session;
                 Frame::new(Kind::Hello(hello)).encode_to(&mut c.outbox);
                 c.hello_left = c.outbox.len();
                 self.conns.insert(conn, c);
@@ -149,6 +150,7 @@ impl Links {
             return;
         };
         c.their_nonce = Some(h.nonce);
+        c.their_session = h.session;
         c.state = State::Open;
         // The first ping goes at once, so the peer's RTT is known right away (not one
         // `ping_interval` later); the next ones follow every `ping_interval`.
@@ -197,16 +199,39 @@ impl Links {
             );
             return self.activate(conn, now, out);
         }
-        let Some(p) = self.peers.get_mut(&peer) else {
+        let Some(active) = self.peers.get(&peer).map(|p| p.active) else {
             return;
         };
-        match p.active {
+        match active {
             None => self.activate(conn, now, out),
             // Already chosen while it was handshaking (the remote closed our previous
             // connection as its duplicate first): it simply becomes open.
             Some(old) if old == conn => self.activate(conn, now, out),
+            // The peer restarted while its previous run's connection still looks open
+            // here (its close has not arrived yet): that one is dead, whatever the
+            // tie-break says, and the new run knows nothing we told the old one.
+            Some(old) if self.restarted(old, h.session) => {
+                self.hand_over(peer, old, conn, now, out);
+                let why = "replaced: the peer restarted";
+                self.finish(
+                    old,
+                    CloseReason::local(GoodbyeCode::Duplicate, why),
+                    now,
+                    out,
+                );
+                out.stats.peer_restarts += 1;
+                self.exchange_peers(peer, now, out);
+                self.up.push_back(Up::ChatPeerUp(peer));
+                if old_name != h.name && !old_name.is_empty() {
+                    out.events.push_back(Event::NameChanged {
+                        peer,
+                        old: old_name,
+                        new: h.name,
+                    });
+                }
+            }
             Some(old) => {
-                let was_up = p.up;
+                let was_up = self.peers.get(&peer).is_some_and(|p| p.up);
                 // A direct connection beats a relayed one whatever the nonces say (both
                 // ends know which is which, so both keep the same one).
                 let keep_old = match (self.conns.get(&old), self.conns.get(&conn)) {
@@ -262,6 +287,14 @@ impl Links {
                 out.events.push_back(Event::LinkChanged { peer, link });
             }
         }
+    }
+
+    /// Whether `old` (the peer's connection) was made with an earlier run of the peer
+    /// than the one whose hello named `session`. Peers that send no session never count.
+    fn restarted(&self, old: ConnId, session: u64) -> bool {
+        self.conns
+            .get(&old)
+            .is_some_and(|o| o.their_session != 0 && session != 0 && o.their_session != session)
     }
 
     fn key_of(&self, conn: ConnId) -> Option<(bool, u64)> {

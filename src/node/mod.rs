@@ -76,6 +76,9 @@ pub struct Stats {
     /// History and summary bytes sent over relayed connections (each stops at
     /// `relayed_sync_budget`, give or take the end of a signed run).
     pub relayed_sync_bytes: u64,
+    /// Connections replaced because the peer restarted while its old one looked open
+    /// (`Hello.session` changed).
+    pub peer_restarts: u64,
     /// Sync ranges left out because a connection's sync queue was full.
     pub sync_dropped: u64,
     /// Authors evicted from joined rooms to stay within `max_authors`.

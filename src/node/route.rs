@@ -79,6 +79,8 @@ impl Node {
             },
             nonce,
             agent: self.config.agent.clone(),
+            // Set by the links when the hello is sent.
+            session: 0,
         }
     }
 

@@ -33,9 +33,10 @@ mod store;
 
 pub use store::Store;
 
-/// The RNG seed of simulated node `i` (the same across restarts).
-fn node_seed(i: usize) -> u64 {
-    1000 + i as u64
+/// The RNG seed of simulated node `i` in its `run`-th run (0 first; each restart is a
+/// new run with its own seed, as a real node seeds from OS randomness at each start).
+fn node_seed(i: usize, run: usize) -> u64 {
+    1000 + i as u64 + ((run as u64) << 32)
 }
 
 /// [`keypair`]'s key as an [`Identity`].
@@ -275,7 +276,7 @@ impl Sim {
         let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{}", 10_000 + i)
             .parse()
             .unwrap();
-        let mut node = Node::new(identity(&key), config.clone(), node_seed(i), self.now);
+        let mut node = Node::new(identity(&key), config.clone(), node_seed(i, 0), self.now);
         node.set_wall_clock(self.wall(), self.now);
         node.set_listen_addrs(vec![addr.clone()]);
         self.nodes.push(SimNode {
@@ -459,7 +460,7 @@ impl Sim {
         let mut node = Node::restore(
             identity(&sn.key),
             sn.config.clone(),
-            node_seed(i),
+            node_seed(i, sn.restarts.len() + 1),
             state,
             self.now,
         );
@@ -467,6 +468,20 @@ impl Sim {
         sn.node = Some(node);
         sn.restarts.push(sn.events.len());
         self.flush(i);
+    }
+
+    /// Node `i` vanishes (power cut, cable pulled): its state is gone like in
+    /// [`Sim::crash`], but its peers learn nothing; their connections to it look open
+    /// until their own timeouts notice (its bytes go nowhere).
+    pub fn vanish(&mut self, i: NodeIdx) {
+        self.nodes[i].node = None;
+        self.nodes[i].crashed = true;
+        self.update_timer(i);
+        let mine: Vec<(NodeIdx, ConnId)> =
+            self.ends.keys().filter(|(n, _)| *n == i).copied().collect();
+        for k in mine {
+            self.ends.remove(&k);
+        }
     }
 
     /// Crashes node `i` so that its last `n` message writes never reached the disk.
