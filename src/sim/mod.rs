@@ -435,19 +435,22 @@ impl Sim {
 
     /// Crashes node `i`: its state is gone; its peers see their connections close.
     pub fn crash(&mut self, i: NodeIdx) {
+        for end in self.take_down(i) {
+            if let Remote::Node(rn, rc) = end.remote {
+                let at = self.now + self.latency;
+                self.schedule(at, Delivery::Closed { to: rn, conn: rc });
+            }
+        }
+    }
+
+    /// Drops node `i`'s state and its connection ends, which it returns.
+    fn take_down(&mut self, i: NodeIdx) -> Vec<Endpoint> {
         self.nodes[i].node = None;
         self.nodes[i].crashed = true;
         self.update_timer(i);
         let mine: Vec<(NodeIdx, ConnId)> =
             self.ends.keys().filter(|(n, _)| *n == i).copied().collect();
-        for k in mine {
-            if let Some(end) = self.ends.remove(&k) {
-                if let Remote::Node(rn, rc) = end.remote {
-                    let at = self.now + self.latency;
-                    self.schedule(at, Delivery::Closed { to: rn, conn: rc });
-                }
-            }
-        }
+        mine.iter().filter_map(|k| self.ends.remove(k)).collect()
     }
 
     /// Restarts a crashed node from what its app persisted, with the same identity and
@@ -474,14 +477,7 @@ impl Sim {
     /// [`Sim::crash`], but its peers learn nothing; their connections to it look open
     /// until their own timeouts notice (its bytes go nowhere).
     pub fn vanish(&mut self, i: NodeIdx) {
-        self.nodes[i].node = None;
-        self.nodes[i].crashed = true;
-        self.update_timer(i);
-        let mine: Vec<(NodeIdx, ConnId)> =
-            self.ends.keys().filter(|(n, _)| *n == i).copied().collect();
-        for k in mine {
-            self.ends.remove(&k);
-        }
+        self.take_down(i);
     }
 
     /// Crashes node `i` so that its last `n` message writes never reached the disk.
