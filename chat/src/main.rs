@@ -269,6 +269,7 @@ impl Run {
         // Shared and partly downloaded files (data, verified ranges) live in the
         // profile; finished downloads go to the download dir.
         options.files = Some(echo_runtime::FilesOptions {
+            disk_hook: None,
             dir: data.path.join("files"),
             config: {
                 let mut c = echo_proto::blob::BlobConfig::default();
@@ -488,9 +489,9 @@ async fn session(
             echo_runtime::RuntimeEvent::TransferDone { id, path, .. } => {
                 Some(Input::File(FileInput::Done { id, path }))
             }
-            echo_runtime::RuntimeEvent::TransferFailed { id, reason, .. } => {
-                Some(Input::File(FileInput::Failed { id, reason }))
-            }
+            echo_runtime::RuntimeEvent::TransferFailed {
+                id, kind, reason, ..
+            } => Some(Input::File(FileInput::Failed { id, kind, reason })),
             e @ (echo_runtime::RuntimeEvent::RelayReserved { .. }
             | echo_runtime::RuntimeEvent::RelayLost { .. }
             | echo_runtime::RuntimeEvent::LinkUpgraded { .. }

@@ -30,7 +30,7 @@ use futures::{AsyncRead, AsyncWrite};
 use multiaddr::Protocol as Ma;
 
 use crate::events::{EventSender, RuntimeEvent};
-use crate::files::{mime_of, offer_name, FileStore, Hashed};
+use crate::files::{mime_of, offer_name, DiskHook, FileStore, FinishError, Hashed};
 use crate::host::Io;
 use crate::pipe::Pipe;
 use crate::{Command, Error, Handle, Pending, PendingState, Reply};
@@ -60,6 +60,9 @@ pub struct FilesOptions {
     pub dir: PathBuf,
     /// The blob core's limits.
     pub config: BlobConfig,
+    /// Called on the store's disk threads before each write and each finish
+    /// ([`crate::files::FileStore::with_disk_hook`]); tests stall the disk with it.
+    pub disk_hook: Option<DiskHook>,
 }
 
 impl FilesOptions {
@@ -68,6 +71,34 @@ impl FilesOptions {
         FilesOptions {
             dir: dir.into(),
             config: BlobConfig::default(),
+            disk_hook: None,
+        }
+    }
+}
+
+/// Why a download stopped ([`crate::RuntimeEvent::TransferFailed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TransferFailure {
+    /// No connected peer has the file now (every source went away or said it has none):
+    /// downloading it again once a holder connects resumes it.
+    NoSources,
+    /// The file store failed (no space, an I/O error).
+    Store,
+    /// The finished file did not hash to its name on disk (the disk lost a write): the
+    /// next download of it starts over.
+    Check,
+    /// The finished, checked file could not be moved into the download folder; the store
+    /// keeps it ([`crate::files::FileStore::location`]).
+    Place,
+}
+
+impl TransferFailure {
+    fn of_finish(e: &FinishError) -> Self {
+        match e {
+            FinishError::Mismatch => TransferFailure::Check,
+            FinishError::Place(_) => TransferFailure::Place,
+            _ => TransferFailure::Store,
         }
     }
 }
@@ -86,6 +117,8 @@ pub enum TransferState {
     /// Stopped without the file.
     Failed {
         /// Why.
+        kind: TransferFailure,
+        /// Why, readable.
         reason: String,
     },
 }
@@ -242,6 +275,8 @@ pub(crate) struct Files {
     /// Bytes for peers whose blob substream is not open yet.
     waiting: BTreeMap<PeerId, (Vec<Bytes>, usize)>,
     transfers: BTreeMap<TransferId, Transfer>,
+    /// Complete transfers whose file the store checks and places in the background.
+    checking: BTreeMap<TransferId, Transfer>,
     finished: VecDeque<TransferInfo>,
     /// Peers whose blob substream is gone, to report to the endpoint.
     gone: Vec<PeerId>,
@@ -256,11 +291,12 @@ fn relayed(info: &ConnInfo) -> bool {
         || info.remote_addr.iter().any(|p| matches!(p, Ma::P2pCircuit))
 }
 
-fn fail_text(r: &FailReason) -> String {
-    match r {
-        FailReason::NoSources => "no source has the file".into(),
-        FailReason::Store(e) => e.to_string(),
-    }
+fn failure(r: &FailReason) -> TransferState {
+    let (kind, reason) = match r {
+        FailReason::NoSources => (TransferFailure::NoSources, "no source has the file".into()),
+        FailReason::Store(e) => (TransferFailure::Store, e.to_string()),
+    };
+    TransferState::Failed { kind, reason }
 }
 
 impl Files {
@@ -268,12 +304,20 @@ impl Files {
         Ok(Files {
             own,
             endpoint: BlobEndpoint::new(opts.config),
-            store: FileStore::open(opts.dir)?,
+            store: {
+                let store = FileStore::open(opts.dir)?;
+                match opts.disk_hook {
+                    Some(hook) => store.with_disk_hook(hook),
+                    None => store,
+                }
+                .in_background()?
+            },
             conns: BTreeMap::new(),
             links: BTreeMap::new(),
             opening: BTreeMap::new(),
             waiting: BTreeMap::new(),
             transfers: BTreeMap::new(),
+            checking: BTreeMap::new(),
             finished: VecDeque::new(),
             gone: Vec::new(),
             refused: 0,
@@ -318,7 +362,8 @@ impl Files {
             }
             FilesCmd::Cancel { id, reply } => {
                 let r = match self.transfers.remove(&id) {
-                    Some(_) => {
+                    Some(t) => {
+                        self.store.clear_destination(&t.offer.hash);
                         self.endpoint.cancel(id);
                         self.forget_waiting();
                         Ok(())
@@ -331,6 +376,7 @@ impl Files {
                 let mut all: Vec<TransferInfo> = self
                     .transfers
                     .iter()
+                    .chain(&self.checking)
                     .map(|(&id, t)| TransferInfo {
                         id,
                         offer: t.offer.clone(),
@@ -384,6 +430,8 @@ impl Files {
             .download(offer.hash, offer.size, sources, &mut self.store, now)
             .map_err(|e| Error::Files(e.to_string()))?;
         let done = self.endpoint.progress(id).map_or(0, |p| p.0);
+        // Placed there by the store's finisher, off the node task.
+        self.store.set_destination(&offer.hash, &dest, &offer.name);
         self.transfers.insert(
             id,
             Transfer {
@@ -530,7 +578,10 @@ impl Files {
         ev: &EventSender,
         now: Instant,
     ) -> bool {
-        let mut progress = false;
+        let mut progress = self.finished(cx, ev);
+        // The disk is behind: leave the blob substreams unread (their senders wait on
+        // flow control) until the writer catches up and wakes us.
+        let paused = self.store.backlogged(cx.waker());
         let peers: Vec<PeerId> = self.links.keys().copied().collect();
         for peer in peers {
             let mut reads = 0;
@@ -539,7 +590,7 @@ impl Files {
                 progress |= w.progress;
                 let sent = std::mem::take(&mut link.pipe.sent);
                 let dead = w.failed.is_some();
-                let read = if dead || reads == READS_PER_POLL {
+                let read = if dead || paused || reads == READS_PER_POLL {
                     Poll::Pending
                 } else {
                     link.pipe.poll_read(cx, &mut link.stream)
@@ -574,6 +625,35 @@ impl Files {
             }
         }
         progress
+    }
+
+    /// Reports downloads whose background check and placing ended. Returns whether any
+    /// did.
+    fn finished(&mut self, cx: &mut Context<'_>, ev: &EventSender) -> bool {
+        let done = self.store.take_finished(Some(cx.waker()));
+        let any = !done.is_empty();
+        for (hash, r) in done {
+            let ids: Vec<TransferId> = self
+                .checking
+                .iter()
+                .filter(|(_, t)| t.offer.hash == hash)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in ids {
+                let Some(t) = self.checking.remove(&id) else {
+                    continue;
+                };
+                let state = match &r {
+                    Ok(path) => TransferState::Done { path: path.clone() },
+                    Err(e) => TransferState::Failed {
+                        kind: TransferFailure::of_finish(e),
+                        reason: e.to_string(),
+                    },
+                };
+                self.finish(id, t, state, ev);
+            }
+        }
+        any
     }
 
     /// Drops `peer`'s blob substream (a reset) and tells the endpoint.
@@ -675,12 +755,19 @@ impl Files {
                 ev.send_runtime(e, false);
             }
             BlobEvent::Done { transfer, hash } => {
-                let Some(t) = self.transfers.remove(&transfer) else {
+                let Some(mut t) = self.transfers.remove(&transfer) else {
                     return;
                 };
+                if self.store.is_finishing(&hash) {
+                    // Checked and placed off the node task: see `finished`.
+                    t.done = t.offer.size;
+                    self.checking.insert(transfer, t);
+                    return;
+                }
                 let state = match self.store.place(&hash, &t.dest, &t.offer.name) {
                     Ok(path) => TransferState::Done { path },
                     Err(e) => TransferState::Failed {
+                        kind: TransferFailure::Place,
                         reason: format!("cannot place the file: {e}"),
                     },
                 };
@@ -690,8 +777,8 @@ impl Files {
                 transfer, reason, ..
             } => {
                 if let Some(t) = self.transfers.remove(&transfer) {
-                    let reason = fail_text(&reason);
-                    self.finish(transfer, t, TransferState::Failed { reason }, ev);
+                    self.store.clear_destination(&t.offer.hash);
+                    self.finish(transfer, t, failure(&reason), ev);
                 }
             }
             _ => {}
@@ -706,9 +793,10 @@ impl Files {
                 hash,
                 path: path.clone(),
             },
-            TransferState::Failed { reason } => RuntimeEvent::TransferFailed {
+            TransferState::Failed { kind, reason } => RuntimeEvent::TransferFailed {
                 id,
                 hash,
+                kind: *kind,
                 reason: reason.clone(),
             },
             TransferState::Running => return,

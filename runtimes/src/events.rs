@@ -66,6 +66,8 @@ pub enum RuntimeEvent {
         /// The blob.
         hash: BlobHash,
         /// Why.
+        kind: crate::blobs::TransferFailure,
+        /// Why, readable.
         reason: String,
     },
     /// Hole punching (DCUtR) made a direct connection to a peer reached through a relay;

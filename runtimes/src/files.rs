@@ -17,10 +17,15 @@
 //! A finished download is hashed again from the file before it counts as complete (so a
 //! disk that lost a write is caught), then moved to `complete/<hash>.data`, from where
 //! [`FileStore::place`] moves it to the user's download folder under a safe, unique name.
+//!
+//! A store is synchronous (every [`BlobStore`] call does its file work before it
+//! returns) unless made [`FileStore::in_background`]: then writes go to a writer thread
+//! and a finish (sync, hash again, place) to a thread of its own, so a caller that also
+//! carries chat (the runtime's node task) never waits for the disk (module `disk`).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use echo_proto::blob::{
@@ -30,6 +35,11 @@ use echo_proto::blob::{
 
 #[cfg(unix)]
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+mod disk;
+use disk::{Disk, Finish};
+pub use disk::{DiskHook, DiskWork, FinishError, HIGH_WATER, LOW_WATER};
 
 /// A blob this store can serve: its size and where its bytes are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,9 +52,9 @@ struct Complete {
 #[derive(Debug)]
 struct Partial {
     size: u64,
-    data: File,
-    outboard: File,
-    log: File,
+    data: Arc<File>,
+    outboard: Arc<File>,
+    log: Arc<File>,
 }
 
 /// A file hashed by [`FileStore::hash_file`], not yet added to the store.
@@ -87,6 +97,14 @@ pub struct FileStore {
     /// The data and tree files of the complete blob served last, kept open: a response
     /// reads them once per chunk group and tree node.
     serving: Option<(BlobHash, File, File)>,
+    /// The writer and finisher threads, in background mode.
+    disk: Option<Disk>,
+    /// Finishes running in the background: blob and size.
+    finishing: BTreeMap<BlobHash, u64>,
+    /// Where finished downloads go ([`FileStore::set_destination`]).
+    dest: BTreeMap<BlobHash, (PathBuf, String)>,
+    /// Given to the disk threads ([`FileStore::with_disk_hook`]).
+    hook: Option<DiskHook>,
 }
 
 fn io_err(e: io::Error) -> StoreError {
@@ -175,14 +193,107 @@ impl FileStore {
             reserve: 64 << 20,
             written: 0,
             serving: None,
+            disk: None,
+            finishing: BTreeMap::new(),
+            dest: BTreeMap::new(),
+            hook: None,
         })
+    }
+
+    /// Has the disk threads of [`FileStore::in_background`] (call it before) call
+    /// `hook` before each write and each finish. Tests use it to stall the disk; it may
+    /// block, and then only the disk work waits.
+    pub fn with_disk_hook(mut self, hook: DiskHook) -> FileStore {
+        self.hook = Some(hook);
+        self
+    }
+
+    /// Moves the store's disk work off the caller's thread: chunk groups and tree nodes
+    /// are written by a writer thread, in order, and [`BlobStore::finish`] only queues
+    /// the finish (sync, hash again, move into place: see
+    /// [`FileStore::set_destination`]); its outcome comes from
+    /// [`FileStore::take_finished`], and until then the blob is not served. Reads of a
+    /// partial blob, [`BlobStore::open_partial`] and [`FileStore::forget`] first wait for
+    /// what is queued. A `kill -9` loses the writes still queued (at most about
+    /// [`HIGH_WATER`] bytes when the caller honours [`FileStore::backlogged`]); their
+    /// groups are not in the log, so they are fetched again.
+    pub fn in_background(mut self) -> io::Result<FileStore> {
+        self.disk = Some(Disk::spawn(self.hook.clone())?);
+        Ok(self)
+    }
+
+    /// Where the finished download of `hash` goes, in background mode: moved into `dir`
+    /// under a safe, unique version of `name` ([`unique_path`]) by the finisher thread.
+    pub fn set_destination(&mut self, hash: &BlobHash, dir: &Path, name: &str) {
+        self.dest
+            .insert(*hash, (dir.to_path_buf(), name.to_string()));
+    }
+
+    /// Forgets where `hash` was to go (its download was cancelled).
+    pub fn clear_destination(&mut self, hash: &BlobHash) {
+        self.dest.remove(hash);
+    }
+
+    /// Whether a finish of `hash` is running in the background.
+    pub fn is_finishing(&self, hash: &BlobHash) -> bool {
+        self.finishing.contains_key(hash)
+    }
+
+    /// In background mode, whether more than [`HIGH_WATER`] bytes wait to be written:
+    /// then stop feeding the store blob data; `waker` is woken when under [`LOW_WATER`].
+    pub fn backlogged(&self, waker: &std::task::Waker) -> bool {
+        self.disk.as_ref().is_some_and(|d| d.backlogged(waker))
+    }
+
+    /// Background finishes done since the last call: the blob and where its bytes are
+    /// (placed, if a destination was set), or why it failed (a failed one starts over
+    /// on the next download). A finished blob is served from then on. `waker` is woken
+    /// when the next one is done.
+    pub fn take_finished(
+        &mut self,
+        waker: Option<&std::task::Waker>,
+    ) -> Vec<(BlobHash, Result<PathBuf, FinishError>)> {
+        let Some(disk) = &self.disk else {
+            return Vec::new();
+        };
+        let done = disk.take_finished(waker);
+        let mut out = Vec::with_capacity(done.len());
+        let mut changed = false;
+        for (hash, size, r) in done {
+            self.finishing.remove(&hash);
+            self.dest.remove(&hash);
+            // Checked, but not moved to the folder: it stays servable from the store.
+            let path = match &r {
+                Ok(path) => Some(path.clone()),
+                Err(FinishError::Place(_)) => Some(self.path("complete", &hash, "data")),
+                Err(_) => None,
+            };
+            if let Some(path) = path {
+                self.complete.insert(hash, Complete { size, path });
+                changed = true;
+            }
+            out.push((hash, r));
+        }
+        if changed {
+            // In background mode this only queues the write.
+            let _ = self.save_index();
+        }
+        out
+    }
+
+    /// Waits for the queued disk work (background mode).
+    fn flush(&self) {
+        if let Some(d) = &self.disk {
+            d.flush();
+        }
     }
 
     fn path(&self, kind: &str, hash: &BlobHash, ext: &str) -> PathBuf {
         self.dir.join(kind).join(format!("{}.{ext}", hash.to_hex()))
     }
 
-    /// Writes the index (to a temporary file, then renamed over the old one).
+    /// Writes the index (to a temporary file, then renamed over the old one; in
+    /// background mode, by the writer thread).
     fn save_index(&self) -> io::Result<()> {
         let mut text = String::new();
         for (hash, c) in &self.complete {
@@ -191,11 +302,14 @@ impl FileStore {
             };
             text.push_str(&format!("{} {} {}\n", hash.to_hex(), c.size, path));
         }
-        let tmp = self.dir.join("index.tmp");
-        let mut f = File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        fs::rename(tmp, self.dir.join("index"))
+        let path = self.dir.join("index");
+        match &self.disk {
+            Some(d) => {
+                d.index(path, text);
+                Ok(())
+            }
+            None => disk::write_index(&path, &text),
+        }
     }
 
     /// Makes the file at `path` servable: hashes it and stores its tree. Returns its
@@ -260,7 +374,7 @@ impl FileStore {
     /// Chunk groups written since this store was opened (what a resumed download
     /// fetched again can be read from this).
     pub fn groups_written(&self) -> u64 {
-        self.written
+        self.written + self.disk.as_ref().map_or(0, Disk::groups_written)
     }
 
     /// Where the bytes of a complete blob are.
@@ -274,15 +388,8 @@ impl FileStore {
         let Some(c) = self.complete.get(hash).cloned() else {
             return Err(io::Error::new(io::ErrorKind::NotFound, "no such blob"));
         };
-        fs::create_dir_all(dir)?;
         self.serving = None;
-        let (dest, _placeholder) = unique_path(dir, name)?;
-        // Rename over the empty placeholder `unique_path` created (same directory entry,
-        // so no other writer can have taken the name); copy across file systems.
-        if fs::rename(&c.path, &dest).is_err() {
-            fs::copy(&c.path, &dest)?;
-            fs::remove_file(&c.path)?;
-        }
+        let dest = move_into(&c.path, dir, name)?;
         self.complete.insert(
             *hash,
             Complete {
@@ -296,6 +403,11 @@ impl FileStore {
 
     /// Stops serving a blob (its bytes stay where they are) and drops a partial download.
     pub fn forget(&mut self, hash: &BlobHash) -> io::Result<()> {
+        self.flush();
+        if let Some(d) = &self.disk {
+            d.clear(hash);
+        }
+        self.dest.remove(hash);
         self.partial.remove(hash);
         self.serving = None;
         for (kind, ext) in [
@@ -360,6 +472,7 @@ impl BlobStore for FileStore {
             read_at(tree, &mut buf, slot * 64).map_err(|_| StoreError::NotFound)?;
             return Ok(buf);
         }
+        self.flush();
         let f = File::open(self.path("partial", hash, "obao")).map_err(|_| StoreError::NotFound)?;
         read_at(&f, &mut buf, slot * 64).map_err(|_| StoreError::NotFound)?;
         Ok(buf)
@@ -377,11 +490,19 @@ impl BlobStore for FileStore {
         if self.complete.contains_key(hash) {
             return Err(StoreError::NotFound);
         }
+        self.flush();
         let p = self.partial(hash)?;
         read_at(&p.data, buf, offset).map_err(io_err)
     }
 
     fn open_partial(&mut self, hash: &BlobHash, size: u64) -> Result<GroupSet, StoreError> {
+        if self.finishing.contains_key(hash) {
+            return Err(StoreError::Io("this file is being checked".into()));
+        }
+        self.flush();
+        if let Some(d) = &self.disk {
+            d.clear(hash);
+        }
         let groups = group_count(size);
         let (part, obao, log) = (
             self.path("partial", hash, "part"),
@@ -424,9 +545,9 @@ impl BlobStore for FileStore {
             *hash,
             Partial {
                 size,
-                data,
-                outboard,
-                log,
+                data: Arc::new(data),
+                outboard: Arc::new(outboard),
+                log: Arc::new(log),
             },
         );
         Ok(have)
@@ -438,62 +559,85 @@ impl BlobStore for FileStore {
         slot: u64,
         pair: &[u8; 64],
     ) -> Result<(), StoreError> {
-        let p = self.partial(hash)?;
-        write_at(&p.outboard, pair, slot * 64).map_err(io_err)
+        let p = self.partial.get(hash).ok_or(StoreError::NotFound)?;
+        match &self.disk {
+            Some(d) => d
+                .write(disk::WriteJob {
+                    hash: *hash,
+                    file: p.outboard.clone(),
+                    at: slot * 64,
+                    bytes: pair.to_vec(),
+                    log: None,
+                })
+                .map_err(StoreError::Io),
+            None => write_at(&p.outboard, pair, slot * 64).map_err(io_err),
+        }
     }
 
     fn write_group(&mut self, hash: &BlobHash, group: u64, data: &[u8]) -> Result<(), StoreError> {
-        let p = self.partial(hash)?;
+        let p = self.partial.get(hash).ok_or(StoreError::NotFound)?;
         if group >= group_count(p.size) {
             return Err(StoreError::NotFound);
+        }
+        if let Some(d) = &self.disk {
+            return d
+                .write(disk::WriteJob {
+                    hash: *hash,
+                    file: p.data.clone(),
+                    at: group * GROUP_SIZE,
+                    bytes: data.to_vec(),
+                    log: Some((p.log.clone(), group)),
+                })
+                .map_err(StoreError::Io);
         }
         write_at(&p.data, data, group * GROUP_SIZE).map_err(io_err)?;
         // Recorded only after the bytes are in the file: a crash in between costs this
         // one group again, never a group that is not there.
-        (&p.log).write_all(&group.to_le_bytes()).map_err(io_err)?;
+        (&*p.log).write_all(&group.to_le_bytes()).map_err(io_err)?;
         self.written += 1;
         Ok(())
     }
 
     fn finish(&mut self, hash: &BlobHash) -> Result<(), StoreError> {
         let p = self.partial.remove(hash).ok_or(StoreError::NotFound)?;
-        p.data.sync_all().map_err(io_err)?;
-        // Hash the bytes as they are on disk before serving them to anyone.
-        let mut reader =
-            io::BufReader::new(File::open(self.path("partial", hash, "part")).map_err(io_err)?);
-        let mut hasher = blake3::Hasher::new();
-        let mut buf = vec![0u8; 1 << 16];
-        loop {
-            let n = reader.read(&mut buf).map_err(io_err)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
+        let f = Finish {
+            hash: *hash,
+            size: p.size,
+            data: p.data,
+            part: self.path("partial", hash, "part"),
+            obao: self.path("partial", hash, "obao"),
+            groups: self.path("partial", hash, "groups"),
+            complete_data: self.path("complete", hash, "data"),
+            complete_obao: self.path("complete", hash, "obao"),
+            dest: None,
+        };
+        if let Some(d) = &self.disk {
+            let f = Finish {
+                dest: self.dest.get(hash).cloned(),
+                ..f
+            };
+            d.finish(f).map_err(StoreError::Io)?;
+            self.finishing.insert(*hash, p.size);
+            return Ok(());
         }
-        if hasher.finalize().as_bytes() != hash.as_bytes() {
-            // The disk lost a write: start the download over.
-            let _ = fs::remove_file(self.path("partial", hash, "groups"));
-            return Err(StoreError::Io(
-                "the downloaded file does not hash to its name (disk error?)".into(),
-            ));
-        }
-        let data = self.path("complete", hash, "data");
-        fs::rename(self.path("partial", hash, "part"), &data).map_err(io_err)?;
-        fs::rename(
-            self.path("partial", hash, "obao"),
-            self.path("complete", hash, "obao"),
-        )
-        .map_err(io_err)?;
-        let _ = fs::remove_file(self.path("partial", hash, "groups"));
-        self.complete.insert(
-            *hash,
-            Complete {
-                size: p.size,
-                path: data,
-            },
-        );
+        let path = disk::finish(f).map_err(|e| StoreError::Io(e.to_string()))?;
+        self.complete.insert(*hash, Complete { size: p.size, path });
         self.save_index().map_err(io_err)
     }
+}
+
+/// Moves the file at `from` into `dir` under a safe, unique version of `name` (see
+/// [`unique_path`]). Returns the new path.
+fn move_into(from: &Path, dir: &Path, name: &str) -> io::Result<PathBuf> {
+    fs::create_dir_all(dir)?;
+    let (dest, _placeholder) = unique_path(dir, name)?;
+    // Rename over the empty placeholder `unique_path` created (same directory entry, so
+    // no other writer can have taken the name); copy across file systems.
+    if fs::rename(from, &dest).is_err() {
+        fs::copy(from, &dest)?;
+        fs::remove_file(from)?;
+    }
+    Ok(dest)
 }
 
 /// The offer name of a shared file: its file name, control characters replaced, cut to

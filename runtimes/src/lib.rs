@@ -158,7 +158,9 @@ pub mod swarm;
 #[cfg(feature = "tokio")]
 pub mod tokio;
 
-pub use blobs::{FilesOptions, TransferInfo, TransferState, MAX_BLOB_STREAMS_PER_CONN};
+pub use blobs::{
+    FilesOptions, TransferFailure, TransferInfo, TransferState, MAX_BLOB_STREAMS_PER_CONN,
+};
 /// The protocol core, [`echo_proto`], re-exported: depend on `echo-runtime` alone.
 pub use echo_proto as proto;
 pub use echo_proto::blob::{BlobConfig, BlobHash, BlobStats, Offer, TransferId};

@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::{Arc, Condvar, Mutex};
 use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
@@ -18,9 +19,11 @@ use libp2p_core::muxing::StreamMuxer;
 use multistream_select::{dialer_select_proto, Version};
 
 use common::{on_tokio, options, until_stats, Probe};
-use echo_runtime::files::FileStore;
+use echo_runtime::files::{DiskHook, DiskWork, FileStore, HIGH_WATER};
 use echo_runtime::proto::blob::{BlobStore, GROUP_SIZE};
-use echo_runtime::{FilesOptions, Offer, Options, Runtime, RuntimeEvent, TransferId, BLOB, CHAT};
+use echo_runtime::{
+    FilesOptions, Offer, Options, Runtime, RuntimeEvent, TransferId, TransferState, BLOB, CHAT,
+};
 
 /// Longest a whole transfer may take in a test (debug build, loaded machine).
 const TRANSFER: Duration = Duration::from_secs(45);
@@ -150,6 +153,123 @@ async fn large_file_arrives_identical_while_chat_flows<R: Runtime>(rt: R) {
     b.h.shutdown().await;
 }
 scenario!(large_file_arrives_identical_while_chat_flows);
+
+/// Stalls a file store's disk threads on demand (a [`DiskHook`]): writes, finishes or
+/// both wait while held, and each counts the times it was reached.
+#[derive(Default)]
+struct Stall {
+    /// (writes held, finishes held, writes reached, finishes reached)
+    state: Mutex<(bool, bool, u64, u64)>,
+    cv: Condvar,
+}
+
+impl Stall {
+    fn hook(self: &Arc<Self>) -> DiskHook {
+        let me = self.clone();
+        DiskHook(Arc::new(move |w| {
+            let mut s = me.state.lock().unwrap();
+            match w {
+                DiskWork::Write => s.2 += 1,
+                _ => s.3 += 1,
+            }
+            while (w == DiskWork::Write && s.0) || (w == DiskWork::Finish && s.1) {
+                s = me.cv.wait(s).unwrap();
+            }
+        }))
+    }
+
+    fn set(&self, f: impl FnOnce(&mut (bool, bool, u64, u64))) {
+        f(&mut self.state.lock().unwrap());
+        self.cv.notify_all();
+    }
+
+    /// Releases everything when dropped (a failing test must not leave the disk threads,
+    /// which a store's drop joins, held forever).
+    fn release_on_drop(self: &Arc<Self>) -> impl Drop {
+        struct Release(Arc<Stall>);
+        impl Drop for Release {
+            fn drop(&mut self) {
+                self.0.set(|s| (s.0, s.1) = (false, false));
+            }
+        }
+        Release(self.clone())
+    }
+
+    /// Waits (polling every 5 ms, up to 20 s) until `f` holds of the counts.
+    async fn reached<R: Runtime>(&self, rt: &R, what: &str, f: impl Fn(u64, u64) -> bool) {
+        for _ in 0..4000 {
+            let (w, fin) = {
+                let s = self.state.lock().unwrap();
+                (s.2, s.3)
+            };
+            if f(w, fin) {
+                return;
+            }
+            common::pause(rt, Duration::from_millis(5)).await;
+        }
+        panic!("the disk never reached {what}");
+    }
+}
+
+/// The disk stalls (the kernel throttles a process that writes faster than the disk; a
+/// finished 1 GiB file takes over a second to sync and hash again). The node task must
+/// not wait for it: with the writer stuck, chat flows both ways and the blob data taken
+/// in stops near [`HIGH_WATER`] (the sender waits on flow control, not the node); with
+/// the finish stuck, chat flows and the transfer is listed as running. Released, the
+/// file arrives whole. Fails (times out) if the store works on the node task.
+async fn a_stalled_disk_never_holds_up_the_chat<R: Runtime>(rt: R) {
+    let size = 3 * HIGH_WATER as u64;
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("big.bin");
+    write_file(&src, size, 11);
+    let stall = Arc::new(Stall::default());
+    let _release = stall.release_on_drop();
+    stall.set(|s| s.0 = true);
+    let a = with_files(options("alice", 1), tmp.path().join("a"), None);
+    let mut b = with_files(options("bob", 2), tmp.path().join("b"), None);
+    b.files.as_mut().unwrap().disk_hook = Some(stall.hook());
+    let (mut a, mut b) = pair(&rt, a, b).await;
+    let offer = a.h.share_file(src.clone()).await.unwrap();
+    let dl = tmp.path().join("downloads");
+    let id = b.h.download(offer, a.id(), dl.clone()).await.unwrap();
+
+    // The writer is stuck on its first write; bob takes in data until HIGH_WATER waits.
+    stall.reached(&rt, "a write", |w, _| w >= 1).await;
+    let high = HIGH_WATER as u64;
+    // (The store counts tree nodes too, so the reads stop a little short of it.)
+    until_stats(&b, "blob data up to the high-water mark", |s| {
+        s.blob.bytes_received >= high - (1 << 20)
+    })
+    .await;
+    a.h.send("general", "writer stuck").await.unwrap();
+    b.message("writer stuck").await;
+    b.h.send("general", "still here").await.unwrap();
+    a.message("still here").await;
+    let got = b.h.driver_stats().await.unwrap().blob.bytes_received;
+    assert!(
+        got < high + (1 << 20),
+        "{got} bytes taken in while {high} waited for the disk"
+    );
+
+    // The writer goes on; the finish (sync, hash, place) is stuck instead.
+    stall.set(|s| (s.0, s.1) = (false, true));
+    stall.reached(&rt, "the finish", |_, f| f >= 1).await;
+    a.h.send("general", "finish stuck").await.unwrap();
+    b.message("finish stuck").await;
+    let list = b.h.transfers().await.unwrap();
+    assert!(
+        matches!(&list[..], [t] if t.id == id && t.state == TransferState::Running
+            && t.done == size),
+        "{list:?}"
+    );
+    stall.set(|s| s.1 = false);
+    let path = done(&mut b, id).await;
+    assert_eq!(path, dl.join("big.bin"));
+    assert!(same_bytes(&path, &src));
+    a.h.shutdown().await;
+    b.h.shutdown().await;
+}
+scenario!(a_stalled_disk_never_holds_up_the_chat);
 
 /// Two peers have the file; the one asked first stops mid-way and the other finishes.
 async fn second_source_finishes<R: Runtime>(rt: R) {

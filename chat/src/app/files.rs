@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use echo_proto::blob::{Offer, TransferId};
 use echo_proto::PeerId;
+use echo_runtime::TransferFailure;
 use serde_json::{json, Value};
 
 use super::{App, Input};
@@ -46,12 +47,22 @@ pub enum FileInput {
         /// Which.
         id: TransferId,
         /// Why.
+        kind: TransferFailure,
+        /// Why, readable.
         reason: String,
     },
 }
 
-/// What the runtime says when no connected peer holds a file (then the app waits for one).
-const NO_SOURCE: &str = "no source has the file";
+/// `transfer_failed`'s `kind` field.
+fn kind_name(kind: TransferFailure) -> &'static str {
+    match kind {
+        TransferFailure::NoSources => "no_sources",
+        TransferFailure::Store => "store",
+        TransferFailure::Check => "check",
+        TransferFailure::Place => "place",
+        _ => "other",
+    }
+}
 
 /// `~/x` is in the home directory; anything else as typed.
 fn expand_home(path: &str) -> PathBuf {
@@ -339,9 +350,9 @@ impl App {
                 );
                 self.info(format!("downloaded {name}: {}", path.display()));
             }
-            FileInput::Failed { id, reason } => {
+            FileInput::Failed { id, kind, reason } => {
                 // No connected peer has it now: it starts again when a peer comes up.
-                if reason == NO_SOURCE {
+                if kind == TransferFailure::NoSources {
                     if let Some(t) = self.model.files.transfers.iter().rev().find(|t| t.id == id) {
                         if let Ok(seen) = self.model.files.find(&t.offer.hash.to_hex()) {
                             self.waiting.push(Download {
@@ -355,10 +366,11 @@ impl App {
                 self.model.files.ended(id, State::Failed(reason.clone()));
                 let name = self.transfer_name(id);
                 self.emit(
-                    json!({"event": "transfer_failed", "transfer": id.0, "reason": reason}),
+                    json!({"event": "transfer_failed", "transfer": id.0,
+                           "kind": kind_name(kind), "reason": reason}),
                     None,
                 );
-                if reason == NO_SOURCE {
+                if kind == TransferFailure::NoSources {
                     self.error(format!(
                         "no connected peer has {name} now: it resumes when one connects"
                     ));

@@ -239,3 +239,72 @@ fn a_download_that_does_not_fit_is_refused_before_anything_is_written() {
         .join(format!("{}.part", hash.to_hex()))
         .exists());
 }
+
+/// Writes every group of `data` (blob `hash`) into `store`, flipping one bit of group
+/// `corrupt` if given, and finishes it.
+fn write_all_groups(
+    store: &mut FileStore,
+    hash: &BlobHash,
+    data: &[u8],
+    corrupt: Option<u64>,
+) -> Result<(), StoreError> {
+    let size = data.len() as u64;
+    assert!(store.open_partial(hash, size)?.is_empty());
+    for g in 0..group_count(size) {
+        let at = (g * GROUP_SIZE) as usize;
+        let mut buf = data[at..(at + GROUP_SIZE as usize).min(data.len())].to_vec();
+        if corrupt == Some(g) {
+            buf[3] ^= 1;
+        }
+        store.write_group(hash, g, &buf)?;
+    }
+    store.finish(hash)
+}
+
+#[test]
+fn in_the_background_a_finish_checks_and_places_the_file_off_the_caller() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = sample(9 * GROUP_SIZE as usize + 11);
+    let hash = BlobHash::of(&data);
+    let downloads = tmp.path().join("Downloads");
+    fs::create_dir_all(&downloads).unwrap();
+    fs::write(downloads.join("song.ogg"), b"keep").unwrap();
+    let mut store = FileStore::open(tmp.path().join("s"))
+        .unwrap()
+        .in_background()
+        .unwrap();
+    store.set_destination(&hash, &downloads, "../song.ogg");
+    write_all_groups(&mut store, &hash, &data, None).unwrap();
+    // Queued: not served before it is checked.
+    assert!(store.is_finishing(&hash));
+    assert_eq!(store.complete_size(&hash), None);
+    store.flush();
+    let done = store.take_finished(None);
+    let placed = downloads.join("song (1).ogg");
+    assert_eq!(done, vec![(hash, Ok(placed.clone()))]);
+    assert!(!store.is_finishing(&hash));
+    assert_eq!(fs::read(&placed).unwrap(), data);
+    assert_eq!(fs::read(downloads.join("song.ogg")).unwrap(), b"keep");
+    assert_eq!(store.complete_size(&hash), Some(data.len() as u64));
+    assert_eq!(store.groups_written(), group_count(data.len() as u64));
+    // The index, written by the writer thread, names it after a restart.
+    drop(store);
+    let store = FileStore::open(tmp.path().join("s")).unwrap();
+    assert_eq!(store.location(&hash), Some(placed.as_path()));
+
+    // A disk that lost a write: caught by the finisher, and the download starts over.
+    let other = sample(3 * GROUP_SIZE as usize);
+    let h2 = BlobHash::of(&other);
+    let mut store = store.in_background().unwrap();
+    write_all_groups(&mut store, &h2, &other, Some(1)).unwrap();
+    store.flush();
+    assert_eq!(
+        store.take_finished(None),
+        vec![(h2, Err(FinishError::Mismatch))]
+    );
+    assert_eq!(store.complete_size(&h2), None);
+    assert!(store
+        .open_partial(&h2, other.len() as u64)
+        .unwrap()
+        .is_empty());
+}

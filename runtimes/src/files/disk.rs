@@ -1,0 +1,370 @@
+//! Store work off the node task ([`super::FileStore::in_background`]).
+//!
+//! A write can stall for hundreds of milliseconds when the kernel throttles a process
+//! that dirties pages faster than the disk takes them, and a finished download is synced
+//! and hashed again (about 1.4 s per GiB here). Done on the node task, either would hold
+//! up every chat message behind it. So:
+//!
+//! * chunk groups and tree nodes go to one **writer thread**, in order; a group's log
+//!   record is still appended only after its bytes are written, so a crash loses at most
+//!   what was queued (those groups are fetched again);
+//! * the bytes queued are counted: above [`HIGH_WATER`] the runtime stops reading blob
+//!   substreams (so the senders wait, through the substreams' flow control, not the node
+//!   task) until the writer is back under [`LOW_WATER`], and wakes the node task then;
+//! * a **finish** (sync, hash the file again, move it into place) runs on a thread of its
+//!   own once the writer has written everything before it; its result comes back through
+//!   [`Disk::take_finished`];
+//! * index files are written by the writer thread, in order, newest last.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, Read, Write as _};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::Waker;
+
+use echo_proto::blob::BlobHash;
+use futures::task::AtomicWaker;
+
+/// Above this many queued bytes the runtime stops reading blob substreams.
+pub const HIGH_WATER: usize = 8 << 20;
+/// ... and starts again below this.
+pub const LOW_WATER: usize = 4 << 20;
+
+/// One write, with what to record once it is done.
+pub(super) struct WriteJob {
+    pub hash: BlobHash,
+    pub file: Arc<File>,
+    pub at: u64,
+    pub bytes: Vec<u8>,
+    /// The group log and the group to append to it after the bytes are written.
+    pub log: Option<(Arc<File>, u64)>,
+}
+
+/// The files of a download whose every group is written, and where it goes.
+pub(super) struct Finish {
+    pub hash: BlobHash,
+    pub size: u64,
+    pub data: Arc<File>,
+    pub part: PathBuf,
+    pub obao: PathBuf,
+    pub groups: PathBuf,
+    pub complete_data: PathBuf,
+    pub complete_obao: PathBuf,
+    /// The folder and the (peer-supplied) name to place it under, if known.
+    pub dest: Option<(PathBuf, String)>,
+}
+
+/// What the disk threads are about to do (for a [`DiskHook`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DiskWork {
+    /// Write a chunk group or a tree node.
+    Write,
+    /// Sync, check and place a finished download.
+    Finish,
+}
+
+/// Called on the disk threads before each piece of [`DiskWork`].
+#[derive(Clone)]
+pub struct DiskHook(pub Arc<dyn Fn(DiskWork) + Send + Sync>);
+
+impl std::fmt::Debug for DiskHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DiskHook")
+    }
+}
+
+/// A finish's outcome: the blob, its size, and where its bytes now are (or why not).
+pub type Finished = (BlobHash, u64, Result<PathBuf, FinishError>);
+
+/// Why a finished download is not in place.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FinishError {
+    /// The bytes on disk do not hash to the blob's name (the disk lost a write): the
+    /// group log is removed, so the next download of it starts over.
+    #[error("the downloaded file does not hash to its name (disk error?)")]
+    Mismatch,
+    /// It could not be moved into the download folder (it stays in the store).
+    #[error("cannot place the file: {0}")]
+    Place(String),
+    /// Syncing or reading it failed.
+    #[error("storage: {0}")]
+    Io(String),
+}
+
+enum Job {
+    Write(WriteJob),
+    Finish(Finish),
+    Index { path: PathBuf, text: String },
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Bytes queued and not yet written.
+    backlog: usize,
+    /// Jobs queued, plus finishes running.
+    busy: usize,
+    /// The node task waits for the backlog to fall under [`LOW_WATER`].
+    paused: bool,
+    /// Blobs whose writes failed, with the first error.
+    failed: BTreeMap<BlobHash, String>,
+    finished: Vec<Finished>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    idle: Condvar,
+    waker: AtomicWaker,
+    written: AtomicU64,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic on the writer thread is a bug; the state stays usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One job is done: `bytes` fewer queued.
+    fn done(&self, bytes: usize) {
+        let mut s = self.lock();
+        s.backlog -= bytes;
+        s.busy -= 1;
+        let wake = s.paused && s.backlog < LOW_WATER;
+        if wake {
+            s.paused = false;
+        }
+        drop(s);
+        self.idle.notify_all();
+        if wake {
+            self.waker.wake();
+        }
+    }
+}
+
+/// The writer thread and its queue.
+#[derive(Debug)]
+pub(super) struct Disk {
+    tx: Option<mpsc::Sender<Job>>,
+    shared: Arc<Shared>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Disk {
+    pub fn spawn(hook: Option<DiskHook>) -> io::Result<Disk> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            idle: Condvar::new(),
+            waker: AtomicWaker::new(),
+            written: AtomicU64::new(0),
+        });
+        let (ftx, frx) = mpsc::channel::<Finish>();
+        let s = shared.clone();
+        let h = hook.clone();
+        let finisher = std::thread::Builder::new()
+            .name("echo-finish".into())
+            .spawn(move || {
+                while let Ok(f) = frx.recv() {
+                    if let Some(h) = &h {
+                        (h.0)(DiskWork::Finish);
+                    }
+                    let (hash, size) = (f.hash, f.size);
+                    finished(&s, hash, size, finish(f));
+                }
+            })?;
+        let s = shared.clone();
+        let writer = std::thread::Builder::new()
+            .name("echo-disk".into())
+            .spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    if let (Some(h), Job::Write(_)) = (&hook, &job) {
+                        (h.0)(DiskWork::Write);
+                    }
+                    run(job, &s, &ftx);
+                }
+            })?;
+        Ok(Disk {
+            tx: Some(tx),
+            shared,
+            threads: vec![writer, finisher],
+        })
+    }
+
+    fn send(&self, job: Job, bytes: usize) {
+        {
+            let mut s = self.shared.lock();
+            s.backlog += bytes;
+            s.busy += 1;
+        }
+        let sent = self.tx.as_ref().is_some_and(|tx| tx.send(job).is_ok());
+        if !sent {
+            // The writer is gone (it panicked): nothing will be written.
+            self.shared.done(bytes);
+        }
+    }
+
+    /// Queues a write; fails if an earlier write of the same blob failed.
+    pub fn write(&self, w: WriteJob) -> Result<(), String> {
+        if let Some(e) = self.shared.lock().failed.get(&w.hash) {
+            return Err(e.clone());
+        }
+        let n = w.bytes.len();
+        self.send(Job::Write(w), n);
+        Ok(())
+    }
+
+    /// Queues a finish, to run once everything queued before it is written.
+    pub fn finish(&self, f: Finish) -> Result<(), String> {
+        if let Some(e) = self.shared.lock().failed.remove(&f.hash) {
+            return Err(e);
+        }
+        self.send(Job::Finish(f), 0);
+        Ok(())
+    }
+
+    /// Queues an index file's new text (written to `path.tmp`, synced, renamed).
+    pub fn index(&self, path: PathBuf, text: String) {
+        let n = text.len();
+        self.send(Job::Index { path, text }, n);
+    }
+
+    /// Blocks until every queued job and running finish is done.
+    pub fn flush(&self) {
+        let mut s = self.shared.lock();
+        while s.busy > 0 {
+            s = self.shared.idle.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Forgets a blob's write error (it is being dropped or started over).
+    pub fn clear(&self, hash: &BlobHash) {
+        self.shared.lock().failed.remove(hash);
+    }
+
+    /// Whether too much waits to be written: then `waker` is woken once it is not.
+    pub fn backlogged(&self, waker: &Waker) -> bool {
+        self.shared.waker.register(waker);
+        let mut s = self.shared.lock();
+        s.paused = s.backlog >= HIGH_WATER;
+        s.paused
+    }
+
+    /// Finishes done since the last call; `waker` is woken when the next one is.
+    pub fn take_finished(&self, waker: Option<&Waker>) -> Vec<Finished> {
+        if let Some(w) = waker {
+            self.shared.waker.register(w);
+        }
+        std::mem::take(&mut self.shared.lock().finished)
+    }
+
+    /// Chunk groups written by the writer thread.
+    pub fn groups_written(&self) -> u64 {
+        self.shared.written.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Disk {
+    /// Writes what is queued and finishes what was finished (a clean shutdown loses
+    /// nothing), then stops the threads.
+    fn drop(&mut self) {
+        // The writer ends when its queue closes, and the finisher when the writer drops
+        // its sender.
+        drop(self.tx.take());
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run(job: Job, s: &Shared, finisher: &mpsc::Sender<Finish>) {
+    match job {
+        Job::Write(w) => {
+            let n = w.bytes.len();
+            let r = super::write_at(&w.file, &w.bytes, w.at).and_then(|()| match &w.log {
+                // Recorded only after the bytes are in the file.
+                Some((log, group)) => (&**log).write_all(&group.to_le_bytes()),
+                None => Ok(()),
+            });
+            match r {
+                Ok(()) if w.log.is_some() => {
+                    s.written.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    s.lock()
+                        .failed
+                        .entry(w.hash)
+                        .or_insert_with(|| e.to_string());
+                }
+            }
+            s.done(n);
+        }
+        Job::Index { path, text } => {
+            let n = text.len();
+            // A lost index write only costs serving blobs after a restart; the next
+            // change writes it again.
+            let _ = write_index(&path, &text);
+            s.done(n);
+        }
+        Job::Finish(f) => {
+            // Everything queued before it is written: the finisher takes it from here,
+            // while the writer goes on with other downloads.
+            if let Err(mpsc::SendError(f)) = finisher.send(f) {
+                let gone = FinishError::Io("the finisher thread is gone".into());
+                finished(s, f.hash, f.size, Err(gone));
+            }
+        }
+    }
+}
+
+/// Records a finish's outcome and wakes the node task.
+fn finished(s: &Shared, hash: BlobHash, size: u64, r: Result<PathBuf, FinishError>) {
+    s.lock().finished.push((hash, size, r));
+    s.done(0);
+    s.waker.wake();
+}
+
+/// Writes `text` to `path` atomically (temporary file, sync, rename).
+pub(super) fn write_index(path: &std::path::Path, text: &str) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    fs::rename(tmp, path)
+}
+
+/// Syncs a finished download, checks that the bytes on disk hash to its name, and moves
+/// it into place. Returns where its bytes are. On a hash mismatch the group log is
+/// removed, so the download starts over.
+pub(super) fn finish(f: Finish) -> Result<PathBuf, FinishError> {
+    let err = |e: io::Error| FinishError::Io(e.to_string());
+    f.data.sync_all().map_err(err)?;
+    drop(f.data);
+    let mut reader = io::BufReader::with_capacity(1 << 16, File::open(&f.part).map_err(err)?);
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = reader.read(&mut buf).map_err(err)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    if hasher.finalize().as_bytes() != f.hash.as_bytes() {
+        // The disk lost a write: start the download over.
+        let _ = fs::remove_file(&f.groups);
+        return Err(FinishError::Mismatch);
+    }
+    fs::rename(&f.part, &f.complete_data).map_err(err)?;
+    fs::rename(&f.obao, &f.complete_obao).map_err(err)?;
+    let _ = fs::remove_file(&f.groups);
+    let Some((dir, name)) = f.dest else {
+        return Ok(f.complete_data);
+    };
+    super::move_into(&f.complete_data, &dir, &name).map_err(|e| FinishError::Place(e.to_string()))
+}
