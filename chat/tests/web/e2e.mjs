@@ -69,7 +69,11 @@ try {
   const evil = '<img src=x onerror="window.__xss=1;document.title=\'pwned\'"><script>window.__xss=2</script>';
   await say(bob, evil);
   await sees(alice, 'onerror');
-  await alice.waitForTimeout(300);
+  // No waiting for a handler that might fire: an injected <img> or <script> would be an
+  // element in the list, counted at once below. One more message through both pages
+  // first, so anything the evil one set off synchronously has run.
+  await say(bob, 'after the evil one');
+  await sees(alice, 'after the evil one');
   const xss = await alice.evaluate(() => ({
     flag: /** @type {any} */ (window).__xss ?? null,
     imgs: document.querySelectorAll('#messages img').length,
