@@ -571,7 +571,7 @@ fn write_batch(conn: &mut Connection, batch: &[Op], durable: bool) -> Result<()>
                         params![hex(state)],
                     )?;
                 }
-                Op::Direct(row) => dm::insert(&tx, row, dm::KEEP_PER_PEER)?,
+                Op::Direct(row) => dm::insert(&tx, row, dm::KEEP_PER_PEER, dm::MAX_CONVERSATIONS)?,
                 Op::DirectStatus(peer, seq, status) => dm::set_status(&tx, peer, *seq, *status)?,
                 Op::DirectRead(peer) => dm::set_read(&tx, peer)?,
                 Op::DmReserve { peer, upto, .. } => dm::reserve(&tx, peer, *upto)?,

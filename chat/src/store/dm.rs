@@ -23,11 +23,24 @@ CREATE TABLE IF NOT EXISTS directs (
 );
 CREATE INDEX IF NOT EXISTS directs_by_peer ON directs (peer);
 CREATE TABLE IF NOT EXISTS dm_reserved (peer TEXT PRIMARY KEY, upto INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS dm_convs (
+    peer TEXT PRIMARY KEY,
+    last INTEGER NOT NULL,
+    own INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO dm_convs (peer, last, own)
+    SELECT peer, max(rowid), max(own) FROM directs
+    WHERE NOT EXISTS (SELECT 1 FROM dm_convs) GROUP BY peer;
 ";
 
 /// Messages kept per conversation (older ones are deleted as new ones come): a peer
 /// that floods us with direct messages fills at most this much of the disk.
 pub const KEEP_PER_PEER: usize = 10_000;
+
+/// Conversations kept: peer identities cost nothing to make, so a new conversation past
+/// this many deletes the least recently active one that only the other side wrote in
+/// (else the least recently active one). Sequence reservations stay.
+pub const MAX_CONVERSATIONS: usize = 1_000;
 
 /// One stored direct message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,23 +93,52 @@ fn status_of(code: i64) -> DmStatus {
     }
 }
 
-/// Stores a message (a second copy of a numbered one is ignored) and trims its
-/// conversation to `keep` messages.
-pub(super) fn insert(tx: &Transaction, row: &DirectRow, keep: usize) -> Result<()> {
+/// Stores a message (a second copy of a numbered one is ignored), trims its
+/// conversation to `keep` messages and the conversations to `convs`.
+pub(super) fn insert(tx: &Transaction, row: &DirectRow, keep: usize, convs: usize) -> Result<()> {
     let peer = row.peer.to_base58();
-    tx.prepare_cached(
-        "INSERT OR IGNORE INTO directs (peer, own, seq, sent_at_ms, name, text, status)
+    let added = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO directs (peer, own, seq, sent_at_ms, name, text, status)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![
+            peer,
+            row.own,
+            row.seq.map(|s| s.min(i64::MAX as u64) as i64),
+            row.sent_at_ms.min(i64::MAX as u64) as i64,
+            row.name,
+            row.text,
+            status_code(row.status)
+        ])?;
+    if added == 0 {
+        return Ok(());
+    }
+    let new = tx
+        .prepare_cached("SELECT 1 FROM dm_convs WHERE peer = ?1")?
+        .query_row(params![peer], |_| Ok(()))
+        .is_err();
+    tx.prepare_cached(
+        "INSERT INTO dm_convs (peer, last, own) VALUES (?1, last_insert_rowid(), ?2)
+         ON CONFLICT (peer) DO UPDATE SET last = excluded.last, own = max(own, excluded.own)",
     )?
-    .execute(params![
-        peer,
-        row.own,
-        row.seq.map(|s| s.min(i64::MAX as u64) as i64),
-        row.sent_at_ms.min(i64::MAX as u64) as i64,
-        row.name,
-        row.text,
-        status_code(row.status)
-    ])?;
+    .execute(params![peer, row.own])?;
+    if new {
+        let n: i64 = tx
+            .prepare_cached("SELECT count(*) FROM dm_convs")?
+            .query_row([], |r| r.get(0))?;
+        if n > convs as i64 {
+            let gone: String = tx
+                .prepare_cached(
+                    "SELECT peer FROM dm_convs WHERE peer != ?1 ORDER BY own, last LIMIT 1",
+                )?
+                .query_row(params![peer], |r| r.get(0))?;
+            tx.prepare_cached("DELETE FROM directs WHERE peer = ?1")?
+                .execute(params![gone])?;
+            tx.prepare_cached("DELETE FROM dm_convs WHERE peer = ?1")?
+                .execute(params![gone])?;
+        }
+    }
     tx.prepare_cached(
         "DELETE FROM directs WHERE peer = ?1 AND rowid <= (SELECT rowid FROM directs
          WHERE peer = ?1 ORDER BY rowid DESC LIMIT 1 OFFSET ?2)",
@@ -312,13 +354,36 @@ mod tests {
     }
 
     #[test]
+    fn a_flood_of_new_senders_keeps_the_conversations_bounded_and_ours() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_db(&dir.path().join("h.sqlite3")).unwrap();
+        let (friend, old_stranger) = (PeerId::random(), PeerId::random());
+        let tx = conn.transaction().unwrap();
+        // The oldest conversations: one we wrote in, one only the other side did.
+        insert(&tx, &row(friend, true, 1, "hi"), 100, 8).unwrap();
+        insert(&tx, &row(old_stranger, false, 1, "buy now"), 100, 8).unwrap();
+        for _ in 0..50 {
+            insert(&tx, &row(PeerId::random(), false, 1, "spam"), 100, 8).unwrap();
+        }
+        tx.commit().unwrap();
+        let convs = conversations(&conn, 100).unwrap();
+        assert_eq!(convs.len(), 8, "the bound, read back");
+        assert!(convs.iter().any(|c| c.peer == friend), "ours is kept");
+        assert!(!convs.iter().any(|c| c.peer == old_stranger));
+        let stored: i64 = conn
+            .query_row("SELECT count(DISTINCT peer) FROM directs", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(stored, 8);
+    }
+
+    #[test]
     fn a_flood_of_direct_messages_keeps_the_last_of_the_conversation() {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = open_db(&dir.path().join("h.sqlite3")).unwrap();
         let bob = PeerId::random();
         let tx = conn.transaction().unwrap();
         for seq in 1..=50 {
-            insert(&tx, &row(bob, false, seq, &format!("m{seq}")), 8).unwrap();
+            insert(&tx, &row(bob, false, seq, &format!("m{seq}")), 8, 8).unwrap();
         }
         tx.commit().unwrap();
         let (rows, all) = recent(&conn, &bob, None, 100).unwrap();
