@@ -456,3 +456,32 @@ fn a_message_written_alone_travels_with_a_neighbour_met_later() {
     assert_eq!(got, vec![(sim.peer_id(a), 1, "written alone".into())]);
     assert_eq!(sim.node(c).stats().dm.held, 0, "handed over");
 }
+
+/// A message written while the recipient is away goes to each neighbour met later, but
+/// to at most 8 of them (`MAX_GIVEN`): a node that meets many peers does not copy one
+/// message to all of them. The bound, read back from the carriers' mailboxes.
+#[test]
+fn a_message_written_alone_is_given_to_at_most_eight_later_neighbours() {
+    let mut sim = line(12, leaf("carol"));
+    let (a, c, b) = (0, 1, 2);
+    sim.crash(b);
+    sim.crash(c);
+    assert!(sim.run_until(5 * SEC, |s| !s.is_connected(a, c)));
+    send_dm(&mut sim, a, b, "written alone");
+    sim.run_for(SEC);
+    let carriers: Vec<usize> = (0..12)
+        .map(|i| sim.add_node(leaf(&format!("n{i}"))))
+        .collect();
+    for &n in &carriers {
+        linked(&mut sim, a, n);
+        sim.run_for(SEC);
+    }
+    let holding = carriers
+        .iter()
+        .filter(|&&n| sim.node(n).stats().dm.held == 1)
+        .count();
+    assert_eq!(holding, 8, "given to exactly MAX_GIVEN neighbours");
+    assert!(carriers[..8]
+        .iter()
+        .all(|&n| sim.node(n).stats().dm.held == 1));
+}
