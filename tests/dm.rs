@@ -430,15 +430,22 @@ fn a_restore_continues_above_the_reserved_dm_numbers() {
 
 /// alice writes to bob while she has no neighbour at all; carol connects later and
 /// alice leaves: carol got alice's message when she came, and hands it to bob.
-#[test]
-fn a_message_written_alone_travels_with_a_neighbour_met_later() {
-    let mut sim = line(11, leaf("carol"));
+/// alice – carol – bob; bob and carol go away, then alice writes "written alone" to bob.
+fn written_alone(seed: u64) -> Sim {
+    let mut sim = line(seed, leaf("carol"));
     let (a, c, b) = (0, 1, 2);
     sim.crash(b);
     sim.crash(c);
     assert!(sim.run_until(5 * SEC, |s| !s.is_connected(a, c)));
     send_dm(&mut sim, a, b, "written alone");
     sim.run_for(SEC);
+    sim
+}
+
+#[test]
+fn a_message_written_alone_travels_with_a_neighbour_met_later() {
+    let mut sim = written_alone(11);
+    let (a, c, b) = (0, 1, 2);
     assert_eq!(sim.node(a).stats().dm.held, 1, "alice keeps her own copy");
 
     sim.restart(c);
@@ -462,13 +469,8 @@ fn a_message_written_alone_travels_with_a_neighbour_met_later() {
 /// message to all of them. The bound, read back from the carriers' mailboxes.
 #[test]
 fn a_message_written_alone_is_given_to_at_most_eight_later_neighbours() {
-    let mut sim = line(12, leaf("carol"));
-    let (a, c, b) = (0, 1, 2);
-    sim.crash(b);
-    sim.crash(c);
-    assert!(sim.run_until(5 * SEC, |s| !s.is_connected(a, c)));
-    send_dm(&mut sim, a, b, "written alone");
-    sim.run_for(SEC);
+    let mut sim = written_alone(12);
+    let a = 0;
     let carriers: Vec<usize> = (0..12)
         .map(|i| sim.add_node(leaf(&format!("n{i}"))))
         .collect();
