@@ -49,6 +49,22 @@ pub enum Offer<S> {
     /// Proven forged: its signature is invalid, or its hash contradicts a verified
     /// successor. Names the offered message's source.
     Forged(Vec<S>),
+    /// Only from [`Chain::offer_from_author`]: accepted on the sender's authenticated
+    /// identity, signature not yet checked. Like [`Offer::Verified`], but the messages
+    /// are *provisional*: deliverable, never served ([`Chain::range`],
+    /// [`Chain::through_next_signature`] skip them) until [`Chain::confirm`] with the
+    /// last one's seq checks the signature.
+    Provisional(Vec<SharedMessage>, Vec<S>),
+}
+
+/// What [`Chain::confirm`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Confirm {
+    /// The signature holds: these provisional messages (ascending) are verified now.
+    Verified(Vec<SharedMessage>),
+    /// The signature is invalid: these seqs were dropped from the chain (those already
+    /// delivered still count as known, so they are never delivered again).
+    Failed(Vec<u64>),
 }
 
 /// What to do about a gap whose timeout passed ([`Chain::on_timeout`]).
@@ -111,6 +127,9 @@ pub struct Chain<S> {
     pending_since: Option<Instant>,
     /// Messages that arrived after delivery had moved past them.
     late: Vec<SharedMessage>,
+    /// Provisional messages (accepted from their author, signature unchecked): seq →
+    /// the seq of the signed message whose check decides them.
+    provisional: BTreeMap<u64, u64>,
 }
 
 /// Candidates kept per sequence number (distinct hashes from different senders).
@@ -143,6 +162,7 @@ impl<S: Clone + PartialEq> Chain<S> {
             repairs: 0,
             pending_since: None,
             late: Vec::new(),
+            provisional: BTreeMap::new(),
         }
     }
 
@@ -203,8 +223,23 @@ impl<S: Clone + PartialEq> Chain<S> {
     }
 
     /// Verified messages with seq in `[start, end)`, ascending.
+    /// Provisional messages (not yet confirmed) are left out.
     pub fn range(&self, start: u64, end: u64) -> impl Iterator<Item = &SharedMessage> {
-        self.msgs.range(start..end.max(start)).map(|(_, m)| m)
+        let prov = &self.provisional;
+        self.msgs
+            .range(start..end.max(start))
+            .filter(move |(s, _)| prov.is_empty() || !prov.contains_key(s))
+            .map(|(_, m)| m)
+    }
+
+    /// Whether messages accepted on their author's identity await [`Chain::confirm`].
+    pub fn has_provisional(&self) -> bool {
+        !self.provisional.is_empty()
+    }
+
+    /// Whether the message with this seq is provisional.
+    pub fn is_provisional(&self, seq: u64) -> bool {
+        self.provisional.contains_key(&seq)
     }
 
     /// Ranges `[start, end)` of verified messages held, ascending.
@@ -224,8 +259,8 @@ impl<S: Clone + PartialEq> Chain<S> {
     pub fn through_next_signature(&self, seq: u64) -> Vec<SharedMessage> {
         let mut out = Vec::new();
         let mut want = seq;
-        for (_, m) in self.msgs.range(seq + 1..) {
-            if m.prev_seq != want {
+        for (s, m) in self.msgs.range(seq + 1..) {
+            if m.prev_seq != want || self.provisional.contains_key(s) {
                 break;
             }
             out.push(m.clone());
@@ -307,7 +342,37 @@ impl<S: Clone + PartialEq> Chain<S> {
         max_buffer: usize,
         now: Instant,
     ) -> Offer<S> {
+        self.offer_inner(msg, from, key, max_buffer, now, false)
+    }
+
+    /// [`Chain::offer`] for a message that came from its author directly (the sender's
+    /// authenticated identity is the author): a signed message is accepted without
+    /// checking its signature yet, as [`Offer::Provisional`]; the caller must call
+    /// [`Chain::confirm`] with its seq before serving or relaying it. Unsigned messages,
+    /// and signed ones whose hash a verified successor already vouches for, go as in
+    /// [`Chain::offer`].
+    pub fn offer_from_author(
+        &mut self,
+        msg: SharedMessage,
+        from: S,
+        key: &PublicKey,
+        max_buffer: usize,
+        now: Instant,
+    ) -> Offer<S> {
+        self.offer_inner(msg, from, key, max_buffer, now, true)
+    }
+
+    fn offer_inner(
+        &mut self,
+        msg: SharedMessage,
+        from: S,
+        key: &PublicKey,
+        max_buffer: usize,
+        now: Instant,
+        from_author: bool,
+    ) -> Offer<S> {
         let seq = msg.seq;
+        let mut deferred = false;
         if self.is_known(seq) {
             return Offer::Duplicate;
         }
@@ -316,7 +381,9 @@ impl<S: Clone + PartialEq> Chain<S> {
                 return Offer::Forged(vec![from]);
             }
         } else if let Some(sig) = &msg.signature {
-            if !verify(key, &msg.hash, sig) {
+            if from_author {
+                deferred = true;
+            } else if !verify(key, &msg.hash, sig) {
                 return Offer::Forged(vec![from]);
             }
         } else {
@@ -396,7 +463,55 @@ impl<S: Clone + PartialEq> Chain<S> {
             self.pending_since = None;
         }
         verified.reverse();
+        if deferred {
+            for m in &verified {
+                self.provisional.insert(m.seq, seq);
+            }
+            return Offer::Provisional(verified, forgers);
+        }
         Offer::Verified(verified, forgers)
+    }
+
+    /// Checks the signature of provisional message `tail` (see
+    /// [`Chain::offer_from_author`]) and settles it and the provisional predecessors it
+    /// vouched for. `None`: nothing provisional under that seq (trimmed meanwhile).
+    pub fn confirm(&mut self, tail: u64, key: &PublicKey) -> Option<Confirm> {
+        if self.provisional.get(&tail) != Some(&tail) {
+            return None;
+        }
+        let mut run = Vec::new();
+        self.provisional.retain(|&s, t| {
+            if *t == tail {
+                run.push(s);
+            }
+            *t != tail
+        });
+        let ok = self
+            .msgs
+            .get(&tail)
+            .and_then(|m| Some(verify(key, &m.hash, m.signature.as_deref()?)))
+            .unwrap_or(false);
+        if ok {
+            let run = run.iter().filter_map(|s| self.msgs.get(s).cloned()).collect();
+            return Some(Confirm::Verified(run));
+        }
+        // The hash the run's first message named for its predecessor is unproven.
+        if let Some(first) = run.first().and_then(|s| self.msgs.get(s)) {
+            let (p, prev) = (first.prev_seq, first.prev);
+            if self.expected.get(&p) == Some(&prev) {
+                self.expected.remove(&p);
+            }
+        }
+        for s in &run {
+            if self.msgs.remove(s).is_some() && self.next.is_none_or(|n| *s >= n) {
+                // Held, never delivered: a verified copy may still come.
+                self.held -= 1;
+            }
+        }
+        if self.held == 0 {
+            self.gap_since = None;
+        }
+        Some(Confirm::Failed(run))
     }
 
     fn take_pending(&mut self, seq: u64) -> Option<Candidates<S>> {
@@ -615,6 +730,8 @@ impl<S: Clone + PartialEq> Chain<S> {
         self.skipped.retain(|_, end| *end > seq);
         let keep = self.pending.split_off(&seq);
         self.pending = keep;
+        let keep = self.provisional.split_off(&seq);
+        self.provisional = keep;
         self.pending_n = self.pending.values().map(SmallVec::len).sum();
         if self.next.is_some_and(|n| n < seq) {
             self.next = Some(seq);

@@ -27,6 +27,7 @@ mod dm;
 mod history;
 mod persist;
 mod profile;
+mod recv;
 mod route;
 mod tree;
 
@@ -142,6 +143,8 @@ pub struct Node {
     dm: dm::Dm,
     /// The rooms' broadcast tree (eager and lazy neighbours).
     tree: tree::Tree,
+    /// Messages delivered from their author before their signature was checked.
+    unconfirmed: Vec<recv::Unconfirmed>,
 }
 
 pub(crate) fn valid_label(s: &str, max: usize) -> Result<(), String> {
@@ -205,6 +208,7 @@ impl Node {
             retired: BTreeMap::new(),
             dm,
             tree: tree::Tree::default(),
+            unconfirmed: Vec::new(),
             config,
         }
     }
@@ -321,6 +325,11 @@ impl Node {
         if let Some(e) = self.poll_event() {
             return Output::Event(e);
         }
+        // Messages delivered before their signature check are checked now that the app
+        // has them; what that relays (or closes) comes out next.
+        if self.check_unconfirmed(self.last_now) {
+            return self.poll_output();
+        }
         Output::Wait(self.poll_timeout())
     }
 
@@ -358,6 +367,9 @@ impl Node {
     /// When to call [`Node::handle_timeout`] next (`None`: no timer needed).
     #[must_use]
     pub(crate) fn poll_timeout(&mut self) -> Option<Instant> {
+        if !self.unconfirmed.is_empty() {
+            return Some(self.last_now);
+        }
         let rooms = self.rooms.next(&());
         let dm = self.dm.deadline();
         rooms
@@ -406,6 +418,7 @@ impl Node {
     /// A timer fired. Spurious and late calls are harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.last_now = self.last_now.max(now);
+        self.check_unconfirmed(now);
         let (links, mut out) = self.split();
         links.handle_timeout(now, &mut out);
         self.rooms_timeout(now);
@@ -602,7 +615,9 @@ impl Node {
     /// commands or connections.
     pub fn shutdown(&mut self, now: Instant) {
         self.last_now = self.last_now.max(now);
-        // Messages sent but not yet sealed go out before the goodbyes.
+        // Messages sent but not yet sealed go out before the goodbyes, and received ones
+        // still unchecked are checked (and relayed) first.
+        self.check_unconfirmed(now);
         self.seal();
         let (links, mut out) = self.split();
         links.shutdown(now, &mut out);
@@ -667,14 +682,27 @@ impl Node {
             self.stats.clock_refused += 1;
             return;
         }
+        let from_author = self.may_deliver_first(conn, &author);
+        let Some(room) = self.rooms.get_mut(&m.room) else {
+            return;
+        };
         let msg = match Message::from_wire_parsed(m, author) {
             Ok(msg) => Arc::new(msg),
             Err(e) => return self.violation(conn, &format!("bad room message: {e}"), now),
         };
         let room_name = msg.room.clone();
-        let intake = room.receive(msg, conn, now);
+        let intake = room.receive(msg, conn, from_author, now);
         for m in &intake.verified {
             self.adopt_clock(m.lamport, now);
+        }
+        if let Some((tail, lamport)) = intake.provisional {
+            self.adopt_clock(lamport, now);
+            self.unconfirmed.push(recv::Unconfirmed {
+                room: room_name.clone(),
+                author,
+                tail,
+                conn,
+            });
         }
         if intake.duplicate {
             self.stats.duplicates += 1;
@@ -691,66 +719,6 @@ impl Node {
             self.relay(&room_name, conn, &intake.verified, now);
         }
         self.deliver(intake.delivered, now);
-    }
-
-    fn bad_signature(&mut self, conn: ConnId, now: Instant) {
-        let max = self.config.max_bad_signatures;
-        if let Some(c) = self.links.conns.get_mut(&conn) {
-            c.bad_sigs += 1;
-            if c.bad_sigs >= max {
-                let reason = format!("{} messages with invalid signatures", c.bad_sigs);
-                self.violation(conn, &reason, now);
-            }
-        }
-    }
-
-    /// Forwards verified messages to room members other than the sender and author.
-    /// A forwarded run always ends with a signed message (extending it from the chain
-    /// if needed) so the receiver can verify it.
-    fn relay(&mut self, room: &str, from: ConnId, msgs: &[SharedMessage], now: Instant) {
-        let Some(r) = self.rooms.get(room) else {
-            return;
-        };
-        // Authors and the sender are skipped (room for the sender: no second allocation).
-        let mut authors: Vec<PeerId> = Vec::with_capacity(msgs.len() + 1);
-        authors.extend(msgs.iter().map(|m| m.author));
-        authors.dedup();
-        if let Some(from_peer) = self.links.conns.get(&from).map(|c| c.peer) {
-            self.tree.first_copy(room, from_peer);
-            authors.push(from_peer);
-        }
-        let targets = self.room_targets(room, &authors);
-        if targets.is_empty() {
-            return;
-        }
-        let mut wire = BytesMut::new();
-        let mut last: Option<&SharedMessage> = None;
-        for m in msgs {
-            Frame::new(Kind::Message(m.to_wire())).encode_to(&mut wire);
-            last = Some(m);
-        }
-        if let Some(last) = last.filter(|l| l.signature.is_none()) {
-            if let Some(a) = r.authors.get(&last.author) {
-                for m in a.chain.through_next_signature(last.seq) {
-                    Frame::new(Kind::Message(m.to_wire())).encode_to(&mut wire);
-                }
-            }
-        }
-        let wire = wire.freeze();
-        let ids = msgs.iter().map(|m| (m.author, m.seq));
-        let eager = self.push_room(room, targets, &wire, ids, now);
-        self.stats.relayed += eager * msgs.len() as u64;
-    }
-
-    fn deliver(&mut self, delivered: Vec<(SharedMessage, crate::log::Position)>, now: Instant) {
-        for (msg, pos) in delivered {
-            self.stats.delivered += 1;
-            self.send_legacy(&msg, now);
-            self.events.push_back(Event::Message {
-                msg,
-                position: Some(pos),
-            });
-        }
     }
 
     // ----- sending ---------------------------------------------------------------------
