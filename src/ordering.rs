@@ -60,8 +60,9 @@ pub enum Offer<S> {
 /// What [`Chain::confirm`] found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Confirm {
-    /// The signature holds: these provisional messages (ascending) are verified now.
-    Verified(Vec<SharedMessage>),
+    /// The signature holds: the provisional messages from the checked one down to this
+    /// seq are verified now ([`Chain::run`] lists them).
+    Verified(u64),
     /// The signature is invalid: these seqs were dropped from the chain (those already
     /// delivered still count as known, so they are never delivered again).
     Failed(Vec<u64>),
@@ -127,9 +128,10 @@ pub struct Chain<S> {
     pending_since: Option<Instant>,
     /// Messages that arrived after delivery had moved past them.
     late: Vec<SharedMessage>,
-    /// Provisional messages (accepted from their author, signature unchecked): seq →
-    /// the seq of the signed message whose check decides them.
-    provisional: BTreeMap<u64, u64>,
+    /// Provisional runs (accepted from their author, signature unchecked) as
+    /// `(lowest, tail)`: the messages from `tail` (the signed one whose check decides
+    /// them) down its `prev` links to `lowest`. Almost always empty or one run.
+    provisional: Vec<(u64, u64)>,
 }
 
 /// Candidates kept per sequence number (distinct hashes from different senders).
@@ -162,7 +164,7 @@ impl<S: Clone + PartialEq> Chain<S> {
             repairs: 0,
             pending_since: None,
             late: Vec::new(),
-            provisional: BTreeMap::new(),
+            provisional: Vec::new(),
         }
     }
 
@@ -225,10 +227,9 @@ impl<S: Clone + PartialEq> Chain<S> {
     /// Verified messages with seq in `[start, end)`, ascending.
     /// Provisional messages (not yet confirmed) are left out.
     pub fn range(&self, start: u64, end: u64) -> impl Iterator<Item = &SharedMessage> {
-        let prov = &self.provisional;
         self.msgs
             .range(start..end.max(start))
-            .filter(move |(s, _)| prov.is_empty() || !prov.contains_key(s))
+            .filter(move |(s, _)| !self.is_provisional(**s))
             .map(|(_, m)| m)
     }
 
@@ -237,9 +238,12 @@ impl<S: Clone + PartialEq> Chain<S> {
         !self.provisional.is_empty()
     }
 
-    /// Whether the message with this seq is provisional.
+    /// Whether the message with this seq is provisional (or lies within a provisional
+    /// run's span: conservative for the rare fork inside one).
     pub fn is_provisional(&self, seq: u64) -> bool {
-        self.provisional.contains_key(&seq)
+        self.provisional
+            .iter()
+            .any(|&(lo, tail)| lo <= seq && seq <= tail)
     }
 
     /// Ranges `[start, end)` of verified messages held, ascending.
@@ -260,7 +264,7 @@ impl<S: Clone + PartialEq> Chain<S> {
         let mut out = Vec::new();
         let mut want = seq;
         for (s, m) in self.msgs.range(seq + 1..) {
-            if m.prev_seq != want || self.provisional.contains_key(s) {
+            if m.prev_seq != want || self.is_provisional(*s) {
                 break;
             }
             out.push(m.clone());
@@ -419,11 +423,15 @@ impl<S: Clone + PartialEq> Chain<S> {
         // `msg` is authentic. Walk down the chain verifying pending predecessors.
         let mut verified = Vec::new();
         let mut forgers = Vec::new();
+        // Unverified copies of the offered message itself go; those of the messages the
+        // walk reaches were taken with them.
+        self.take_pending(seq);
         let mut cur = msg;
         loop {
             let (prev, s, p) = (cur.prev, cur.seq, cur.prev_seq);
-            self.expected.remove(&s);
-            self.take_pending(s);
+            if !self.expected.is_empty() {
+                self.expected.remove(&s);
+            }
             self.insert_verified(cur.clone(), now);
             verified.push(cur);
             if p == 0 || prev == GENESIS {
@@ -464,9 +472,8 @@ impl<S: Clone + PartialEq> Chain<S> {
         }
         verified.reverse();
         if deferred {
-            for m in &verified {
-                self.provisional.insert(m.seq, seq);
-            }
+            let lowest = verified.first().map_or(seq, |m| m.seq);
+            self.provisional.push((lowest, seq));
             return Offer::Provisional(verified, forgers);
         }
         Offer::Verified(verified, forgers)
@@ -476,33 +483,25 @@ impl<S: Clone + PartialEq> Chain<S> {
     /// [`Chain::offer_from_author`]) and settles it and the provisional predecessors it
     /// vouched for. `None`: nothing provisional under that seq (trimmed meanwhile).
     pub fn confirm(&mut self, tail: u64, key: &PublicKey) -> Option<Confirm> {
-        if self.provisional.get(&tail) != Some(&tail) {
-            return None;
-        }
-        let mut run = Vec::new();
-        self.provisional.retain(|&s, t| {
-            if *t == tail {
-                run.push(s);
-            }
-            *t != tail
-        });
+        let i = self.provisional.iter().position(|&(_, t)| t == tail)?;
+        let (lowest, _) = self.provisional.swap_remove(i);
         let ok = self
             .msgs
             .get(&tail)
             .and_then(|m| Some(verify(key, &m.hash, m.signature.as_deref()?)))
             .unwrap_or(false);
         if ok {
-            let run = run.iter().filter_map(|s| self.msgs.get(s).cloned()).collect();
-            return Some(Confirm::Verified(run));
+            return Some(Confirm::Verified(lowest));
         }
+        let run = self.run(lowest, tail);
         // The hash the run's first message named for its predecessor is unproven.
-        if let Some(first) = run.first().and_then(|s| self.msgs.get(s)) {
-            let (p, prev) = (first.prev_seq, first.prev);
-            if self.expected.get(&p) == Some(&prev) {
-                self.expected.remove(&p);
+        if let Some(first) = run.first() {
+            if self.expected.get(&first.prev_seq) == Some(&first.prev) {
+                self.expected.remove(&first.prev_seq);
             }
         }
-        for s in &run {
+        let seqs: Vec<u64> = run.iter().map(|m| m.seq).collect();
+        for s in &seqs {
             if self.msgs.remove(s).is_some() && self.next.is_none_or(|n| *s >= n) {
                 // Held, never delivered: a verified copy may still come.
                 self.held -= 1;
@@ -511,10 +510,27 @@ impl<S: Clone + PartialEq> Chain<S> {
         if self.held == 0 {
             self.gap_since = None;
         }
-        Some(Confirm::Failed(run))
+        Some(Confirm::Failed(seqs))
+    }
+
+    /// The messages held from `tail` down its `prev` links to `lowest`, ascending.
+    pub fn run(&self, lowest: u64, tail: u64) -> Vec<SharedMessage> {
+        let mut run = Vec::new();
+        let mut cur = self.msgs.get(&tail);
+        while let Some(m) = cur.filter(|m| m.seq >= lowest) {
+            run.push(m.clone());
+            cur = (m.prev_seq >= lowest)
+                .then(|| self.msgs.get(&m.prev_seq))
+                .flatten();
+        }
+        run.reverse();
+        run
     }
 
     fn take_pending(&mut self, seq: u64) -> Option<Candidates<S>> {
+        if self.pending.is_empty() {
+            return None;
+        }
         let c = self.pending.remove(&seq)?;
         self.pending_n -= c.len();
         Some(c)
@@ -558,6 +574,9 @@ impl<S: Clone + PartialEq> Chain<S> {
     }
 
     fn remove_skipped(&mut self, seq: u64) {
+        if self.skipped.is_empty() {
+            return;
+        }
         let Some((&start, &end)) = self.skipped.range(..=seq).next_back() else {
             return;
         };
@@ -730,8 +749,7 @@ impl<S: Clone + PartialEq> Chain<S> {
         self.skipped.retain(|_, end| *end > seq);
         let keep = self.pending.split_off(&seq);
         self.pending = keep;
-        let keep = self.provisional.split_off(&seq);
-        self.provisional = keep;
+        self.provisional.retain(|&(_, tail)| tail >= seq);
         self.pending_n = self.pending.values().map(SmallVec::len).sum();
         if self.next.is_some_and(|n| n < seq) {
             self.next = Some(seq);

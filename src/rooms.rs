@@ -34,9 +34,9 @@ pub(crate) struct Intake {
     pub full: bool,
     /// The message was a duplicate.
     pub duplicate: bool,
-    /// Accepted on the sender's identity (it is the author), signature unchecked: the
-    /// seq to [`Room::confirm`] before relaying, and the newest clock value.
-    pub provisional: Option<(u64, u64)>,
+    /// Accepted on the sender's identity (it is the author), signature unchecked (the
+    /// message is the one to [`Room::confirm`] before relaying): the newest clock value.
+    pub provisional: Option<u64>,
 }
 
 /// Limits a room applies, copied from the node's [`Config`].
@@ -243,7 +243,6 @@ impl Room {
             return out;
         };
         let had_gap = author.chain.has_gap();
-        let seq = msg.seq;
         let offer = if from_author {
             author
                 .chain
@@ -265,7 +264,7 @@ impl Room {
             Offer::Provisional(v, f) => {
                 let newest = v.iter().map(|m| m.lamport).max().unwrap_or(0);
                 author.last_lamport = author.last_lamport.max(newest);
-                out.provisional = Some((seq, newest));
+                out.provisional = Some(newest);
                 out.forgers = f;
             }
         }
@@ -274,8 +273,11 @@ impl Room {
             if !had_gap && a.chain.has_gap() {
                 a.gap_source = Some(from);
             }
+            if a.chain.is_empty() {
+                self.authors.remove(&author_id);
+                self.timed.remove(&author_id);
+            }
         }
-        self.forget_if_empty(&author_id);
         out
     }
 

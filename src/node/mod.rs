@@ -690,23 +690,23 @@ impl Node {
             Ok(msg) => Arc::new(msg),
             Err(e) => return self.violation(conn, &format!("bad room message: {e}"), now),
         };
-        let room_name = msg.room.clone();
+        // The room's name, borrowed from the message (no copy): `self` is free below.
+        let shared = msg.clone();
+        let room_name = shared.room.as_str();
         let intake = room.receive(msg, conn, from_author, now);
         for m in &intake.verified {
             self.adopt_clock(m.lamport, now);
         }
-        if let Some((tail, lamport)) = intake.provisional {
+        if let Some(lamport) = intake.provisional {
             self.adopt_clock(lamport, now);
             self.unconfirmed.push(recv::Unconfirmed {
-                room: room_name.clone(),
-                author,
-                tail,
+                tail: shared.clone(),
                 conn,
             });
         }
         if intake.duplicate {
             self.stats.duplicates += 1;
-            self.tree_duplicate(conn, &room_name, &author, now);
+            self.tree_duplicate(conn, room_name, &author, now);
         }
         if intake.full {
             self.stats.buffer_full += 1;
@@ -716,7 +716,7 @@ impl Node {
             self.bad_signature(f, now);
         }
         if !intake.verified.is_empty() {
-            self.relay(&room_name, conn, &intake.verified, now);
+            self.relay(room_name, conn, &intake.verified, now);
         }
         self.deliver(intake.delivered, now);
     }

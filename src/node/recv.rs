@@ -15,7 +15,7 @@ use bytes::BytesMut;
 use libp2p_identity::PeerId;
 
 use super::Node;
-use crate::event::{ConnId, Event};
+use crate::event::{ConnId, Event, Protocol};
 use crate::message::SharedMessage;
 use crate::ordering::Confirm;
 use crate::wire::{Frame, Kind};
@@ -24,11 +24,10 @@ use crate::wire::{Frame, Kind};
 /// their author are verified before delivery, as from anyone else).
 pub(super) const MAX_UNCONFIRMED: usize = 1024;
 
-/// A provisional run: the author's signed message `tail` in `room`, from `conn`.
+/// A provisional run: the author's signed message `tail` (its room, author and seq
+/// name the run), from `conn`.
 pub(super) struct Unconfirmed {
-    pub room: String,
-    pub author: PeerId,
-    pub tail: u64,
+    pub tail: SharedMessage,
     pub conn: ConnId,
 }
 
@@ -54,36 +53,57 @@ impl Node {
         if self.unconfirmed.is_empty() {
             return false;
         }
-        let queue = std::mem::take(&mut self.unconfirmed);
-        for u in queue {
-            let Some(room) = self.rooms.get_mut(&u.room) else {
+        let mut queue = std::mem::take(&mut self.unconfirmed);
+        for u in queue.drain(..) {
+            let (room_name, author) = (u.tail.room.as_str(), u.tail.author);
+            let Some(room) = self.rooms.get_mut(room_name) else {
                 continue;
             };
-            match room.confirm(&u.author, u.tail) {
+            match room.confirm(&author, u.tail.seq) {
                 None => {}
-                Some(Confirm::Verified(run)) => {
-                    let next = room
-                        .authors
-                        .get(&u.author)
-                        .and_then(|a| a.chain.next_seq())
-                        .unwrap_or(0);
+                Some(Confirm::Verified(lowest)) => {
+                    // Relayed like any verified run (to no one, often: the run is only
+                    // listed if someone may get it).
+                    self.tree.first_copy(room_name, author);
+                    let legacy = self
+                        .links
+                        .peers
+                        .values()
+                        .any(|p| p.up && p.protocol == Protocol::Legacy);
+                    if !legacy && self.room_targets(room_name, &[author]).is_empty() {
+                        continue;
+                    }
+                    let Some(chain) = self
+                        .rooms
+                        .get(room_name)
+                        .and_then(|r| r.authors.get(&author))
+                        .map(|a| &a.chain)
+                    else {
+                        continue;
+                    };
+                    let run = chain.run(lowest, u.tail.seq);
+                    let next = chain.next_seq().unwrap_or(0);
                     for m in run.iter().filter(|m| m.seq < next) {
                         self.send_legacy(m, now);
                     }
                     if !run.is_empty() {
-                        self.relay(&u.room, u.conn, &run, now);
+                        self.relay(room_name, u.conn, &run, now);
                     }
                 }
                 Some(Confirm::Failed(seqs)) => {
                     self.stats.forgeries += 1;
                     self.events.push_back(Event::SignatureFailed {
-                        room: u.room,
-                        author: u.author,
+                        room: room_name.to_string(),
+                        author,
                         seqs,
                     });
                     self.violation(u.conn, "invalid signature on its own message", now);
                 }
             }
+        }
+        // Keep the allocation for the next input.
+        if self.unconfirmed.is_empty() {
+            self.unconfirmed = queue;
         }
         true
     }
