@@ -54,7 +54,10 @@ pub enum Offer<S> {
     /// are *provisional*: deliverable, never served ([`Chain::range`],
     /// [`Chain::through_next_signature`] skip them) until [`Chain::confirm`] with the
     /// last one's seq checks the signature.
-    Provisional(Vec<SharedMessage>, Vec<S>),
+    /// The third field says whether the offered message opened a new provisional run
+    /// (it is the signed one to confirm) or joined an existing one (its hash is the
+    /// unchecked `prev` of that run's lowest message).
+    Provisional(Vec<SharedMessage>, Vec<S>, bool),
 }
 
 /// What [`Chain::confirm`] found.
@@ -380,10 +383,18 @@ impl<S: Clone + PartialEq> Chain<S> {
         if self.is_known(seq) {
             return Offer::Duplicate;
         }
+        // A provisional run whose lowest message names this one as `prev`: the expected
+        // hash is that run's unchecked claim, so this message joins the run.
+        let mut joins = None;
         if let Some(exp) = self.expected.get(&seq) {
             if *exp != msg.hash {
                 return Offer::Forged(vec![from]);
             }
+            joins = self.provisional.iter().position(|&(lo, _)| {
+                self.msgs
+                    .get(&lo)
+                    .is_some_and(|m| m.prev_seq == seq && m.prev == msg.hash)
+            });
         } else if let Some(sig) = &msg.signature {
             if from_author {
                 deferred = true;
@@ -471,10 +482,14 @@ impl<S: Clone + PartialEq> Chain<S> {
             self.pending_since = None;
         }
         verified.reverse();
+        let lowest = verified.first().map_or(seq, |m| m.seq);
+        if let Some(i) = joins {
+            self.provisional[i].0 = lowest;
+            return Offer::Provisional(verified, forgers, false);
+        }
         if deferred {
-            let lowest = verified.first().map_or(seq, |m| m.seq);
             self.provisional.push((lowest, seq));
-            return Offer::Provisional(verified, forgers);
+            return Offer::Provisional(verified, forgers, true);
         }
         Offer::Verified(verified, forgers)
     }

@@ -34,9 +34,10 @@ pub(crate) struct Intake {
     pub full: bool,
     /// The message was a duplicate.
     pub duplicate: bool,
-    /// Accepted on the sender's identity (it is the author), signature unchecked (the
-    /// message is the one to [`Room::confirm`] before relaying): the newest clock value.
-    pub provisional: Option<u64>,
+    /// Accepted provisionally (PROTOCOL.md 6.5), signature unchecked: the newest clock
+    /// value, and whether the message opened a new run (it is the one to
+    /// [`Room::confirm`] before relaying) or joined one already waiting.
+    pub provisional: Option<(u64, bool)>,
 }
 
 /// Limits a room applies, copied from the node's [`Config`].
@@ -261,10 +262,10 @@ impl Room {
                 out.verified = v;
                 out.forgers = f;
             }
-            Offer::Provisional(v, f) => {
+            Offer::Provisional(v, f, new) => {
                 let newest = v.iter().map(|m| m.lamport).max().unwrap_or(0);
                 author.last_lamport = author.last_lamport.max(newest);
-                out.provisional = Some(newest);
+                out.provisional = Some((newest, new));
                 out.forgers = f;
             }
         }

@@ -160,6 +160,24 @@ fn an_authors_bad_signature_is_delivered_to_the_neighbour_and_goes_no_further() 
 }
 
 #[test]
+fn a_predecessor_vouched_for_by_an_unchecked_signature_is_not_relayed_either() {
+    let mut sim = pair(Config::default());
+    let (mallory, other) = (keypair(76), keypair(77));
+    let h = raw(&mut sim, 0, &mallory);
+    let (m1, h1) = message(&mallory, 1, [0; 32], "early 1", Sig::None);
+    let (m2, _) = message(&mallory, 2, h1, "early 2", Sig::By(&other));
+    // In one read: the signed (badly) message first, then the unsigned one it names.
+    sim.raw_send(h, &[m2, m1].concat());
+    sim.run_for(10 * MS);
+    assert_eq!(sim.texts(0, ROOM), ["early 1", "early 2"]);
+    assert_eq!(signature_failures(&sim, 0), 1);
+    assert!(sim.raw_closed(h));
+    assert_eq!(sim.node(0).stats().relayed, 0, "relayed before the check");
+    sim.run_for(25 * SEC);
+    assert!(sim.texts(1, ROOM).is_empty());
+}
+
+#[test]
 fn delivered_first_keeps_order_and_dedup_and_relays_once_verified() {
     let mut sim = pair(Config::default());
     let mallory = keypair(75);

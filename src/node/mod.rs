@@ -697,12 +697,14 @@ impl Node {
         for m in &intake.verified {
             self.adopt_clock(m.lamport, now);
         }
-        if let Some(lamport) = intake.provisional {
+        if let Some((lamport, new)) = intake.provisional {
             self.adopt_clock(lamport, now);
-            self.unconfirmed.push(recv::Unconfirmed {
-                tail: shared.clone(),
-                conn,
-            });
+            if new {
+                self.unconfirmed.push(recv::Unconfirmed {
+                    tail: shared.clone(),
+                    conn,
+                });
+            }
         }
         if intake.duplicate {
             self.stats.duplicates += 1;
