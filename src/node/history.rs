@@ -262,7 +262,10 @@ impl Node {
             let Some(room) = self.rooms.get_mut(&name) else {
                 continue;
             };
-            let (gaps, delivered) = room.on_timeout(now);
+            let (gaps, delivered, failed) = room.on_timeout(now);
+            for (author, conn, seqs) in failed {
+                self.signature_failed(&name, author, conn, seqs, now);
+            }
             for (author, action, source) in gaps {
                 match action {
                     GapAction::Request {
