@@ -131,9 +131,10 @@ pub struct Chain<S> {
     pending_since: Option<Instant>,
     /// Messages that arrived after delivery had moved past them.
     late: Vec<SharedMessage>,
-    /// Provisional runs (accepted from their author, signature unchecked; see
-    /// `provisional.rs`). Almost always empty or one run.
-    provisional: Vec<provisional::Run<S>>,
+    /// Provisional runs (accepted from their author, signature unchecked) as
+    /// `(lowest, tail)`: the messages from `tail` (the signed one whose check decides
+    /// them) down its `prev` links to `lowest`. Almost always empty or one run.
+    provisional: Vec<(u64, u64)>,
 }
 
 /// Candidates kept per sequence number (distinct hashes from different senders).
@@ -245,7 +246,7 @@ impl<S: Clone + PartialEq> Chain<S> {
     pub fn is_provisional(&self, seq: u64) -> bool {
         self.provisional
             .iter()
-            .any(|r| r.lowest <= seq && seq <= r.tail)
+            .any(|&(lo, tail)| lo <= seq && seq <= tail)
     }
 
     /// Ranges `[start, end)` of verified messages held, ascending.
@@ -378,7 +379,7 @@ impl<S: Clone + PartialEq> Chain<S> {
         from_author: bool,
     ) -> Offer<S> {
         let seq = msg.seq;
-        let (mut deferred, mut open) = (false, false);
+        let mut deferred = false;
         if self.is_known(seq) {
             return Offer::Duplicate;
         }
@@ -389,9 +390,9 @@ impl<S: Clone + PartialEq> Chain<S> {
             if *exp != msg.hash {
                 return Offer::Forged(vec![from]);
             }
-            joins = self.provisional.iter().position(|r| {
+            joins = self.provisional.iter().position(|&(lo, _)| {
                 self.msgs
-                    .get(&r.lowest)
+                    .get(&lo)
                     .is_some_and(|m| m.prev_seq == seq && m.prev == msg.hash)
             });
         } else if let Some(sig) = &msg.signature {
@@ -400,10 +401,6 @@ impl<S: Clone + PartialEq> Chain<S> {
             } else if !verify(key, &msg.hash, sig) {
                 return Offer::Forged(vec![from]);
             }
-        } else if from_author && self.links_to_held(&msg) {
-            // The author's own unsigned message, following what we hold: delivered now,
-            // in a run its signed successor settles.
-            open = true;
         } else {
             // Unverified: keep as a candidate unless it is a copy of one.
             let buffered = self.buffered();
@@ -437,8 +434,6 @@ impl<S: Clone + PartialEq> Chain<S> {
         // `msg` is authentic. Walk down the chain verifying pending predecessors.
         let mut verified = Vec::new();
         let mut forgers = Vec::new();
-        // Where the walk met a message already held: (its seq, the hash named for it).
-        let mut stop = None;
         // Unverified copies of the offered message itself go; those of the messages the
         // walk reaches were taken with them.
         self.take_pending(seq);
@@ -462,7 +457,6 @@ impl<S: Clone + PartialEq> Chain<S> {
                 self.mark_void(p + 1, s);
             }
             if self.is_known(p) {
-                stop = Some((p, prev));
                 break;
             }
             let found = self.take_pending(p).and_then(|cands| {
@@ -488,7 +482,64 @@ impl<S: Clone + PartialEq> Chain<S> {
             self.pending_since = None;
         }
         verified.reverse();
-        self.settle_walk(verified, forgers, joins, deferred, open, stop, from, now)
+        let lowest = verified.first().map_or(seq, |m| m.seq);
+        if let Some(i) = joins {
+            self.provisional[i].0 = lowest;
+            return Offer::Provisional(verified, forgers, false);
+        }
+        if deferred {
+            self.provisional.push((lowest, seq));
+            return Offer::Provisional(verified, forgers, true);
+        }
+        Offer::Verified(verified, forgers)
+    }
+
+    /// Checks the signature of provisional message `tail` (see
+    /// [`Chain::offer_from_author`]) and settles it and the provisional predecessors it
+    /// vouched for. `None`: nothing provisional under that seq (trimmed meanwhile).
+    pub fn confirm(&mut self, tail: u64, key: &PublicKey) -> Option<Confirm> {
+        let i = self.provisional.iter().position(|&(_, t)| t == tail)?;
+        let (lowest, _) = self.provisional.swap_remove(i);
+        let ok = self
+            .msgs
+            .get(&tail)
+            .and_then(|m| Some(verify(key, &m.hash, m.signature.as_deref()?)))
+            .unwrap_or(false);
+        if ok {
+            return Some(Confirm::Verified(lowest));
+        }
+        let run = self.run(lowest, tail);
+        // The hash the run's first message named for its predecessor is unproven.
+        if let Some(first) = run.first() {
+            if self.expected.get(&first.prev_seq) == Some(&first.prev) {
+                self.expected.remove(&first.prev_seq);
+            }
+        }
+        let seqs: Vec<u64> = run.iter().map(|m| m.seq).collect();
+        for s in &seqs {
+            if self.msgs.remove(s).is_some() && self.next.is_none_or(|n| *s >= n) {
+                // Held, never delivered: a verified copy may still come.
+                self.held -= 1;
+            }
+        }
+        if self.held == 0 {
+            self.gap_since = None;
+        }
+        Some(Confirm::Failed(seqs))
+    }
+
+    /// The messages held from `tail` down its `prev` links to `lowest`, ascending.
+    pub fn run(&self, lowest: u64, tail: u64) -> Vec<SharedMessage> {
+        let mut run = Vec::new();
+        let mut cur = self.msgs.get(&tail);
+        while let Some(m) = cur.filter(|m| m.seq >= lowest) {
+            run.push(m.clone());
+            cur = (m.prev_seq >= lowest)
+                .then(|| self.msgs.get(&m.prev_seq))
+                .flatten();
+        }
+        run.reverse();
+        run
     }
 
     fn take_pending(&mut self, seq: u64) -> Option<Candidates<S>> {
@@ -613,8 +664,10 @@ impl<S: Clone + PartialEq> Chain<S> {
     pub fn deadline(&self, gap_timeout: Duration, verify_timeout: Duration) -> Option<Instant> {
         let g = self.gap_since.map(|t| t + gap_timeout);
         let p = self.pending_since.map(|t| t + verify_timeout);
-        let o = self.open_since().map(|t| t + verify_timeout);
-        [g, p, o].into_iter().flatten().min()
+        match (g, p) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Handles a gap older than `gap_timeout`: the first `max_repairs` times it asks
@@ -711,7 +764,7 @@ impl<S: Clone + PartialEq> Chain<S> {
         self.skipped.retain(|_, end| *end > seq);
         let keep = self.pending.split_off(&seq);
         self.pending = keep;
-        self.provisional.retain(|r| r.tail >= seq);
+        self.provisional.retain(|&(_, tail)| tail >= seq);
         self.pending_n = self.pending.values().map(SmallVec::len).sum();
         if self.next.is_some_and(|n| n < seq) {
             self.next = Some(seq);
@@ -719,6 +772,5 @@ impl<S: Clone + PartialEq> Chain<S> {
     }
 }
 
-mod provisional;
 #[cfg(test)]
 mod tests;

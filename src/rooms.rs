@@ -370,8 +370,7 @@ impl Room {
     }
 
     /// Runs chain timeouts; returns gap actions per author (with the connection that
-    /// opened the gap), what became deliverable, and provisional runs that expired
-    /// (author, its connection, the seqs dropped).
+    /// opened the gap) and what became deliverable.
     #[allow(clippy::type_complexity)]
     pub fn on_timeout(
         &mut self,
@@ -379,12 +378,10 @@ impl Room {
     ) -> (
         Vec<(PeerId, GapAction, Option<ConnId>)>,
         Vec<(SharedMessage, Position)>,
-        Vec<(PeerId, ConnId, Vec<u64>)>,
     ) {
         let l = self.limits;
         let mut gaps = Vec::new();
         let mut delivered = Vec::new();
-        let mut failed = Vec::new();
         let due: Vec<PeerId> = self
             .timed
             .iter()
@@ -401,14 +398,11 @@ impl Room {
                 if let Some(action) = a.chain.on_timeout(now, l.gap, l.verify, l.max_repairs) {
                     gaps.push((p, action, a.gap_source));
                 }
-                for (conn, seqs) in a.chain.take_expired(now, l.verify) {
-                    failed.push((p, conn, seqs));
-                }
             }
             self.collect(&p, now, &mut delivered);
             self.forget_if_empty(&p);
         }
-        (gaps, delivered, failed)
+        (gaps, delivered)
     }
 
     /// What this node holds, per author, for a summary frame.

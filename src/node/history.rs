@@ -262,10 +262,7 @@ impl Node {
             let Some(room) = self.rooms.get_mut(&name) else {
                 continue;
             };
-            let (gaps, delivered, failed) = room.on_timeout(now);
-            for (author, conn, seqs) in failed {
-                self.signature_failed(&name, author, conn, seqs, now);
-            }
+            let (gaps, delivered) = room.on_timeout(now);
             for (author, action, source) in gaps {
                 match action {
                     GapAction::Request {

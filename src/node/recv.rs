@@ -45,25 +45,6 @@ impl Node {
                 .is_some_and(|c| c.peer == *author)
     }
 
-    /// A provisional run of `author` failed (a bad signature, or unsigned messages no
-    /// signed one followed): reported, and the author's connection closed.
-    pub(super) fn signature_failed(
-        &mut self,
-        room: &str,
-        author: PeerId,
-        conn: ConnId,
-        seqs: Vec<u64>,
-        now: Instant,
-    ) {
-        self.stats.forgeries += 1;
-        self.events.push_back(Event::SignatureFailed {
-            room: room.to_string(),
-            author,
-            seqs,
-        });
-        self.violation(conn, "invalid signature on its own message", now);
-    }
-
     /// Checks the signatures of the provisional runs: verified runs are relayed (and
     /// sent to legacy peers if already delivered); a failed one is dropped from the
     /// chain, reported ([`Event::SignatureFailed`]) and its connection closed as
@@ -110,7 +91,13 @@ impl Node {
                     }
                 }
                 Some(Confirm::Failed(seqs)) => {
-                    self.signature_failed(room_name, author, u.conn, seqs, now);
+                    self.stats.forgeries += 1;
+                    self.events.push_back(Event::SignatureFailed {
+                        room: room_name.to_string(),
+                        author,
+                        seqs,
+                    });
+                    self.violation(u.conn, "invalid signature on its own message", now);
                 }
             }
         }
