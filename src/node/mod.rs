@@ -315,6 +315,10 @@ impl Node {
     /// with bytes ready), then actions, then events, then the wait, so a caller that
     /// handles outputs in the order given always writes a goodbye's bytes before it
     /// closes their connection.
+    ///
+    /// Room messages delivered before their signature was checked (they came from their
+    /// author directly, [`Config::deliver_before_verify`]) are checked once the events
+    /// are out, before the wait; what that relays (or closes) comes out next.
     pub fn poll_output(&mut self) -> Output {
         if let Some(t) = self.poll_transmit() {
             return Output::Transmit(t);
