@@ -3,6 +3,11 @@
 //! of a direct message (sender, recipient, carrier).
 //!
 //! `cargo bench --features sim --bench core`
+//!
+//! `first_event/*`: the time from a signed message's bytes arriving (from its author)
+//! to the node handing out its `Event::Message`, with the signature checked before
+//! delivery (`verify_first`) or after it (`deliver_first`, PROTOCOL.md section 6.5);
+//! the rest of the output (the check, relaying) is drained outside the timing.
 
 mod common;
 
@@ -49,6 +54,59 @@ fn bench_receive(c: &mut Criterion) {
                 },
                 BatchSize::LargeInput,
             )
+        });
+    }
+    g.finish();
+}
+
+/// Latency to the event: one signed message at a time, timed from `handle_data` to its
+/// `Event::Message` (the check and the rest of the output drained untimed).
+fn bench_first_event(c: &mut Criterion) {
+    use echo_proto::{ConnId, Event, Output};
+    use std::time::{Duration, SystemTime};
+    const MSGS: usize = 2_000;
+    let now = Instant::now();
+    // Each message's bytes, every one signed (a burst of one).
+    let (mut a, _) = handshaken(now, bench_config());
+    let text = "m".repeat(256);
+    let msgs: Vec<Vec<u8>> = (0..MSGS)
+        .map(|_| {
+            a.send("general", &text, SystemTime::UNIX_EPOCH, now)
+                .unwrap();
+            let mut out = Vec::new();
+            while let Some(t) = transmit(&mut a) {
+                out.extend_from_slice(&t.data);
+            }
+            out
+        })
+        .collect();
+    let mut g = c.benchmark_group("first_event");
+    g.throughput(Throughput::Elements(1));
+    for (label, first) in [("verify_first", false), ("deliver_first", true)] {
+        g.bench_function(label, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                let mut node = None;
+                for i in 0..iters as usize {
+                    if i % MSGS == 0 {
+                        let config = bench_config().deliver_before_verify(first);
+                        node = Some(handshaken(now, config).1);
+                    }
+                    let node = node.as_mut().unwrap();
+                    let start = Instant::now();
+                    node.handle_data(ConnId(1), &msgs[i % MSGS], now);
+                    loop {
+                        match node.poll_output() {
+                            Output::Event(Event::Message { .. }) => break,
+                            Output::Wait(_) => panic!("no event"),
+                            _ => {}
+                        }
+                    }
+                    total += start.elapsed();
+                    while !matches!(node.poll_output(), Output::Wait(_)) {}
+                }
+                total
+            })
         });
     }
     g.finish();
@@ -121,6 +179,7 @@ criterion_group!(
     benches,
     bench_codec,
     bench_receive,
+    bench_first_event,
     bench_send,
     bench_log,
     bench_dm

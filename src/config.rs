@@ -137,6 +137,12 @@ pub struct Config {
     /// message from ~7 to ~1.8, but delivery latency p50 / p99 is 45 / 146 ms against
     /// 19 / 29 ms and the goal of 1.5 frames is not met; BENCHMARKS.md).
     pub broadcast_tree: bool,
+    /// Whether a signed room message that comes from its author directly (the
+    /// connection's authenticated peer) is delivered before its signature is checked;
+    /// it is relayed and served only once the check passes (PROTOCOL.md, "Delivery
+    /// before verification"). `false` verifies every message before delivery (default
+    /// true).
+    pub deliver_before_verify: bool,
     /// Sequence numbers reserved at a time; each reservation is an
     /// [`crate::Event::SeqReserved`] the app must persist (default 1,000).
     pub reserve_block: u64,
@@ -222,6 +228,7 @@ impl Default for Config {
             relayed_sync_budget: 32 * 1024,
             sign_every: 64,
             broadcast_tree: false,
+            deliver_before_verify: true,
             reserve_block: 1_000,
             max_profiles: 4_096,
             max_authors: 4_096,
@@ -702,6 +709,12 @@ impl Config {
     /// Sets [`Config::broadcast_tree`].
     pub fn broadcast_tree(mut self, on: bool) -> Self {
         self.broadcast_tree = on;
+        self
+    }
+
+    /// Sets [`Config::deliver_before_verify`].
+    pub fn deliver_before_verify(mut self, on: bool) -> Self {
+        self.deliver_before_verify = on;
         self
     }
 

@@ -284,6 +284,20 @@ pub enum Event {
         /// Missing sequence numbers `[start, end)`.
         missing: (u64, u64),
     },
+    /// Messages delivered as soon as they came from their author directly (the
+    /// connection's authenticated peer) failed the signature check that follows delivery
+    /// (PROTOCOL.md, "Delivery before verification"). The text is the author's, but the
+    /// node never relays or serves them and closed the connection as misbehaving. An
+    /// app that persists messages should drop these: [`crate::Node::restore`] trusts
+    /// what it loads, and would serve them again.
+    SignatureFailed {
+        /// Room.
+        room: String,
+        /// Author.
+        author: PeerId,
+        /// The sequence numbers concerned (delivered or not yet).
+        seqs: Vec<u64>,
+    },
 }
 
 impl Event {

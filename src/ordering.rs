@@ -49,6 +49,26 @@ pub enum Offer<S> {
     /// Proven forged: its signature is invalid, or its hash contradicts a verified
     /// successor. Names the offered message's source.
     Forged(Vec<S>),
+    /// Only from [`Chain::offer_from_author`]: accepted on the sender's authenticated
+    /// identity, signature not yet checked. Like [`Offer::Verified`], but the messages
+    /// are *provisional*: deliverable, never served ([`Chain::range`],
+    /// [`Chain::through_next_signature`] skip them) until [`Chain::confirm`] with the
+    /// last one's seq checks the signature.
+    /// The third field says whether the offered message opened a new provisional run
+    /// (it is the signed one to confirm) or joined an existing one (its hash is the
+    /// unchecked `prev` of that run's lowest message).
+    Provisional(Vec<SharedMessage>, Vec<S>, bool),
+}
+
+/// What [`Chain::confirm`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Confirm {
+    /// The signature holds: the provisional messages from the checked one down to this
+    /// seq are verified now ([`Chain::run`] lists them).
+    Verified(u64),
+    /// The signature is invalid: these seqs were dropped from the chain (those already
+    /// delivered still count as known, so they are never delivered again).
+    Failed(Vec<u64>),
 }
 
 /// What to do about a gap whose timeout passed ([`Chain::on_timeout`]).
@@ -111,6 +131,10 @@ pub struct Chain<S> {
     pending_since: Option<Instant>,
     /// Messages that arrived after delivery had moved past them.
     late: Vec<SharedMessage>,
+    /// Provisional runs (accepted from their author, signature unchecked) as
+    /// `(lowest, tail)`: the messages from `tail` (the signed one whose check decides
+    /// them) down its `prev` links to `lowest`. Almost always empty or one run.
+    provisional: Vec<(u64, u64)>,
 }
 
 /// Candidates kept per sequence number (distinct hashes from different senders).
@@ -143,6 +167,7 @@ impl<S: Clone + PartialEq> Chain<S> {
             repairs: 0,
             pending_since: None,
             late: Vec::new(),
+            provisional: Vec::new(),
         }
     }
 
@@ -203,8 +228,25 @@ impl<S: Clone + PartialEq> Chain<S> {
     }
 
     /// Verified messages with seq in `[start, end)`, ascending.
+    /// Provisional messages (not yet confirmed) are left out.
     pub fn range(&self, start: u64, end: u64) -> impl Iterator<Item = &SharedMessage> {
-        self.msgs.range(start..end.max(start)).map(|(_, m)| m)
+        self.msgs
+            .range(start..end.max(start))
+            .filter(move |(s, _)| !self.is_provisional(**s))
+            .map(|(_, m)| m)
+    }
+
+    /// Whether messages accepted on their author's identity await [`Chain::confirm`].
+    pub fn has_provisional(&self) -> bool {
+        !self.provisional.is_empty()
+    }
+
+    /// Whether the message with this seq is provisional (or lies within a provisional
+    /// run's span: conservative for the rare fork inside one).
+    pub fn is_provisional(&self, seq: u64) -> bool {
+        self.provisional
+            .iter()
+            .any(|&(lo, tail)| lo <= seq && seq <= tail)
     }
 
     /// Ranges `[start, end)` of verified messages held, ascending.
@@ -224,8 +266,8 @@ impl<S: Clone + PartialEq> Chain<S> {
     pub fn through_next_signature(&self, seq: u64) -> Vec<SharedMessage> {
         let mut out = Vec::new();
         let mut want = seq;
-        for (_, m) in self.msgs.range(seq + 1..) {
-            if m.prev_seq != want {
+        for (s, m) in self.msgs.range(seq + 1..) {
+            if m.prev_seq != want || self.is_provisional(*s) {
                 break;
             }
             out.push(m.clone());
@@ -307,16 +349,56 @@ impl<S: Clone + PartialEq> Chain<S> {
         max_buffer: usize,
         now: Instant,
     ) -> Offer<S> {
+        self.offer_inner(msg, from, key, max_buffer, now, false)
+    }
+
+    /// [`Chain::offer`] for a message that came from its author directly (the sender's
+    /// authenticated identity is the author): a signed message is accepted without
+    /// checking its signature yet, as [`Offer::Provisional`]; the caller must call
+    /// [`Chain::confirm`] with its seq before serving or relaying it. Unsigned messages,
+    /// and signed ones whose hash a verified successor already vouches for, go as in
+    /// [`Chain::offer`].
+    pub fn offer_from_author(
+        &mut self,
+        msg: SharedMessage,
+        from: S,
+        key: &PublicKey,
+        max_buffer: usize,
+        now: Instant,
+    ) -> Offer<S> {
+        self.offer_inner(msg, from, key, max_buffer, now, true)
+    }
+
+    fn offer_inner(
+        &mut self,
+        msg: SharedMessage,
+        from: S,
+        key: &PublicKey,
+        max_buffer: usize,
+        now: Instant,
+        from_author: bool,
+    ) -> Offer<S> {
         let seq = msg.seq;
+        let mut deferred = false;
         if self.is_known(seq) {
             return Offer::Duplicate;
         }
+        // A provisional run whose lowest message names this one as `prev`: the expected
+        // hash is that run's unchecked claim, so this message joins the run.
+        let mut joins = None;
         if let Some(exp) = self.expected.get(&seq) {
             if *exp != msg.hash {
                 return Offer::Forged(vec![from]);
             }
+            joins = self.provisional.iter().position(|&(lo, _)| {
+                self.msgs
+                    .get(&lo)
+                    .is_some_and(|m| m.prev_seq == seq && m.prev == msg.hash)
+            });
         } else if let Some(sig) = &msg.signature {
-            if !verify(key, &msg.hash, sig) {
+            if from_author {
+                deferred = true;
+            } else if !verify(key, &msg.hash, sig) {
                 return Offer::Forged(vec![from]);
             }
         } else {
@@ -352,11 +434,15 @@ impl<S: Clone + PartialEq> Chain<S> {
         // `msg` is authentic. Walk down the chain verifying pending predecessors.
         let mut verified = Vec::new();
         let mut forgers = Vec::new();
+        // Unverified copies of the offered message itself go; those of the messages the
+        // walk reaches were taken with them.
+        self.take_pending(seq);
         let mut cur = msg;
         loop {
             let (prev, s, p) = (cur.prev, cur.seq, cur.prev_seq);
-            self.expected.remove(&s);
-            self.take_pending(s);
+            if !self.expected.is_empty() {
+                self.expected.remove(&s);
+            }
             self.insert_verified(cur.clone(), now);
             verified.push(cur);
             if p == 0 || prev == GENESIS {
@@ -396,10 +482,70 @@ impl<S: Clone + PartialEq> Chain<S> {
             self.pending_since = None;
         }
         verified.reverse();
+        let lowest = verified.first().map_or(seq, |m| m.seq);
+        if let Some(i) = joins {
+            self.provisional[i].0 = lowest;
+            return Offer::Provisional(verified, forgers, false);
+        }
+        if deferred {
+            self.provisional.push((lowest, seq));
+            return Offer::Provisional(verified, forgers, true);
+        }
         Offer::Verified(verified, forgers)
     }
 
+    /// Checks the signature of provisional message `tail` (see
+    /// [`Chain::offer_from_author`]) and settles it and the provisional predecessors it
+    /// vouched for. `None`: nothing provisional under that seq (trimmed meanwhile).
+    pub fn confirm(&mut self, tail: u64, key: &PublicKey) -> Option<Confirm> {
+        let i = self.provisional.iter().position(|&(_, t)| t == tail)?;
+        let (lowest, _) = self.provisional.swap_remove(i);
+        let ok = self
+            .msgs
+            .get(&tail)
+            .and_then(|m| Some(verify(key, &m.hash, m.signature.as_deref()?)))
+            .unwrap_or(false);
+        if ok {
+            return Some(Confirm::Verified(lowest));
+        }
+        let run = self.run(lowest, tail);
+        // The hash the run's first message named for its predecessor is unproven.
+        if let Some(first) = run.first() {
+            if self.expected.get(&first.prev_seq) == Some(&first.prev) {
+                self.expected.remove(&first.prev_seq);
+            }
+        }
+        let seqs: Vec<u64> = run.iter().map(|m| m.seq).collect();
+        for s in &seqs {
+            if self.msgs.remove(s).is_some() && self.next.is_none_or(|n| *s >= n) {
+                // Held, never delivered: a verified copy may still come.
+                self.held -= 1;
+            }
+        }
+        if self.held == 0 {
+            self.gap_since = None;
+        }
+        Some(Confirm::Failed(seqs))
+    }
+
+    /// The messages held from `tail` down its `prev` links to `lowest`, ascending.
+    pub fn run(&self, lowest: u64, tail: u64) -> Vec<SharedMessage> {
+        let mut run = Vec::new();
+        let mut cur = self.msgs.get(&tail);
+        while let Some(m) = cur.filter(|m| m.seq >= lowest) {
+            run.push(m.clone());
+            cur = (m.prev_seq >= lowest)
+                .then(|| self.msgs.get(&m.prev_seq))
+                .flatten();
+        }
+        run.reverse();
+        run
+    }
+
     fn take_pending(&mut self, seq: u64) -> Option<Candidates<S>> {
+        if self.pending.is_empty() {
+            return None;
+        }
         let c = self.pending.remove(&seq)?;
         self.pending_n -= c.len();
         Some(c)
@@ -443,6 +589,9 @@ impl<S: Clone + PartialEq> Chain<S> {
     }
 
     fn remove_skipped(&mut self, seq: u64) {
+        if self.skipped.is_empty() {
+            return;
+        }
         let Some((&start, &end)) = self.skipped.range(..=seq).next_back() else {
             return;
         };
@@ -615,6 +764,7 @@ impl<S: Clone + PartialEq> Chain<S> {
         self.skipped.retain(|_, end| *end > seq);
         let keep = self.pending.split_off(&seq);
         self.pending = keep;
+        self.provisional.retain(|&(_, tail)| tail >= seq);
         self.pending_n = self.pending.values().map(SmallVec::len).sum();
         if self.next.is_some_and(|n| n < seq) {
             self.next = Some(seq);

@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::event::ConnId;
 use crate::log::{Position, RoomLog};
 use crate::message::{public_key_of, Hash, SharedMessage, GENESIS};
-use crate::ordering::{Chain, GapAction, Offer};
+use crate::ordering::{Chain, Confirm, GapAction, Offer};
 
 pub(crate) struct Author {
     key: PublicKey,
@@ -34,6 +34,10 @@ pub(crate) struct Intake {
     pub full: bool,
     /// The message was a duplicate.
     pub duplicate: bool,
+    /// Accepted provisionally (PROTOCOL.md 6.5), signature unchecked: the newest clock
+    /// value, and whether the message opened a new run (it is the one to
+    /// [`Room::confirm`] before relaying) or joined one already waiting.
+    pub provisional: Option<(u64, bool)>,
 }
 
 /// Limits a room applies, copied from the node's [`Config`].
@@ -212,8 +216,16 @@ impl Room {
         self.log.replace(msg);
     }
 
-    /// Feeds a received (already parsed, not yet authenticated) message.
-    pub fn receive(&mut self, msg: SharedMessage, from: ConnId, now: Instant) -> Intake {
+    /// Feeds a received (already parsed, not yet authenticated) message. `from_author`:
+    /// the sending connection's authenticated peer is the author (see
+    /// [`Chain::offer_from_author`]).
+    pub fn receive(
+        &mut self,
+        msg: SharedMessage,
+        from: ConnId,
+        from_author: bool,
+        now: Instant,
+    ) -> Intake {
         let mut out = Intake::default();
         let author_id = msg.author;
         let max_buffer = self.limits.max_buffer;
@@ -232,7 +244,14 @@ impl Room {
             return out;
         };
         let had_gap = author.chain.has_gap();
-        match author.chain.offer(msg, from, &author.key, max_buffer, now) {
+        let offer = if from_author {
+            author
+                .chain
+                .offer_from_author(msg, from, &author.key, max_buffer, now)
+        } else {
+            author.chain.offer(msg, from, &author.key, max_buffer, now)
+        };
+        match offer {
             Offer::Duplicate => out.duplicate = true,
             Offer::Pending => {}
             Offer::Full => out.full = true,
@@ -243,15 +262,40 @@ impl Room {
                 out.verified = v;
                 out.forgers = f;
             }
+            Offer::Provisional(v, f, new) => {
+                let newest = v.iter().map(|m| m.lamport).max().unwrap_or(0);
+                author.last_lamport = author.last_lamport.max(newest);
+                out.provisional = Some((newest, new));
+                out.forgers = f;
+            }
         }
         self.collect(&author_id, now, &mut out.delivered);
         if let Some(a) = self.authors.get_mut(&author_id) {
             if !had_gap && a.chain.has_gap() {
                 a.gap_source = Some(from);
             }
+            if a.chain.is_empty() {
+                self.authors.remove(&author_id);
+                self.timed.remove(&author_id);
+            }
         }
-        self.forget_if_empty(&author_id);
         out
+    }
+
+    /// Checks the signature that decides `author`'s provisional messages up to `tail`
+    /// (see [`Chain::confirm`]); `None`: the author or the messages are gone.
+    pub fn confirm(&mut self, author: &PeerId, tail: u64) -> Option<Confirm> {
+        let a = self.authors.get_mut(author)?;
+        let c = a.chain.confirm(tail, &a.key);
+        self.forget_if_empty(author);
+        c
+    }
+
+    /// Whether `msg` was accepted on its author's identity and awaits its check.
+    pub fn is_provisional(&self, msg: &SharedMessage) -> bool {
+        self.authors
+            .get(&msg.author)
+            .is_some_and(|a| a.chain.has_provisional() && a.chain.is_provisional(msg.seq))
     }
 
     fn forget_if_empty(&mut self, author: &PeerId) {

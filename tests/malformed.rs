@@ -183,25 +183,37 @@ fn incompatible_version_gets_a_readable_goodbye() {
 
 #[test]
 fn bad_signatures_are_dropped_counted_and_then_closed() {
-    let mut sim = pair(Config::default());
-    let key = keypair(56);
-    let h = sim.open_raw(0, &key, Protocol::Chat);
-    sim.raw_send(h, &hello("mallory"));
-    // A genuine message, then forgeries of other authors' and its own messages.
-    let mut msgs = chain(&key, &["real", "two", "three", "four"], |_| true);
-    sim.raw_send(h, &frame(Kind::Message(msgs[0].clone())));
-    for m in msgs.iter_mut().skip(1) {
-        m.text = format!("{} (altered)", m.text);
-        sim.raw_send(h, &frame(Kind::Message(m.clone())));
+    // Verifying before delivery: forgeries are dropped, counted, and the connection is
+    // closed at `max_bad_signatures`. Delivering first (PROTOCOL.md section 6.5): the
+    // author's own first bad signature is delivered to its neighbour (it sent it) and
+    // closes the connection at once. Neither is relayed.
+    for first in [false, true] {
+        let mut sim = pair(Config::default().deliver_before_verify(first));
+        let key = keypair(56);
+        let h = sim.open_raw(0, &key, Protocol::Chat);
+        sim.raw_send(h, &hello("mallory"));
+        // A genuine message, then forgeries of its own messages.
+        let mut msgs = chain(&key, &["real", "two", "three", "four"], |_| true);
+        sim.raw_send(h, &frame(Kind::Message(msgs[0].clone())));
+        for m in msgs.iter_mut().skip(1) {
+            m.text = format!("{} (altered)", m.text);
+            sim.raw_send(h, &frame(Kind::Message(m.clone())));
+        }
+        assert!(sim.raw_closed(h));
+        if first {
+            assert_eq!(sim.texts(0, "general"), vec!["real", "two (altered)"]);
+            assert!(misbehaved(&sim)[0].contains("invalid signature on its own message"));
+            assert_eq!(sim.node(0).stats().forgeries, 1);
+        } else {
+            assert_eq!(sim.texts(0, "general"), vec!["real"]);
+            assert!(misbehaved(&sim)[0].contains("invalid signatures"));
+            assert_eq!(sim.node(0).stats().forgeries, 3);
+        }
+        // The forged messages were not relayed to B; the genuine one was.
+        sim.run_for(SEC);
+        assert_eq!(sim.texts(1, "general"), vec!["real"]);
+        assert_pair_healthy(&mut sim, "badsig");
     }
-    assert_eq!(sim.texts(0, "general"), vec!["real"]);
-    assert!(sim.raw_closed(h));
-    assert!(misbehaved(&sim)[0].contains("invalid signatures"));
-    assert_eq!(sim.node(0).stats().forgeries, 3);
-    // The forged messages were not relayed to B; the genuine one was.
-    sim.run_for(SEC);
-    assert_eq!(sim.texts(1, "general"), vec!["real"]);
-    assert_pair_healthy(&mut sim, "badsig");
 }
 
 #[test]

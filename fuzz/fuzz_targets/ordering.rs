@@ -431,6 +431,7 @@ impl Track {
                 self.max_buffer
             ),
             Offer::Duplicate => {}
+            Offer::Provisional(..) => panic!("offer (not offer_from_author) deferred a check"),
         }
         self.check_bound();
         matches!(res, Offer::Full)

@@ -27,6 +27,7 @@ mod dm;
 mod history;
 mod persist;
 mod profile;
+mod recv;
 mod route;
 mod tree;
 
@@ -145,6 +146,8 @@ pub struct Node {
     dm: dm::Dm,
     /// The rooms' broadcast tree (eager and lazy neighbours).
     tree: tree::Tree,
+    /// Messages delivered from their author before their signature was checked.
+    unconfirmed: Vec<recv::Unconfirmed>,
 }
 
 pub(crate) fn valid_label(s: &str, max: usize) -> Result<(), String> {
@@ -208,6 +211,7 @@ impl Node {
             retired: BTreeMap::new(),
             dm,
             tree: tree::Tree::default(),
+            unconfirmed: Vec::new(),
             config,
         }
     }
@@ -314,6 +318,10 @@ impl Node {
     /// with bytes ready), then actions, then events, then the wait, so a caller that
     /// handles outputs in the order given always writes a goodbye's bytes before it
     /// closes their connection.
+    ///
+    /// Room messages delivered before their signature was checked (they came from their
+    /// author directly, [`Config::deliver_before_verify`]) are checked once the events
+    /// are out, before the wait; what that relays (or closes) comes out next.
     pub fn poll_output(&mut self) -> Output {
         if let Some(t) = self.poll_transmit() {
             return Output::Transmit(t);
@@ -323,6 +331,11 @@ impl Node {
         }
         if let Some(e) = self.poll_event() {
             return Output::Event(e);
+        }
+        // Messages delivered before their signature check are checked now that the app
+        // has them; what that relays (or closes) comes out next.
+        if self.check_unconfirmed(self.last_now) {
+            return self.poll_output();
         }
         Output::Wait(self.poll_timeout())
     }
@@ -361,6 +374,9 @@ impl Node {
     /// When to call [`Node::handle_timeout`] next (`None`: no timer needed).
     #[must_use]
     pub(crate) fn poll_timeout(&mut self) -> Option<Instant> {
+        if !self.unconfirmed.is_empty() {
+            return Some(self.last_now);
+        }
         let rooms = self.rooms.next(&());
         let dm = self.dm.deadline();
         rooms
@@ -409,6 +425,7 @@ impl Node {
     /// A timer fired. Spurious and late calls are harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.last_now = self.last_now.max(now);
+        self.check_unconfirmed(now);
         let (links, mut out) = self.split();
         links.handle_timeout(now, &mut out);
         self.rooms_timeout(now);
@@ -605,7 +622,9 @@ impl Node {
     /// commands or connections.
     pub fn shutdown(&mut self, now: Instant) {
         self.last_now = self.last_now.max(now);
-        // Messages sent but not yet sealed go out before the goodbyes.
+        // Messages sent but not yet sealed go out before the goodbyes, and received ones
+        // still unchecked are checked (and relayed) first.
+        self.check_unconfirmed(now);
         self.seal();
         let (links, mut out) = self.split();
         links.shutdown(now, &mut out);
@@ -670,18 +689,33 @@ impl Node {
             self.stats.clock_refused += 1;
             return;
         }
+        let from_author = self.may_deliver_first(conn, &author);
+        let Some(room) = self.rooms.get_mut(&m.room) else {
+            return;
+        };
         let msg = match Message::from_wire_parsed(m, author) {
             Ok(msg) => Arc::new(msg),
             Err(e) => return self.violation(conn, &format!("bad room message: {e}"), now),
         };
-        let room_name = msg.room.clone();
-        let intake = room.receive(msg, conn, now);
+        // The room's name, borrowed from the message (no copy): `self` is free below.
+        let shared = msg.clone();
+        let room_name = shared.room.as_str();
+        let intake = room.receive(msg, conn, from_author, now);
         for m in &intake.verified {
             self.adopt_clock(m.lamport, now);
         }
+        if let Some((lamport, new)) = intake.provisional {
+            self.adopt_clock(lamport, now);
+            if new {
+                self.unconfirmed.push(recv::Unconfirmed {
+                    tail: shared.clone(),
+                    conn,
+                });
+            }
+        }
         if intake.duplicate {
             self.stats.duplicates += 1;
-            self.tree_duplicate(conn, &room_name, &author, now);
+            self.tree_duplicate(conn, room_name, &author, now);
         }
         if intake.full {
             self.stats.buffer_full += 1;
@@ -691,69 +725,9 @@ impl Node {
             self.bad_signature(f, now);
         }
         if !intake.verified.is_empty() {
-            self.relay(&room_name, conn, &intake.verified, now);
+            self.relay(room_name, conn, &intake.verified, now);
         }
         self.deliver(intake.delivered, now);
-    }
-
-    fn bad_signature(&mut self, conn: ConnId, now: Instant) {
-        let max = self.config.max_bad_signatures;
-        if let Some(c) = self.links.conns.get_mut(&conn) {
-            c.bad_sigs += 1;
-            if c.bad_sigs >= max {
-                let reason = format!("{} messages with invalid signatures", c.bad_sigs);
-                self.violation(conn, &reason, now);
-            }
-        }
-    }
-
-    /// Forwards verified messages to room members other than the sender and author.
-    /// A forwarded run always ends with a signed message (extending it from the chain
-    /// if needed) so the receiver can verify it.
-    fn relay(&mut self, room: &str, from: ConnId, msgs: &[SharedMessage], now: Instant) {
-        let Some(r) = self.rooms.get(room) else {
-            return;
-        };
-        // Authors and the sender are skipped (room for the sender: no second allocation).
-        let mut authors: Vec<PeerId> = Vec::with_capacity(msgs.len() + 1);
-        authors.extend(msgs.iter().map(|m| m.author));
-        authors.dedup();
-        if let Some(from_peer) = self.links.conns.get(&from).map(|c| c.peer) {
-            self.tree.first_copy(room, from_peer);
-            authors.push(from_peer);
-        }
-        let targets = self.room_targets(room, &authors);
-        if targets.is_empty() {
-            return;
-        }
-        let mut wire = BytesMut::new();
-        let mut last: Option<&SharedMessage> = None;
-        for m in msgs {
-            Frame::new(Kind::Message(m.to_wire())).encode_to(&mut wire);
-            last = Some(m);
-        }
-        if let Some(last) = last.filter(|l| l.signature.is_none()) {
-            if let Some(a) = r.authors.get(&last.author) {
-                for m in a.chain.through_next_signature(last.seq) {
-                    Frame::new(Kind::Message(m.to_wire())).encode_to(&mut wire);
-                }
-            }
-        }
-        let wire = wire.freeze();
-        let ids = msgs.iter().map(|m| (m.author, m.seq));
-        let eager = self.push_room(room, targets, &wire, ids, now);
-        self.stats.relayed += eager * msgs.len() as u64;
-    }
-
-    fn deliver(&mut self, delivered: Vec<(SharedMessage, crate::log::Position)>, now: Instant) {
-        for (msg, pos) in delivered {
-            self.stats.delivered += 1;
-            self.send_legacy(&msg, now);
-            self.events.push_back(Event::Message {
-                msg,
-                position: Some(pos),
-            });
-        }
     }
 
     // ----- sending ---------------------------------------------------------------------

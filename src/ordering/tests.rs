@@ -278,3 +278,75 @@ mod segment_tests {
         }
     }
 }
+
+/// A message re-signed by the wrong key (same hash, invalid signature).
+fn badly_signed(m: &SharedMessage, wrong: &Keypair) -> SharedMessage {
+    let mut b = Message::clone(m);
+    b.sign(wrong);
+    SharedMessage::new(b)
+}
+
+#[test]
+fn provisional_run_is_not_served_until_confirmed() {
+    let key = crate::message::test_key();
+    let msgs = chain_msgs(&key, 3, |s| s == 3);
+    let t = Instant::now();
+    let mut c: Chain<u8> = Chain::new();
+    for m in &msgs[..2] {
+        assert_eq!(c.offer(m.clone(), 0, &key.public(), 64, t), Offer::Pending);
+    }
+    match c.offer_from_author(msgs[2].clone(), 0, &key.public(), 64, t) {
+        Offer::Provisional(v, f, true) => {
+            assert_eq!(seqs(&v), vec![1, 2, 3]);
+            assert!(f.is_empty());
+        }
+        o => panic!("{o:?}"),
+    }
+    let mut out = Vec::new();
+    c.take_ready(&mut out, t);
+    assert_eq!(seqs(&out), vec![1, 2, 3], "delivered at once");
+    assert_eq!(c.range(1, 4).count(), 0, "not served before the check");
+    assert!(c.through_next_signature(0).is_empty());
+    assert_eq!(c.confirm(3, &key.public()), Some(Confirm::Verified(1)));
+    assert_eq!(seqs(&c.range(1, 4).cloned().collect::<Vec<_>>()), vec![1, 2, 3]);
+    assert_eq!(c.confirm(3, &key.public()), None, "settled once");
+}
+
+#[test]
+fn failed_provisional_run_leaves_the_chain_and_held_messages_can_come_again() {
+    let key = crate::message::test_key();
+    let wrong = crate::message::test_key();
+    let msgs = chain_msgs(&key, 4, |s| s == 2 || s == 4);
+    let t = Instant::now();
+    let mut c: Chain<u8> = Chain::new();
+    // 1..=2 delivered provisionally; 4 held behind the gap at 3, badly signed.
+    let bad2 = badly_signed(&msgs[1], &wrong);
+    assert_eq!(c.offer(msgs[0].clone(), 0, &key.public(), 64, t), Offer::Pending);
+    assert!(matches!(
+        c.offer_from_author(bad2, 0, &key.public(), 64, t),
+        Offer::Provisional(_, _, true)
+    ));
+    let bad4 = badly_signed(&msgs[3], &wrong);
+    assert!(matches!(
+        c.offer_from_author(bad4, 0, &key.public(), 64, t),
+        Offer::Provisional(_, _, true)
+    ));
+    let mut out = Vec::new();
+    c.take_ready(&mut out, t);
+    assert_eq!(seqs(&out), vec![1, 2]);
+    assert_eq!(c.buffered(), 1);
+    assert_eq!(c.confirm(2, &key.public()), Some(Confirm::Failed(vec![1, 2])));
+    assert_eq!(c.confirm(4, &key.public()), Some(Confirm::Failed(vec![4])));
+    assert_eq!(c.buffered(), 0, "the held message left the buffer count");
+    assert_eq!(c.range(1, 5).count(), 0, "nothing failed is served");
+    // Delivered ones stay known; the held one is accepted again, verified.
+    assert_eq!(c.offer(msgs[1].clone(), 1, &key.public(), 64, t), Offer::Duplicate);
+    assert_eq!(c.offer(msgs[2].clone(), 1, &key.public(), 64, t), Offer::Pending);
+    match c.offer(msgs[3].clone(), 1, &key.public(), 64, t) {
+        Offer::Verified(v, _) => assert_eq!(seqs(&v), vec![3, 4]),
+        o => panic!("{o:?}"),
+    }
+    let mut out = Vec::new();
+    c.take_ready(&mut out, t);
+    assert_eq!(seqs(&out), vec![3, 4]);
+}
