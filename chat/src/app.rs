@@ -487,6 +487,26 @@ impl App {
                 self.read_current().await;
             }
             Event::DirectStatus { to, seq, status } => self.dm_status(to, seq, status).await,
+            Event::SignatureFailed { room, author, seqs } => {
+                // Delivered before the check (its author sent it on its own connection),
+                // then the signature failed: not kept, so a restart never serves it.
+                self.writer.send(Op::Forget {
+                    room: room.clone(),
+                    author,
+                    seqs: seqs.clone(),
+                });
+                let disp = self.model.display(&author);
+                self.emit(
+                    json!({"event": "signature_failed", "room": room, "peer": author.to_base58(),
+                           "display": disp, "seqs": seqs}),
+                    None,
+                );
+                self.error(format!(
+                    "{} message(s) from {disp} in #{room} failed their signature check: \
+                     not kept, and its connection was closed",
+                    seqs.len()
+                ));
+            }
             Event::Misbehaved { peer, reason } => {
                 let disp = self.model.display(&peer);
                 self.emit(

@@ -387,6 +387,12 @@ pub enum Op {
         upto: u64,
         ack: oneshot::Sender<Result<(), String>>,
     },
+    /// Room messages to delete: their signatures failed after delivery.
+    Forget {
+        room: String,
+        author: echo_proto::PeerId,
+        seqs: Vec<u64>,
+    },
     /// Answers when everything before it is committed.
     Flush(oneshot::Sender<Result<(), String>>),
 }
@@ -581,6 +587,18 @@ fn write_batch(conn: &mut Connection, batch: &[Op], durable: bool) -> Result<()>
                         params![hash.to_hex()],
                     )?;
                 }
+                Op::Forget { room, author, seqs } => {
+                    let mut del = tx.prepare_cached(
+                        "DELETE FROM messages WHERE room = ?1 AND author = ?2 AND seq = ?3",
+                    )?;
+                    for &seq in seqs {
+                        del.execute(params![
+                            room,
+                            author.to_base58(),
+                            seq.min(i64::MAX as u64) as i64
+                        ])?;
+                    }
+                }
                 Op::Flush(_) => {}
             }
         }
@@ -690,6 +708,24 @@ mod tests {
             }
         }
         writer.send(Op::Name("alice".into()));
+        // A message whose signature failed after delivery is deleted.
+        node.send("general", "three", SystemTime::now(), now)
+            .unwrap();
+        while let Some(ev) = std::iter::from_fn(|| match node.poll_output() {
+            echo_proto::Output::Wait(_) => None,
+            o => Some(o),
+        })
+        .find_map(|o| match o {
+            echo_proto::Output::Event(echo_proto::Event::Message { msg, .. }) => Some(msg),
+            _ => None,
+        }) {
+            writer.send(Op::Message(ev.clone()));
+            writer.send(Op::Forget {
+                room: "general".into(),
+                author: ev.author(),
+                seqs: vec![ev.seq()],
+            });
+        }
         futures::executor::block_on(writer.flush())
             .unwrap()
             .unwrap();
