@@ -264,13 +264,24 @@ fn write_all_groups(
 #[test]
 fn in_the_background_a_finish_checks_and_places_the_file_off_the_caller() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = sample(9 * GROUP_SIZE as usize + 11);
+    // Enough groups that the writer takes them in several batches.
+    let data = sample(150 * GROUP_SIZE as usize + 11);
     let hash = BlobHash::of(&data);
     let downloads = tmp.path().join("Downloads");
     fs::create_dir_all(&downloads).unwrap();
     fs::write(downloads.join("song.ogg"), b"keep").unwrap();
+    // The writer is held until everything is queued, so the queue is long.
+    let gate = std::sync::Arc::new((std::sync::Mutex::new(true), std::sync::Condvar::new()));
+    let g = gate.clone();
+    let hook = DiskHook(std::sync::Arc::new(move |_| {
+        let mut held = g.0.lock().unwrap();
+        while *held {
+            held = g.1.wait(held).unwrap();
+        }
+    }));
     let mut store = FileStore::open(tmp.path().join("s"))
         .unwrap()
+        .with_disk_hook(hook)
         .in_background()
         .unwrap();
     store.set_destination(&hash, &downloads, "../song.ogg");
@@ -278,6 +289,8 @@ fn in_the_background_a_finish_checks_and_places_the_file_off_the_caller() {
     // Queued: not served before it is checked.
     assert!(store.is_finishing(&hash));
     assert_eq!(store.complete_size(&hash), None);
+    *gate.0.lock().unwrap() = false;
+    gate.1.notify_all();
     store.flush();
     let done = store.take_finished(None);
     let placed = downloads.join("song (1).ogg");
