@@ -375,11 +375,20 @@ impl Node {
     }
 
     /// Asks the announcer of a missing run for it (grafting it first if lazy); returns
-    /// the entry again, for the next attempt.
+    /// the entry again, for the next attempt (`None`: it arrived, or its first missing
+    /// message was asked for [`ATTEMPTS`] times).
     fn graft(&mut self, room: String, author: PeerId, m: Missing, now: Instant) -> Option<Missing> {
         let r = self.rooms.get(&room)?;
         // `None`: it arrived meanwhile.
         let start = first_missing(r, &author, m.start, m.end)?;
+        // Attempts count per first missing message: once the earlier ones arrived
+        // (`start` moved on), this one gets its own [`ATTEMPTS`] (a copy or an answer
+        // may be lost again, and giving up leaves it to the gap timer, seconds away).
+        // The entry outlives its last request by one [`GRAFT_TIMEOUT`] to see that.
+        let attempts = if start > m.start { 0 } else { m.attempts };
+        if attempts >= ATTEMPTS {
+            return None;
+        }
         // Only the run still missing: what is held would come back as duplicates.
         let end = missing_run_end(r, &author, start, m.end);
         // The announcer went away: gap repair and summaries take over.
@@ -413,10 +422,10 @@ impl Node {
         self.stats.repair_requests += 1;
         self.tree.asked(m.from, now);
         self.send_frame(conn, &request, now);
-        (m.attempts + 1 < ATTEMPTS).then(|| Missing {
+        Some(Missing {
             start,
             at: now + GRAFT_TIMEOUT,
-            attempts: m.attempts + 1,
+            attempts: attempts + 1,
             ..m
         })
     }
