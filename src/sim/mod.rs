@@ -172,6 +172,10 @@ pub struct Sim {
     /// it off: other events are still kept, logs and [`crate::Stats::delivered`] still
     /// count every delivery, and memory no longer grows with nodes × messages twice.
     pub keep_messages: bool,
+    /// Whether events other than room messages are all kept in [`SimNode::events`]
+    /// (default true). When false only those the checks read are (joins, leaves, gaps);
+    /// a 1,000-node benchmark would otherwise keep a million peer and profile events.
+    pub keep_events: bool,
     timers: BTreeSet<(Instant, NodeIdx)>,
     timer_of: Vec<Option<Instant>>,
     /// Bytes per second each connection direction carries (`None`: unlimited). With a
@@ -192,6 +196,8 @@ pub struct Sim {
     /// node other than their author `k` ms after the author sent them (by its wall
     /// clock, so to 1 ms; the last bucket holds everything later).
     pub latency_ms: Vec<u64>,
+    /// Frame bounds of the transmit [`Sim::mangle`] works on (kept to reuse the memory).
+    mangle_scratch: Vec<(usize, usize, bool)>,
 }
 
 /// Buckets of [`Sim::latency_ms`] (one a millisecond, up to a minute).
@@ -219,6 +225,7 @@ impl Sim {
             deliveries: 0,
             persist: true,
             keep_messages: true,
+            keep_events: true,
             timers: BTreeSet::new(),
             timer_of: Vec::new(),
             bandwidth: None,
@@ -228,6 +235,7 @@ impl Sim {
             reorder: 0.0,
             seed,
             latency_ms: Vec::new(),
+            mangle_scratch: Vec::new(),
         }
     }
 
@@ -539,8 +547,8 @@ impl Sim {
 
     /// Collects node `i`'s outputs into the network and re-reads its timer.
     fn flush(&mut self, i: NodeIdx) {
-        self.flush_outputs(i);
-        self.update_timer(i);
+        let wait = self.flush_outputs(i);
+        self.set_timer(i, wait);
     }
 
     fn next_timer(&self) -> Option<(Instant, NodeIdx)> {
@@ -549,13 +557,22 @@ impl Sim {
 
     /// Re-reads node `i`'s timeout into the timer index.
     fn update_timer(&mut self, i: NodeIdx) {
+        let t = self.nodes[i].node.as_mut().and_then(|n| n.poll_timeout());
+        self.set_timer(i, t);
+    }
+
+    /// Sets node `i`'s entry in the timer index to `t` (its current timeout).
+    fn set_timer(&mut self, i: NodeIdx, t: Option<Instant>) {
         if self.timer_of.len() <= i {
             self.timer_of.resize(i + 1, None);
+        }
+        if self.timer_of[i] == t {
+            return;
         }
         if let Some(old) = self.timer_of[i].take() {
             self.timers.remove(&(old, i));
         }
-        if let Some(t) = self.nodes[i].node.as_mut().and_then(|n| n.poll_timeout()) {
+        if let Some(t) = t {
             self.timers.insert((t, i));
             self.timer_of[i] = Some(t);
         }
