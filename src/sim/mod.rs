@@ -80,11 +80,12 @@ enum Delivery {
     },
 }
 
-/// A delivery in the event queue, ordered by time, then by scheduling order.
+/// A delivery in the event queue, ordered by time, then by scheduling order. The
+/// delivery itself waits in [`Sim::slots`]: the heap moves small entries.
 struct Scheduled {
     at: Instant,
     seq: u64,
-    d: Delivery,
+    slot: u32,
 }
 
 impl PartialEq for Scheduled {
@@ -151,6 +152,10 @@ pub struct Sim {
     nodes: Vec<SimNode>,
     ends: BTreeMap<(NodeIdx, ConnId), Endpoint>,
     queue: BinaryHeap<Reverse<Scheduled>>,
+    /// The deliveries of `queue`, by [`Scheduled::slot`] (`None`: free).
+    slots: Vec<Option<Delivery>>,
+    /// Free indices of `slots`.
+    free: Vec<u32>,
     seq: u64,
     next_conn: u64,
     /// Raw peers: node, conn, bytes received, closed, reading (acknowledges bytes).
@@ -214,6 +219,8 @@ impl Sim {
             nodes: Vec::new(),
             ends: BTreeMap::new(),
             queue: BinaryHeap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
             seq: 0,
             next_conn: 1,
             raw: BTreeMap::new(),
@@ -542,7 +549,17 @@ impl Sim {
     fn schedule(&mut self, at: Instant, d: Delivery) {
         let s = self.seq;
         self.seq += 1;
-        self.queue.push(Reverse(Scheduled { at, seq: s, d }));
+        let slot = match self.free.pop() {
+            Some(k) => {
+                self.slots[k as usize] = Some(d);
+                k
+            }
+            None => {
+                self.slots.push(Some(d));
+                u32::try_from(self.slots.len() - 1).expect("under 2^32 deliveries in flight")
+            }
+        };
+        self.queue.push(Reverse(Scheduled { at, seq: s, slot }));
     }
 
     /// Collects node `i`'s outputs into the network and re-reads its timer.
@@ -590,13 +607,13 @@ impl Sim {
             (None, Some(_)) => false,
         };
         if pick_queue {
-            let Reverse(x) = self.queue.pop().expect("peeked");
-            if x.at > limit {
-                self.queue.push(Reverse(x));
+            if next_q.is_some_and(|q| q > limit) {
                 return false;
             }
+            let Reverse(x) = self.queue.pop().expect("peeked");
             self.now = self.now.max(x.at);
-            let d = x.d;
+            let d = self.slots[x.slot as usize].take().expect("scheduled");
+            self.free.push(x.slot);
             self.deliver(d);
         } else {
             let (at, i) = next_t.expect("some");
