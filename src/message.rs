@@ -401,47 +401,126 @@ pub(crate) fn verify(key: &PublicKey, hash: &Hash, signature: &[u8]) -> bool {
     ok
 }
 
+/// Verifies `signature` over `bytes` with `key`, for records other than room messages
+/// (profiles, prekeys). With the `sim` feature and [`memo::enable`], a success is
+/// remembered under a digest of key and bytes, like message signatures.
+pub(crate) fn verify_bytes(key: &PublicKey, bytes: &[u8], signature: &[u8]) -> bool {
+    #[cfg(feature = "sim")]
+    if memo::enabled() {
+        let mut h = Sha256::new();
+        h.update(b"echo sim memo: key, bytes\0");
+        h.update(key.encode_protobuf());
+        h.update(bytes);
+        let digest: Hash = h.finalize().into();
+        if memo::known(&digest, signature) {
+            return true;
+        }
+        let ok = key.verify(bytes, signature);
+        if ok {
+            memo::remember(&digest, signature);
+        }
+        return ok;
+    }
+    key.verify(bytes, signature)
+}
+
 /// Simulation only: remembers verified (hash, signature) pairs process-wide so that a
 /// simulated network of many nodes pays for each signature once. Verification is a pure
 /// function and the hash names the author, so a remembered success is exactly what
 /// verifying again would return; failures are never remembered.
+///
+/// While enabled it also lets simulated nodes share one decoded copy of each message
+/// ([`share`]): a 1,000-node simulation would otherwise hold 1,000 copies of every
+/// message. A message is shared only with an equal one (every field, signature
+/// included), and messages are read-only, so no node can tell.
 #[cfg(feature = "sim")]
 pub mod memo {
-    use std::collections::HashSet;
+    use std::collections::{HashMap, HashSet};
     use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Mutex;
+    use std::sync::{Arc, Mutex, Weak};
 
-    use super::Hash;
+    use super::{Hash, Message};
 
     static ENABLED: AtomicBool = AtomicBool::new(false);
-    type Seen = HashSet<(Hash, Vec<u8>)>;
+    type Seen = HashSet<(Hash, [u8; 64])>;
     static SEEN: Mutex<Option<Seen>> = Mutex::new(None);
+
+    /// Decoded messages by hash (weak: a message no node holds any more is freed), and
+    /// the table size at which dead entries are next swept out.
+    struct Shared {
+        by_hash: HashMap<Hash, Weak<Message>>,
+        sweep_at: usize,
+    }
+    static SHARED: Mutex<Option<Shared>> = Mutex::new(None);
 
     /// Turns the memo on or off (off clears it).
     pub fn enable(on: bool) {
         ENABLED.store(on, Ordering::Relaxed);
         if !on {
             *SEEN.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            *SHARED.lock().unwrap_or_else(|e| e.into_inner()) = None;
         }
     }
 
-    pub(crate) fn known(hash: &Hash, sig: &[u8]) -> bool {
+    pub(crate) fn enabled() -> bool {
         ENABLED.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn known(hash: &Hash, sig: &[u8]) -> bool {
+        let Ok(sig) = <[u8; 64]>::try_from(sig) else {
+            return false;
+        };
+        enabled()
             && SEEN
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .as_ref()
-                .is_some_and(|s| s.contains(&(*hash, sig.to_vec())))
+                .is_some_and(|s| s.contains(&(*hash, sig)))
     }
 
     pub(crate) fn remember(hash: &Hash, sig: &[u8]) {
-        if ENABLED.load(Ordering::Relaxed) {
+        let Ok(sig) = <[u8; 64]>::try_from(sig) else {
+            return;
+        };
+        if enabled() {
             SEEN.lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .get_or_insert_with(HashSet::new)
-                .insert((*hash, sig.to_vec()));
+                .insert((*hash, sig));
         }
     }
+
+    /// The shared copy of `msg` if one equal to it is alive, else `msg`, now shared.
+    pub(crate) fn intern(msg: Message) -> Arc<Message> {
+        let mut g = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+        let t = g.get_or_insert_with(|| Shared {
+            by_hash: HashMap::new(),
+            sweep_at: 1024,
+        });
+        if let Some(m) = t.by_hash.get(&msg.hash).and_then(Weak::upgrade) {
+            if *m == msg {
+                return m;
+            }
+        }
+        let m = Arc::new(msg);
+        t.by_hash.insert(m.hash, Arc::downgrade(&m));
+        if t.by_hash.len() >= t.sweep_at {
+            t.by_hash.retain(|_, w| w.strong_count() > 0);
+            t.sweep_at = (t.by_hash.len() * 2).max(1024);
+        }
+        m
+    }
+}
+
+/// Wraps a message decoded from the wire for the log, events and outboxes. With the
+/// `sim` feature and [`memo::enable`], an equal message decoded by another simulated
+/// node is shared instead of stored again.
+pub(crate) fn share(msg: Message) -> SharedMessage {
+    #[cfg(feature = "sim")]
+    if memo::enabled() {
+        return memo::intern(msg);
+    }
+    Arc::new(msg)
 }
 
 /// Extracts the ed25519 public key embedded in an identity-multihash peer id.

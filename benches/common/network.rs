@@ -32,6 +32,8 @@ pub fn network(nodes: usize, msgs: usize, degree: usize, seed: u64, tree: bool) 
     sim.persist = false;
     // Logs hold every message; the event record would hold each a second time.
     sim.keep_messages = false;
+    // Nor every peer and profile event (a million of them with 1,000 nodes).
+    sim.keep_events = false;
     // Each unique signature is verified once per run, not once per simulated node (see
     // echo_proto::message::memo); the per-message cost with verification is in benches/core.rs.
     echo_proto::message::memo::enable(true); // a `fuzzing` hook (on with `sim`)

@@ -213,7 +213,8 @@ pub fn prekey_bytes(author: &PeerId, public: &[u8]) -> Vec<u8> {
 /// Whether `sig` is `author`'s signature of prekey `public`.
 pub fn verify_prekey(author: &PeerId, public: &[u8], sig: &[u8]) -> bool {
     public.len() == KEY_LEN
-        && public_key_of(author).is_some_and(|k| k.verify(&prekey_bytes(author, public), sig))
+        && public_key_of(author)
+            .is_some_and(|k| crate::message::verify_bytes(&k, &prekey_bytes(author, public), sig))
 }
 
 impl Prekey {

@@ -694,7 +694,7 @@ impl Node {
             return;
         };
         let msg = match Message::from_wire_parsed(m, author) {
-            Ok(msg) => Arc::new(msg),
+            Ok(msg) => crate::message::share(msg),
             Err(e) => return self.violation(conn, &format!("bad room message: {e}"), now),
         };
         // The room's name, borrowed from the message (no copy): `self` is free below.

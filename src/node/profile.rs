@@ -140,8 +140,13 @@ impl Node {
             self.stats.clock_refused += 1;
             return;
         }
-        let valid = public_key_of(&author)
-            .is_some_and(|k| k.verify(&profile_bytes(&author, p.lamport, &p.name), &p.signature));
+        let valid = public_key_of(&author).is_some_and(|k| {
+            crate::message::verify_bytes(
+                &k,
+                &profile_bytes(&author, p.lamport, &p.name),
+                &p.signature,
+            )
+        });
         if !valid {
             self.stats.forgeries += 1;
             return self.bad_signature(conn, now);

@@ -81,11 +81,12 @@ enum Delivery {
     },
 }
 
-/// A delivery in the event queue, ordered by time, then by scheduling order.
+/// A delivery in the event queue, ordered by time, then by scheduling order. The
+/// delivery itself waits in [`Sim::slots`]: the heap moves small entries.
 struct Scheduled {
     at: Instant,
     seq: u64,
-    d: Delivery,
+    slot: u32,
 }
 
 impl PartialEq for Scheduled {
@@ -152,6 +153,10 @@ pub struct Sim {
     nodes: Vec<SimNode>,
     ends: BTreeMap<(NodeIdx, ConnId), Endpoint>,
     queue: BinaryHeap<Reverse<Scheduled>>,
+    /// The deliveries of `queue`, by [`Scheduled::slot`] (`None`: free).
+    slots: Vec<Option<Delivery>>,
+    /// Free indices of `slots`.
+    free: Vec<u32>,
     seq: u64,
     next_conn: u64,
     /// Raw peers: node, conn, bytes received, closed, reading (acknowledges bytes).
@@ -173,6 +178,10 @@ pub struct Sim {
     /// it off: other events are still kept, logs and [`crate::Stats::delivered`] still
     /// count every delivery, and memory no longer grows with nodes × messages twice.
     pub keep_messages: bool,
+    /// Whether events other than room messages are all kept in [`SimNode::events`]
+    /// (default true). When false only those the checks read are (joins, leaves, gaps);
+    /// a 1,000-node benchmark would otherwise keep a million peer and profile events.
+    pub keep_events: bool,
     timers: BTreeSet<(Instant, NodeIdx)>,
     timer_of: Vec<Option<Instant>>,
     /// Bytes per second each connection direction carries (`None`: unlimited). With a
@@ -193,6 +202,8 @@ pub struct Sim {
     /// node other than their author `k` ms after the author sent them (by its wall
     /// clock, so to 1 ms; the last bucket holds everything later).
     pub latency_ms: Vec<u64>,
+    /// Frame bounds of the transmit [`Sim::mangle`] works on (kept to reuse the memory).
+    mangle_scratch: Vec<(usize, usize, bool)>,
 }
 
 /// Buckets of [`Sim::latency_ms`] (one a millisecond, up to a minute).
@@ -209,6 +220,8 @@ impl Sim {
             nodes: Vec::new(),
             ends: BTreeMap::new(),
             queue: BinaryHeap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
             seq: 0,
             next_conn: 1,
             raw: BTreeMap::new(),
@@ -220,6 +233,7 @@ impl Sim {
             deliveries: 0,
             persist: true,
             keep_messages: true,
+            keep_events: true,
             timers: BTreeSet::new(),
             timer_of: Vec::new(),
             bandwidth: None,
@@ -229,6 +243,7 @@ impl Sim {
             reorder: 0.0,
             seed,
             latency_ms: Vec::new(),
+            mangle_scratch: Vec::new(),
         }
     }
 
@@ -545,13 +560,23 @@ impl Sim {
     fn schedule(&mut self, at: Instant, d: Delivery) {
         let s = self.seq;
         self.seq += 1;
-        self.queue.push(Reverse(Scheduled { at, seq: s, d }));
+        let slot = match self.free.pop() {
+            Some(k) => {
+                self.slots[k as usize] = Some(d);
+                k
+            }
+            None => {
+                self.slots.push(Some(d));
+                u32::try_from(self.slots.len() - 1).expect("under 2^32 deliveries in flight")
+            }
+        };
+        self.queue.push(Reverse(Scheduled { at, seq: s, slot }));
     }
 
     /// Collects node `i`'s outputs into the network and re-reads its timer.
     fn flush(&mut self, i: NodeIdx) {
-        self.flush_outputs(i);
-        self.update_timer(i);
+        let wait = self.flush_outputs(i);
+        self.set_timer(i, wait);
     }
 
     fn next_timer(&self) -> Option<(Instant, NodeIdx)> {
@@ -560,13 +585,22 @@ impl Sim {
 
     /// Re-reads node `i`'s timeout into the timer index.
     fn update_timer(&mut self, i: NodeIdx) {
+        let t = self.nodes[i].node.as_mut().and_then(|n| n.poll_timeout());
+        self.set_timer(i, t);
+    }
+
+    /// Sets node `i`'s entry in the timer index to `t` (its current timeout).
+    fn set_timer(&mut self, i: NodeIdx, t: Option<Instant>) {
         if self.timer_of.len() <= i {
             self.timer_of.resize(i + 1, None);
+        }
+        if self.timer_of[i] == t {
+            return;
         }
         if let Some(old) = self.timer_of[i].take() {
             self.timers.remove(&(old, i));
         }
-        if let Some(t) = self.nodes[i].node.as_mut().and_then(|n| n.poll_timeout()) {
+        if let Some(t) = t {
             self.timers.insert((t, i));
             self.timer_of[i] = Some(t);
         }
@@ -584,13 +618,13 @@ impl Sim {
             (None, Some(_)) => false,
         };
         if pick_queue {
-            let Reverse(x) = self.queue.pop().expect("peeked");
-            if x.at > limit {
-                self.queue.push(Reverse(x));
+            if next_q.is_some_and(|q| q > limit) {
                 return false;
             }
+            let Reverse(x) = self.queue.pop().expect("peeked");
             self.now = self.now.max(x.at);
-            let d = x.d;
+            let d = self.slots[x.slot as usize].take().expect("scheduled");
+            self.free.push(x.slot);
             self.deliver(d);
         } else {
             let (at, i) = next_t.expect("some");

@@ -8,7 +8,7 @@ use multiaddr::Multiaddr;
 use rand::Rng;
 
 use super::{Delivery, Endpoint, NodeIdx, Remote, Sim, LATENCY_BUCKETS};
-use crate::codec::FrameDecoder;
+use crate::codec::peek_varint;
 use crate::event::{Action, ConnId, ConnInfo, DialId, Event, Output, Protocol, Role};
 
 /// First byte of a room-message frame's payload (PROTOCOL.md section 3: field 5,
@@ -40,16 +40,16 @@ impl Sim {
         (sent, at)
     }
 
-    pub(super) fn flush_outputs(&mut self, i: NodeIdx) {
-        let (persist, keep) = (self.persist, self.keep_messages);
+    /// Moves node `i`'s outputs into the network until it has none left; returns its
+    /// timeout as of then (`None`: no timer, or the node is crashed).
+    pub(super) fn flush_outputs(&mut self, i: NodeIdx) -> Option<Instant> {
+        let (persist, keep, keep_events) = (self.persist, self.keep_messages, self.keep_events);
         let wall_ms = self.wall_ms();
         loop {
             let sn = &mut self.nodes[i];
-            let Some(node) = sn.node.as_mut() else {
-                return;
-            };
+            let node = sn.node.as_mut()?; // crashed: no timer
             let (mut txs, mut acts) = (Vec::new(), Vec::new());
-            loop {
+            let wait = loop {
                 match node.poll_output() {
                     Output::Transmit(t) => txs.push(t),
                     Output::Action(a) => acts.push(a),
@@ -68,15 +68,22 @@ impl Sim {
                                 h[b] += 1;
                             }
                         }
-                        if keep || !matches!(e, Event::Message { .. }) {
+                        let wanted = match e {
+                            Event::Message { .. } => keep,
+                            // What the checks read (`check_delivery`, `check_complete`).
+                            Event::Joined { .. } | Event::Left { .. } | Event::Gap { .. } => true,
+                            _ => keep_events,
+                        };
+                        if wanted {
                             sn.events.push(e);
                         }
                     }
-                    Output::Wait(_) => break,
+                    Output::Wait(t) => break t,
                 }
-            }
+            };
             if txs.is_empty() && acts.is_empty() {
-                return;
+                // Nothing reached the node since it computed `wait`.
+                return wait;
             }
             for t in txs {
                 let Some(end) = self.ends.get(&(i, t.conn)) else {
@@ -161,37 +168,59 @@ impl Sim {
     }
 
     /// Applies loss, duplication and reordering to the room-message frames of a
-    /// transmit (other frames pass unchanged and in order).
+    /// transmit (other frames pass unchanged and in order). Frames are found by their
+    /// length prefixes and never copied unless something happened to one of them: most
+    /// transmits come back as they are.
     pub(super) fn mangle(&mut self, data: Bytes) -> Bytes {
-        let mut d = FrameDecoder::new(usize::MAX >> 1);
-        d.extend(&data);
-        let mut frames: Vec<(Bytes, bool)> = Vec::new();
-        while let Ok(Some(f)) = d.decode() {
+        // (start, end, is a room message) of each frame to send, prefix included.
+        let mut frames = std::mem::take(&mut self.mangle_scratch);
+        frames.clear();
+        let mut changed = false;
+        let mut at = 0;
+        while let Ok(Some((len, prefix))) = peek_varint(&data[at..]) {
+            let Some(end) = (at + prefix).checked_add(len as usize) else {
+                break;
+            };
+            if end > data.len() {
+                break;
+            }
             // Nodes encode a frame as its one kind field: a room message starts with
             // the key of field 5, length-delimited (no decoding on this hot path).
-            let is_msg = f.first() == Some(&MESSAGE_KEY);
+            let is_msg = data.get(at + prefix) == Some(&MESSAGE_KEY) && len > 0;
+            let f = (at, end);
+            at = end;
             if is_msg && self.rng.random_bool(self.loss.clamp(0.0, 1.0)) {
+                changed = true;
                 continue;
             }
             if is_msg && self.rng.random_bool(self.duplicate.clamp(0.0, 1.0)) {
-                frames.push((f.clone(), true));
+                frames.push((f.0, f.1, true));
+                changed = true;
             }
             let swap = is_msg
-                && frames.last().is_some_and(|(_, m)| *m)
+                && frames.last().is_some_and(|&(_, _, m)| m)
                 && self.rng.random_bool(self.reorder.clamp(0.0, 1.0));
             if swap {
                 let prev = frames.pop().expect("checked");
-                frames.push((f, true));
+                frames.push((f.0, f.1, true));
                 frames.push(prev);
+                changed = true;
                 continue;
             }
-            frames.push((f, is_msg));
+            frames.push((f.0, f.1, is_msg));
         }
-        let mut out = bytes::BytesMut::new();
-        for (f, _) in frames {
-            crate::codec::encode_frame(&mut out, &f);
-        }
-        out.freeze()
+        // A torn frame at the end (nodes never send one) is dropped, as before.
+        let out = if !changed && at == data.len() {
+            data
+        } else {
+            let mut out = bytes::BytesMut::with_capacity(data.len() * 2);
+            for &(a, b, _) in &frames {
+                out.extend_from_slice(&data[a..b]);
+            }
+            out.freeze()
+        };
+        self.mangle_scratch = frames;
+        out
     }
 
     pub(super) fn ack(&mut self, i: NodeIdx, conn: ConnId, n: usize) {
@@ -277,5 +306,49 @@ impl Sim {
                 info: Box::new(info_b),
             },
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::encode_frame;
+
+    /// A transmit of three frames: other, room message, other.
+    fn transmit() -> Bytes {
+        let mut out = bytes::BytesMut::new();
+        encode_frame(&mut out, &[1 << 3 | 2, 1, 7]);
+        encode_frame(&mut out, &[MESSAGE_KEY, 2, 8, 9]);
+        encode_frame(&mut out, &[2 << 3 | 2, 0]);
+        out.freeze()
+    }
+
+    #[test]
+    fn mangle_passes_an_untouched_transmit_without_copying_and_drops_only_messages() {
+        let mut sim = Sim::new(1);
+        sim.duplicate = 1e-9;
+        let data = transmit();
+        let same = sim.mangle(data.clone());
+        assert_eq!(same, data);
+        assert_eq!(
+            same.as_ptr(),
+            data.as_ptr(),
+            "copied although nothing happened"
+        );
+
+        sim.loss = 1.0;
+        let mut want = bytes::BytesMut::new();
+        encode_frame(&mut want, &[1 << 3 | 2, 1, 7]);
+        encode_frame(&mut want, &[2 << 3 | 2, 0]);
+        assert_eq!(sim.mangle(data.clone()), want);
+
+        sim.loss = 0.0;
+        sim.duplicate = 1.0;
+        let mut want = bytes::BytesMut::new();
+        encode_frame(&mut want, &[1 << 3 | 2, 1, 7]);
+        encode_frame(&mut want, &[MESSAGE_KEY, 2, 8, 9]);
+        encode_frame(&mut want, &[MESSAGE_KEY, 2, 8, 9]);
+        encode_frame(&mut want, &[2 << 3 | 2, 0]);
+        assert_eq!(sim.mangle(data), want);
     }
 }
