@@ -430,7 +430,7 @@ pub(crate) fn verify_bytes(key: &PublicKey, bytes: &[u8], signature: &[u8]) -> b
 /// verifying again would return; failures are never remembered.
 ///
 /// While enabled it also lets simulated nodes share one decoded copy of each message
-/// ([`share`]): a 1,000-node simulation would otherwise hold 1,000 copies of every
+/// (`share`): a 1,000-node simulation would otherwise hold 1,000 copies of every
 /// message. A message is shared only with an equal one (every field, signature
 /// included), and messages are read-only, so no node can tell.
 #[cfg(feature = "sim")]
