@@ -629,6 +629,9 @@ impl World {
                     capabilities: vec!["chain-sig".into(), "??".into()],
                     nonce: *nonce,
                     agent: String::new(),
+                    // From the nonce: 0 (not sent) or a new run each time, so reconnects
+                    // also take the restarted-peer path (PROTOCOL.md 12.1).
+                    session: *nonce >> 32,
                 }));
                 self.raw_send(&f);
             }
