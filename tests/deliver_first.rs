@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use echo_proto::sim::{keypair, Sim};
-use echo_proto::wire::{self, Frame, Kind};
+use echo_proto::sim::{keypair, raw_frame, raw_hello, Sim};
+use echo_proto::wire::{self, Kind};
 use echo_proto::{Config, Event, Message, Protocol};
 use libp2p_identity::Keypair;
 
@@ -23,20 +23,6 @@ fn pair(config: Config) -> Sim {
     sim.connect(b, c);
     assert!(sim.run_until(SEC, |s| s.is_connected(b, c) && s.is_connected(c, b)));
     sim
-}
-
-fn frame(kind: Kind) -> Vec<u8> {
-    Frame::new(kind).to_wire().to_vec()
-}
-
-fn hello(name: &str) -> Vec<u8> {
-    frame(Kind::Hello(wire::Hello {
-        version_major: wire::VERSION_MAJOR,
-        name: name.into(),
-        rooms: vec![ROOM.into()],
-        nonce: 1,
-        ..Default::default()
-    }))
 }
 
 /// How a test message is signed.
@@ -73,13 +59,13 @@ fn message(
         b.extend_from_slice(m.hash());
         w.signature = Bytes::from(key.sign(&b).unwrap());
     }
-    (frame(Kind::Message(w)), *m.hash())
+    (raw_frame(Kind::Message(w)), *m.hash())
 }
 
 /// A raw peer with identity `key`, handshaken with node `i`.
 fn raw(sim: &mut Sim, i: usize, key: &Keypair) -> u64 {
     let h = sim.open_raw(i, key, Protocol::Chat);
-    sim.raw_send(h, &hello("mallory"));
+    sim.raw_send(h, &raw_hello("mallory"));
     sim.run_for(10 * MS);
     h
 }

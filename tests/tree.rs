@@ -169,16 +169,13 @@ fn peers_without_the_tree_keep_flooding_and_everyone_converges() {
     assert!(new > 0, "capable nodes pruned links among themselves");
 }
 
-#[test]
-fn announced_missing_messages_are_bounded() {
-    let mut sim = Sim::new(3);
-    let a = sim.add_named("a");
-    sim.run_for(SEC);
-    let mallory = keypair(99);
-    let h = sim.open_raw(a, &mallory, Protocol::Chat);
+/// Connects a raw, tree-capable neighbour `name` (identity `key`) to node `a`, in the
+/// room; returns its handle.
+fn tree_neighbour(sim: &mut Sim, a: usize, key: &libp2p_identity::Keypair, name: &str) -> u64 {
+    let h = sim.open_raw(a, key, Protocol::Chat);
     let hello = wire::Hello {
         version_major: wire::VERSION_MAJOR,
-        name: "mallory".into(),
+        name: name.into(),
         rooms: vec![ROOM.into()],
         capabilities: vec!["tree".into()],
         nonce: 1,
@@ -186,6 +183,15 @@ fn announced_missing_messages_are_bounded() {
     };
     sim.raw_send(h, &Frame::new(Kind::Hello(hello)).to_wire());
     sim.run_for(SEC);
+    h
+}
+
+#[test]
+fn announced_missing_messages_are_bounded() {
+    let mut sim = Sim::new(3);
+    let a = sim.add_named("a");
+    sim.run_for(SEC);
+    let h = tree_neighbour(&mut sim, a, &keypair(99), "mallory");
     // 3,000 made-up authors, each announced with one message the node lacks.
     for batch in 0..30u64 {
         let authors = (0..100u64)
@@ -258,17 +264,7 @@ fn announced_pair() -> (Sim, u64, Vec<u8>, Vec<u8>) {
     let mut sim = Sim::new(3);
     let a = sim.add_named("a");
     sim.run_for(SEC);
-    let h = sim.open_raw(a, &keypair(98), Protocol::Chat);
-    let hello = wire::Hello {
-        version_major: wire::VERSION_MAJOR,
-        name: "x".into(),
-        rooms: vec![ROOM.into()],
-        capabilities: vec!["tree".into()],
-        nonce: 1,
-        ..Default::default()
-    };
-    sim.raw_send(h, &Frame::new(Kind::Hello(hello)).to_wire());
-    sim.run_for(SEC);
+    let h = tree_neighbour(&mut sim, a, &keypair(98), "x");
     let w = keypair(97);
     let (m1, h1) = signed(&w, 1, [0; 32]);
     let (m2, _) = signed(&w, 2, h1);
