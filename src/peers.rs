@@ -69,6 +69,9 @@ pub(crate) struct Peer {
     /// next connection to this peer.
     pub stash: BytesMut,
     pub stash_until: Option<Instant>,
+    /// The direct-message prekey its last hello carried (verified), used until its
+    /// profile arrives.
+    pub prekey: Option<[u8; 32]>,
 }
 
 impl Peer {
@@ -90,6 +93,7 @@ impl Peer {
             dialing: None,
             stash: BytesMut::new(),
             stash_until: None,
+            prekey: None,
         }
     }
 

@@ -108,6 +108,13 @@ pub struct Hello {
     /// peer: it replaces the old one whatever the tie-break says, and is greeted again.
     #[prost(uint64, tag = "9")]
     pub session: u64,
+    /// The sender's direct-message prekey (X25519, 32 bytes; empty: not sent), so a peer
+    /// can encrypt to it as soon as the hello arrives, before any profile.
+    #[prost(bytes = "vec", tag = "10")]
+    pub prekey: Vec<u8>,
+    /// The sender's identity signature of `prekey` (as in a profile).
+    #[prost(bytes = "vec", tag = "11")]
+    pub prekey_sig: Vec<u8>,
 }
 
 /// Why a connection is being closed.

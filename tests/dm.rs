@@ -487,3 +487,95 @@ fn a_message_written_alone_is_given_to_at_most_eight_later_neighbours() {
         .iter()
         .all(|&n| sim.node(n).stats().dm.held == 1));
 }
+
+/// The hello carries the sender's prekey: a peer can be written to from the moment it is
+/// reported up, before its profile (which follows the hello) has arrived. An app that
+/// sends right after `PeerUp` used to get `NoPrekey`.
+#[test]
+fn a_peer_can_be_written_to_as_soon_as_it_is_up() {
+    for seed in 0..8 {
+        let mut sim = Sim::new(300 + seed);
+        let (a, b) = (sim.add_node(leaf("alice")), sim.add_node(leaf("bob")));
+        let bob = sim.peer_id(b);
+        sim.connect(a, b);
+        let up = |s: &Sim| {
+            s.sim_node(a)
+                .events
+                .iter()
+                .any(|e| matches!(e, Event::PeerUp(i) if i.peer == bob))
+        };
+        assert!(sim.run_until(5 * SEC, up), "seed {seed}: bob never came up");
+        // Bob's profile cannot be here yet: he sends it only after alice's hello reached him.
+        assert!(sim.node(a).can_dm(&bob), "seed {seed}: no key at PeerUp");
+        let seq = send_dm(&mut sim, a, b, "right away");
+        assert!(
+            sim.run_until(5 * SEC, |s| received(s, b).iter().any(|m| m.1 == seq)),
+            "seed {seed}: the message did not arrive"
+        );
+    }
+}
+
+/// A hello can vouch only for its own sender's prekey: another identity's key (with that
+/// identity's valid signature) or a cut key is a protocol violation, and nothing is
+/// learned from it.
+#[test]
+fn a_hello_with_someone_elses_prekey_is_refused() {
+    let other = keypair(61);
+    let mallory = keypair(60);
+    let theirs = Prekey::derive(&other);
+    let own = Prekey::derive(&mallory);
+    let cases = [
+        (
+            "another identity's key",
+            theirs.public.to_vec(),
+            theirs.signature.clone(),
+        ),
+        (
+            "a cut key",
+            own.public[..31].to_vec(),
+            own.signature.clone(),
+        ),
+        ("a key without signature", own.public.to_vec(), Vec::new()),
+    ];
+    for (what, prekey, prekey_sig) in cases {
+        let mut sim = Sim::new(31);
+        let b = sim.add_node(leaf("bob"));
+        let h = sim.open_raw(b, &mallory, Protocol::Chat);
+        sim.raw_send(
+            h,
+            &raw_frame(Kind::Hello(echo_proto::wire::Hello {
+                version_major: echo_proto::wire::VERSION_MAJOR,
+                name: "mallory".into(),
+                nonce: 1,
+                prekey,
+                prekey_sig,
+                ..Default::default()
+            })),
+        );
+        sim.run_for(SEC);
+        assert!(sim.raw_closed(h), "{what}: the connection stayed open");
+        assert!(
+            !sim.node(b).can_dm(&mallory.public().to_peer_id()),
+            "{what}"
+        );
+        assert!(!sim.node(b).can_dm(&other.public().to_peer_id()), "{what}");
+    }
+    // Its own key, correctly signed, is learned from the hello alone.
+    let mut sim = Sim::new(31);
+    let b = sim.add_node(leaf("bob"));
+    let h = sim.open_raw(b, &mallory, Protocol::Chat);
+    sim.raw_send(
+        h,
+        &raw_frame(Kind::Hello(echo_proto::wire::Hello {
+            version_major: echo_proto::wire::VERSION_MAJOR,
+            name: "mallory".into(),
+            nonce: 1,
+            prekey: own.public.to_vec(),
+            prekey_sig: own.signature.clone(),
+            ..Default::default()
+        })),
+    );
+    sim.run_for(SEC);
+    assert!(!sim.raw_closed(h));
+    assert!(sim.node(b).can_dm(&mallory.public().to_peer_id()));
+}

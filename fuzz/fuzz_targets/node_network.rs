@@ -28,6 +28,7 @@ use std::time::{Duration, Instant, SystemTime};
 use arbitrary::Arbitrary;
 use bytes::Bytes;
 use echo_proto::codec::FrameDecoder;
+use echo_proto::dm::envelope::Prekey;
 use echo_proto::message::MAX_SEQ;
 use echo_proto::sim::{keypair, Sim};
 use echo_proto::wire::{self, Frame, Kind};
@@ -328,6 +329,25 @@ fn frame(kind: Kind) -> Bytes {
 
 fn hash_of(w: &wire::RoomMessage) -> Option<[u8; 32]> {
     Message::from_wire(w.clone()).ok().map(|m| *m.hash())
+}
+
+/// The prekey a raw hello carries, chosen by `nonce` (see `Op::RawHello`).
+fn hello_prekey(nonce: u64) -> (Vec<u8>, Vec<u8>) {
+    match nonce % 4 {
+        0 => (Vec::new(), Vec::new()),
+        1 => {
+            let p = Prekey::derive(&raw_keys()[0]);
+            (p.public.to_vec(), p.signature)
+        }
+        2 => {
+            let p = Prekey::derive(&raw_keys()[1]);
+            (p.public.to_vec(), p.signature)
+        }
+        _ => {
+            let p = Prekey::derive(&raw_keys()[0]);
+            (p.public[..31].to_vec(), p.signature)
+        }
+    }
 }
 
 fn sign_wire(key: &Keypair, w: &mut wire::RoomMessage) {
@@ -632,6 +652,10 @@ impl World {
                     // From the nonce: 0 (not sent) or a new run each time, so reconnects
                     // also take the restarted-peer path (PROTOCOL.md 12.1).
                     session: *nonce >> 32,
+                    // From the nonce too: no prekey, the raw peer's own (valid), another
+                    // identity's (a violation), or a cut one (a violation).
+                    prekey: hello_prekey(*nonce).0,
+                    prekey_sig: hello_prekey(*nonce).1,
                 }));
                 self.raw_send(&f);
             }

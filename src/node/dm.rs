@@ -85,7 +85,8 @@ impl Node {
     /// Sends an end-to-end encrypted direct message to `to`, connected or not: to the
     /// peer itself when connected, else through every neighbour, who carry it until
     /// `to` connects to one of them (PROTOCOL.md section 18). Needs `to`'s prekey (from
-    /// its profile or an earlier message of it). Returns the message's sequence number
+    /// its profile, its hello or an earlier message of it): a peer is messageable from its
+    /// [`Event::PeerUp`] on. Returns the message's sequence number
     /// and reports [`DmStatus::Pending`]; receipts report the rest.
     pub fn send_dm(
         &mut self,
@@ -243,7 +244,9 @@ impl Node {
             .profiles
             .get(peer)
             .and_then(|p| <[u8; 32]>::try_from(p.prekey.as_slice()).ok());
-        from_profile.or_else(|| self.dm.convs.map.get(peer).and_then(|c| c.prekey))
+        from_profile
+            .or_else(|| self.dm.convs.map.get(peer).and_then(|c| c.prekey))
+            .or_else(|| self.links.peers.get(peer).and_then(|p| p.prekey))
     }
 
     fn send_receipt(

@@ -81,6 +81,8 @@ impl Node {
             agent: self.config.agent.clone(),
             // Set by the links when the hello is sent.
             session: 0,
+            prekey: self.dm.prekey.public.to_vec(),
+            prekey_sig: self.dm.prekey.signature.clone(),
         }
     }
 
@@ -191,13 +193,26 @@ impl Node {
             let reason = format!("invalid room name {r:?} in hello");
             return self.violation(conn, &reason, now);
         }
+        let Some(peer) = self.links.conns.get(&conn).map(|c| c.peer) else {
+            return;
+        };
+        // The prekey is checked against the connection's authenticated identity: a hello
+        // can only vouch for its own sender's key.
+        let prekey = match (h.prekey.is_empty(), h.prekey_sig.is_empty()) {
+            (true, true) => None,
+            _ => match <[u8; 32]>::try_from(h.prekey.as_slice()) {
+                Ok(k) if crate::dm::envelope::verify_prekey(&peer, &k, &h.prekey_sig) => Some(k),
+                _ => return self.violation(conn, "invalid prekey in hello", now),
+            },
+        };
         let tree = self.config.broadcast_tree
             && h.capabilities.iter().any(|c| c == super::tree::CAPABILITY);
-        if let Some(peer) = self.links.conns.get(&conn).map(|c| c.peer) {
-            self.tree.on_hello(peer, tree);
-        }
+        self.tree.on_hello(peer, tree);
         let (links, mut out) = self.split();
         links.on_hello(conn, h, now, &mut out);
+        if let (Some(k), Some(p)) = (prekey, self.links.peers.get_mut(&peer)) {
+            p.prekey = Some(k);
+        }
         self.greet(now);
     }
 
