@@ -515,6 +515,18 @@ fn a_peer_can_be_written_to_as_soon_as_it_is_up() {
     }
 }
 
+/// A raw peer's hello carrying `prekey` and `prekey_sig`.
+fn hello_with_prekey(prekey: Vec<u8>, prekey_sig: Vec<u8>) -> Vec<u8> {
+    raw_frame(Kind::Hello(echo_proto::wire::Hello {
+        version_major: echo_proto::wire::VERSION_MAJOR,
+        name: "mallory".into(),
+        nonce: 1,
+        prekey,
+        prekey_sig,
+        ..Default::default()
+    }))
+}
+
 /// A hello can vouch only for its own sender's prekey: another identity's key (with that
 /// identity's valid signature) or a cut key is a protocol violation, and nothing is
 /// learned from it.
@@ -541,17 +553,7 @@ fn a_hello_with_someone_elses_prekey_is_refused() {
         let mut sim = Sim::new(31);
         let b = sim.add_node(leaf("bob"));
         let h = sim.open_raw(b, &mallory, Protocol::Chat);
-        sim.raw_send(
-            h,
-            &raw_frame(Kind::Hello(echo_proto::wire::Hello {
-                version_major: echo_proto::wire::VERSION_MAJOR,
-                name: "mallory".into(),
-                nonce: 1,
-                prekey,
-                prekey_sig,
-                ..Default::default()
-            })),
-        );
+        sim.raw_send(h, &hello_with_prekey(prekey, prekey_sig));
         sim.run_for(SEC);
         assert!(sim.raw_closed(h), "{what}: the connection stayed open");
         assert!(
@@ -566,14 +568,7 @@ fn a_hello_with_someone_elses_prekey_is_refused() {
     let h = sim.open_raw(b, &mallory, Protocol::Chat);
     sim.raw_send(
         h,
-        &raw_frame(Kind::Hello(echo_proto::wire::Hello {
-            version_major: echo_proto::wire::VERSION_MAJOR,
-            name: "mallory".into(),
-            nonce: 1,
-            prekey: own.public.to_vec(),
-            prekey_sig: own.signature.clone(),
-            ..Default::default()
-        })),
+        &hello_with_prekey(own.public.to_vec(), own.signature.clone()),
     );
     sim.run_for(SEC);
     assert!(!sim.raw_closed(h));
