@@ -62,7 +62,7 @@ pub struct Cli {
     #[arg(long, env = "ECHO_DOWNLOAD_DIR", value_name = "DIR")]
     pub download_dir: Option<PathBuf>,
 
-    /// Upload limit per peer for the files you serve, in KiB/s (0: the default, 256 MiB/s).
+    /// Upload limit per peer for the files you serve, in KiB/s (0: the default, 1 GiB/s).
     #[arg(
         long,
         env = "ECHO_UPLOAD_RATE",

@@ -31,12 +31,13 @@ pub struct BlobConfig {
     pub serve_concurrency: usize,
     /// Peers served at once; requests from more get `Busy` (default 64).
     pub max_serving_peers: usize,
-    /// Bytes per second served to one peer (default 256 MiB/s). High enough not to slow
-    /// a single transfer on loopback or a link up to 2 Gbit/s (BENCHMARKS.md measures a
-    /// loopback noise+yamux ceiling of 200–290 MiB/s on a busy 2-core box, and a file at
-    /// ~60 % of it), while still a per-peer bound: on a faster uplink, one peer cannot
-    /// take all of it from the others being served. The former 64 MiB/s capped a
-    /// loopback transfer at ~60 MiB/s. Lower it for metered or shared links.
+    /// Bytes per second served to one peer (default 1 GiB/s). High enough not to slow
+    /// a single transfer on loopback or a 10 Gbit/s link on this project's benchmark box
+    /// (BENCHMARKS.md: a quiet 2-core box moves a file at 300–420 MB/s over a
+    /// noise+yamux ceiling of 500–900 MB/s; the former 256 MiB/s default held it at
+    /// ~220 MB/s, the one before, 64 MiB/s, at ~60 MB/s), while still a per-peer bound:
+    /// on a faster uplink, one peer cannot take all of it from the others being served.
+    /// Lower it for metered or shared links.
     pub serve_rate: u64,
     /// Bytes one peer may receive in a burst above `serve_rate` (default 1 MiB).
     pub serve_burst: u64,
@@ -72,7 +73,7 @@ impl Default for BlobConfig {
             timeout_limit: 3,
             serve_concurrency: 4,
             max_serving_peers: 64,
-            serve_rate: 256 << 20,
+            serve_rate: 1 << 30,
             serve_burst: 1 << 20,
             serve_window: 256 << 10,
             request_rate: 50.0,
