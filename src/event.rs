@@ -305,15 +305,22 @@ impl Event {
     /// behind and other events are being dropped (counted as lagged).
     ///
     /// These events carry state the app must persist for the node to restart safely
-    /// ([`Event::SeqReserved`]) or the local user's own room membership
-    /// ([`Event::Joined`], [`Event::Left`]). They are caused only by the local user's own
-    /// commands and sends (a sequence block is reserved once per
-    /// [`crate::Config::reserve_block`]` / 2` own messages), never by a peer, so exempting
-    /// them from a queue bound cannot let a peer grow that queue.
+    /// ([`Event::SeqReserved`]), the local user's own room membership ([`Event::Joined`],
+    /// [`Event::Left`]), or what the app must delete before a restart loads it again
+    /// ([`Event::SignatureFailed`]: an app that missed it would keep, and after a restart
+    /// serve, messages whose signature failed, and be cut off by every peer it serves
+    /// them to). The first three are caused only by the local user's own commands and
+    /// sends (a sequence block is reserved once per [`crate::Config::reserve_block`]` / 2`
+    /// own messages). A peer causes a `SignatureFailed` at most once per connection, since
+    /// the node closes the connection it came on, so a peer grows the queue by one event
+    /// per completed handshake at most, within the node's connection limits.
     pub fn must_deliver(&self) -> bool {
         matches!(
             self,
-            Event::SeqReserved { .. } | Event::Joined { .. } | Event::Left { .. }
+            Event::SeqReserved { .. }
+                | Event::Joined { .. }
+                | Event::Left { .. }
+                | Event::SignatureFailed { .. }
         )
     }
 }

@@ -292,7 +292,7 @@ mod tests {
     /// A sequence reservation reaches an app that fell behind: dropping it would let a
     /// restarted node reuse sequence numbers.
     #[test]
-    fn reservations_are_never_dropped() {
+    fn reservations_and_failed_checks_are_never_dropped() {
         let (tx, mut rx) = channel(2);
         for i in 0..10 {
             tx.send(ev(i));
@@ -302,8 +302,14 @@ mod tests {
             upto: 2000,
         });
         tx.send(ev(99));
+        // Nor is a failed signature check: the app deletes those messages.
+        tx.send(Event::SignatureFailed {
+            room: "general".into(),
+            author: PeerId::random(),
+            seqs: vec![7],
+        });
         let c = tx.counts();
-        assert_eq!((c.sent, c.missed), (3, 9));
+        assert_eq!((c.sent, c.missed), (4, 9));
         drop(tx);
         let got: Vec<RuntimeEvent> = futures::executor::block_on(rx.by_ref().collect());
         assert!(
@@ -315,6 +321,7 @@ mod tests {
                     RuntimeEvent::Lagged { missed: 8 },
                     RuntimeEvent::Event(Event::SeqReserved { upto: 2000, .. }),
                     RuntimeEvent::Lagged { missed: 1 },
+                    RuntimeEvent::Event(Event::SignatureFailed { .. }),
                 ]
             ),
             "{got:?}"

@@ -106,8 +106,8 @@
 //! * events: the node task never waits for the app. If the app falls
 //!   [`DriverConfig::event_buffer`] events behind, later events are dropped and counted,
 //!   and [`Events`] yields [`RuntimeEvent::Lagged`] where they were. Events the app must
-//!   persist ([`proto::Event::must_deliver`]: sequence reservations, its own joins and
-//!   leaves) are never dropped. The node itself lost nothing: an app that keeps history
+//!   act on ([`proto::Event::must_deliver`]: sequence reservations, its own joins and
+//!   leaves, failed signature checks) are never dropped. The node itself lost nothing: an app that keeps history
 //!   re-reads it on `Lagged`, e.g.
 //!
 //! ```no_run
