@@ -78,28 +78,61 @@ fn steady_burst(tree: bool) -> Run {
     let n = 40;
     let mut sim = network(n, 5, |_| tree);
     let (warm, _) = burst(&mut sim, 300, 300, Duration::from_millis(2), 1);
+    let before = stats(&sim);
+    sim.latency_ms.iter_mut().for_each(|c| *c = 0);
     let t0 = sim.elapsed();
     let (done, frames) = burst(&mut sim, 1000, 1300, Duration::from_millis(1), 2);
     let time = sim.elapsed() - t0;
-    let st: Vec<_> = (0..n).map(|i| sim.node(i).stats()).collect();
-    let sum = |f: fn(&echo_proto::Stats) -> u64| st.iter().map(f).sum::<u64>();
-    println!(
-        "tree={tree} time={time:?} relayed={} announces={} prunes={} grafts={} lazy={} dup={} \
-         requests={} frames_in={}",
-        sum(|s| s.relayed),
-        sum(|s| s.tree_announces),
-        sum(|s| s.tree_prunes),
-        sum(|s| s.tree_grafts),
-        sum(|s| s.tree_lazy),
-        sum(|s| s.duplicates),
-        sum(|s| s.repair_requests),
-        sum(|s| s.frames_in)
+    let after = stats(&sim);
+    let q = |q| sim.latency_quantile(q).unwrap_or_default();
+    let label = format!(
+        "tree={tree} time={time:?} latency p50/p99/max {}/{}/{} ms",
+        q(0.5),
+        q(0.99),
+        q(1.0)
     );
+    print_breakdown(&label, &before, &after);
     Run {
         converged: warm && done,
         time,
         frames: frames as f64 / (1000 * (n - 1)) as f64,
     }
+}
+
+/// Every node's stats.
+fn stats(sim: &Sim) -> Vec<echo_proto::Stats> {
+    (0..sim.len()).map(|i| sim.node(i).stats()).collect()
+}
+
+/// Prints what happened between two [`stats`] snapshots: frames received per kind
+/// (room messages, announcements, prunes, grafts, requests, summaries, others) and
+/// why room-message frames were sent (relayed along the tree or history answers).
+fn print_breakdown(label: &str, before: &[echo_proto::Stats], after: &[echo_proto::Stats]) {
+    let delta = |f: &dyn Fn(&echo_proto::Stats) -> u64| {
+        after.iter().map(f).sum::<u64>() - before.iter().map(f).sum::<u64>()
+    };
+    let kind = |k: usize| delta(&|s: &echo_proto::Stats| s.frames_in_kind[k]);
+    let all = delta(&|s| s.frames_in);
+    let named = [5, 16, 17, 18, 11, 10]
+        .iter()
+        .map(|&k| kind(k))
+        .sum::<u64>();
+    println!(
+        "{label}: frames in {all}: messages {} (duplicates {}), announces {}, prunes {}, \
+         grafts {}, requests {}, summaries {}, other {}; messages sent: relayed {}, \
+         history {}; lazy links at the end {}",
+        kind(5),
+        delta(&|s| s.duplicates),
+        kind(16),
+        kind(17),
+        kind(18),
+        kind(11),
+        kind(10),
+        all - named,
+        delta(&|s| s.relayed),
+        delta(&|s| s.history_sent),
+        after.iter().map(|s| s.tree_lazy).sum::<u64>(),
+    );
 }
 
 #[test]
