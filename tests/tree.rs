@@ -368,7 +368,10 @@ fn tree_frame_vectors_match_protocol_md() {
             ranges: vec![1, 3],
         }],
     }));
-    let link = wire::TreeLink { room: ROOM.into() };
+    let link = wire::TreeLink {
+        room: ROOM.into(),
+        authors: vec![],
+    };
     let cases = [
         (
             announce,

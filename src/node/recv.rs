@@ -64,7 +64,6 @@ impl Node {
                 Some(Confirm::Verified(lowest)) => {
                     // Relayed like any verified run (to no one, often: the run is only
                     // listed if someone may get it).
-                    self.tree.first_copy(room_name, author);
                     let legacy = self
                         .links
                         .peers
@@ -131,7 +130,6 @@ impl Node {
         authors.extend(msgs.iter().map(|m| m.author));
         authors.dedup();
         if let Some(from_peer) = self.links.conns.get(&from).map(|c| c.peer) {
-            self.tree.first_copy(room, from_peer);
             authors.push(from_peer);
         }
         let targets = self.room_targets(room, &authors);

@@ -1,16 +1,21 @@
 //! The broadcast tree of rooms (Plumtree-style eager/lazy push, PROTOCOL.md section 7.1).
 //!
-//! Per room, each neighbour that offered the `tree` capability in its hello is *eager*
-//! (full room messages go to it) or *lazy* (it gets [`wire::Announce`] frames naming
-//! what we received, batched for [`LAZY_DELAY`]). Every link starts eager, so a new
-//! network floods; a link that keeps bringing copies we hold is pruned to lazy
-//! ([`Kind::Prune`], both ends; not the last eager one, nor one we just asked for
-//! history). What remains eager approaches a spanning tree of the room. An
-//! announcement of a message we still lack after [`GRAFT_TIMEOUT`] grafts the announcer
-//! back to eager ([`Kind::Graft`]) and asks it for the message ([`Kind::Request`]): the
-//! tree repairs itself where a link lost a message or died. The per-author gap repair and
-//! the periodic summaries stay as the backstop. Neighbours without the capability are
-//! always eager (they flood, as before).
+//! Per room and author, each neighbour that offered the `tree` capability in its hello
+//! is *eager* for that author (the author's messages go to it in full) or *lazy* (it
+//! gets [`wire::Announce`] frames naming what we received, batched for [`LAZY_DELAY`]).
+//! Every author has a tree of its own: one tree shared by all authors cannot be pruned
+//! from duplicates, since a link that closes a cycle for one author is on the shortest
+//! path of another, and nodes pruning for different authors at once cut the shared
+//! tree into pieces. Every link starts eager, so an author's first message floods; a
+//! copy of an author's message we hold, from an eager link, prunes that link to lazy for
+//! that author ([`Kind::Prune`] naming the author, both ends; not the author's last
+//! eager link here, nor one we just asked for history). What remains eager for an author
+//! is a spanning tree along the paths its messages arrived first on. An announcement of
+//! a message we still lack after [`GRAFT_TIMEOUT`] grafts the announcer back to eager
+//! for that author ([`Kind::Graft`]) and asks it for the message ([`Kind::Request`]):
+//! the tree repairs itself where a link lost a message or died. The per-author gap
+//! repair and the periodic summaries stay as the backstop. Neighbours without the
+//! capability are always eager (they flood, as before).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -29,11 +34,9 @@ pub(crate) const CAPABILITY: &str = "tree";
 pub const LAZY_DELAY: Duration = Duration::from_millis(50);
 /// How long an announced message may stay missing before the announcer is grafted.
 pub const GRAFT_TIMEOUT: Duration = Duration::from_millis(40);
-/// At most one graft per room this often: one mends a broken tree; more would close
-/// cycles (and duplicates would prune them).
+/// At most one graft per (room, author) this often: one mends a broken tree; more would
+/// close cycles (and duplicates would prune them).
 const GRAFT_INTERVAL: Duration = Duration::from_millis(250);
-/// Duplicates in a row after which an eager link is pruned.
-const PRUNE_AFTER: u32 = 4;
 /// How long after a request copies from the asked neighbour count as its answer.
 const ANSWER_WINDOW: Duration = Duration::from_millis(500);
 /// Bound on announced message ids waiting to go to one (neighbour, room).
@@ -60,8 +63,12 @@ struct Missing {
 pub(super) struct Tree {
     /// Neighbours whose latest hello offered [`CAPABILITY`].
     capable: BTreeSet<PeerId>,
-    /// Per room, the neighbours that are lazy (all others are eager).
+    /// Per room, the neighbours that are lazy for every author (a peer's prune without
+    /// authors).
     lazy: BTreeMap<String, BTreeSet<PeerId>>,
+    /// Per room and author, the neighbours that are lazy for that author's messages
+    /// (all others are eager).
+    lazy_for: BTreeMap<String, BTreeMap<PeerId, BTreeSet<PeerId>>>,
     /// Announcements to send, per (neighbour, room): author → seqs.
     pending: BTreeMap<(PeerId, String), BTreeMap<PeerId, Vec<u64>>>,
     /// Ids in `pending`, summed.
@@ -71,15 +78,14 @@ pub(super) struct Tree {
     missing: BTreeMap<(String, PeerId), Missing>,
     /// The earliest `Missing::at`, if any.
     next_graft: Option<Instant>,
-    /// Per (room, eager neighbour): duplicates it sent in a row (reset by a new message).
-    dups: BTreeMap<(String, PeerId), u32>,
     /// When each neighbour was last asked for history. For [`ANSWER_WINDOW`] after,
     /// duplicates from it do not prune its link: they may be answers, and a node that
     /// has to ask is repairing a tree that lost messages, not one with links to spare.
     asked: BTreeMap<PeerId, Instant>,
-    /// Per room, when a neighbour was last grafted: one graft per [`GRAFT_INTERVAL`]
-    /// mends a broken tree; more would close cycles (and duplicates would prune them).
-    grafted: BTreeMap<String, Instant>,
+    /// Per (room, author), when a neighbour was last grafted: one graft per
+    /// [`GRAFT_INTERVAL`] mends a broken tree; more would close cycles (and duplicates
+    /// would prune them).
+    grafted: BTreeMap<(String, PeerId), Instant>,
 }
 
 impl Tree {
@@ -88,17 +94,13 @@ impl Tree {
         for set in self.lazy.values_mut() {
             set.remove(&peer);
         }
+        for set in self.lazy_for.values_mut().flat_map(|a| a.values_mut()) {
+            set.remove(&peer);
+        }
         if capable {
             self.capable.insert(peer);
         } else {
             self.capable.remove(&peer);
-        }
-    }
-
-    /// A new message arrived from `peer`: its link is useful.
-    pub(super) fn first_copy(&mut self, room: &str, peer: PeerId) {
-        if !self.dups.is_empty() {
-            self.dups.remove(&(room.to_string(), peer));
         }
     }
 
@@ -114,17 +116,42 @@ impl Tree {
             .is_some_and(|t| *t + ANSWER_WINDOW > now)
     }
 
-    fn is_lazy(&self, room: &str, peer: &PeerId) -> bool {
-        self.capable.contains(peer) && self.lazy.get(room).is_some_and(|s| s.contains(peer))
+    /// Whether `author`'s messages go to `peer` as announcements only.
+    fn is_lazy(&self, room: &str, author: &PeerId, peer: &PeerId) -> bool {
+        self.capable.contains(peer)
+            && (self.lazy.get(room).is_some_and(|s| s.contains(peer))
+                || self
+                    .lazy_for
+                    .get(room)
+                    .and_then(|a| a.get(author))
+                    .is_some_and(|s| s.contains(peer)))
+    }
+
+    fn set_lazy(&mut self, room: &str, author: PeerId, peer: PeerId, lazy: bool) {
+        if lazy {
+            self.lazy_for
+                .entry(room.to_string())
+                .or_default()
+                .entry(author)
+                .or_default()
+                .insert(peer);
+        } else if let Some(set) = self.lazy_for.get_mut(room).and_then(|a| a.get_mut(&author)) {
+            set.remove(&peer);
+        }
     }
 
     pub(super) fn next_timeout(&self) -> Option<Instant> {
         self.flush_at.into_iter().chain(self.next_graft).min()
     }
 
-    /// Lazy links, summed over rooms.
+    /// Lazy links, summed over rooms (and authors).
     pub(super) fn lazy_links(&self) -> u64 {
-        self.lazy.values().map(|s| s.len() as u64).sum()
+        let per_author = self.lazy_for.values().flat_map(|a| a.values());
+        self.lazy
+            .values()
+            .chain(per_author)
+            .map(|s| s.len() as u64)
+            .sum()
     }
 
     pub(super) fn missing_len(&self) -> u64 {
@@ -157,8 +184,16 @@ impl Node {
         now: Instant,
     ) -> u64 {
         let mut eager = 0;
+        // Usually one author; a run of several goes in full to a neighbour eager for
+        // any of them.
+        let mut authors: Vec<PeerId> = Vec::with_capacity(1);
+        for (a, _) in ids.clone() {
+            if !authors.contains(&a) {
+                authors.push(a);
+            }
+        }
         for (peer, conn) in targets {
-            if !self.tree.is_lazy(room, &peer) {
+            if authors.is_empty() || authors.iter().any(|a| !self.tree.is_lazy(room, a, &peer)) {
                 eager += 1;
                 self.send_bytes(conn, wire, now);
                 continue;
@@ -211,52 +246,77 @@ impl Node {
             || answering
             || !self.tree.capable.contains(&peer)
             || !self.rooms.contains_key(room)
-            || self.tree.is_lazy(room, &peer)
+            || self.tree.is_lazy(room, author, &peer)
         {
             return;
         }
-        // Several senders share one tree: a link that brings a duplicate now may be the
-        // only path from another sender. Prune only a link whose last [`PRUNE_AFTER`]
-        // copies were all duplicates, and never the last eager link of the room.
-        let key = (room.to_string(), peer);
-        let dups = self.tree.dups.entry(key.clone()).or_default();
-        *dups += 1;
-        if *dups < PRUNE_AFTER {
-            return;
-        }
+        // Each author's messages have a tree of their own: a duplicate of `author`'s
+        // message closed a cycle of that tree, and this link goes. Never the last eager
+        // link for the author here (its messages would come by announcements only).
         let eager = self
             .room_targets(room, &[])
             .iter()
-            .filter(|(p, _)| !self.tree.is_lazy(room, p))
+            .filter(|(p, _)| !self.tree.is_lazy(room, author, p))
             .count();
         if eager <= 1 {
             return;
         }
-        self.tree.dups.remove(&key);
-        self.tree
-            .lazy
-            .entry(room.to_string())
-            .or_default()
-            .insert(peer);
+        self.tree.set_lazy(room, *author, peer, true);
         self.stats.tree_prunes += 1;
-        let frame = Frame::new(Kind::Prune(wire::TreeLink { room: room.into() }));
+        let frame = Frame::new(Kind::Prune(wire::TreeLink {
+            room: room.into(),
+            authors: vec![author.to_bytes()],
+        }));
         self.send_frame(conn, &frame, now);
     }
 
-    /// A neighbour pruned (`eager == false`) or grafted us in a room.
+    /// A neighbour pruned (`eager == false`) or grafted us in a room, for the authors
+    /// named (none: every author). Authors that are not peer ids or not kept in the
+    /// room are ignored.
     pub(super) fn on_tree_link(&mut self, conn: ConnId, l: wire::TreeLink, eager: bool) {
         let Some(peer) = self.active_peer(conn) else {
             return;
         };
-        // Only for joined rooms: the lazy sets stay bounded by rooms × neighbours.
-        if !self.rooms.contains_key(&l.room) {
+        // Only for joined rooms and authors kept there: the lazy sets stay bounded by
+        // rooms × authors × neighbours.
+        let Some(room) = self.rooms.get(&l.room) else {
+            return;
+        };
+        if l.authors.is_empty() {
+            if eager {
+                for set in self
+                    .tree
+                    .lazy_for
+                    .get_mut(&l.room)
+                    .into_iter()
+                    .flat_map(|a| a.values_mut())
+                {
+                    set.remove(&peer);
+                }
+            }
+            let set = self.tree.lazy.entry(l.room).or_default();
+            if eager {
+                set.remove(&peer);
+            } else {
+                set.insert(peer);
+            }
             return;
         }
-        let set = self.tree.lazy.entry(l.room).or_default();
+        let authors: Vec<PeerId> = l
+            .authors
+            .iter()
+            .filter_map(|a| PeerId::from_bytes(a).ok())
+            .filter(|a| room.authors.contains_key(a))
+            .collect();
+        for author in authors {
+            self.tree.set_lazy(&l.room, author, peer, !eager);
+        }
         if eager {
-            set.remove(&peer);
-        } else {
-            set.insert(peer);
+            // A peer that pruned the whole room (a prune without authors) grafts back
+            // what it names; its link is eager again.
+            if let Some(set) = self.tree.lazy.get_mut(&l.room) {
+                set.remove(&peer);
+            }
         }
     }
 
@@ -357,9 +417,16 @@ impl Node {
         let rooms = &self.rooms;
         let up = |p: &PeerId| self.links.peers.get(p).is_some_and(|p| p.up);
         self.tree.capable.retain(up);
-        self.tree
-            .dups
-            .retain(|(r, p), _| up(p) && rooms.contains_key(r));
+        self.tree.lazy_for.retain(|r, authors| {
+            let Some(room) = rooms.get(r) else {
+                return false;
+            };
+            authors.retain(|a, set| {
+                set.retain(up);
+                !set.is_empty() && room.authors.contains_key(a)
+            });
+            !authors.is_empty()
+        });
         self.tree
             .asked
             .retain(|p, t| *t + ANSWER_WINDOW > now && up(p));
@@ -371,7 +438,7 @@ impl Node {
             .retain(|r, s| !s.is_empty() && rooms.contains_key(r));
         self.tree
             .grafted
-            .retain(|r, t| *t + GRAFT_INTERVAL > now && rooms.contains_key(r));
+            .retain(|(r, _), t| *t + GRAFT_INTERVAL > now && rooms.contains_key(r));
     }
 
     /// Asks the announcer of a missing run for it (grafting it first if lazy); returns
@@ -398,19 +465,25 @@ impl Node {
             .get(&m.from)
             .filter(|p| p.up)
             .and_then(|p| p.active)?;
+        let key = (room, author);
         let recent = self
             .tree
             .grafted
-            .get(&room)
+            .get(&key)
             .is_some_and(|t| *t + GRAFT_INTERVAL > now);
-        if !recent && self.tree.is_lazy(&room, &m.from) {
-            // Other missing messages this round are only requested.
-            self.tree.grafted.insert(room.clone(), now);
+        let (room, author) = key;
+        if !recent && self.tree.is_lazy(&room, &author, &m.from) {
+            // Other missing messages of the author this round are only requested.
+            self.tree.grafted.insert((room.clone(), author), now);
             if let Some(set) = self.tree.lazy.get_mut(&room) {
                 set.remove(&m.from);
             }
+            self.tree.set_lazy(&room, author, m.from, false);
             self.stats.tree_grafts += 1;
-            let graft = Frame::new(Kind::Graft(wire::TreeLink { room: room.clone() }));
+            let graft = Frame::new(Kind::Graft(wire::TreeLink {
+                room: room.clone(),
+                authors: vec![author.to_bytes()],
+            }));
             self.send_frame(conn, &graft, now);
         }
         let request = Frame::new(Kind::Request(wire::Request {
