@@ -48,6 +48,8 @@ pub const MAX_MISSING: usize = 1024;
 const ATTEMPTS: u32 = 3;
 /// How far into an announced range a node looks for a message it lacks.
 const SCAN: u64 = 64;
+/// How often the lazy sets are swept of what went away.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A run of one author's announced messages still missing here.
 struct Missing {
@@ -86,6 +88,9 @@ pub(super) struct Tree {
     /// [`GRAFT_INTERVAL`] mends a broken tree; more would close cycles (and duplicates
     /// would prune them).
     grafted: BTreeMap<(String, PeerId), Instant>,
+    /// When the lazy sets were last swept of neighbours gone, rooms left and authors
+    /// evicted.
+    swept: Option<Instant>,
 }
 
 impl Tree {
@@ -413,9 +418,21 @@ impl Node {
             }
             self.tree.next_graft = self.tree.missing.values().map(|m| m.at).min();
         }
-        // Forget neighbours that went away (a new session starts over at its hello).
         let rooms = &self.rooms;
         let up = |p: &PeerId| self.links.peers.get(p).is_some_and(|p| p.up);
+        self.tree
+            .asked
+            .retain(|p, t| *t + ANSWER_WINDOW > now && up(p));
+        self.tree
+            .grafted
+            .retain(|(r, _), t| *t + GRAFT_INTERVAL > now && rooms.contains_key(r));
+        // Forget neighbours that went away, rooms left and authors evicted (a new
+        // session starts over at its hello): only to bound memory, so once per
+        // [`SWEEP_INTERVAL`] (the lazy sets hold rooms × authors × neighbours).
+        if self.tree.swept.is_some_and(|t| t + SWEEP_INTERVAL > now) {
+            return;
+        }
+        self.tree.swept = Some(now);
         self.tree.capable.retain(up);
         self.tree.lazy_for.retain(|r, authors| {
             let Some(room) = rooms.get(r) else {
@@ -427,18 +444,12 @@ impl Node {
             });
             !authors.is_empty()
         });
-        self.tree
-            .asked
-            .retain(|p, t| *t + ANSWER_WINDOW > now && up(p));
         for set in self.tree.lazy.values_mut() {
             set.retain(up);
         }
         self.tree
             .lazy
             .retain(|r, s| !s.is_empty() && rooms.contains_key(r));
-        self.tree
-            .grafted
-            .retain(|(r, _), t| *t + GRAFT_INTERVAL > now && rooms.contains_key(r));
     }
 
     /// Asks the announcer of a missing run for it (grafting it first if lazy); returns
