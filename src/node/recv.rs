@@ -122,6 +122,9 @@ impl Node {
     /// A forwarded run always ends with a signed message (extending it from the chain
     /// if needed) so the receiver can verify it.
     pub(super) fn relay(&mut self, room: &str, from: ConnId, msgs: &[SharedMessage], now: Instant) {
+        if let Some(from_peer) = self.links.conns.get(&from).map(|c| c.peer) {
+            self.tree_first_copy(room, msgs, from_peer, now);
+        }
         let Some(r) = self.rooms.get(room) else {
             return;
         };

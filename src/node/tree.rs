@@ -6,7 +6,8 @@
 //! Every author has a tree of its own: one tree shared by all authors cannot be pruned
 //! from duplicates, since a link that closes a cycle for one author is on the shortest
 //! path of another, and nodes pruning for different authors at once cut the shared
-//! tree into pieces. Every link starts eager, so an author's first message floods; a
+//! tree into pieces. A new author's tree starts as a copy of the room's reference tree
+//! ([`reference`]; none yet: every link eager, its first message floods); a
 //! copy of an author's message we hold, from an eager link, prunes that link to lazy for
 //! that author ([`Kind::Prune`] naming the author, both ends; not the author's last
 //! eager link here, nor one we just asked for history). What remains eager for an author
@@ -121,26 +122,48 @@ impl Tree {
             .is_some_and(|t| *t + ANSWER_WINDOW > now)
     }
 
-    /// Whether `author`'s messages go to `peer` as announcements only.
+    /// Whether `author`'s messages go to `peer` as announcements only. An author without
+    /// a tree here yet follows the room's reference tree ([`reference`]).
     fn is_lazy(&self, room: &str, author: &PeerId, peer: &PeerId) -> bool {
         self.capable.contains(peer)
             && (self.lazy.get(room).is_some_and(|s| s.contains(peer))
-                || self
-                    .lazy_for
-                    .get(room)
-                    .and_then(|a| a.get(author))
-                    .is_some_and(|s| s.contains(peer)))
+                || self.lazy_for.get(room).is_some_and(|a| {
+                    a.get(author)
+                        .or_else(|| reference(a))
+                        .is_some_and(|s| s.contains(peer))
+                }))
+    }
+
+    /// `author`'s lazy set in `room`, made if new: a copy of the room's reference tree
+    /// ([`reference`]; none yet: every link eager, the author's messages flood).
+    fn tree_of(&mut self, room: &str, author: PeerId) -> &mut BTreeSet<PeerId> {
+        if !self.lazy_for.contains_key(room) {
+            self.lazy_for.insert(room.to_string(), BTreeMap::new());
+        }
+        let authors = self.lazy_for.get_mut(room).expect("inserted");
+        if !authors.contains_key(&author) {
+            let start = reference(authors).cloned().unwrap_or_default();
+            authors.insert(author, start);
+        }
+        authors.get_mut(&author).expect("inserted")
+    }
+
+    /// A message of `author` is sent or relayed here: its tree exists from now on.
+    fn adopt(&mut self, room: &str, author: PeerId) {
+        if !self
+            .lazy_for
+            .get(room)
+            .is_some_and(|a| a.contains_key(&author))
+        {
+            self.tree_of(room, author);
+        }
     }
 
     fn set_lazy(&mut self, room: &str, author: PeerId, peer: PeerId, lazy: bool) {
+        let set = self.tree_of(room, author);
         if lazy {
-            self.lazy_for
-                .entry(room.to_string())
-                .or_default()
-                .entry(author)
-                .or_default()
-                .insert(peer);
-        } else if let Some(set) = self.lazy_for.get_mut(room).and_then(|a| a.get_mut(&author)) {
+            set.insert(peer);
+        } else {
             set.remove(&peer);
         }
     }
@@ -162,6 +185,17 @@ impl Tree {
     pub(super) fn missing_len(&self) -> u64 {
         self.missing.len() as u64
     }
+}
+
+/// The tree a new author of a room starts from: the tree of the room's author with the
+/// lowest peer id among those with one here. A tree per author is a spanning tree (its
+/// links are pruned and grafted at both ends), and a spanning tree carries any root's
+/// messages to every member without duplicates: the new author's first messages go
+/// along it instead of flooding. The lowest id, not the latest author, so that
+/// neighbours pick the same tree; where they still differ, duplicates prune and
+/// announcements graft the new author's own tree as usual.
+fn reference(authors: &BTreeMap<PeerId, BTreeSet<PeerId>>) -> Option<&BTreeSet<PeerId>> {
+    authors.first_key_value().map(|(_, s)| s)
 }
 
 /// First seq in `[start, end)` (looking at most [`SCAN`] far) the room lacks.
@@ -195,6 +229,11 @@ impl Node {
         for (a, _) in ids.clone() {
             if !authors.contains(&a) {
                 authors.push(a);
+            }
+        }
+        if !self.tree.capable.is_empty() {
+            for a in &authors {
+                self.tree.adopt(room, *a);
             }
         }
         for (peer, conn) in targets {
@@ -233,6 +272,30 @@ impl Node {
             .collect()
     }
 
+    /// New messages (`msgs`) arrived in full from `peer` (not as an answer to our
+    /// request): `peer` sends them eagerly, so the link is on their tree at its end. If
+    /// it is lazy here (the two ends started a new author's tree from different
+    /// reference trees), it becomes eager here too: the first copy's path is the tree.
+    pub(super) fn tree_first_copy(
+        &mut self,
+        room: &str,
+        msgs: &[crate::message::SharedMessage],
+        peer: PeerId,
+        now: Instant,
+    ) {
+        if !self.tree.capable.contains(&peer) || self.tree.answering(peer, now) {
+            return;
+        }
+        for a in msgs.iter().map(|m| &m.author) {
+            if *a != peer
+                && self.tree.is_lazy(room, a, &peer)
+                && !self.tree.lazy.get(room).is_some_and(|s| s.contains(&peer))
+            {
+                self.tree.set_lazy(room, *a, peer, false);
+            }
+        }
+    }
+
     /// A copy of `author`'s message we hold arrived on `conn`: an eager tree link to
     /// prune. Not the author's own link: it is the shortest path, and a copy from the
     /// author itself comes from a second connection of a hand-over (section 12.1).
@@ -251,8 +314,18 @@ impl Node {
             || answering
             || !self.tree.capable.contains(&peer)
             || !self.rooms.contains_key(room)
-            || self.tree.is_lazy(room, author, &peer)
         {
+            return;
+        }
+        let prune = Frame::new(Kind::Prune(wire::TreeLink {
+            room: room.into(),
+            authors: vec![author.to_bytes()],
+        }));
+        if self.tree.is_lazy(room, author, &peer) {
+            // Lazy here, eager there: the two ends started the author's tree from
+            // different reference trees (or a prune was lost). The prune again.
+            self.stats.tree_prunes += 1;
+            self.send_frame(conn, &prune, now);
             return;
         }
         // Each author's messages have a tree of their own: a duplicate of `author`'s
@@ -268,11 +341,7 @@ impl Node {
         }
         self.tree.set_lazy(room, *author, peer, true);
         self.stats.tree_prunes += 1;
-        let frame = Frame::new(Kind::Prune(wire::TreeLink {
-            room: room.into(),
-            authors: vec![author.to_bytes()],
-        }));
-        self.send_frame(conn, &frame, now);
+        self.send_frame(conn, &prune, now);
     }
 
     /// A neighbour pruned (`eager == false`) or grafted us in a room, for the authors
@@ -339,6 +408,18 @@ impl Node {
             if ar.ranges.len() % 2 != 0 || ar.ranges.chunks(2).any(|r| r[0] >= r[1]) {
                 return self.violation(conn, "announcement range is malformed", now);
             }
+            // The announcer holds these: what we were about to announce to it of them
+            // is dropped (both ends of a lazy link announce the same messages).
+            let t = &mut self.tree;
+            if let Some(seqs) = t
+                .pending
+                .get_mut(&(peer, a.room.clone()))
+                .and_then(|p| p.get_mut(&author))
+            {
+                let before = seqs.len();
+                seqs.retain(|s| !ar.ranges.chunks(2).any(|r| (r[0]..r[1]).contains(s)));
+                t.pending_ids -= before - seqs.len();
+            }
             for r in ar.ranges.chunks(2) {
                 let Some(start) = first_missing(room, &author, r[0], r[1]) else {
                     continue;
@@ -384,8 +465,9 @@ impl Node {
                     continue;
                 };
                 let Some(conn) = conn.active else { continue };
-                let authors = authors
+                let authors: Vec<AuthorRanges> = authors
                     .into_iter()
+                    .filter(|(_, seqs)| !seqs.is_empty())
                     .map(|(a, mut seqs)| {
                         seqs.sort_unstable();
                         seqs.dedup();
@@ -396,6 +478,9 @@ impl Node {
                         }
                     })
                     .collect();
+                if authors.is_empty() {
+                    continue;
+                }
                 self.stats.tree_announces += 1;
                 let frame = Frame::new(Kind::Announce(wire::Announce { room, authors }));
                 self.send_frame(conn, &frame, now);
@@ -440,7 +525,8 @@ impl Node {
             };
             authors.retain(|a, set| {
                 set.retain(up);
-                !set.is_empty() && room.authors.contains_key(a)
+                // Kept when empty (every link eager): the author has a tree here.
+                room.authors.contains_key(a)
             });
             !authors.is_empty()
         });
