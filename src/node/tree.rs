@@ -49,6 +49,10 @@ pub const MAX_MISSING: usize = 1024;
 const ATTEMPTS: u32 = 3;
 /// How far into an announced range a node looks for a message it lacks.
 const SCAN: u64 = 64;
+/// At most this many lazy neighbours per room get announcements each [`LAZY_DELAY`]
+/// round; the others keep theirs for a later round, in turn (at 100 messages a second
+/// most announcements carry one id, and their cost grew with the degree).
+pub const MAX_ANNOUNCE_PEERS: usize = 6;
 /// How often the lazy sets are swept of what went away.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -89,6 +93,8 @@ pub(super) struct Tree {
     /// [`GRAFT_INTERVAL`] mends a broken tree; more would close cycles (and duplicates
     /// would prune them).
     grafted: BTreeMap<(String, PeerId), Instant>,
+    /// Announcement rounds so far (whose turn it is, [`MAX_ANNOUNCE_PEERS`]).
+    rounds: u64,
     /// When the lazy sets were last swept of neighbours gone, rooms left and authors
     /// evicted.
     swept: Option<Instant>,
@@ -460,7 +466,38 @@ impl Node {
         if self.tree.flush_at.is_some_and(|t| t <= now) {
             self.tree.flush_at = None;
             self.tree.pending_ids = 0;
-            for ((peer, room), authors) in std::mem::take(&mut self.tree.pending) {
+            // At most [`MAX_ANNOUNCE_PEERS`] lazy neighbours per room get their
+            // announcements this round, in turn; the others keep theirs for a later one.
+            let pending = std::mem::take(&mut self.tree.pending);
+            let mut per_room: BTreeMap<&str, usize> = BTreeMap::new();
+            for (_, room) in pending.keys() {
+                *per_room.entry(room.as_str()).or_default() += 1;
+            }
+            let round = self.tree.rounds;
+            self.tree.rounds = round.wrapping_add(1);
+            let mut chosen: BTreeSet<(PeerId, String)> = BTreeSet::new();
+            let mut index: BTreeMap<&str, usize> = BTreeMap::new();
+            for key in pending.keys() {
+                let len = per_room[key.1.as_str()];
+                let i = index.entry(key.1.as_str()).or_default();
+                let k = MAX_ANNOUNCE_PEERS.min(len);
+                // Index i goes this round when it is among the k consecutive ones
+                // (cyclically) from this round's offset.
+                let offset = (round as usize).wrapping_mul(k) % len;
+                if (*i + len - offset) % len < k {
+                    chosen.insert(key.clone());
+                }
+                *i += 1;
+            }
+            for ((peer, room), authors) in pending {
+                if !chosen.contains(&(peer, room.clone())) {
+                    // Its turn comes in a later round.
+                    let t = &mut self.tree;
+                    t.pending_ids += authors.values().map(Vec::len).sum::<usize>();
+                    t.pending.insert((peer, room), authors);
+                    t.flush_at = Some(now + LAZY_DELAY);
+                    continue;
+                }
                 let Some(conn) = self.links.peers.get(&peer).filter(|p| p.up) else {
                     continue;
                 };
