@@ -300,12 +300,16 @@ pub struct Announce {
     pub authors: Vec<AuthorRanges>,
 }
 
-/// Names the room of a [`Kind::Prune`] or [`Kind::Graft`].
+/// Names the room (and authors) of a [`Kind::Prune`] or [`Kind::Graft`].
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct TreeLink {
     /// The room.
     #[prost(string, tag = "1")]
     pub room: String,
+    /// The authors whose messages the frame is about (peer ids); empty: every author
+    /// of the room.
+    #[prost(bytes = "vec", repeated, tag = "2")]
+    pub authors: Vec<Vec<u8>>,
 }
 
 impl Frame {

@@ -40,6 +40,10 @@ use profile::ProfileRec;
 pub struct Stats {
     /// Frames decoded from peers.
     pub frames_in: u64,
+    /// Frames received from peers by kind: index = the frame's field number
+    /// ([`crate::wire::Kind`]: 5 room messages, 10 summaries, 11 requests, 16
+    /// announcements, 17 prunes, 18 grafts); 0 for anything else.
+    pub frames_in_kind: [u64; 19],
     /// Room messages received (including duplicates).
     pub messages_in: u64,
     /// Room messages delivered to the app (own and remote).

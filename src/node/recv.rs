@@ -64,7 +64,6 @@ impl Node {
                 Some(Confirm::Verified(lowest)) => {
                     // Relayed like any verified run (to no one, often: the run is only
                     // listed if someone may get it).
-                    self.tree.first_copy(room_name, author);
                     let legacy = self
                         .links
                         .peers
@@ -123,6 +122,9 @@ impl Node {
     /// A forwarded run always ends with a signed message (extending it from the chain
     /// if needed) so the receiver can verify it.
     pub(super) fn relay(&mut self, room: &str, from: ConnId, msgs: &[SharedMessage], now: Instant) {
+        if let Some(from_peer) = self.links.conns.get(&from).map(|c| c.peer) {
+            self.tree_first_copy(room, msgs, from_peer, now);
+        }
         let Some(r) = self.rooms.get(room) else {
             return;
         };
@@ -131,7 +133,6 @@ impl Node {
         authors.extend(msgs.iter().map(|m| m.author));
         authors.dedup();
         if let Some(from_peer) = self.links.conns.get(&from).map(|c| c.peer) {
-            self.tree.first_copy(room, from_peer);
             authors.push(from_peer);
         }
         let targets = self.room_targets(room, &authors);

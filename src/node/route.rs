@@ -88,6 +88,12 @@ impl Node {
 
     pub(super) fn on_frame(&mut self, conn: ConnId, payload: Bytes, now: Instant) {
         self.stats.frames_in += 1;
+        let kind = match crate::codec::peek_varint(&payload) {
+            Ok(Some((key, _))) => usize::try_from(key >> 3).unwrap_or(0),
+            _ => 0,
+        };
+        let counts = &mut self.stats.frames_in_kind;
+        counts[if kind < counts.len() { kind } else { 0 }] += 1;
         let Some(c) = self.links.conns.get_mut(&conn) else {
             return;
         };

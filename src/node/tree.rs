@@ -1,16 +1,22 @@
 //! The broadcast tree of rooms (Plumtree-style eager/lazy push, PROTOCOL.md section 7.1).
 //!
-//! Per room, each neighbour that offered the `tree` capability in its hello is *eager*
-//! (full room messages go to it) or *lazy* (it gets [`wire::Announce`] frames naming
-//! what we received, batched for [`LAZY_DELAY`]). Every link starts eager, so a new
-//! network floods; a link that keeps bringing copies we hold is pruned to lazy
-//! ([`Kind::Prune`], both ends; not the last eager one, nor one we just asked for
-//! history). What remains eager approaches a spanning tree of the room. An
-//! announcement of a message we still lack after [`GRAFT_TIMEOUT`] grafts the announcer
-//! back to eager ([`Kind::Graft`]) and asks it for the message ([`Kind::Request`]): the
-//! tree repairs itself where a link lost a message or died. The per-author gap repair and
-//! the periodic summaries stay as the backstop. Neighbours without the capability are
-//! always eager (they flood, as before).
+//! Per room and author, each neighbour that offered the `tree` capability in its hello
+//! is *eager* for that author (the author's messages go to it in full) or *lazy* (it
+//! gets [`wire::Announce`] frames naming what we received, batched for [`LAZY_DELAY`]).
+//! Every author has a tree of its own: one tree shared by all authors cannot be pruned
+//! from duplicates, since a link that closes a cycle for one author is on the shortest
+//! path of another, and nodes pruning for different authors at once cut the shared
+//! tree into pieces. A new author's tree starts as a copy of the room's reference tree
+//! ([`reference`]; none yet: every link eager, its first message floods); a
+//! copy of an author's message we hold, from an eager link, prunes that link to lazy for
+//! that author ([`Kind::Prune`] naming the author, both ends; not the author's last
+//! eager link here, nor one we just asked for history). What remains eager for an author
+//! is a spanning tree along the paths its messages arrived first on. An announcement of
+//! a message we still lack after [`GRAFT_TIMEOUT`] grafts the announcer back to eager
+//! for that author ([`Kind::Graft`]) and asks it for the message ([`Kind::Request`]):
+//! the tree repairs itself where a link lost a message or died. The per-author gap
+//! repair and the periodic summaries stay as the backstop. Neighbours without the
+//! capability are always eager (they flood, as before).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -29,11 +35,9 @@ pub(crate) const CAPABILITY: &str = "tree";
 pub const LAZY_DELAY: Duration = Duration::from_millis(50);
 /// How long an announced message may stay missing before the announcer is grafted.
 pub const GRAFT_TIMEOUT: Duration = Duration::from_millis(40);
-/// At most one graft per room this often: one mends a broken tree; more would close
-/// cycles (and duplicates would prune them).
+/// At most one graft per (room, author) this often: one mends a broken tree; more would
+/// close cycles (and duplicates would prune them).
 const GRAFT_INTERVAL: Duration = Duration::from_millis(250);
-/// Duplicates in a row after which an eager link is pruned.
-const PRUNE_AFTER: u32 = 4;
 /// How long after a request copies from the asked neighbour count as its answer.
 const ANSWER_WINDOW: Duration = Duration::from_millis(500);
 /// Bound on announced message ids waiting to go to one (neighbour, room).
@@ -45,6 +49,12 @@ pub const MAX_MISSING: usize = 1024;
 const ATTEMPTS: u32 = 3;
 /// How far into an announced range a node looks for a message it lacks.
 const SCAN: u64 = 64;
+/// At most this many lazy neighbours per room get announcements each [`LAZY_DELAY`]
+/// round; the others keep theirs for a later round, in turn (at 100 messages a second
+/// most announcements carry one id, and their cost grew with the degree).
+pub const MAX_ANNOUNCE_PEERS: usize = 6;
+/// How often the lazy sets are swept of what went away.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A run of one author's announced messages still missing here.
 struct Missing {
@@ -60,8 +70,12 @@ struct Missing {
 pub(super) struct Tree {
     /// Neighbours whose latest hello offered [`CAPABILITY`].
     capable: BTreeSet<PeerId>,
-    /// Per room, the neighbours that are lazy (all others are eager).
+    /// Per room, the neighbours that are lazy for every author (a peer's prune without
+    /// authors).
     lazy: BTreeMap<String, BTreeSet<PeerId>>,
+    /// Per room and author, the neighbours that are lazy for that author's messages
+    /// (all others are eager).
+    lazy_for: BTreeMap<String, BTreeMap<PeerId, BTreeSet<PeerId>>>,
     /// Announcements to send, per (neighbour, room): author → seqs.
     pending: BTreeMap<(PeerId, String), BTreeMap<PeerId, Vec<u64>>>,
     /// Ids in `pending`, summed.
@@ -71,15 +85,19 @@ pub(super) struct Tree {
     missing: BTreeMap<(String, PeerId), Missing>,
     /// The earliest `Missing::at`, if any.
     next_graft: Option<Instant>,
-    /// Per (room, eager neighbour): duplicates it sent in a row (reset by a new message).
-    dups: BTreeMap<(String, PeerId), u32>,
     /// When each neighbour was last asked for history. For [`ANSWER_WINDOW`] after,
     /// duplicates from it do not prune its link: they may be answers, and a node that
     /// has to ask is repairing a tree that lost messages, not one with links to spare.
     asked: BTreeMap<PeerId, Instant>,
-    /// Per room, when a neighbour was last grafted: one graft per [`GRAFT_INTERVAL`]
-    /// mends a broken tree; more would close cycles (and duplicates would prune them).
-    grafted: BTreeMap<String, Instant>,
+    /// Per (room, author), when a neighbour was last grafted: one graft per
+    /// [`GRAFT_INTERVAL`] mends a broken tree; more would close cycles (and duplicates
+    /// would prune them).
+    grafted: BTreeMap<(String, PeerId), Instant>,
+    /// Announcement rounds so far (whose turn it is, [`MAX_ANNOUNCE_PEERS`]).
+    rounds: u64,
+    /// When the lazy sets were last swept of neighbours gone, rooms left and authors
+    /// evicted.
+    swept: Option<Instant>,
 }
 
 impl Tree {
@@ -88,17 +106,13 @@ impl Tree {
         for set in self.lazy.values_mut() {
             set.remove(&peer);
         }
+        for set in self.lazy_for.values_mut().flat_map(|a| a.values_mut()) {
+            set.remove(&peer);
+        }
         if capable {
             self.capable.insert(peer);
         } else {
             self.capable.remove(&peer);
-        }
-    }
-
-    /// A new message arrived from `peer`: its link is useful.
-    pub(super) fn first_copy(&mut self, room: &str, peer: PeerId) {
-        if !self.dups.is_empty() {
-            self.dups.remove(&(room.to_string(), peer));
         }
     }
 
@@ -114,22 +128,80 @@ impl Tree {
             .is_some_and(|t| *t + ANSWER_WINDOW > now)
     }
 
-    fn is_lazy(&self, room: &str, peer: &PeerId) -> bool {
-        self.capable.contains(peer) && self.lazy.get(room).is_some_and(|s| s.contains(peer))
+    /// Whether `author`'s messages go to `peer` as announcements only. An author without
+    /// a tree here yet follows the room's reference tree ([`reference`]).
+    fn is_lazy(&self, room: &str, author: &PeerId, peer: &PeerId) -> bool {
+        self.capable.contains(peer)
+            && (self.lazy.get(room).is_some_and(|s| s.contains(peer))
+                || self.lazy_for.get(room).is_some_and(|a| {
+                    a.get(author)
+                        .or_else(|| reference(a))
+                        .is_some_and(|s| s.contains(peer))
+                }))
+    }
+
+    /// `author`'s lazy set in `room`, made if new: a copy of the room's reference tree
+    /// ([`reference`]; none yet: every link eager, the author's messages flood).
+    fn tree_of(&mut self, room: &str, author: PeerId) -> &mut BTreeSet<PeerId> {
+        if !self.lazy_for.contains_key(room) {
+            self.lazy_for.insert(room.to_string(), BTreeMap::new());
+        }
+        let authors = self.lazy_for.get_mut(room).expect("inserted");
+        if !authors.contains_key(&author) {
+            let start = reference(authors).cloned().unwrap_or_default();
+            authors.insert(author, start);
+        }
+        authors.get_mut(&author).expect("inserted")
+    }
+
+    /// A message of `author` is sent or relayed here: its tree exists from now on.
+    fn adopt(&mut self, room: &str, author: PeerId) {
+        if !self
+            .lazy_for
+            .get(room)
+            .is_some_and(|a| a.contains_key(&author))
+        {
+            self.tree_of(room, author);
+        }
+    }
+
+    fn set_lazy(&mut self, room: &str, author: PeerId, peer: PeerId, lazy: bool) {
+        let set = self.tree_of(room, author);
+        if lazy {
+            set.insert(peer);
+        } else {
+            set.remove(&peer);
+        }
     }
 
     pub(super) fn next_timeout(&self) -> Option<Instant> {
         self.flush_at.into_iter().chain(self.next_graft).min()
     }
 
-    /// Lazy links, summed over rooms.
+    /// Lazy links, summed over rooms (and authors).
     pub(super) fn lazy_links(&self) -> u64 {
-        self.lazy.values().map(|s| s.len() as u64).sum()
+        let per_author = self.lazy_for.values().flat_map(|a| a.values());
+        self.lazy
+            .values()
+            .chain(per_author)
+            .map(|s| s.len() as u64)
+            .sum()
     }
 
     pub(super) fn missing_len(&self) -> u64 {
         self.missing.len() as u64
     }
+}
+
+/// The tree a new author of a room starts from: the tree of the room's author with the
+/// lowest peer id among those with one here. A tree per author is a spanning tree (its
+/// links are pruned and grafted at both ends), and a spanning tree carries any root's
+/// messages to every member without duplicates: the new author's first messages go
+/// along it instead of flooding. The lowest id, not the latest author, so that
+/// neighbours pick the same tree; where they still differ, duplicates prune and
+/// announcements graft the new author's own tree as usual.
+fn reference(authors: &BTreeMap<PeerId, BTreeSet<PeerId>>) -> Option<&BTreeSet<PeerId>> {
+    authors.first_key_value().map(|(_, s)| s)
 }
 
 /// First seq in `[start, end)` (looking at most [`SCAN`] far) the room lacks.
@@ -157,8 +229,21 @@ impl Node {
         now: Instant,
     ) -> u64 {
         let mut eager = 0;
+        // Usually one author; a run of several goes in full to a neighbour eager for
+        // any of them.
+        let mut authors: Vec<PeerId> = Vec::with_capacity(1);
+        for (a, _) in ids.clone() {
+            if !authors.contains(&a) {
+                authors.push(a);
+            }
+        }
+        if !self.tree.capable.is_empty() {
+            for a in &authors {
+                self.tree.adopt(room, *a);
+            }
+        }
         for (peer, conn) in targets {
-            if !self.tree.is_lazy(room, &peer) {
+            if authors.is_empty() || authors.iter().any(|a| !self.tree.is_lazy(room, a, &peer)) {
                 eager += 1;
                 self.send_bytes(conn, wire, now);
                 continue;
@@ -193,6 +278,30 @@ impl Node {
             .collect()
     }
 
+    /// New messages (`msgs`) arrived in full from `peer` (not as an answer to our
+    /// request): `peer` sends them eagerly, so the link is on their tree at its end. If
+    /// it is lazy here (the two ends started a new author's tree from different
+    /// reference trees), it becomes eager here too: the first copy's path is the tree.
+    pub(super) fn tree_first_copy(
+        &mut self,
+        room: &str,
+        msgs: &[crate::message::SharedMessage],
+        peer: PeerId,
+        now: Instant,
+    ) {
+        if !self.tree.capable.contains(&peer) || self.tree.answering(peer, now) {
+            return;
+        }
+        for a in msgs.iter().map(|m| &m.author) {
+            if *a != peer
+                && self.tree.is_lazy(room, a, &peer)
+                && !self.tree.lazy.get(room).is_some_and(|s| s.contains(&peer))
+            {
+                self.tree.set_lazy(room, *a, peer, false);
+            }
+        }
+    }
+
     /// A copy of `author`'s message we hold arrived on `conn`: an eager tree link to
     /// prune. Not the author's own link: it is the shortest path, and a copy from the
     /// author itself comes from a second connection of a hand-over (section 12.1).
@@ -211,52 +320,83 @@ impl Node {
             || answering
             || !self.tree.capable.contains(&peer)
             || !self.rooms.contains_key(room)
-            || self.tree.is_lazy(room, &peer)
         {
             return;
         }
-        // Several senders share one tree: a link that brings a duplicate now may be the
-        // only path from another sender. Prune only a link whose last [`PRUNE_AFTER`]
-        // copies were all duplicates, and never the last eager link of the room.
-        let key = (room.to_string(), peer);
-        let dups = self.tree.dups.entry(key.clone()).or_default();
-        *dups += 1;
-        if *dups < PRUNE_AFTER {
+        let prune = Frame::new(Kind::Prune(wire::TreeLink {
+            room: room.into(),
+            authors: vec![author.to_bytes()],
+        }));
+        if self.tree.is_lazy(room, author, &peer) {
+            // Lazy here, eager there: the two ends started the author's tree from
+            // different reference trees (or a prune was lost). The prune again.
+            self.stats.tree_prunes += 1;
+            self.send_frame(conn, &prune, now);
             return;
         }
+        // Each author's messages have a tree of their own: a duplicate of `author`'s
+        // message closed a cycle of that tree, and this link goes. Never the last eager
+        // link for the author here (its messages would come by announcements only).
         let eager = self
             .room_targets(room, &[])
             .iter()
-            .filter(|(p, _)| !self.tree.is_lazy(room, p))
+            .filter(|(p, _)| !self.tree.is_lazy(room, author, p))
             .count();
         if eager <= 1 {
             return;
         }
-        self.tree.dups.remove(&key);
-        self.tree
-            .lazy
-            .entry(room.to_string())
-            .or_default()
-            .insert(peer);
+        self.tree.set_lazy(room, *author, peer, true);
         self.stats.tree_prunes += 1;
-        let frame = Frame::new(Kind::Prune(wire::TreeLink { room: room.into() }));
-        self.send_frame(conn, &frame, now);
+        self.send_frame(conn, &prune, now);
     }
 
-    /// A neighbour pruned (`eager == false`) or grafted us in a room.
+    /// A neighbour pruned (`eager == false`) or grafted us in a room, for the authors
+    /// named (none: every author). Authors that are not peer ids or not kept in the
+    /// room are ignored.
     pub(super) fn on_tree_link(&mut self, conn: ConnId, l: wire::TreeLink, eager: bool) {
         let Some(peer) = self.active_peer(conn) else {
             return;
         };
-        // Only for joined rooms: the lazy sets stay bounded by rooms × neighbours.
-        if !self.rooms.contains_key(&l.room) {
+        // Only for joined rooms and authors kept there: the lazy sets stay bounded by
+        // rooms × authors × neighbours.
+        let Some(room) = self.rooms.get(&l.room) else {
+            return;
+        };
+        if l.authors.is_empty() {
+            if eager {
+                for set in self
+                    .tree
+                    .lazy_for
+                    .get_mut(&l.room)
+                    .into_iter()
+                    .flat_map(|a| a.values_mut())
+                {
+                    set.remove(&peer);
+                }
+            }
+            let set = self.tree.lazy.entry(l.room).or_default();
+            if eager {
+                set.remove(&peer);
+            } else {
+                set.insert(peer);
+            }
             return;
         }
-        let set = self.tree.lazy.entry(l.room).or_default();
+        let authors: Vec<PeerId> = l
+            .authors
+            .iter()
+            .filter_map(|a| PeerId::from_bytes(a).ok())
+            .filter(|a| room.authors.contains_key(a))
+            .collect();
+        for author in authors {
+            self.tree.set_lazy(&l.room, author, peer, !eager);
+        }
         if eager {
-            set.remove(&peer);
-        } else {
-            set.insert(peer);
+            // A peer that pruned the whole room (a prune without authors) grafts back
+            // what it names; its link is eager again.
+            if let Some(set) = self.tree.lazy.get_mut(&l.room) {
+                set.remove(&peer);
+            }
         }
     }
 
@@ -273,6 +413,18 @@ impl Node {
             };
             if ar.ranges.len() % 2 != 0 || ar.ranges.chunks(2).any(|r| r[0] >= r[1]) {
                 return self.violation(conn, "announcement range is malformed", now);
+            }
+            // The announcer holds these: what we were about to announce to it of them
+            // is dropped (both ends of a lazy link announce the same messages).
+            let t = &mut self.tree;
+            if let Some(seqs) = t
+                .pending
+                .get_mut(&(peer, a.room.clone()))
+                .and_then(|p| p.get_mut(&author))
+            {
+                let before = seqs.len();
+                seqs.retain(|s| !ar.ranges.chunks(2).any(|r| (r[0]..r[1]).contains(s)));
+                t.pending_ids -= before - seqs.len();
             }
             for r in ar.ranges.chunks(2) {
                 let Some(start) = first_missing(room, &author, r[0], r[1]) else {
@@ -314,13 +466,45 @@ impl Node {
         if self.tree.flush_at.is_some_and(|t| t <= now) {
             self.tree.flush_at = None;
             self.tree.pending_ids = 0;
-            for ((peer, room), authors) in std::mem::take(&mut self.tree.pending) {
+            // At most [`MAX_ANNOUNCE_PEERS`] lazy neighbours per room get their
+            // announcements this round, in turn; the others keep theirs for a later one.
+            let pending = std::mem::take(&mut self.tree.pending);
+            let mut per_room: BTreeMap<&str, usize> = BTreeMap::new();
+            for (_, room) in pending.keys() {
+                *per_room.entry(room.as_str()).or_default() += 1;
+            }
+            let round = self.tree.rounds;
+            self.tree.rounds = round.wrapping_add(1);
+            let mut chosen: BTreeSet<(PeerId, String)> = BTreeSet::new();
+            let mut index: BTreeMap<&str, usize> = BTreeMap::new();
+            for key in pending.keys() {
+                let len = per_room[key.1.as_str()];
+                let i = index.entry(key.1.as_str()).or_default();
+                let k = MAX_ANNOUNCE_PEERS.min(len);
+                // Index i goes this round when it is among the k consecutive ones
+                // (cyclically) from this round's offset.
+                let offset = (round as usize).wrapping_mul(k) % len;
+                if (*i + len - offset) % len < k {
+                    chosen.insert(key.clone());
+                }
+                *i += 1;
+            }
+            for ((peer, room), authors) in pending {
+                if !chosen.contains(&(peer, room.clone())) {
+                    // Its turn comes in a later round.
+                    let t = &mut self.tree;
+                    t.pending_ids += authors.values().map(Vec::len).sum::<usize>();
+                    t.pending.insert((peer, room), authors);
+                    t.flush_at = Some(now + LAZY_DELAY);
+                    continue;
+                }
                 let Some(conn) = self.links.peers.get(&peer).filter(|p| p.up) else {
                     continue;
                 };
                 let Some(conn) = conn.active else { continue };
-                let authors = authors
+                let authors: Vec<AuthorRanges> = authors
                     .into_iter()
+                    .filter(|(_, seqs)| !seqs.is_empty())
                     .map(|(a, mut seqs)| {
                         seqs.sort_unstable();
                         seqs.dedup();
@@ -331,6 +515,9 @@ impl Node {
                         }
                     })
                     .collect();
+                if authors.is_empty() {
+                    continue;
+                }
                 self.stats.tree_announces += 1;
                 let frame = Frame::new(Kind::Announce(wire::Announce { room, authors }));
                 self.send_frame(conn, &frame, now);
@@ -353,25 +540,39 @@ impl Node {
             }
             self.tree.next_graft = self.tree.missing.values().map(|m| m.at).min();
         }
-        // Forget neighbours that went away (a new session starts over at its hello).
         let rooms = &self.rooms;
         let up = |p: &PeerId| self.links.peers.get(p).is_some_and(|p| p.up);
-        self.tree.capable.retain(up);
-        self.tree
-            .dups
-            .retain(|(r, p), _| up(p) && rooms.contains_key(r));
         self.tree
             .asked
             .retain(|p, t| *t + ANSWER_WINDOW > now && up(p));
+        self.tree
+            .grafted
+            .retain(|(r, _), t| *t + GRAFT_INTERVAL > now && rooms.contains_key(r));
+        // Forget neighbours that went away, rooms left and authors evicted (a new
+        // session starts over at its hello): only to bound memory, so once per
+        // [`SWEEP_INTERVAL`] (the lazy sets hold rooms × authors × neighbours).
+        if self.tree.swept.is_some_and(|t| t + SWEEP_INTERVAL > now) {
+            return;
+        }
+        self.tree.swept = Some(now);
+        self.tree.capable.retain(up);
+        self.tree.lazy_for.retain(|r, authors| {
+            let Some(room) = rooms.get(r) else {
+                return false;
+            };
+            authors.retain(|a, set| {
+                set.retain(up);
+                // Kept when empty (every link eager): the author has a tree here.
+                room.authors.contains_key(a)
+            });
+            !authors.is_empty()
+        });
         for set in self.tree.lazy.values_mut() {
             set.retain(up);
         }
         self.tree
             .lazy
             .retain(|r, s| !s.is_empty() && rooms.contains_key(r));
-        self.tree
-            .grafted
-            .retain(|r, t| *t + GRAFT_INTERVAL > now && rooms.contains_key(r));
     }
 
     /// Asks the announcer of a missing run for it (grafting it first if lazy); returns
@@ -398,19 +599,25 @@ impl Node {
             .get(&m.from)
             .filter(|p| p.up)
             .and_then(|p| p.active)?;
+        let key = (room, author);
         let recent = self
             .tree
             .grafted
-            .get(&room)
+            .get(&key)
             .is_some_and(|t| *t + GRAFT_INTERVAL > now);
-        if !recent && self.tree.is_lazy(&room, &m.from) {
-            // Other missing messages this round are only requested.
-            self.tree.grafted.insert(room.clone(), now);
+        let (room, author) = key;
+        if !recent && self.tree.is_lazy(&room, &author, &m.from) {
+            // Other missing messages of the author this round are only requested.
+            self.tree.grafted.insert((room.clone(), author), now);
             if let Some(set) = self.tree.lazy.get_mut(&room) {
                 set.remove(&m.from);
             }
+            self.tree.set_lazy(&room, author, m.from, false);
             self.stats.tree_grafts += 1;
-            let graft = Frame::new(Kind::Graft(wire::TreeLink { room: room.clone() }));
+            let graft = Frame::new(Kind::Graft(wire::TreeLink {
+                room: room.clone(),
+                authors: vec![author.to_bytes()],
+            }));
             self.send_frame(conn, &graft, now);
         }
         let request = Frame::new(Kind::Request(wire::Request {
