@@ -78,24 +78,34 @@ fn steady_burst(tree: bool) -> Run {
     let n = 40;
     let mut sim = network(n, 5, |_| tree);
     let (warm, _) = burst(&mut sim, 300, 300, Duration::from_millis(2), 1);
-    let before = stats(&sim);
     sim.latency_ms.iter_mut().for_each(|c| *c = 0);
+    let run = measured(&mut sim, &format!("tree={tree}"), 1000, 1300, 1, 2);
+    Run {
+        converged: warm && run.converged,
+        ..run
+    }
+}
+
+/// A [`burst`] of `msgs` messages `gap_ms` apart (every log then holds `total`), with
+/// its frames per kind and latency printed.
+fn measured(sim: &mut Sim, what: &str, msgs: usize, total: usize, gap_ms: u64, seed: u64) -> Run {
+    let before = stats(sim);
     let t0 = sim.elapsed();
-    let (done, frames) = burst(&mut sim, 1000, 1300, Duration::from_millis(1), 2);
+    let (done, frames) = burst(sim, msgs, total, Duration::from_millis(gap_ms), seed);
     let time = sim.elapsed() - t0;
-    let after = stats(&sim);
+    let after = stats(sim);
     let q = |q| sim.latency_quantile(q).unwrap_or_default();
     let label = format!(
-        "tree={tree} time={time:?} latency p50/p99/max {}/{}/{} ms",
+        "{what} time={time:?} latency p50/p99/max {}/{}/{} ms",
         q(0.5),
         q(0.99),
         q(1.0)
     );
     print_breakdown(&label, &before, &after);
     Run {
-        converged: warm && done,
+        converged: done,
         time,
-        frames: frames as f64 / (1000 * (n - 1)) as f64,
+        frames: frames as f64 / (msgs * (sim.len() - 1)) as f64,
     }
 }
 
@@ -170,24 +180,7 @@ fn tree_converges_as_fast_as_flooding_under_loss_with_few_frames_per_message() {
 fn sparse_authors(tree: bool) -> Run {
     let n = 40;
     let mut sim = network(n, 5, |_| tree);
-    let before = stats(&sim);
-    let t0 = sim.elapsed();
-    let (done, frames) = burst(&mut sim, 200, 200, Duration::from_millis(10), 3);
-    let time = sim.elapsed() - t0;
-    let after = stats(&sim);
-    let q = |q| sim.latency_quantile(q).unwrap_or_default();
-    let label = format!(
-        "sparse tree={tree} time={time:?} latency p50/p99/max {}/{}/{} ms",
-        q(0.5),
-        q(0.99),
-        q(1.0)
-    );
-    print_breakdown(&label, &before, &after);
-    Run {
-        converged: done,
-        time,
-        frames: frames as f64 / (200 * (n - 1)) as f64,
-    }
+    measured(&mut sim, &format!("sparse tree={tree}"), 200, 200, 10, 3)
 }
 
 #[test]
