@@ -15,7 +15,8 @@
 //!   such blob, `<hash> <size> <path of its bytes>`, replaced atomically on each change.
 //!
 //! A finished download is hashed again from the file before it counts as complete (so a
-//! disk that lost a write is caught), then moved to `complete/<hash>.data`, from where
+//! disk that lost a write is caught; in background mode most of it is read back while
+//! the download runs, module `check`), then moved to `complete/<hash>.data`, from where
 //! [`FileStore::place`] moves it to the user's download folder under a safe, unique name.
 //!
 //! A store is synchronous (every [`BlobStore`] call does its file work before it
@@ -37,6 +38,7 @@ use echo_proto::blob::{
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
+mod check;
 mod disk;
 use disk::{Disk, Finish};
 pub use disk::{DiskHook, DiskWork, FinishError, HIGH_WATER, LOW_WATER};
@@ -105,6 +107,8 @@ pub struct FileStore {
     dest: BTreeMap<BlobHash, (PathBuf, String)>,
     /// Given to the disk threads ([`FileStore::with_disk_hook`]).
     hook: Option<DiskHook>,
+    /// How often the finisher reads back a download's written start (bytes).
+    check_step: u64,
 }
 
 fn io_err(e: io::Error) -> StoreError {
@@ -197,11 +201,13 @@ impl FileStore {
             finishing: BTreeMap::new(),
             dest: BTreeMap::new(),
             hook: None,
+            check_step: check::STEP,
         })
     }
 
     /// Has the disk threads of [`FileStore::in_background`] (call it before) call
-    /// `hook` before each write and each finish. Tests use it to stall the disk; it may
+    /// `hook` before each write, each finish and each read-back of a download's
+    /// start ([`DiskWork`]). Tests use it to stall the disk; it may
     /// block, and then only the disk work waits.
     pub fn with_disk_hook(mut self, hook: DiskHook) -> FileStore {
         self.hook = Some(hook);
@@ -217,9 +223,20 @@ impl FileStore {
     /// what is queued. A `kill -9` loses the writes still queued (at most about
     /// [`HIGH_WATER`] bytes when the caller honours [`FileStore::backlogged`]); their
     /// groups are not in the log, so they are fetched again.
+    ///
+    /// Meanwhile the finisher thread syncs and reads back each download's written start
+    /// as it grows (16 MiB at a time), so a finish has only the tail left to check.
     pub fn in_background(mut self) -> io::Result<FileStore> {
-        self.disk = Some(Disk::spawn(self.hook.clone())?);
+        self.disk = Some(Disk::spawn(self.hook.clone(), self.check_step)?);
         Ok(self)
+    }
+
+    /// Reads back the written start of a download every `step` bytes (call before
+    /// [`FileStore::in_background`]).
+    #[cfg(test)]
+    fn with_check_step(mut self, step: u64) -> FileStore {
+        self.check_step = step;
+        self
     }
 
     /// Where the finished download of `hash` goes, in background mode: moved into `dir`
@@ -406,6 +423,7 @@ impl FileStore {
         self.flush();
         if let Some(d) = &self.disk {
             d.clear(hash);
+            d.forget(*hash);
         }
         self.dest.remove(hash);
         self.partial.remove(hash);
@@ -541,11 +559,15 @@ impl BlobStore for FileStore {
             .create(true)
             .open(&log)
             .map_err(io_err)?;
+        let data = Arc::new(data);
+        if let Some(d) = &self.disk {
+            d.open(*hash, data.clone(), size, have.clone());
+        }
         self.partial.insert(
             *hash,
             Partial {
                 size,
-                data: Arc::new(data),
+                data,
                 outboard: Arc::new(outboard),
                 log: Arc::new(log),
             },
@@ -620,7 +642,8 @@ impl BlobStore for FileStore {
             self.finishing.insert(*hash, p.size);
             return Ok(());
         }
-        let path = disk::finish(f).map_err(|e| StoreError::Io(e.to_string()))?;
+        let mut buf = vec![0u8; 1 << 16];
+        let path = disk::finish(f, None, &mut buf).map_err(|e| StoreError::Io(e.to_string()))?;
         self.complete.insert(*hash, Complete { size: p.size, path });
         self.save_index().map_err(io_err)
     }

@@ -170,7 +170,8 @@ impl Stall {
             let mut s = me.state.lock().unwrap();
             match w {
                 DiskWork::Write => s.2 += 1,
-                _ => s.3 += 1,
+                DiskWork::Finish => s.3 += 1,
+                _ => {}
             }
             while (w == DiskWork::Write && s.0) || (w == DiskWork::Finish && s.1) {
                 s = me.cv.wait(s).unwrap();

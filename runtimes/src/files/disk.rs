@@ -13,20 +13,24 @@
 //!   task) until the writer is back under [`LOW_WATER`], and wakes the node task then;
 //! * a **finish** (sync, hash the file again, move it into place) runs on a thread of its
 //!   own once the writer has written everything before it; its result comes back through
-//!   [`Disk::take_finished`];
+//!   [`Disk::take_finished`]. That thread also syncs, reads back and hashes each
+//!   download's written prefix while the download goes on (module `check`), so the
+//!   finish itself has only the tail left;
 //! * index files are written by the writer thread, in order, newest last.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
-use std::io::{self, Read, Write as _};
+use std::io::{self, Write as _};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::Waker;
 
-use echo_proto::blob::BlobHash;
+use echo_proto::blob::{BlobHash, GroupSet};
 use futures::task::AtomicWaker;
+
+use super::check::{Check, Progress, Track};
 
 /// Above this many queued bytes the runtime stops reading blob substreams.
 pub const HIGH_WATER: usize = 8 << 20;
@@ -65,6 +69,8 @@ pub enum DiskWork {
     Write,
     /// Sync, check and place a finished download.
     Finish,
+    /// Sync and read back the written start of a download in progress.
+    Check,
 }
 
 /// Called on the disk threads before each piece of [`DiskWork`].
@@ -99,7 +105,26 @@ pub enum FinishError {
 enum Job {
     Write(WriteJob),
     Finish(Finish),
-    Index { path: PathBuf, text: String },
+    Index {
+        path: PathBuf,
+        text: String,
+    },
+    /// A download into `data` (`size` bytes) is open; its file holds `have` already.
+    Open {
+        hash: BlobHash,
+        data: Arc<File>,
+        size: u64,
+        have: GroupSet,
+    },
+    /// A download is dropped: forget its track and check.
+    Forget(BlobHash),
+}
+
+/// What the writer hands the finisher thread, in order.
+enum ForFinisher {
+    Finish(Finish),
+    Progress(Progress),
+    Forget(BlobHash),
 }
 
 #[derive(Debug, Default)]
@@ -161,7 +186,9 @@ pub(super) struct Disk {
 }
 
 impl Disk {
-    pub fn spawn(hook: Option<DiskHook>) -> io::Result<Disk> {
+    /// Starts the writer and finisher threads; the finisher reads back each download's
+    /// written prefix every `step` bytes (see module `check`).
+    pub fn spawn(hook: Option<DiskHook>, step: u64) -> io::Result<Disk> {
         let (tx, rx) = mpsc::channel::<Job>();
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
@@ -169,24 +196,45 @@ impl Disk {
             waker: AtomicWaker::new(),
             written: AtomicU64::new(0),
         });
-        let (ftx, frx) = mpsc::channel::<Finish>();
+        let (ftx, frx) = mpsc::channel::<ForFinisher>();
         let s = shared.clone();
         let h = hook.clone();
         let finisher = std::thread::Builder::new()
             .name("echo-finish".into())
             .spawn(move || {
-                while let Ok(f) = frx.recv() {
-                    if let Some(h) = &h {
-                        (h.0)(DiskWork::Finish);
+                // The checks of downloads in progress; at most one per open download
+                // (removed by its finish or its forget).
+                let mut checks: HashMap<BlobHash, Check> = HashMap::new();
+                let mut buf = vec![0u8; 1 << 18];
+                while let Ok(job) = frx.recv() {
+                    match job {
+                        ForFinisher::Progress(p) => {
+                            if let Some(h) = &h {
+                                (h.0)(DiskWork::Check);
+                            }
+                            check(&mut checks, p, &mut buf);
+                        }
+                        ForFinisher::Forget(hash) => {
+                            checks.remove(&hash);
+                        }
+                        ForFinisher::Finish(f) => {
+                            if let Some(h) = &h {
+                                (h.0)(DiskWork::Finish);
+                            }
+                            let (hash, size) = (f.hash, f.size);
+                            let check = checks.remove(&hash).filter(|c| c.is_of(&f.data));
+                            finished(&s, hash, size, finish(f, check, &mut buf));
+                        }
                     }
-                    let (hash, size) = (f.hash, f.size);
-                    finished(&s, hash, size, finish(f));
                 }
             })?;
         let s = shared.clone();
         let writer = std::thread::Builder::new()
             .name("echo-disk".into())
             .spawn(move || {
+                // The groups written to each open download (removed by its finish or
+                // its forget).
+                let mut tracks: HashMap<BlobHash, Track> = HashMap::new();
                 // Jobs are taken in batches (up to 64 without blocking), their
                 // accounting done once per batch.
                 while let Ok(first) = rx.recv() {
@@ -196,7 +244,7 @@ impl Disk {
                         if let (Some(h), Job::Write(_)) = (&hook, &job) {
                             (h.0)(DiskWork::Write);
                         }
-                        if let Some(n) = run(job, &s, &ftx) {
+                        if let Some(n) = run(job, &s, &ftx, &mut tracks, step) {
                             jobs += 1;
                             bytes += n;
                         }
@@ -274,6 +322,23 @@ impl Disk {
         self.shared.lock().failed.remove(hash);
     }
 
+    /// A download of `size` bytes into `data` is open (or reopened); its file holds the
+    /// groups `have` already. Its written prefix is then checked as it grows.
+    pub fn open(&self, hash: BlobHash, data: Arc<File>, size: u64, have: GroupSet) {
+        let job = Job::Open {
+            hash,
+            data,
+            size,
+            have,
+        };
+        let _ = self.send(job, 0, None);
+    }
+
+    /// A download is dropped: its prefix is no longer tracked or checked.
+    pub fn forget(&self, hash: BlobHash) {
+        let _ = self.send(Job::Forget(hash), 0, None);
+    }
+
     /// Whether too much waits to be written: then `waker` is woken once it is not.
     pub fn backlogged(&self, waker: &Waker) -> bool {
         self.shared.waker.register(waker);
@@ -311,7 +376,13 @@ impl Drop for Disk {
 
 /// Does one job; returns the bytes it took off the backlog, or `None` for a finish
 /// (accounted for by the finisher when it is done).
-fn run(job: Job, s: &Shared, finisher: &mpsc::Sender<Finish>) -> Option<usize> {
+fn run(
+    job: Job,
+    s: &Shared,
+    finisher: &mpsc::Sender<ForFinisher>,
+    tracks: &mut HashMap<BlobHash, Track>,
+    step: u64,
+) -> Option<usize> {
     match job {
         Job::Write(w) => {
             let n = w.bytes.len();
@@ -323,6 +394,13 @@ fn run(job: Job, s: &Shared, finisher: &mpsc::Sender<Finish>) -> Option<usize> {
             match r {
                 Ok(()) if w.log.is_some() => {
                     s.written.fetch_add(1, Ordering::Relaxed);
+                    let group = w.log.as_ref().map_or(0, |l| l.1);
+                    let progress = tracks
+                        .get_mut(&w.hash)
+                        .and_then(|t| t.written(&w.hash, &w.file, group));
+                    if let Some(p) = progress {
+                        let _ = finisher.send(ForFinisher::Progress(p));
+                    }
                 }
                 Ok(()) => {}
                 Err(e) => {
@@ -344,12 +422,44 @@ fn run(job: Job, s: &Shared, finisher: &mpsc::Sender<Finish>) -> Option<usize> {
         Job::Finish(f) => {
             // Everything queued before it is written: the finisher takes it from here,
             // while the writer goes on with other downloads.
-            if let Err(mpsc::SendError(f)) = finisher.send(f) {
+            tracks.remove(&f.hash);
+            if let Err(mpsc::SendError(ForFinisher::Finish(f))) =
+                finisher.send(ForFinisher::Finish(f))
+            {
                 let gone = FinishError::Io("the finisher thread is gone".into());
                 finished(s, f.hash, f.size, Err(gone));
             }
             None
         }
+        Job::Open {
+            hash,
+            data,
+            size,
+            have,
+        } => {
+            tracks.insert(hash, Track::new(data, size, have, step));
+            Some(0)
+        }
+        Job::Forget(hash) => {
+            tracks.remove(&hash);
+            let _ = finisher.send(ForFinisher::Forget(hash));
+            Some(0)
+        }
+    }
+}
+
+/// Reads back the start of a download up to where `p` says it is written.
+fn check(checks: &mut HashMap<BlobHash, Check>, p: Progress, buf: &mut [u8]) {
+    let c = checks
+        .entry(p.hash)
+        .or_insert_with(|| Check::new(p.data.clone()));
+    if !c.is_of(&p.data) {
+        // A download started over, in a new file.
+        *c = Check::new(p.data.clone());
+    }
+    if c.advance(p.upto, buf).is_err() {
+        // The finish reads it all.
+        checks.remove(&p.hash);
     }
 }
 
@@ -372,21 +482,20 @@ pub(super) fn write_index(path: &std::path::Path, text: &str) -> io::Result<()> 
 /// Syncs a finished download, checks that the bytes on disk hash to its name, and moves
 /// it into place. Returns where its bytes are. On a hash mismatch the group log is
 /// removed, so the download starts over.
-pub(super) fn finish(f: Finish) -> Result<PathBuf, FinishError> {
+///
+/// `check` is what was already read back of this file while the download ran (see
+/// module `check`); the rest is read here. `buf` is scratch space for the reads.
+pub(super) fn finish(
+    f: Finish,
+    check: Option<Check>,
+    buf: &mut [u8],
+) -> Result<PathBuf, FinishError> {
     let err = |e: io::Error| FinishError::Io(e.to_string());
     f.data.sync_all().map_err(err)?;
+    let check = check.unwrap_or_else(|| Check::new(f.data.clone()));
+    let hash = check.finalize(f.size, buf).map_err(err)?;
     drop(f.data);
-    let mut reader = io::BufReader::with_capacity(1 << 16, File::open(&f.part).map_err(err)?);
-    let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = reader.read(&mut buf).map_err(err)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    if hasher.finalize().as_bytes() != f.hash.as_bytes() {
+    if hash != f.hash {
         // The disk lost a write: start the download over.
         let _ = fs::remove_file(&f.groups);
         return Err(FinishError::Mismatch);

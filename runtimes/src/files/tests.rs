@@ -1,6 +1,7 @@
 //! Tests of the file store (resume after a crash, verification, placing a download) and
 //! of the file-name rules.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use echo_proto::blob::{BlobConfig, BlobEndpoint, BlobEvent, BlobOutput, MemStore};
@@ -250,14 +251,7 @@ fn write_all_groups(
 ) -> Result<(), StoreError> {
     let size = data.len() as u64;
     assert!(store.open_partial(hash, size)?.is_empty());
-    for g in 0..group_count(size) {
-        let at = (g * GROUP_SIZE) as usize;
-        let mut buf = data[at..(at + GROUP_SIZE as usize).min(data.len())].to_vec();
-        if corrupt == Some(g) {
-            buf[3] ^= 1;
-        }
-        store.write_group(hash, g, &buf)?;
-    }
+    write_groups(store, hash, data, 0..group_count(size), corrupt)?;
     store.finish(hash)
 }
 
@@ -320,4 +314,133 @@ fn in_the_background_a_finish_checks_and_places_the_file_off_the_caller() {
         .open_partial(&h2, other.len() as u64)
         .unwrap()
         .is_empty());
+}
+
+/// A background store that reads back a download's start every 4 groups, and the
+/// number of read-backs its finisher made.
+fn checking_store(dir: &std::path::Path) -> (FileStore, std::sync::Arc<AtomicU64>) {
+    let checks = std::sync::Arc::new(AtomicU64::new(0));
+    let c = checks.clone();
+    let hook = DiskHook(std::sync::Arc::new(move |w| {
+        if w == DiskWork::Check {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }));
+    let store = FileStore::open(dir)
+        .unwrap()
+        .with_disk_hook(hook)
+        .with_check_step(4 * GROUP_SIZE)
+        .in_background()
+        .unwrap();
+    (store, checks)
+}
+
+/// Writes groups `groups` of `data` into the open partial `hash`, flipping a bit of
+/// group `corrupt` if given.
+fn write_groups(
+    store: &mut FileStore,
+    hash: &BlobHash,
+    data: &[u8],
+    groups: impl Iterator<Item = u64>,
+    corrupt: Option<u64>,
+) -> Result<(), StoreError> {
+    for g in groups {
+        let at = (g * GROUP_SIZE) as usize;
+        let mut buf = data[at..(at + GROUP_SIZE as usize).min(data.len())].to_vec();
+        if corrupt == Some(g) {
+            buf[3] ^= 1;
+        }
+        store.write_group(hash, g, &buf)?;
+    }
+    Ok(())
+}
+
+/// A sample blob of `groups` whole groups and `extra` bytes: its bytes, hash, size and
+/// number of groups.
+fn blob(groups: u64, extra: usize) -> (Vec<u8>, BlobHash, u64, u64) {
+    let data = sample(groups as usize * GROUP_SIZE as usize + extra);
+    let (hash, size) = (BlobHash::of(&data), data.len() as u64);
+    (data, hash, size, group_count(size))
+}
+
+/// The outcome of finishing `hash` in `store`, once the disk threads are done.
+fn finished(store: &mut FileStore, hash: &BlobHash) -> Result<PathBuf, FinishError> {
+    store.finish(hash).unwrap();
+    store.flush();
+    let mut done = store.take_finished(None);
+    assert_eq!(done.len(), 1);
+    let (h, r) = done.pop().unwrap();
+    assert_eq!(&h, hash);
+    r
+}
+
+#[test]
+fn in_the_background_a_download_is_read_back_while_it_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, hash, size, groups) = blob(41, 5);
+
+    // In order: the start is read back every 4 groups (10 times), the tail at the
+    // finish; the file hashes to its name, so no byte was read twice or skipped.
+    let (mut store, checks) = checking_store(&tmp.path().join("a"));
+    store.open_partial(&hash, size).unwrap();
+    write_groups(&mut store, &hash, &data, 0..groups, None).unwrap();
+    let path = finished(&mut store, &hash).unwrap();
+    assert_eq!(fs::read(path).unwrap(), data);
+    // (The finisher takes the checks before the finish queued after them.)
+    assert_eq!(checks.load(Ordering::Relaxed), 10);
+
+    // Backwards: the start is whole only with the last group, so all is read at the end.
+    let (mut store, checks) = checking_store(&tmp.path().join("b"));
+    store.open_partial(&hash, size).unwrap();
+    write_groups(&mut store, &hash, &data, (0..groups).rev(), None).unwrap();
+    let path = finished(&mut store, &hash).unwrap();
+    assert_eq!(fs::read(path).unwrap(), data);
+    assert!(checks.load(Ordering::Relaxed) <= 1);
+
+    // A bad group is caught whether it was read back early (group 1) or at the end
+    // (the last one), and the download starts over.
+    for bad in [1, groups - 1] {
+        let (mut store, checks) = checking_store(&tmp.path().join(format!("c{bad}")));
+        store.open_partial(&hash, size).unwrap();
+        write_groups(&mut store, &hash, &data, 0..groups, Some(bad)).unwrap();
+        assert_eq!(finished(&mut store, &hash), Err(FinishError::Mismatch));
+        assert_eq!(checks.load(Ordering::Relaxed), 10);
+        assert!(store.open_partial(&hash, size).unwrap().is_empty());
+    }
+}
+
+#[test]
+fn after_a_restart_the_groups_written_before_it_are_read_back_from_the_disk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, hash, size, groups) = blob(30, 1);
+    let dir = tmp.path().join("s");
+    let part = dir.join("partial").join(format!("{}.part", hash.to_hex()));
+    for lost in [None, Some(2u64)] {
+        // The first run writes groups 0..12 (read back as it goes) and stops.
+        let (mut store, _) = checking_store(&dir);
+        assert!(store.open_partial(&hash, size).unwrap().is_empty());
+        write_groups(&mut store, &hash, &data, 0..12, None).unwrap();
+        drop(store);
+        // Meanwhile the disk lost what group 2 held.
+        if let Some(g) = lost {
+            let f = fs::OpenOptions::new().write(true).open(&part).unwrap();
+            super::write_at(&f, &[0; 100], g * GROUP_SIZE + 7).unwrap();
+        }
+        // The second run has those groups from the log, writes the rest, and reads
+        // back the whole file, its first twelve groups from the disk.
+        let (mut store, checks) = checking_store(&dir);
+        let have = store.open_partial(&hash, size).unwrap();
+        assert_eq!(have.len(), 12);
+        write_groups(&mut store, &hash, &data, 12..groups, None).unwrap();
+        match lost {
+            None => {
+                let path = finished(&mut store, &hash).unwrap();
+                assert_eq!(fs::read(&path).unwrap(), data);
+                store.forget(&hash).unwrap();
+                fs::remove_file(path).unwrap();
+            }
+            Some(_) => assert_eq!(finished(&mut store, &hash), Err(FinishError::Mismatch)),
+        }
+        assert_eq!(checks.load(Ordering::Relaxed), 5);
+    }
 }
