@@ -105,10 +105,14 @@ impl Check {
         Arc::ptr_eq(&self.data, data)
     }
 
-    /// Syncs the file, then reads back and hashes it up to `upto`.
+    /// Syncs the file, then reads back and hashes it up to `upto`. The pages read back
+    /// are then dropped from the page cache (where the platform allows).
     pub fn advance(&mut self, upto: u64, buf: &mut [u8]) -> io::Result<()> {
         self.data.sync_data()?;
-        self.read_to(upto, buf)
+        let from = self.done;
+        self.read_to(upto, buf)?;
+        drop_cached(&self.data, from, upto);
+        Ok(())
     }
 
     /// Reads back and hashes the file from where the check is up to `upto`.
@@ -128,3 +132,20 @@ impl Check {
         Ok(BlobHash(*self.hasher.finalize().as_bytes()))
     }
 }
+
+/// Tells the kernel that bytes `from..to` of `file` (synced and checked) will not be
+/// read again soon, so their pages go back to the free pool instead of the page cache
+/// growing by the whole download. Writing a large file otherwise takes a fresh page for
+/// every 4 KiB; on a virtual machine whose free memory the host has taken back, each one
+/// costs a fault in the host (here a 1 GiB write took 5.3 s into fresh pages and 0.3 s
+/// into reused ones). Only advice: its failure changes nothing.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn drop_cached(file: &File, from: u64, to: u64) {
+    use rustix::fs::{fadvise, Advice};
+    if let Some(len) = std::num::NonZeroU64::new(to.saturating_sub(from)) {
+        let _ = fadvise(file, from, Some(len), Advice::DontNeed);
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn drop_cached(_file: &File, _from: u64, _to: u64) {}
