@@ -25,9 +25,18 @@ use libfuzzer_sys::fuzz_target;
 
 #[derive(Debug, Arbitrary)]
 enum Lie {
-    Header { size_delta: i8 },
-    Parent { pick: u8, flip: u8 },
-    Leaf { group: u16, len_delta: i16, flip: u8 },
+    Header {
+        size_delta: i8,
+    },
+    Parent {
+        pick: u8,
+        flip: u8,
+    },
+    Leaf {
+        group: u16,
+        len_delta: i16,
+        flip: u8,
+    },
     DontHave,
     Error(u8),
     Cancel,
@@ -42,7 +51,11 @@ enum Op {
     /// Raw bytes from the liar to the downloader.
     LiarRaw(Vec<u8>),
     /// A request from the liar to the honest provider.
-    Request { id: u8, real_hash: bool, ranges: Vec<(u16, u16)> },
+    Request {
+        id: u8,
+        real_hash: bool,
+        ranges: Vec<(u16, u16)>,
+    },
     /// Raw bytes from the liar to the honest provider.
     ProviderRaw(Vec<u8>),
     /// The honest provider reports bytes written to the liar.
@@ -116,7 +129,8 @@ impl World {
                 self.s.handle_data(self.peer_d, &b, &mut self.ss, self.now);
             } else if !self.to_d.is_empty() {
                 let b = self.to_d.remove(0);
-                self.s.handle_sent(self.peer_d, b.len(), &mut self.ss, self.now);
+                self.s
+                    .handle_sent(self.peer_d, b.len(), &mut self.ss, self.now);
                 self.d.handle_data(self.peer_s, &b, &mut self.ds, self.now);
             } else {
                 return;
@@ -138,7 +152,10 @@ impl World {
                 let start = (g * GROUP_SIZE) as usize;
                 let end = (start + GROUP_SIZE as usize).min(self.data.len());
                 let got = &self.ds.data(&self.hash).expect("partial blob")[start..end];
-                assert!(got == &self.data[start..end], "group {g} stored unverified bytes");
+                assert!(
+                    got == &self.data[start..end],
+                    "group {g} stored unverified bytes"
+                );
             }
         }
     }
@@ -150,14 +167,20 @@ fn check_decode(bytes: &[u8]) {
     let mut consumed = 0;
     while let Ok(Some(f)) = dec.decode() {
         let enc = f.to_bytes();
-        assert_eq!(&bytes[consumed..consumed + enc.len()], &enc[..], "re-encoding differs");
+        assert_eq!(
+            &bytes[consumed..consumed + enc.len()],
+            &enc[..],
+            "re-encoding differs"
+        );
         consumed += enc.len();
     }
 }
 
 fuzz_target!(|input: Input| {
     let size = (input.size % (300 * 1024)) as usize;
-    let data: Vec<u8> = (0..size).map(|i| (i as u8).wrapping_mul(31) ^ input.seed).collect();
+    let data: Vec<u8> = (0..size)
+        .map(|i| (i as u8).wrapping_mul(31) ^ input.seed)
+        .collect();
     let mut ss = MemStore::new();
     let hash = ss.insert(&data);
     let id = |n: u8| Identity::from_secret_bytes([n; 32]).peer_id();
@@ -186,7 +209,8 @@ fuzz_target!(|input: Input| {
         match op {
             Op::Honest(n) => w.honest(n as usize),
             Op::Liar { req, seq, lie } => {
-                let Some(&(rid, first)) = w.liar_reqs.get(req as usize % w.liar_reqs.len().max(1)) else {
+                let Some(&(rid, first)) = w.liar_reqs.get(req as usize % w.liar_reqs.len().max(1))
+                else {
                     continue;
                 };
                 let seq = u32::from(seq);
@@ -201,24 +225,42 @@ fuzz_target!(|input: Input| {
                         let mut pair = [0u8; 64];
                         if slots > 0 {
                             use echo_proto::blob::BlobStore;
-                            pair = w.ss.read_parent(&hash, u64::from(pick) % slots).expect("complete");
+                            pair =
+                                w.ss.read_parent(&hash, u64::from(pick) % slots)
+                                    .expect("complete");
                         }
                         pair[flip as usize % 64] ^= (flip >> 6).max(1) * u8::from(flip % 3 == 0);
                         BlobFrame::Parent { id: rid, seq, pair }
                     }
-                    Lie::Leaf { group, len_delta, flip } => {
+                    Lie::Leaf {
+                        group,
+                        len_delta,
+                        flip,
+                    } => {
                         let g = (first + u64::from(group % 4)) as usize;
                         let start = (g * GROUP_SIZE as usize).min(w.data.len());
                         let end = (start + GROUP_SIZE as usize).min(w.data.len());
                         let mut v = w.data[start..end].to_vec();
-                        let len = (v.len() as i64 + i64::from(len_delta)).clamp(1, GROUP_SIZE as i64);
+                        let len =
+                            (v.len() as i64 + i64::from(len_delta)).clamp(1, GROUP_SIZE as i64);
                         v.resize(len as usize, 0);
                         let at = flip as usize % v.len();
                         v[at] ^= u8::from(flip % 2 == 0);
-                        BlobFrame::Leaf { id: rid, seq, data: v.into() }
+                        BlobFrame::Leaf {
+                            id: rid,
+                            seq,
+                            data: v.into(),
+                        }
                     }
                     Lie::DontHave => BlobFrame::DontHave { id: rid },
-                    Lie::Error(c) => BlobFrame::Error { id: rid, code: if c % 2 == 0 { ErrorCode::Busy } else { ErrorCode::Other(c) } },
+                    Lie::Error(c) => BlobFrame::Error {
+                        id: rid,
+                        code: if c % 2 == 0 {
+                            ErrorCode::Busy
+                        } else {
+                            ErrorCode::Other(c)
+                        },
+                    },
                     Lie::Cancel => BlobFrame::Cancel { id: rid },
                 };
                 check_decode(&frame.to_bytes());
@@ -229,11 +271,24 @@ fuzz_target!(|input: Input| {
                 w.d.handle_data(peer_l, &b, &mut w.ds, w.now);
                 w.drain();
             }
-            Op::Request { id, real_hash, ranges } => {
+            Op::Request {
+                id,
+                real_hash,
+                ranges,
+            } => {
                 let h = if real_hash { hash } else { BlobHash([id; 32]) };
-                let ranges = ranges.into_iter().take(20).map(|(a, b)| u64::from(a)..u64::from(b)).collect();
+                let ranges = ranges
+                    .into_iter()
+                    .take(20)
+                    .map(|(a, b)| u64::from(a)..u64::from(b))
+                    .collect();
                 let mut buf = BytesMut::new();
-                BlobFrame::Request { id: u32::from(id), hash: h, ranges }.encode(&mut buf);
+                BlobFrame::Request {
+                    id: u32::from(id),
+                    hash: h,
+                    ranges,
+                }
+                .encode(&mut buf);
                 w.s.handle_data(peer_l, &buf, &mut w.ss, w.now);
                 w.drain();
             }
@@ -252,7 +307,10 @@ fuzz_target!(|input: Input| {
     }
     // The liar goes quiet; the honest source finishes unless the download failed.
     for _ in 0..400 {
-        if w.events.iter().any(|e| matches!(e, BlobEvent::Done { .. } | BlobEvent::Failed { .. })) {
+        if w.events
+            .iter()
+            .any(|e| matches!(e, BlobEvent::Done { .. } | BlobEvent::Failed { .. }))
+        {
             break;
         }
         w.honest(100_000);
@@ -260,7 +318,10 @@ fuzz_target!(|input: Input| {
     }
     w.check_store();
     let done = w.events.iter().any(|e| matches!(e, BlobEvent::Done { .. }));
-    let failed = w.events.iter().any(|e| matches!(e, BlobEvent::Failed { .. }));
+    let failed = w
+        .events
+        .iter()
+        .any(|e| matches!(e, BlobEvent::Failed { .. }));
     assert!(done || failed, "stuck: {:?}", w.d.stats());
     if done {
         assert!(w.ds.data(&hash) == Some(&w.data[..]));

@@ -76,7 +76,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let mut altered = env.clone();
-    let fields: [&mut Vec<u8>; 3] = [&mut altered.enc, &mut altered.ciphertext, &mut altered.signature];
+    let fields: [&mut Vec<u8>; 3] = [
+        &mut altered.enc,
+        &mut altered.ciphertext,
+        &mut altered.signature,
+    ];
     let total: usize = fields.iter().map(|f| f.len()).sum();
     let mut p = pos % total;
     for f in fields {

@@ -495,9 +495,7 @@ impl World {
         let text = format!("n{node} says {}", self.counter);
         // The simulated wall clock: the node's clock bounds what it accepts by it.
         let wall = self.sim.wall();
-        let res = self
-            .sim
-            .with(node, |n, now| n.send(room, &text, wall, now));
+        let res = self.sim.with(node, |n, now| n.send(room, &text, wall, now));
         match res {
             Ok(m) => self.sent.push(Sent {
                 node,
