@@ -326,6 +326,7 @@ fn requests(sim: &Sim, h: u64) -> Vec<wire::Request> {
     while let Ok(Some(p)) = dec.decode() {
         if let Ok(Frame {
             kind: Some(Kind::Request(r)),
+            ..
         }) = Frame::decode_payload(&p)
         {
             out.push(r);
@@ -402,7 +403,7 @@ fn frames(sim: &Sim, h: u64) -> Vec<Kind> {
     dec.extend(sim.raw_received(h));
     let mut out = Vec::new();
     while let Ok(Some(p)) = dec.decode() {
-        if let Ok(Frame { kind: Some(k) }) = Frame::decode_payload(&p) {
+        if let Ok(Frame { kind: Some(k), .. }) = Frame::decode_payload(&p) {
             out.push(k);
         }
     }
