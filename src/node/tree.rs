@@ -14,7 +14,10 @@
 //! is a spanning tree along the paths its messages arrived first on. An announcement of
 //! a message we still lack after [`GRAFT_TIMEOUT`] grafts the announcer back to eager
 //! for that author ([`Kind::Graft`]) and asks it for the message ([`Kind::Request`]):
-//! the tree repairs itself where a link lost a message or died. The per-author gap
+//! the tree repairs itself where a link lost a message or died. Faster still, every
+//! message pushed in full to a capable neighbour names the one pushed to it before
+//! ([`wire::Frame::link_prev`]): frames on a link keep their order, so a receiver that
+//! lacks it asks at once ([`Node::tree_link_prev`]). The per-author gap
 //! repair and the periodic summaries stay as the backstop. Neighbours without the
 //! capability are always eager (they flood, as before).
 
@@ -35,7 +38,9 @@ pub(crate) const CAPABILITY: &str = "tree";
 /// How long announcements for a lazy neighbour are collected before they go out.
 pub const LAZY_DELAY: Duration = Duration::from_millis(50);
 /// How long an announced message may stay missing before the announcer is grafted.
-pub const GRAFT_TIMEOUT: Duration = Duration::from_millis(40);
+/// (40 ms before `link_prev`: most losses on a tree link are now asked for after the
+/// link's next frame, and what is left here is mostly a slow tree path.)
+pub const GRAFT_TIMEOUT: Duration = Duration::from_millis(25);
 /// At most one graft per (room, author) this often: one mends a broken tree; more would
 /// close cycles (and duplicates would prune them).
 const GRAFT_INTERVAL: Duration = Duration::from_millis(250);
