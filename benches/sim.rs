@@ -41,6 +41,9 @@ fn main() {
     let seed = arg("--seed", 1);
     let tree = !std::env::args().any(|a| a == "--flood");
     let mut net = common::network::network(nodes, msgs, degree, seed, tree);
+    // `--loss-permille N`: loss on room-message frames other than the default 1 %.
+    let loss = arg("--loss-permille", 10) as f64 / 1000.0;
+    net.sim.loss = loss;
     let wall = Instant::now();
     let common::network::Flood {
         converged,
@@ -50,7 +53,10 @@ fn main() {
     let secs = wall.elapsed().as_secs_f64();
     let rss_flood = (status_mib("VmRSS:"), status_mib("VmHWM:"));
     let check = net.sim.check_all("general");
-    println!("nodes={nodes} msgs={msgs} degree~{degree} loss=1% seed={seed} tree={tree}");
+    println!(
+        "nodes={nodes} msgs={msgs} degree~{degree} loss={}% seed={seed} tree={tree}",
+        loss * 100.0
+    );
     println!(
         "converged={converged} checks={}",
         if check.is_ok() {
@@ -78,10 +84,16 @@ fn main() {
         net.sim.latency_quantile(0.99),
         net.sim.latency_quantile(1.0)
     );
+    println!(
+        "delivery latency p90 / p95 / p99.9: {:?} / {:?} / {:?} ms",
+        net.sim.latency_quantile(0.9),
+        net.sim.latency_quantile(0.95),
+        net.sim.latency_quantile(0.999)
+    );
     let st: Vec<_> = (0..nodes).map(|i| net.sim.node(i).stats()).collect();
     let sum = |f: fn(&echo_proto::Stats) -> u64| st.iter().map(f).sum::<u64>();
     println!(
-        "relayed={} duplicates={} announces={} prunes={} grafts={} lazy={} repair_requests={} history_sent={}",
+        "relayed={} duplicates={} announces={} prunes={} grafts={} lazy={} repair_requests={} (link_prev {}) history_sent={}",
         sum(|s| s.relayed),
         sum(|s| s.duplicates),
         sum(|s| s.tree_announces),
@@ -89,6 +101,7 @@ fn main() {
         sum(|s| s.tree_grafts),
         sum(|s| s.tree_lazy),
         sum(|s| s.repair_requests),
+        sum(|s| s.tree_link_requests),
         sum(|s| s.history_sent),
     );
     println!(

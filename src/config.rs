@@ -134,8 +134,8 @@ pub struct Config {
     /// announcements elsewhere. `false` floods every message over every link, as nodes
     /// without the capability do (default false for now: under 1 % loss in
     /// `benches/sim.rs`, 100 nodes, the tree converges as fast as flooding and cuts
-    /// frames per message from ~7 to ~1.4 (~2.3 when authors send 10 messages each),
-    /// but delivery latency p50 / p99 is 25 / 99 ms against 19 / 29 ms; BENCHMARKS.md).
+    /// frames per message from ~7 to ~1.25 (~2.3 when authors send 10 messages each),
+    /// but delivery latency p50 / p99 is 24 / 70 ms against 19 / 29 ms; BENCHMARKS.md).
     pub broadcast_tree: bool,
     /// Whether a signed room message that comes from its author directly (the
     /// connection's authenticated peer) is delivered before its signature is checked;

@@ -23,7 +23,26 @@ pub struct Frame {
     /// What the frame carries; `None` for a kind this node does not know.
     #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 16, 17, 18")]
     pub kind: Option<Kind>,
+    /// Broadcast tree (capability `tree`, PROTOCOL.md 7.1): on a room message, the id of
+    /// the room message the sender pushed on this link before it, so that a receiver
+    /// lacking it asks at once. Encoded after `kind`.
+    #[prost(message, optional, tag = "19")]
+    pub link_prev: Option<LinkPrev>,
 }
+
+/// The id of a room message in [`Frame::link_prev`] (the room is the frame's).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LinkPrev {
+    /// Author's peer id, binary form.
+    #[prost(bytes = "bytes", tag = "1")]
+    pub author: Bytes,
+    /// The message's seq.
+    #[prost(uint64, tag = "2")]
+    pub seq: u64,
+}
+
+/// Key of [`Frame::link_prev`] (field 19, length-delimited) as a varint.
+pub const LINK_PREV_KEY: u64 = 19 << 3 | 2;
 
 /// The frame kinds.
 #[derive(Clone, PartialEq, prost::Oneof)]
@@ -315,7 +334,10 @@ pub struct TreeLink {
 impl Frame {
     /// Wraps a kind.
     pub fn new(kind: Kind) -> Self {
-        Frame { kind: Some(kind) }
+        Frame {
+            kind: Some(kind),
+            link_prev: None,
+        }
     }
 
     /// Decodes a frame payload (without its length prefix).
@@ -362,14 +384,21 @@ pub fn peek_message_id(payload: &[u8]) -> Option<(&[u8], &[u8], u64)> {
         None
     }
     let mut pos = 0;
-    // Frame: field 5, length-delimited, must be the only field.
+    // Frame: field 5, length-delimited, the only field but for a `link_prev` after it.
     if varint(payload, &mut pos)? != (5 << 3 | 2) {
         return None;
     }
     let len = usize::try_from(varint(payload, &mut pos)?).ok()?;
     let body = payload.get(pos..pos.checked_add(len)?)?;
     if pos + len != payload.len() {
-        return None;
+        let mut q = pos + len;
+        if varint(payload, &mut q)? != LINK_PREV_KEY {
+            return None;
+        }
+        let l = usize::try_from(varint(payload, &mut q)?).ok()?;
+        if q.checked_add(l)? != payload.len() {
+            return None;
+        }
     }
     let (mut author, mut room, mut seq) = (None, None, None);
     let mut p = 0;
@@ -399,6 +428,47 @@ pub fn peek_message_id(payload: &[u8]) -> Option<(&[u8], &[u8], u64)> {
         return None;
     }
     Some((author?, room?, seq?))
+}
+
+/// Reads [`Frame::link_prev`] `(author, seq)` of a room-message frame payload without
+/// decoding the message. `None` if it has none (or is not a room message).
+pub fn peek_link_prev(payload: &[u8]) -> Option<(&[u8], u64)> {
+    let mut pos = 0;
+    let (key, n) = crate::codec::peek_varint(payload).ok()??;
+    if key != (5 << 3 | 2) {
+        return None;
+    }
+    pos += n;
+    let (len, n) = crate::codec::peek_varint(&payload[pos..]).ok()??;
+    pos = pos.checked_add(n)?.checked_add(usize::try_from(len).ok()?)?;
+    let rest = payload.get(pos..)?;
+    if rest.is_empty() {
+        return None;
+    }
+    let (key, n) = crate::codec::peek_varint(rest).ok()??;
+    if key != LINK_PREV_KEY {
+        return None;
+    }
+    let (len, m) = crate::codec::peek_varint(&rest[n..]).ok()??;
+    let body = rest.get(n + m..(n + m).checked_add(usize::try_from(len).ok()?)?)?;
+    // LinkPrev: author (field 1, bytes), seq (field 2, varint), in any order.
+    let (mut author, mut seq, mut p) = (None, 0, 0);
+    while p < body.len() {
+        let (key, n) = crate::codec::peek_varint(&body[p..]).ok()??;
+        p += n;
+        let (v, n) = crate::codec::peek_varint(body.get(p..)?).ok()??;
+        p += n;
+        match key {
+            0x0a => {
+                let l = usize::try_from(v).ok()?;
+                author = Some(body.get(p..p.checked_add(l)?)?);
+                p += l;
+            }
+            0x10 => seq = v,
+            _ => return None,
+        }
+    }
+    Some((author?, seq))
 }
 
 #[cfg(test)]

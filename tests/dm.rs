@@ -332,6 +332,7 @@ fn envelopes_at(sim: &Sim, h: u64) -> Vec<Envelope> {
     while let Ok(Some(p)) = d.decode() {
         if let Ok(echo_proto::wire::Frame {
             kind: Some(Kind::Envelope(e)),
+            ..
         }) = echo_proto::wire::Frame::decode_payload(&p)
         {
             out.push(e);

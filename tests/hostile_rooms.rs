@@ -294,6 +294,7 @@ fn ten_thousand_identities_keep_authors_profiles_and_summaries_bounded() {
     while let Ok(Some(p)) = dec.decode() {
         if let Ok(Frame {
             kind: Some(Kind::Summary(s)),
+            ..
         }) = Frame::decode_payload(&p)
         {
             if s.chunk == 0 {
@@ -386,6 +387,7 @@ fn restore_does_not_bring_a_stored_poisoned_clock_back() {
         let payload = dec.decode().unwrap().unwrap();
         let Frame {
             kind: Some(Kind::Message(w)),
+            ..
         } = Frame::decode_payload(&payload).unwrap()
         else {
             unreachable!()

@@ -70,6 +70,9 @@ struct Run {
     time: Duration,
     /// Frames delivered per delivered message.
     frames: f64,
+    /// Delivery latency (author's send to delivery, per node and message), 99th
+    /// percentile, in ms.
+    p99: u64,
 }
 
 /// A warm-up burst (the tree forms), then 1,000 messages at 1,000 a second (as in
@@ -106,6 +109,7 @@ fn measured(sim: &mut Sim, what: &str, msgs: usize, total: usize, gap_ms: u64, s
         converged: done,
         time,
         frames: frames as f64 / (msgs * (sim.len() - 1)) as f64,
+        p99: q(0.99),
     }
 }
 
@@ -166,11 +170,19 @@ fn tree_converges_as_fast_as_flooding_under_loss_with_few_frames_per_message() {
         tree.time.as_secs_f64() <= flood.time.as_secs_f64() * 1.25,
         "the tree converges within 25 % of flooding's time"
     );
-    // 1.31 measured (1.35 before new authors copied trees; one shared tree: 1.86). The
-    // issue's goal is 1.5.
+    // 1.22 measured (1.31 before link_prev; 1.35 before new authors copied trees; one
+    // shared tree: 1.86). The goal is 1.5.
     assert!(
         tree.frames <= 1.45,
         "the tree sends at most 1.45 frames a message"
+    );
+    // 64 ms measured (flood 24 ms; main's tree.rs 94 ms; link_prev with the 40 ms
+    // graft timer 86 ms). A loss on a tree link is asked for after the link's next frame
+    // instead of an announcement round and the graft timer.
+    assert!(
+        tree.p99 <= 80,
+        "delivery latency p99 at most 80 ms under 1 % loss (measured {} ms)",
+        tree.p99
     );
 }
 
@@ -197,8 +209,8 @@ fn new_authors_start_on_the_tree_instead_of_flooding() {
         tree.time.as_secs_f64() <= flood.time.as_secs_f64() * 1.25,
         "the tree converges within 25 % of flooding's time"
     );
-    // 2.43 measured (2.73 announcing to every lazy neighbour; each new author's
-    // first message flooding: 5.77; flood 8.80).
+    // 2.35 measured (2.43 before link_prev; 2.73 announcing to every lazy neighbour;
+    // each new author's first message flooding: 5.77; flood 8.80).
     assert!(
         tree.frames <= 3.5,
         "new authors' messages start on the tree: at most 3.5 frames a message"
@@ -326,6 +338,7 @@ fn requests(sim: &Sim, h: u64) -> Vec<wire::Request> {
     while let Ok(Some(p)) = dec.decode() {
         if let Ok(Frame {
             kind: Some(Kind::Request(r)),
+            ..
         }) = Frame::decode_payload(&p)
         {
             out.push(r);
@@ -402,7 +415,7 @@ fn frames(sim: &Sim, h: u64) -> Vec<Kind> {
     dec.extend(sim.raw_received(h));
     let mut out = Vec::new();
     while let Ok(Some(p)) = dec.decode() {
-        if let Ok(Frame { kind: Some(k) }) = Frame::decode_payload(&p) {
+        if let Ok(Frame { kind: Some(k), .. }) = Frame::decode_payload(&p) {
             out.push(k);
         }
     }

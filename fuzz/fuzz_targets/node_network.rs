@@ -612,6 +612,7 @@ impl World {
         while let Ok(Some(p)) = d.decode() {
             if let Ok(Frame {
                 kind: Some(Kind::Message(m)),
+                ..
             }) = Frame::decode_payload(&p)
             {
                 out.push(m);

@@ -119,6 +119,9 @@ pub struct Stats {
     /// Gauge: announced messages missing here, waiting for their graft timer
     /// (at most 1,024).
     pub tree_missing: u64,
+    /// Broadcast tree: requests sent at once for a message a neighbour's `link_prev`
+    /// named and this node lacked (a frame lost on the link).
+    pub tree_link_requests: u64,
 }
 
 /// An echo chat node. Pure state: no I/O, no clock, no threads.

@@ -88,6 +88,7 @@ impl Node {
 
     pub(super) fn on_frame(&mut self, conn: ConnId, payload: Bytes, now: Instant) {
         self.stats.frames_in += 1;
+        self.tree_link_prev(conn, &payload, now);
         let kind = match crate::codec::peek_varint(&payload) {
             Ok(Some((key, _))) => usize::try_from(key >> 3).unwrap_or(0),
             _ => 0,

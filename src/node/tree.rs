@@ -14,17 +14,21 @@
 //! is a spanning tree along the paths its messages arrived first on. An announcement of
 //! a message we still lack after [`GRAFT_TIMEOUT`] grafts the announcer back to eager
 //! for that author ([`Kind::Graft`]) and asks it for the message ([`Kind::Request`]):
-//! the tree repairs itself where a link lost a message or died. The per-author gap
+//! the tree repairs itself where a link lost a message or died. Faster still, every
+//! message pushed in full to a capable neighbour names the one pushed to it before
+//! ([`wire::Frame::link_prev`]): frames on a link keep their order, so a receiver that
+//! lacks it asks at once ([`Node::tree_link_prev`]). The per-author gap
 //! repair and the periodic summaries stay as the backstop. Neighbours without the
 //! capability are always eager (they flood, as before).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use libp2p_identity::PeerId;
 
 use super::Node;
+use crate::codec::{peek_varint, put_varint, varint_len};
 use crate::event::{ConnId, Protocol};
 use crate::rooms::Room;
 use crate::wire::{self, AuthorRanges, Frame, Kind};
@@ -34,12 +38,17 @@ pub(crate) const CAPABILITY: &str = "tree";
 /// How long announcements for a lazy neighbour are collected before they go out.
 pub const LAZY_DELAY: Duration = Duration::from_millis(50);
 /// How long an announced message may stay missing before the announcer is grafted.
-pub const GRAFT_TIMEOUT: Duration = Duration::from_millis(40);
+/// (40 ms before `link_prev`: most losses on a tree link are now asked for after the
+/// link's next frame, and what is left here is mostly a slow tree path.)
+pub const GRAFT_TIMEOUT: Duration = Duration::from_millis(25);
 /// At most one graft per (room, author) this often: one mends a broken tree; more would
 /// close cycles (and duplicates would prune them).
 const GRAFT_INTERVAL: Duration = Duration::from_millis(250);
 /// How long after a request copies from the asked neighbour count as its answer.
 const ANSWER_WINDOW: Duration = Duration::from_millis(500);
+/// How long after a request for one message a `link_prev` named, copies of that author
+/// from the asked neighbour count as its answer.
+const LINK_ANSWER_WINDOW: Duration = Duration::from_millis(250);
 /// Bound on announced message ids waiting to go to one (neighbour, room).
 pub const MAX_PENDING_IDS: usize = 4096;
 /// Bound on announced-but-missing (room, author) entries waiting for their graft timer.
@@ -98,11 +107,19 @@ pub(super) struct Tree {
     /// When the lazy sets were last swept of neighbours gone, rooms left and authors
     /// evicted.
     swept: Option<Instant>,
+    /// Per capable neighbour and room, the id (author in binary form, seq) of the last
+    /// room message pushed to it in full: the next frame's `link_prev`.
+    pushed: BTreeMap<PeerId, BTreeMap<String, (Bytes, u64)>>,
+    /// Per (neighbour, author), when the neighbour was last asked for a message its
+    /// `link_prev` named: its copies of that author for [`LINK_ANSWER_WINDOW`] may be
+    /// the answer, so they neither prune nor graft.
+    asked_for: BTreeMap<(PeerId, PeerId), Instant>,
 }
 
 impl Tree {
     /// A neighbour's hello arrived: a new session starts eager in every room.
     pub(super) fn on_hello(&mut self, peer: PeerId, capable: bool) {
+        self.pushed.remove(&peer);
         for set in self.lazy.values_mut() {
             set.remove(&peer);
         }
@@ -126,6 +143,62 @@ impl Tree {
         self.asked
             .get(&peer)
             .is_some_and(|t| *t + ANSWER_WINDOW > now)
+    }
+
+    /// Whether `peer` was asked for a message of `author` named by its `link_prev`
+    /// within [`LINK_ANSWER_WINDOW`].
+    fn answering_for(&self, peer: PeerId, author: &PeerId, now: Instant) -> bool {
+        self.asked_for
+            .get(&(peer, *author))
+            .is_some_and(|t| *t + LINK_ANSWER_WINDOW > now)
+    }
+
+    /// `wire` (room-message frames of `room`) as sent to the capable neighbour `peer`:
+    /// each frame with a `link_prev` naming the message pushed to it before (none yet on
+    /// this connection: the first frame goes as it is).
+    fn with_link_prev(&mut self, peer: PeerId, room: &str, wire: &Bytes) -> Bytes {
+        let rooms = self.pushed.entry(peer).or_default();
+        if !rooms.contains_key(room) {
+            rooms.insert(room.to_string(), (Bytes::new(), 0));
+        }
+        let last = rooms.get_mut(room).expect("inserted");
+        let mut out = BytesMut::with_capacity(wire.len() + 64);
+        let mut at = 0;
+        while let Ok(Some((len, n))) = peek_varint(&wire[at..]) {
+            let Some(end) = usize::try_from(len)
+                .ok()
+                .and_then(|l| (at + n).checked_add(l))
+                .filter(|e| *e <= wire.len())
+            else {
+                break;
+            };
+            let payload = wire.slice(at + n..end);
+            let (author, seq) = (&last.0, last.1);
+            if author.is_empty() {
+                out.extend_from_slice(&wire[at..end]);
+            } else {
+                // LinkPrev { author = 1, seq = 2 } as field 19 of the frame.
+                let body = 1 + varint_len(author.len() as u64) + author.len() + 1 + varint_len(seq);
+                let trailer = varint_len(wire::LINK_PREV_KEY) + varint_len(body as u64) + body;
+                put_varint(&mut out, (payload.len() + trailer) as u64);
+                out.extend_from_slice(&payload);
+                put_varint(&mut out, wire::LINK_PREV_KEY);
+                put_varint(&mut out, body as u64);
+                out.put_u8(0x0a);
+                put_varint(&mut out, author.len() as u64);
+                out.extend_from_slice(author);
+                out.put_u8(0x10);
+                put_varint(&mut out, seq);
+            }
+            if let Some((a, _, s)) = wire::peek_message_id(&payload) {
+                *last = (payload.slice_ref(a), s);
+            }
+            at = end;
+            if at >= wire.len() {
+                break;
+            }
+        }
+        out.freeze()
     }
 
     /// Whether `author`'s messages go to `peer` as announcements only. An author without
@@ -245,7 +318,12 @@ impl Node {
         for (peer, conn) in targets {
             if authors.is_empty() || authors.iter().any(|a| !self.tree.is_lazy(room, a, &peer)) {
                 eager += 1;
-                self.send_bytes(conn, wire, now);
+                if self.tree.capable.contains(&peer) {
+                    let bytes = self.tree.with_link_prev(peer, room, wire);
+                    self.send_bytes(conn, &bytes, now);
+                } else {
+                    self.send_bytes(conn, wire, now);
+                }
                 continue;
             }
             let t = &mut self.tree;
@@ -294,6 +372,7 @@ impl Node {
         }
         for a in msgs.iter().map(|m| &m.author) {
             if *a != peer
+                && !self.tree.answering_for(peer, a, now)
                 && self.tree.is_lazy(room, a, &peer)
                 && !self.tree.lazy.get(room).is_some_and(|s| s.contains(&peer))
             {
@@ -315,7 +394,8 @@ impl Node {
         let Some(peer) = self.links.conns.get(&conn).map(|c| c.peer) else {
             return;
         };
-        let answering = self.tree.answering(peer, now);
+        let answering =
+            self.tree.answering(peer, now) || self.tree.answering_for(peer, author, now);
         if peer == *author
             || answering
             || !self.tree.capable.contains(&peer)
@@ -398,6 +478,72 @@ impl Node {
                 set.remove(&peer);
             }
         }
+    }
+
+    /// A frame arrived on `conn`: if it is a room message with a `link_prev` from a
+    /// capable neighbour naming a message this node lacks, the frame pushed before it
+    /// on this link was lost (frames on a link keep their order): the message is asked
+    /// for at once ([`Kind::Request`]), without waiting for an announcement and
+    /// [`GRAFT_TIMEOUT`]; a [`Missing`] entry retries if the answer is lost too.
+    pub(super) fn tree_link_prev(&mut self, conn: ConnId, payload: &[u8], now: Instant) {
+        let Some((author, seq)) = wire::peek_link_prev(payload) else {
+            return;
+        };
+        let Some(peer) = self.active_peer(conn) else {
+            return;
+        };
+        if !self.tree.capable.contains(&peer) || seq == 0 {
+            return;
+        }
+        let Some((_, room_name, _)) = wire::peek_message_id(payload) else {
+            return;
+        };
+        let Ok(room_name) = std::str::from_utf8(room_name) else {
+            return;
+        };
+        let Some(room) = self.rooms.get(room_name) else {
+            return;
+        };
+        let Ok(author) = PeerId::from_bytes(author) else {
+            return;
+        };
+        if room.is_known(&author, seq) || author == self.id {
+            return;
+        }
+        let t = &mut self.tree;
+        let key = (room_name.to_string(), author);
+        let full = t.missing.len() >= MAX_MISSING;
+        match t.missing.get_mut(&key) {
+            // Asked for already (and retried by the entry).
+            Some(m) if m.attempts > 0 && (m.start..m.end).contains(&seq) => return,
+            Some(m) => {
+                m.start = m.start.min(seq);
+                m.end = m.end.max(seq + 1);
+            }
+            None if full => {}
+            None => {
+                let at = now + GRAFT_TIMEOUT;
+                let m = Missing {
+                    start: seq,
+                    end: seq + 1,
+                    from: peer,
+                    at,
+                    attempts: 1,
+                };
+                t.missing.insert(key, m);
+                t.next_graft = Some(t.next_graft.map_or(at, |n| n.min(at)));
+            }
+        }
+        t.asked_for.insert((peer, author), now);
+        self.stats.tree_link_requests += 1;
+        self.stats.repair_requests += 1;
+        let request = Frame::new(Kind::Request(wire::Request {
+            room: room_name.to_string(),
+            author: author.to_bytes(),
+            start: seq,
+            end: seq + 1,
+        }));
+        self.send_frame(conn, &request, now);
     }
 
     pub(super) fn on_announce(&mut self, conn: ConnId, a: wire::Announce, now: Instant) {
@@ -548,6 +694,9 @@ impl Node {
         self.tree
             .grafted
             .retain(|(r, _), t| *t + GRAFT_INTERVAL > now && rooms.contains_key(r));
+        self.tree
+            .asked_for
+            .retain(|(p, _), t| *t + LINK_ANSWER_WINDOW > now && up(p));
         // Forget neighbours that went away, rooms left and authors evicted (a new
         // session starts over at its hello): only to bound memory, so once per
         // [`SWEEP_INTERVAL`] (the lazy sets hold rooms × authors × neighbours).
@@ -556,6 +705,10 @@ impl Node {
         }
         self.tree.swept = Some(now);
         self.tree.capable.retain(up);
+        self.tree.pushed.retain(|p, rooms_of| {
+            rooms_of.retain(|r, _| rooms.contains_key(r));
+            up(p) && !rooms_of.is_empty()
+        });
         self.tree.lazy_for.retain(|r, authors| {
             let Some(room) = rooms.get(r) else {
                 return false;
