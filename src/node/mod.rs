@@ -24,6 +24,7 @@ use crate::wire::{self, Frame, Kind};
 
 mod clock;
 mod dm;
+mod dups;
 mod history;
 mod persist;
 mod profile;
@@ -152,6 +153,8 @@ pub struct Node {
     tree: tree::Tree,
     /// Messages delivered from their author before their signature was checked.
     unconfirmed: Vec<recv::Unconfirmed>,
+    /// Payloads of recently taken room-message frames, to drop copies cheaply.
+    dups: dups::DupCache,
 }
 
 pub(crate) fn valid_label(s: &str, max: usize) -> Result<(), String> {
@@ -216,6 +219,7 @@ impl Node {
             dm,
             tree: tree::Tree::default(),
             unconfirmed: Vec::new(),
+            dups: dups::DupCache::new(seed),
             config,
         }
     }
@@ -484,6 +488,7 @@ impl Node {
         let Some(r) = self.rooms.remove(room) else {
             return Err(CommandError::NotInRoom(room.into()));
         };
+        self.dups.clear();
         self.retired.insert(room.to_string(), r.reserved);
         self.links.rooms.remove(room);
         self.unsealed.retain(|(r, _)| r != room);

@@ -94,6 +94,7 @@ impl Node {
         };
         let counts = &mut self.stats.frames_in_kind;
         counts[if kind < counts.len() { kind } else { 0 }] += 1;
+        let several_conns = self.links.conns.len() > 1;
         let Some(c) = self.links.conns.get_mut(&conn) else {
             return;
         };
@@ -112,22 +113,52 @@ impl Node {
         }
         // Fast path: a room message we already hold is dropped without decoding it.
         let mut checked_author = None;
+        // The payload of a new room message, remembered once the message is taken.
+        let mut remember = None;
+        // A room message read by hand (the protobuf decoder is skipped).
+        let mut parsed = None;
         if c.state != State::Handshaking {
-            if let Some((author, room_name, seq)) = wire::peek_message_id(&payload) {
-                let room_name = std::str::from_utf8(room_name).ok();
-                let room = room_name.and_then(|r| self.rooms.get(r));
-                if let (Some(room), Ok(author)) = (room, PeerId::from_bytes(author)) {
-                    if room.is_known(&author, seq) {
-                        self.stats.messages_in += 1;
-                        self.stats.duplicates += 1;
-                        let room_name = room_name.unwrap_or_default();
-                        return self.tree_duplicate(conn, room_name, &author, now);
-                    }
-                    checked_author = Some(author);
+            // A byte-for-byte copy of a message frame taken recently (still known).
+            if let Some(m) = self.dups.get(&payload) {
+                if self
+                    .rooms
+                    .get(m.room.as_str())
+                    .is_some_and(|r| r.is_known(&m.author, m.seq))
+                {
+                    let m = m.clone();
+                    self.stats.messages_in += 1;
+                    self.stats.duplicates += 1;
+                    return self.tree_duplicate(conn, &m.room, &m.author, now);
                 }
             }
+            // A room message is read in place (no protobuf decoder), checked against
+            // what the room holds, and only then copied out.
+            if let Some(r) = wire::parse_message(&payload) {
+                let room = self.rooms.get(r.room);
+                if let (Some(room), Ok(author)) = (room, PeerId::from_bytes(r.author)) {
+                    if room.is_known(&author, r.seq) {
+                        self.stats.messages_in += 1;
+                        self.stats.duplicates += 1;
+                        return self.tree_duplicate(conn, r.room, &author, now);
+                    }
+                    checked_author = Some(author);
+                    // Copies come from other neighbours: with one connection there
+                    // is nothing to remember the frame for.
+                    if several_conns && payload.len() <= super::dups::MAX_PAYLOAD {
+                        let at = r.room.as_ptr() as usize - payload.as_ptr() as usize;
+                        remember = Some((payload.clone(), at..at + r.room.len(), author, r.seq));
+                    }
+                }
+                parsed = r.to_owned(&payload);
+            }
         }
-        let frame = match Frame::decode_shared(payload) {
+        let decoded = match parsed {
+            Some(m) => Ok(Frame {
+                kind: Some(Kind::Message(m)),
+            }),
+            None => Frame::decode_shared(payload),
+        };
+        let frame = match decoded {
             Ok(f) => f,
             Err(e) => {
                 let reason = format!("undecodable frame: {e}");
@@ -154,7 +185,12 @@ impl Node {
                 let (links, mut out) = self.split();
                 links.on_pong(conn, p.nonce, now, &mut out);
             }
-            Some(Kind::Message(m)) => self.on_message(conn, m, checked_author, now),
+            Some(Kind::Message(m)) => {
+                self.on_message(conn, m, checked_author, now);
+                if let Some((payload, room_at, author, seq)) = remember {
+                    self.remember_frame(&payload, room_at, &author, seq);
+                }
+            }
             Some(Kind::Membership(m)) => self.on_membership(conn, m, now),
             Some(Kind::Direct(d)) => self.on_direct(conn, d, now),
             Some(Kind::Peers(p)) => {
@@ -167,6 +203,27 @@ impl Node {
             Some(Kind::Announce(a)) => self.on_announce(conn, a, now),
             Some(Kind::Prune(l)) => self.on_tree_link(conn, l, false),
             Some(Kind::Graft(l)) => self.on_tree_link(conn, l, true),
+        }
+    }
+
+    /// Remembers the payload of a room-message frame just handled if its message is now
+    /// held (not if it was refused, or only buffered unverified).
+    fn remember_frame(
+        &mut self,
+        payload: &[u8],
+        room_at: std::ops::Range<usize>,
+        author: &PeerId,
+        seq: u64,
+    ) {
+        let Some(room) = payload
+            .get(room_at)
+            .and_then(|r| std::str::from_utf8(r).ok())
+            .and_then(|r| self.rooms.get(r))
+        else {
+            return;
+        };
+        if let Some(m) = room.authors.get(author).and_then(|a| a.chain.get(seq)) {
+            self.dups.insert(payload, m);
         }
     }
 
