@@ -345,10 +345,8 @@ impl Frame {
     }
 }
 
-/// A room-message frame read in place: [`parse_message`] checks the framing and
-/// reads every field without copying; [`MessageRef::to_owned`] makes the
-/// [`RoomMessage`] the full decoder would make, sharing `author`, `prev` and `signature`
-/// with the frame (as [`Frame::decode_shared`] does) and copying the strings.
+/// A room message read in place from its frame ([`parse_message`]), or a view of a
+/// decoded [`RoomMessage`] ([`MessageRef::of`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MessageRef<'a> {
     /// [`RoomMessage::author`].
@@ -357,33 +355,55 @@ pub struct MessageRef<'a> {
     pub room: &'a str,
     /// [`RoomMessage::seq`].
     pub seq: u64,
-    lamport: u64,
-    sent_at_ms: u64,
-    /// Not yet checked as UTF-8 ([`MessageRef::to_owned`] does).
-    name: &'a [u8],
-    /// Not yet checked as UTF-8.
-    text: &'a [u8],
-    prev: &'a [u8],
-    signature: &'a [u8],
-    skipped: u64,
+    /// [`RoomMessage::lamport`].
+    pub lamport: u64,
+    /// [`RoomMessage::sent_at_ms`].
+    pub sent_at_ms: u64,
+    /// [`RoomMessage::name`] (valid UTF-8).
+    pub name: &'a str,
+    /// [`RoomMessage::text`] (valid UTF-8).
+    pub text: &'a str,
+    /// [`RoomMessage::prev`].
+    pub prev: &'a [u8],
+    /// [`RoomMessage::signature`].
+    pub signature: &'a [u8],
+    /// [`RoomMessage::skipped`].
+    pub skipped: u64,
+}
+
+impl<'a> MessageRef<'a> {
+    /// A view of a decoded message.
+    pub fn of(m: &'a RoomMessage) -> Self {
+        MessageRef {
+            author: &m.author,
+            room: &m.room,
+            seq: m.seq,
+            lamport: m.lamport,
+            sent_at_ms: m.sent_at_ms,
+            name: &m.name,
+            text: &m.text,
+            prev: &m.prev,
+            signature: &m.signature,
+            skipped: m.skipped,
+        }
+    }
 }
 
 impl MessageRef<'_> {
-    /// The decoded message; `None` if name or text is not UTF-8 (the full decoder then
-    /// reports the error). `payload` must be the buffer this was parsed from.
-    pub fn to_owned(&self, payload: &Bytes) -> Option<RoomMessage> {
-        Some(RoomMessage {
-            author: payload.slice_ref(self.author),
+    /// The decoded message (as the full decoder makes it).
+    pub fn to_owned(&self) -> RoomMessage {
+        RoomMessage {
+            author: Bytes::copy_from_slice(self.author),
             room: self.room.to_owned(),
             seq: self.seq,
             lamport: self.lamport,
             sent_at_ms: self.sent_at_ms,
-            name: std::str::from_utf8(self.name).ok()?.to_owned(),
-            text: std::str::from_utf8(self.text).ok()?.to_owned(),
-            prev: payload.slice_ref(self.prev),
-            signature: payload.slice_ref(self.signature),
+            name: self.name.to_owned(),
+            text: self.text.to_owned(),
+            prev: Bytes::copy_from_slice(self.prev),
+            signature: Bytes::copy_from_slice(self.signature),
             skipped: self.skipped,
-        })
+        }
     }
 }
 
@@ -413,7 +433,7 @@ fn read_varint(b: &[u8], pos: &mut usize) -> Option<u64> {
 
 /// Reads a room-message frame payload (a [`Frame`] whose only field is
 /// [`Kind::Message`]) in place, without allocating. `None` for any other frame and for
-/// anything unusual (a known field with another wire type, groups, a room name that is
+/// anything unusual (a known field with another wire type, groups, a string that is
 /// not UTF-8, ...): the full decoder then has the final word, so a frame this accepts
 /// decodes to the same [`RoomMessage`] either way (later copies of a field win, unknown
 /// fields are skipped, as in prost).
@@ -434,13 +454,13 @@ pub fn parse_message(payload: &[u8]) -> Option<MessageRef<'_>> {
         seq: 0,
         lamport: 0,
         sent_at_ms: 0,
-        name: &[],
-        text: &[],
+        name: "",
+        text: "",
         prev: &[],
         signature: &[],
         skipped: 0,
     };
-    let mut room: &[u8] = &[];
+    let (mut room, mut name, mut text): (&[u8], &[u8], &[u8]) = (&[], &[], &[]);
     let mut p = 0;
     while p < body.len() {
         let key = read_varint(body, &mut p)?;
@@ -467,8 +487,8 @@ pub fn parse_message(payload: &[u8]) -> Option<MessageRef<'_>> {
                 match field {
                     1 => m.author = v,
                     2 => room = v,
-                    6 => m.name = v,
-                    7 => m.text = v,
+                    6 => name = v,
+                    7 => text = v,
                     8 => m.prev = v,
                     9 => m.signature = v,
                     0 | 3 | 4 | 5 | 10 => return None,
@@ -483,6 +503,8 @@ pub fn parse_message(payload: &[u8]) -> Option<MessageRef<'_>> {
         return None;
     }
     m.room = std::str::from_utf8(room).ok()?;
+    m.name = std::str::from_utf8(name).ok()?;
+    m.text = std::str::from_utf8(text).ok()?;
     Some(m)
 }
 
@@ -508,7 +530,8 @@ mod tests {
         let payload = wire.slice(2..); // two-byte length prefix
         let r = parse_message(&payload).unwrap();
         assert_eq!((r.author, r.room, r.seq), (&b"author-bytes"[..], "general", 300));
-        assert_eq!(r.to_owned(&payload).unwrap(), m);
+        assert_eq!(r.to_owned(), m);
+        assert_eq!(MessageRef::of(&m), r);
         assert!(parse_message(&payload[..payload.len() - 1]).is_none());
         let ping = Frame::new(Kind::Ping(Ping { nonce: 1 })).to_wire();
         assert!(parse_message(&ping[1..]).is_none());
@@ -526,7 +549,7 @@ mod tests {
             let payload = frame(body);
             let prost = Frame::decode_shared(payload.clone());
             // `None`: left to prost, whatever it says.
-            if let Some(m) = parse_message(&payload).and_then(|r| r.to_owned(&payload)) {
+            if let Some(m) = parse_message(&payload).map(|r| r.to_owned()) {
                 match prost {
                     Ok(Frame {
                         kind: Some(Kind::Message(p)),

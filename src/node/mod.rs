@@ -665,7 +665,7 @@ impl Node {
     fn on_message(
         &mut self,
         conn: ConnId,
-        m: wire::RoomMessage,
+        m: wire::MessageRef<'_>,
         checked: Option<PeerId>,
         now: Instant,
     ) {
@@ -676,13 +676,13 @@ impl Node {
         if m.name.len() > self.config.max_name_len {
             return self.violation(conn, "author name over the limit", now);
         }
-        let Some(room) = self.rooms.get_mut(&m.room) else {
+        let Some(room) = self.rooms.get_mut(m.room) else {
             return; // not (or no longer) in that room
         };
         // Cheap duplicate check before hashing (unless the fast path just did it).
         let author = match checked {
             Some(a) => a,
-            None => match PeerId::from_bytes(&m.author) {
+            None => match PeerId::from_bytes(m.author) {
                 Ok(a) => a,
                 Err(e) => {
                     return self.violation(conn, &format!("bad room message: author: {e}"), now)
@@ -691,7 +691,7 @@ impl Node {
         };
         if checked.is_none() && room.is_known(&author, m.seq) {
             self.stats.duplicates += 1;
-            return self.tree_duplicate(conn, &m.room, &author, now);
+            return self.tree_duplicate(conn, m.room, &author, now);
         }
         if !self.clock.acceptable(m.lamport, now) {
             // Too far ahead: accepted once the wall clock catches up (section 8.3).
@@ -699,7 +699,7 @@ impl Node {
             return;
         }
         let from_author = self.may_deliver_first(conn, &author);
-        let Some(room) = self.rooms.get_mut(&m.room) else {
+        let Some(room) = self.rooms.get_mut(m.room) else {
             return;
         };
         let msg = match Message::from_wire_parsed(m, author) {

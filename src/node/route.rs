@@ -112,11 +112,6 @@ impl Node {
             return;
         }
         // Fast path: a room message we already hold is dropped without decoding it.
-        let mut checked_author = None;
-        // The payload of a new room message, remembered once the message is taken.
-        let mut remember = None;
-        // A room message read by hand (the protobuf decoder is skipped).
-        let mut parsed = None;
         if c.state != State::Handshaking {
             // A byte-for-byte copy of a message frame taken recently (still known).
             if let Some(m) = self.dups.get(&payload) {
@@ -141,24 +136,19 @@ impl Node {
                         self.stats.duplicates += 1;
                         return self.tree_duplicate(conn, r.room, &author, now);
                     }
-                    checked_author = Some(author);
                     // Copies come from other neighbours: with one connection there
                     // is nothing to remember the frame for.
-                    if several_conns && payload.len() <= super::dups::MAX_PAYLOAD {
-                        let at = r.room.as_ptr() as usize - payload.as_ptr() as usize;
-                        remember = Some((payload.clone(), at..at + r.room.len(), author, r.seq));
+                    let remember = several_conns && payload.len() <= super::dups::MAX_PAYLOAD;
+                    self.on_message(conn, r, Some(author), now);
+                    if remember {
+                        self.remember_frame(&payload, r.room, &author, r.seq);
                     }
+                    return;
                 }
-                parsed = r.to_owned(&payload);
+                return self.on_message(conn, r, None, now);
             }
         }
-        let decoded = match parsed {
-            Some(m) => Ok(Frame {
-                kind: Some(Kind::Message(m)),
-            }),
-            None => Frame::decode_shared(payload),
-        };
-        let frame = match decoded {
+        let frame = match Frame::decode_shared(payload) {
             Ok(f) => f,
             Err(e) => {
                 let reason = format!("undecodable frame: {e}");
@@ -185,12 +175,7 @@ impl Node {
                 let (links, mut out) = self.split();
                 links.on_pong(conn, p.nonce, now, &mut out);
             }
-            Some(Kind::Message(m)) => {
-                self.on_message(conn, m, checked_author, now);
-                if let Some((payload, room_at, author, seq)) = remember {
-                    self.remember_frame(&payload, room_at, &author, seq);
-                }
-            }
+            Some(Kind::Message(m)) => self.on_message(conn, wire::MessageRef::of(&m), None, now),
             Some(Kind::Membership(m)) => self.on_membership(conn, m, now),
             Some(Kind::Direct(d)) => self.on_direct(conn, d, now),
             Some(Kind::Peers(p)) => {
@@ -208,18 +193,8 @@ impl Node {
 
     /// Remembers the payload of a room-message frame just handled if its message is now
     /// held (not if it was refused, or only buffered unverified).
-    fn remember_frame(
-        &mut self,
-        payload: &[u8],
-        room_at: std::ops::Range<usize>,
-        author: &PeerId,
-        seq: u64,
-    ) {
-        let Some(room) = payload
-            .get(room_at)
-            .and_then(|r| std::str::from_utf8(r).ok())
-            .and_then(|r| self.rooms.get(r))
-        else {
+    fn remember_frame(&mut self, payload: &[u8], room: &str, author: &PeerId, seq: u64) {
+        let Some(room) = self.rooms.get(room) else {
             return;
         };
         if let Some(m) = room.authors.get(author).and_then(|a| a.chain.get(seq)) {
