@@ -345,6 +345,10 @@ impl Frame {
     }
 }
 
+/// The first byte of every room-message frame payload: field 5 ([`Kind::Message`]),
+/// length-delimited.
+pub const MESSAGE_FRAME_KEY: u8 = 5 << 3 | 2;
+
 /// A room message read in place from its frame ([`parse_message`]), or a view of a
 /// decoded [`RoomMessage`] ([`MessageRef::of`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -440,7 +444,7 @@ fn read_varint(b: &[u8], pos: &mut usize) -> Option<u64> {
 pub fn parse_message(payload: &[u8]) -> Option<MessageRef<'_>> {
     let mut pos = 0;
     // Frame: field 5, length-delimited, must be the only field.
-    if read_varint(payload, &mut pos)? != (5 << 3 | 2) {
+    if read_varint(payload, &mut pos)? != u64::from(MESSAGE_FRAME_KEY) {
         return None;
     }
     let len = usize::try_from(read_varint(payload, &mut pos)?).ok()?;

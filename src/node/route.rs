@@ -40,8 +40,84 @@ impl Node {
                     );
                 }
             }
-            Decoder::Frames(d) => {
-                d.extend(data);
+            Decoder::Frames(_) => {
+                // Whole frames are handled in place while nothing is buffered (the usual
+                // case: no copy into the decoder); the rest is buffered.
+                let mut data = data;
+                loop {
+                    let Some(c) = self.links.conns.get_mut(&conn) else {
+                        return;
+                    };
+                    let Decoder::Frames(d) = &mut c.decoder else {
+                        return;
+                    };
+                    if d.buffered() > 0 {
+                        // A frame begun in an earlier input: complete it from `data` (only
+                        // its own bytes are copied), then go on in place.
+                        match d.missing() {
+                            Ok(Some(n)) if n <= data.len() => {
+                                d.extend(&data[..n]);
+                                data = &data[n..];
+                                match d.decode() {
+                                    Ok(Some(payload)) => {
+                                        self.on_frame(conn, &payload, Some(&payload), now);
+                                        continue;
+                                    }
+                                    Ok(None) => {}
+                                    Err(e) => {
+                                        let reason = format!("malformed stream: {e}");
+                                        self.close(
+                                            conn,
+                                            GoodbyeCode::ProtocolViolation,
+                                            &reason,
+                                            true,
+                                            now,
+                                        );
+                                        return;
+                                    }
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                let reason = format!("malformed stream: {e}");
+                                self.close(
+                                    conn,
+                                    GoodbyeCode::ProtocolViolation,
+                                    &reason,
+                                    true,
+                                    now,
+                                );
+                                return;
+                            }
+                        }
+                    }
+                    match d.split_whole(data) {
+                        Ok(Some((payload, rest)))
+                            if payload.first() == Some(&wire::MESSAGE_FRAME_KEY) =>
+                        {
+                            data = rest;
+                            self.on_frame(conn, payload, None, now);
+                        }
+                        Ok(Some((_, rest))) => {
+                            // Other kinds are decoded by prost from the decoder's buffer
+                            // (shared by their byte fields, as before).
+                            d.extend(&data[..data.len() - rest.len()]);
+                            data = rest;
+                            if let Ok(Some(payload)) = d.decode() {
+                                self.on_frame(conn, &payload, Some(&payload), now);
+                            }
+                        }
+                        Ok(None) => {
+                            d.extend(data);
+                            break;
+                        }
+                        Err(e) => {
+                            let reason = format!("malformed stream: {e}");
+                            self.close(conn, GoodbyeCode::ProtocolViolation, &reason, true, now);
+                            return;
+                        }
+                    }
+                }
                 loop {
                     let Some(c) = self.links.conns.get_mut(&conn) else {
                         return;
@@ -50,7 +126,7 @@ impl Node {
                         return;
                     };
                     match d.decode() {
-                        Ok(Some(payload)) => self.on_frame(conn, payload, now),
+                        Ok(Some(payload)) => self.on_frame(conn, &payload, Some(&payload), now),
                         Ok(None) => return,
                         Err(e) => {
                             let reason = format!("malformed stream: {e}");
@@ -86,9 +162,16 @@ impl Node {
         }
     }
 
-    pub(super) fn on_frame(&mut self, conn: ConnId, payload: Bytes, now: Instant) {
+    /// A frame's payload, read in place or (`shared`) taken from the decoder's buffer.
+    pub(super) fn on_frame(
+        &mut self,
+        conn: ConnId,
+        payload: &[u8],
+        shared: Option<&Bytes>,
+        now: Instant,
+    ) {
         self.stats.frames_in += 1;
-        let kind = match crate::codec::peek_varint(&payload) {
+        let kind = match crate::codec::peek_varint(payload) {
             Ok(Some((key, _))) => usize::try_from(key >> 3).unwrap_or(0),
             _ => 0,
         };
@@ -114,7 +197,7 @@ impl Node {
         // Fast path: a room message we already hold is dropped without decoding it.
         if c.state != State::Handshaking {
             // A byte-for-byte copy of a message frame taken recently (still known).
-            if let Some(m) = self.dups.get(&payload) {
+            if let Some(m) = self.dups.get(payload) {
                 if self
                     .rooms
                     .get(m.room.as_str())
@@ -128,7 +211,7 @@ impl Node {
             }
             // A room message is read in place (no protobuf decoder), checked against
             // what the room holds, and only then copied out.
-            if let Some(r) = wire::parse_message(&payload) {
+            if let Some(r) = wire::parse_message(payload) {
                 let room = self.rooms.get(r.room);
                 if let (Some(room), Ok(author)) = (room, PeerId::from_bytes(r.author)) {
                     if room.is_known(&author, r.seq) {
@@ -141,13 +224,16 @@ impl Node {
                     let remember = several_conns && payload.len() <= super::dups::MAX_PAYLOAD;
                     self.on_message(conn, r, Some(author), now);
                     if remember {
-                        self.remember_frame(&payload, r.room, &author, r.seq);
+                        self.remember_frame(payload, r.room, &author, r.seq);
                     }
                     return;
                 }
                 return self.on_message(conn, r, None, now);
             }
         }
+        let payload = shared
+            .cloned()
+            .unwrap_or_else(|| Bytes::copy_from_slice(payload));
         let frame = match Frame::decode_shared(payload) {
             Ok(f) => f,
             Err(e) => {
