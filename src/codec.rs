@@ -71,6 +71,9 @@ pub fn encode_frame(out: &mut BytesMut, payload: &[u8]) {
     out.put_slice(payload);
 }
 
+/// A whole frame's payload and the bytes after it ([`FrameDecoder::split_whole`]).
+pub type Split<'a> = (&'a [u8], &'a [u8]);
+
 /// Incremental decoder of length-prefixed frames. Feed it bytes in any chunking.
 #[derive(Debug)]
 pub struct FrameDecoder {
@@ -97,9 +100,11 @@ impl FrameDecoder {
         self.buf.len()
     }
 
-    /// Takes the next complete frame's payload out of the buffer.
-    pub fn decode(&mut self) -> Result<Option<Bytes>, FrameError> {
-        let Some((len, prefix)) = peek_varint(&self.buf)? else {
+    /// The length prefix at the start of `data`, checked as [`FrameDecoder::decode`]
+    /// checks it: `(prefix length, payload length)`, or `None` if `data` ends inside
+    /// the prefix.
+    fn header(&self, data: &[u8]) -> Result<Option<(usize, usize)>, FrameError> {
+        let Some((len, prefix)) = peek_varint(data)? else {
             return Ok(None);
         };
         if len > self.max_len as u64 {
@@ -108,7 +113,38 @@ impl FrameDecoder {
                 max: self.max_len,
             });
         }
-        let len = len as usize;
+        Ok(Some((prefix, len as usize)))
+    }
+
+    /// The first complete frame's payload in `data` and the bytes after it, read in place
+    /// (no copy), when nothing is buffered; `None` if nothing is buffered and `data` does
+    /// not start with a whole frame (or if something is buffered: feed the decoder
+    /// instead). Errors as [`FrameDecoder::decode`] would give them for the same bytes.
+    pub fn split_whole<'a>(&self, data: &'a [u8]) -> Result<Option<Split<'a>>, FrameError> {
+        if !self.buf.is_empty() {
+            return Ok(None);
+        }
+        let Some((prefix, len)) = self.header(data)? else {
+            return Ok(None);
+        };
+        match data.get(prefix..prefix + len) {
+            Some(payload) => Ok(Some((payload, &data[prefix + len..]))),
+            None => Ok(None),
+        }
+    }
+
+    /// Bytes the buffered frame still lacks, once its length prefix is buffered whole.
+    pub fn missing(&self) -> Result<Option<usize>, FrameError> {
+        Ok(self
+            .header(&self.buf)?
+            .map(|(prefix, len)| (prefix + len).saturating_sub(self.buf.len())))
+    }
+
+    /// Takes the next complete frame's payload out of the buffer.
+    pub fn decode(&mut self) -> Result<Option<Bytes>, FrameError> {
+        let Some((prefix, len)) = self.header(&self.buf)? else {
+            return Ok(None);
+        };
         if self.buf.len() < prefix + len {
             // Reserve only what the (already bounded) frame still needs.
             self.buf.reserve(prefix + len - self.buf.len());
@@ -184,6 +220,29 @@ mod tests {
                 let step = cuts.next().unwrap_or(3).max(1).min(wire.len() - pos);
                 d.extend(&wire[pos..pos + step]);
                 pos += step;
+                while let Some(f) = d.decode().unwrap() {
+                    out.push(f.to_vec());
+                }
+            }
+            out == frames && d.buffered() == 0
+        }
+
+        /// Reading whole frames in place, then buffering the rest, gives the same frames.
+        fn in_place_then_buffered_decodes_same(frames: Vec<Vec<u8>>, cuts: Vec<u8>) -> bool {
+            let wire = encode_all(&frames);
+            let mut d = FrameDecoder::new(1 << 20);
+            let mut out = Vec::new();
+            let mut pos = 0;
+            let mut cuts = cuts.into_iter().map(|c| c as usize % 300);
+            while pos < wire.len() {
+                let step = cuts.next().unwrap_or(3).max(1).min(wire.len() - pos);
+                let mut data = &wire[pos..pos + step];
+                pos += step;
+                while let Some((f, rest)) = d.split_whole(data).unwrap() {
+                    out.push(f.to_vec());
+                    data = rest;
+                }
+                d.extend(data);
                 while let Some(f) = d.decode().unwrap() {
                     out.push(f.to_vec());
                 }

@@ -271,17 +271,18 @@ impl Message {
     pub fn from_wire(m: wire::RoomMessage) -> Result<Self, DecodeError> {
         let author =
             PeerId::from_bytes(&m.author).map_err(|e| DecodeError::BadAuthor(e.to_string()))?;
-        Self::from_wire_parsed(m, author)
+        Self::from_wire_parsed(wire::MessageRef::of(&m), author)
     }
 
-    /// [`Message::from_wire`] with the author id already parsed from `m.author`.
+    /// [`Message::from_wire`] from a message read in place, with the author id already
+    /// parsed from `m.author`. Copies the strings and the signature: the received
+    /// frame's buffer must not stay pinned by a stored message.
     pub(crate) fn from_wire_parsed(
-        m: wire::RoomMessage,
+        m: wire::MessageRef<'_>,
         author: PeerId,
     ) -> Result<Self, DecodeError> {
         let prev: Hash = m
             .prev
-            .as_ref()
             .try_into()
             .map_err(|_| DecodeError::BadPrevLen(m.prev.len()))?;
         if m.seq == 0 || m.seq > MAX_SEQ {
@@ -297,19 +298,18 @@ impl Message {
             return Err(DecodeError::BadSignatureLen(m.signature.len()));
         }
         let mut msg = Message {
-            room: m.room,
+            room: m.room.to_owned(),
             author,
-            name: m.name,
+            name: m.name.to_owned(),
             seq: m.seq,
             lamport: m.lamport,
             sent_at_ms: m.sent_at_ms,
-            text: m.text,
+            text: m.text.to_owned(),
             verified: true,
             prev,
             prev_seq,
             hash: GENESIS,
-            // Copied: the received frame's buffer must not stay pinned by a stored message.
-            signature: (!m.signature.is_empty()).then(|| Bytes::copy_from_slice(&m.signature)),
+            signature: (!m.signature.is_empty()).then(|| Bytes::copy_from_slice(m.signature)),
         };
         msg.hash = msg.compute_hash();
         Ok(msg)

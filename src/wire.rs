@@ -367,67 +367,179 @@ impl Frame {
     }
 }
 
-/// Reads `(author, room, seq)` of a room-message frame payload without decoding (or
-/// allocating) the rest, so duplicates can be dropped cheaply. `None` if the payload is
-/// not a well-formed room-message frame; the full decoder then has the final word.
-pub fn peek_message_id(payload: &[u8]) -> Option<(&[u8], &[u8], u64)> {
-    fn varint(b: &[u8], pos: &mut usize) -> Option<u64> {
-        let mut v = 0u64;
-        for i in 0..10 {
-            let byte = *b.get(*pos)?;
-            *pos += 1;
-            v |= u64::from(byte & 0x7f) << (7 * i);
-            if byte & 0x80 == 0 {
-                return Some(v);
-            }
+/// The first byte of every room-message frame payload: field 5 ([`Kind::Message`]),
+/// length-delimited.
+pub const MESSAGE_FRAME_KEY: u8 = 5 << 3 | 2;
+
+/// A room message read in place from its frame ([`parse_message`]), or a view of a
+/// decoded [`RoomMessage`] ([`MessageRef::of`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageRef<'a> {
+    /// [`RoomMessage::author`].
+    pub author: &'a [u8],
+    /// [`RoomMessage::room`] (valid UTF-8).
+    pub room: &'a str,
+    /// [`RoomMessage::seq`].
+    pub seq: u64,
+    /// [`RoomMessage::lamport`].
+    pub lamport: u64,
+    /// [`RoomMessage::sent_at_ms`].
+    pub sent_at_ms: u64,
+    /// [`RoomMessage::name`] (valid UTF-8).
+    pub name: &'a str,
+    /// [`RoomMessage::text`] (valid UTF-8).
+    pub text: &'a str,
+    /// [`RoomMessage::prev`].
+    pub prev: &'a [u8],
+    /// [`RoomMessage::signature`].
+    pub signature: &'a [u8],
+    /// [`RoomMessage::skipped`].
+    pub skipped: u64,
+}
+
+impl<'a> MessageRef<'a> {
+    /// A view of a decoded message.
+    pub fn of(m: &'a RoomMessage) -> Self {
+        MessageRef {
+            author: &m.author,
+            room: &m.room,
+            seq: m.seq,
+            lamport: m.lamport,
+            sent_at_ms: m.sent_at_ms,
+            name: &m.name,
+            text: &m.text,
+            prev: &m.prev,
+            signature: &m.signature,
+            skipped: m.skipped,
         }
-        None
     }
+}
+
+impl MessageRef<'_> {
+    /// The decoded message (as the full decoder makes it).
+    pub fn to_owned(&self) -> RoomMessage {
+        RoomMessage {
+            author: Bytes::copy_from_slice(self.author),
+            room: self.room.to_owned(),
+            seq: self.seq,
+            lamport: self.lamport,
+            sent_at_ms: self.sent_at_ms,
+            name: self.name.to_owned(),
+            text: self.text.to_owned(),
+            prev: Bytes::copy_from_slice(self.prev),
+            signature: Bytes::copy_from_slice(self.signature),
+            skipped: self.skipped,
+        }
+    }
+}
+
+/// A protobuf varint at `*pos`, as prost reads it (at most ten bytes, the tenth at most
+/// 1); `None` where prost would fail or the buffer ends.
+#[inline]
+fn read_varint(b: &[u8], pos: &mut usize) -> Option<u64> {
+    let first = *b.get(*pos)?;
+    *pos += 1;
+    if first < 0x80 {
+        return Some(u64::from(first));
+    }
+    let mut v = u64::from(first & 0x7f);
+    for i in 1..10 {
+        let byte = *b.get(*pos)?;
+        *pos += 1;
+        if i == 9 && byte > 1 {
+            return None;
+        }
+        v |= u64::from(byte & 0x7f) << (7 * i);
+        if byte < 0x80 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// Reads a room-message frame payload (a [`Frame`] whose only field is
+/// [`Kind::Message`]) in place, without allocating. `None` for any other frame and for
+/// anything unusual (a known field with another wire type, groups, a string that is
+/// not UTF-8, ...): the full decoder then has the final word, so a frame this accepts
+/// decodes to the same [`RoomMessage`] either way (later copies of a field win, unknown
+/// fields are skipped, as in prost).
+pub fn parse_message(payload: &[u8]) -> Option<MessageRef<'_>> {
     let mut pos = 0;
-    // Frame: field 5, length-delimited, the only field but for a `link_prev` after it.
-    if varint(payload, &mut pos)? != (5 << 3 | 2) {
+    // Frame: field 5, length-delimited, the only field but for a `link_prev` after it
+    // (PROTOCOL.md 7.1).
+    if read_varint(payload, &mut pos)? != u64::from(MESSAGE_FRAME_KEY) {
         return None;
     }
-    let len = usize::try_from(varint(payload, &mut pos)?).ok()?;
+    let len = usize::try_from(read_varint(payload, &mut pos)?).ok()?;
     let body = payload.get(pos..pos.checked_add(len)?)?;
     if pos + len != payload.len() {
         let mut q = pos + len;
-        if varint(payload, &mut q)? != LINK_PREV_KEY {
+        if read_varint(payload, &mut q)? != LINK_PREV_KEY {
             return None;
         }
-        let l = usize::try_from(varint(payload, &mut q)?).ok()?;
+        let l = usize::try_from(read_varint(payload, &mut q)?).ok()?;
         if q.checked_add(l)? != payload.len() {
             return None;
         }
     }
-    let (mut author, mut room, mut seq) = (None, None, None);
+    let mut m = MessageRef {
+        author: &[],
+        room: "",
+        seq: 0,
+        lamport: 0,
+        sent_at_ms: 0,
+        name: "",
+        text: "",
+        prev: &[],
+        signature: &[],
+        skipped: 0,
+    };
+    let (mut room, mut name, mut text): (&[u8], &[u8], &[u8]) = (&[], &[], &[]);
     let mut p = 0;
     while p < body.len() {
-        let key = varint(body, &mut p)?;
-        match (key >> 3, key & 7) {
-            (3, 0) => seq = Some(varint(body, &mut p)?),
-            (_, 0) => {
-                varint(body, &mut p)?;
-            }
-            (field, 2) => {
-                let l = usize::try_from(varint(body, &mut p)?).ok()?;
-                let v = body.get(p..p.checked_add(l)?)?;
-                p += l;
+        let key = read_varint(body, &mut p)?;
+        if key > u64::from(u32::MAX) {
+            return None;
+        }
+        let (field, wire) = (key >> 3, key & 7);
+        match wire {
+            0 => {
+                let v = read_varint(body, &mut p)?;
                 match field {
-                    1 => author = Some(v),
-                    2 => room = Some(v),
+                    3 => m.seq = v,
+                    4 => m.lamport = v,
+                    5 => m.sent_at_ms = v,
+                    10 => m.skipped = v,
+                    0 | 1 | 2 | 6 | 7 | 8 | 9 => return None,
                     _ => {}
                 }
             }
-            (_, 1) => p = p.checked_add(8)?,
-            (_, 5) => p = p.checked_add(4)?,
+            2 => {
+                let l = usize::try_from(read_varint(body, &mut p)?).ok()?;
+                let v = body.get(p..p.checked_add(l)?)?;
+                p += l;
+                match field {
+                    1 => m.author = v,
+                    2 => room = v,
+                    6 => name = v,
+                    7 => text = v,
+                    8 => m.prev = v,
+                    9 => m.signature = v,
+                    0 | 3 | 4 | 5 | 10 => return None,
+                    _ => {}
+                }
+            }
+            1 | 5 if !matches!(field, 0..=10) => p = p.checked_add(if wire == 1 { 8 } else { 4 })?,
             _ => return None,
         }
     }
     if p != body.len() {
         return None;
     }
-    Some((author?, room?, seq?))
+    m.room = std::str::from_utf8(room).ok()?;
+    m.name = std::str::from_utf8(name).ok()?;
+    m.text = std::str::from_utf8(text).ok()?;
+    Some(m)
 }
 
 /// Reads [`Frame::link_prev`] `(author, seq)` of a room-message frame payload without
@@ -476,7 +588,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn peek_matches_full_decode() {
+    fn parse_matches_full_decode() {
         let m = RoomMessage {
             author: Bytes::from_static(b"author-bytes"),
             room: "general".into(),
@@ -486,15 +598,70 @@ mod tests {
             name: "n".into(),
             text: "hello".into(),
             prev: Bytes::from(vec![1; 32]),
-            signature: Bytes::new(),
-            skipped: 0,
+            signature: Bytes::from(vec![2; 64]),
+            skipped: 3,
         };
-        let wire = Frame::new(Kind::Message(m)).to_wire();
-        let payload = &wire[1..]; // one-byte length prefix
-        let (a, r, s) = peek_message_id(payload).unwrap();
-        assert_eq!((a, r, s), (&b"author-bytes"[..], &b"general"[..], 300));
-        assert!(peek_message_id(&payload[..payload.len() - 1]).is_none());
+        let wire = Frame::new(Kind::Message(m.clone())).to_wire();
+        let payload = wire.slice(2..); // two-byte length prefix
+        let r = parse_message(&payload).unwrap();
+        assert_eq!((r.author, r.room, r.seq), (&b"author-bytes"[..], "general", 300));
+        assert_eq!(r.to_owned(), m);
+        assert_eq!(MessageRef::of(&m), r);
+        assert!(parse_message(&payload[..payload.len() - 1]).is_none());
         let ping = Frame::new(Kind::Ping(Ping { nonce: 1 })).to_wire();
-        assert!(peek_message_id(&ping[1..]).is_none());
+        assert!(parse_message(&ping[1..]).is_none());
+
+        // A `link_prev` after the message (PROTOCOL.md 7.1) is read past; any other
+        // trailing field leaves the frame to prost.
+        let mut f = Frame::new(Kind::Message(m.clone()));
+        f.link_prev = Some(LinkPrev {
+            author: Bytes::from_static(b"before"),
+            seq: 299,
+        });
+        let mut with = Vec::new();
+        f.encode(&mut with).unwrap();
+        assert_eq!(parse_message(&with).unwrap().to_owned(), m);
+        assert_eq!(peek_link_prev(&with), Some((&b"before"[..], 299)));
+        let mut other = payload.to_vec();
+        other.extend_from_slice(&[20 << 3, 1]);
+        assert!(parse_message(&other).is_none());
+    }
+
+    /// Frames the hand parser leaves to prost, and frames it reads as prost does.
+    #[test]
+    fn parse_agrees_with_prost_on_odd_frames() {
+        fn frame(body: &[u8]) -> Bytes {
+            let mut f = vec![5 << 3 | 2, body.len() as u8];
+            f.extend_from_slice(body);
+            Bytes::from(f)
+        }
+        let check = |body: &[u8]| {
+            let payload = frame(body);
+            let prost = Frame::decode_shared(payload.clone());
+            // `None`: left to prost, whatever it says.
+            if let Some(m) = parse_message(&payload).map(|r| r.to_owned()) {
+                match prost {
+                    Ok(Frame {
+                        kind: Some(Kind::Message(p)),
+                        ..
+                    }) => assert_eq!(m, p, "{body:?}"),
+                    other => panic!("{body:?}: hand parse ok, prost {other:?}"),
+                }
+            }
+        };
+        check(&[]); // empty message
+        check(&[3 << 3, 5, 3 << 3, 6]); // a field twice: the last wins
+        check(&[2 << 3 | 2, 1, b'a', 2 << 3 | 2, 1, b'b']);
+        check(&[99 << 3, 1, 98 << 3 | 5, 0, 0, 0, 0, 97 << 3 | 1, 0, 0, 0, 0, 0, 0, 0, 0]);
+        check(&[3 << 3 | 2, 0]); // seq as bytes: prost fails
+        check(&[1 << 3, 1]); // author as varint: prost fails
+        check(&[7 << 3 | 2, 1, 0xff]); // text not UTF-8
+        check(&[2 << 3 | 2, 1, 0xff]); // room not UTF-8
+        check(&[3 << 3, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
+        check(&[3 << 3, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02]);
+        check(&[3 << 3, 0x80, 0x00]); // non-minimal varint
+        check(&[99 << 3 | 3, 99 << 3 | 4]); // a group
+        check(&[0, 0]); // field 0
+        assert!(parse_message(&[5 << 3 | 2, 0, 1 << 3, 0]).is_none()); // a second field
     }
 }

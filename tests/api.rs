@@ -206,3 +206,81 @@ fn validate_names_the_bad_setting() {
         })
     ));
 }
+
+/// The same stream of room messages, cut into chunks of any size (frames split across
+/// chunks, read in place or through the decoder's buffer), delivers every message once.
+#[test]
+fn any_chunking_delivers_every_message() {
+    use std::time::SystemTime;
+    let now = Instant::now();
+    let config = echo_proto::Config::default().rate_limit(None);
+    let connect = |a: &mut Node, b: &mut Node| {
+        let info = |peer, role| ConnInfo {
+            peer,
+            role,
+            remote_addr: "/ip4/127.0.0.1/tcp/1".parse().unwrap(),
+            protocol: Protocol::Chat,
+            dial: None,
+            link: echo_proto::Link::Direct,
+        };
+        a.handle_connected(ConnId(1), info(b.peer_id(), Role::Dialer), now);
+        b.handle_connected(ConnId(1), info(a.peer_id(), Role::Listener), now);
+        fn pump(from: &mut Node, to: &mut Node, now: Instant) {
+            loop {
+                match from.poll_output() {
+                    Output::Transmit(t) => to.handle_data(t.conn, &t.data, now),
+                    Output::Wait(_) => return,
+                    _ => {}
+                }
+            }
+        }
+        for _ in 0..3 {
+            pump(a, b, now);
+            pump(b, a, now);
+        }
+    };
+    // The sender's bytes for 40 messages (a signature every 8th).
+    let (mut a, mut b0) = (
+        Node::new(key(1), config.clone().sign_every(8), 1, now),
+        Node::new(key(2), config.clone(), 2, now),
+    );
+    let _ = a.join("general", now);
+    let _ = b0.join("general", now);
+    connect(&mut a, &mut b0);
+    let mut wire = Vec::new();
+    for i in 0..40 {
+        a.send(
+            "general",
+            &format!("message {i} {}", "x".repeat(i * 7)),
+            SystemTime::UNIX_EPOCH,
+            now,
+        )
+        .unwrap();
+        loop {
+            match a.poll_output() {
+                Output::Transmit(t) => wire.extend_from_slice(&t.data),
+                Output::Wait(_) => break,
+                _ => {}
+            }
+        }
+    }
+    for step in [1, 2, 3, 7, 64, 333, 1000, wire.len()] {
+        let mut b = Node::new(key(2), config.clone(), 2, now);
+        let _ = b.join("general", now);
+        let mut a2 = Node::new(key(1), config.clone(), 1, now);
+        let _ = a2.join("general", now);
+        connect(&mut a2, &mut b);
+        for chunk in wire.chunks(step) {
+            b.handle_data(ConnId(1), chunk, now);
+        }
+        let mut texts = Vec::new();
+        loop {
+            match b.poll_output() {
+                Output::Event(Event::Message { msg, .. }) => texts.push(msg.seq()),
+                Output::Wait(_) => break,
+                _ => {}
+            }
+        }
+        assert_eq!(texts, (1..=40).collect::<Vec<u64>>(), "chunks of {step}");
+    }
+}

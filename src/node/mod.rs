@@ -24,6 +24,7 @@ use crate::wire::{self, Frame, Kind};
 
 mod clock;
 mod dm;
+mod dups;
 mod history;
 mod persist;
 mod profile;
@@ -155,6 +156,8 @@ pub struct Node {
     tree: tree::Tree,
     /// Messages delivered from their author before their signature was checked.
     unconfirmed: Vec<recv::Unconfirmed>,
+    /// Payloads of recently taken room-message frames, to drop copies cheaply.
+    dups: dups::DupCache,
 }
 
 pub(crate) fn valid_label(s: &str, max: usize) -> Result<(), String> {
@@ -219,6 +222,7 @@ impl Node {
             dm,
             tree: tree::Tree::default(),
             unconfirmed: Vec::new(),
+            dups: dups::DupCache::new(seed),
             config,
         }
     }
@@ -487,6 +491,7 @@ impl Node {
         let Some(r) = self.rooms.remove(room) else {
             return Err(CommandError::NotInRoom(room.into()));
         };
+        self.dups.clear();
         self.retired.insert(room.to_string(), r.reserved);
         self.links.rooms.remove(room);
         self.unsealed.retain(|(r, _)| r != room);
@@ -663,7 +668,7 @@ impl Node {
     fn on_message(
         &mut self,
         conn: ConnId,
-        m: wire::RoomMessage,
+        m: wire::MessageRef<'_>,
         checked: Option<PeerId>,
         now: Instant,
     ) {
@@ -674,13 +679,13 @@ impl Node {
         if m.name.len() > self.config.max_name_len {
             return self.violation(conn, "author name over the limit", now);
         }
-        let Some(room) = self.rooms.get_mut(&m.room) else {
+        let Some(room) = self.rooms.get_mut(m.room) else {
             return; // not (or no longer) in that room
         };
         // Cheap duplicate check before hashing (unless the fast path just did it).
         let author = match checked {
             Some(a) => a,
-            None => match PeerId::from_bytes(&m.author) {
+            None => match PeerId::from_bytes(m.author) {
                 Ok(a) => a,
                 Err(e) => {
                     return self.violation(conn, &format!("bad room message: author: {e}"), now)
@@ -689,7 +694,7 @@ impl Node {
         };
         if checked.is_none() && room.is_known(&author, m.seq) {
             self.stats.duplicates += 1;
-            return self.tree_duplicate(conn, &m.room, &author, now);
+            return self.tree_duplicate(conn, m.room, &author, now);
         }
         if !self.clock.acceptable(m.lamport, now) {
             // Too far ahead: accepted once the wall clock catches up (section 8.3).
@@ -697,7 +702,7 @@ impl Node {
             return;
         }
         let from_author = self.may_deliver_first(conn, &author);
-        let Some(room) = self.rooms.get_mut(&m.room) else {
+        let Some(room) = self.rooms.get_mut(m.room) else {
             return;
         };
         let msg = match Message::from_wire_parsed(m, author) {

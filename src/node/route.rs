@@ -40,8 +40,84 @@ impl Node {
                     );
                 }
             }
-            Decoder::Frames(d) => {
-                d.extend(data);
+            Decoder::Frames(_) => {
+                // Whole frames are handled in place while nothing is buffered (the usual
+                // case: no copy into the decoder); the rest is buffered.
+                let mut data = data;
+                loop {
+                    let Some(c) = self.links.conns.get_mut(&conn) else {
+                        return;
+                    };
+                    let Decoder::Frames(d) = &mut c.decoder else {
+                        return;
+                    };
+                    if d.buffered() > 0 {
+                        // A frame begun in an earlier input: complete it from `data` (only
+                        // its own bytes are copied), then go on in place.
+                        match d.missing() {
+                            Ok(Some(n)) if n <= data.len() => {
+                                d.extend(&data[..n]);
+                                data = &data[n..];
+                                match d.decode() {
+                                    Ok(Some(payload)) => {
+                                        self.on_frame(conn, &payload, Some(&payload), now);
+                                        continue;
+                                    }
+                                    Ok(None) => {}
+                                    Err(e) => {
+                                        let reason = format!("malformed stream: {e}");
+                                        self.close(
+                                            conn,
+                                            GoodbyeCode::ProtocolViolation,
+                                            &reason,
+                                            true,
+                                            now,
+                                        );
+                                        return;
+                                    }
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                let reason = format!("malformed stream: {e}");
+                                self.close(
+                                    conn,
+                                    GoodbyeCode::ProtocolViolation,
+                                    &reason,
+                                    true,
+                                    now,
+                                );
+                                return;
+                            }
+                        }
+                    }
+                    match d.split_whole(data) {
+                        Ok(Some((payload, rest)))
+                            if payload.first() == Some(&wire::MESSAGE_FRAME_KEY) =>
+                        {
+                            data = rest;
+                            self.on_frame(conn, payload, None, now);
+                        }
+                        Ok(Some((_, rest))) => {
+                            // Other kinds are decoded by prost from the decoder's buffer
+                            // (shared by their byte fields, as before).
+                            d.extend(&data[..data.len() - rest.len()]);
+                            data = rest;
+                            if let Ok(Some(payload)) = d.decode() {
+                                self.on_frame(conn, &payload, Some(&payload), now);
+                            }
+                        }
+                        Ok(None) => {
+                            d.extend(data);
+                            break;
+                        }
+                        Err(e) => {
+                            let reason = format!("malformed stream: {e}");
+                            self.close(conn, GoodbyeCode::ProtocolViolation, &reason, true, now);
+                            return;
+                        }
+                    }
+                }
                 loop {
                     let Some(c) = self.links.conns.get_mut(&conn) else {
                         return;
@@ -50,7 +126,7 @@ impl Node {
                         return;
                     };
                     match d.decode() {
-                        Ok(Some(payload)) => self.on_frame(conn, payload, now),
+                        Ok(Some(payload)) => self.on_frame(conn, &payload, Some(&payload), now),
                         Ok(None) => return,
                         Err(e) => {
                             let reason = format!("malformed stream: {e}");
@@ -86,15 +162,23 @@ impl Node {
         }
     }
 
-    pub(super) fn on_frame(&mut self, conn: ConnId, payload: Bytes, now: Instant) {
+    /// A frame's payload, read in place or (`shared`) taken from the decoder's buffer.
+    pub(super) fn on_frame(
+        &mut self,
+        conn: ConnId,
+        payload: &[u8],
+        shared: Option<&Bytes>,
+        now: Instant,
+    ) {
         self.stats.frames_in += 1;
-        self.tree_link_prev(conn, &payload, now);
-        let kind = match crate::codec::peek_varint(&payload) {
+        self.tree_link_prev(conn, payload, now);
+        let kind = match crate::codec::peek_varint(payload) {
             Ok(Some((key, _))) => usize::try_from(key >> 3).unwrap_or(0),
             _ => 0,
         };
         let counts = &mut self.stats.frames_in_kind;
         counts[if kind < counts.len() { kind } else { 0 }] += 1;
+        let several_conns = self.links.conns.len() > 1;
         let Some(c) = self.links.conns.get_mut(&conn) else {
             return;
         };
@@ -112,22 +196,45 @@ impl Node {
             return;
         }
         // Fast path: a room message we already hold is dropped without decoding it.
-        let mut checked_author = None;
         if c.state != State::Handshaking {
-            if let Some((author, room_name, seq)) = wire::peek_message_id(&payload) {
-                let room_name = std::str::from_utf8(room_name).ok();
-                let room = room_name.and_then(|r| self.rooms.get(r));
-                if let (Some(room), Ok(author)) = (room, PeerId::from_bytes(author)) {
-                    if room.is_known(&author, seq) {
-                        self.stats.messages_in += 1;
-                        self.stats.duplicates += 1;
-                        let room_name = room_name.unwrap_or_default();
-                        return self.tree_duplicate(conn, room_name, &author, now);
-                    }
-                    checked_author = Some(author);
+            // A byte-for-byte copy of a message frame taken recently (still known).
+            if let Some(m) = self.dups.get(payload) {
+                if self
+                    .rooms
+                    .get(m.room.as_str())
+                    .is_some_and(|r| r.is_known(&m.author, m.seq))
+                {
+                    let m = m.clone();
+                    self.stats.messages_in += 1;
+                    self.stats.duplicates += 1;
+                    return self.tree_duplicate(conn, &m.room, &m.author, now);
                 }
             }
+            // A room message is read in place (no protobuf decoder), checked against
+            // what the room holds, and only then copied out.
+            if let Some(r) = wire::parse_message(payload) {
+                let room = self.rooms.get(r.room);
+                if let (Some(room), Ok(author)) = (room, PeerId::from_bytes(r.author)) {
+                    if room.is_known(&author, r.seq) {
+                        self.stats.messages_in += 1;
+                        self.stats.duplicates += 1;
+                        return self.tree_duplicate(conn, r.room, &author, now);
+                    }
+                    // Copies come from other neighbours: with one connection there
+                    // is nothing to remember the frame for.
+                    let remember = several_conns && payload.len() <= super::dups::MAX_PAYLOAD;
+                    self.on_message(conn, r, Some(author), now);
+                    if remember {
+                        self.remember_frame(payload, r.room, &author, r.seq);
+                    }
+                    return;
+                }
+                return self.on_message(conn, r, None, now);
+            }
         }
+        let payload = shared
+            .cloned()
+            .unwrap_or_else(|| Bytes::copy_from_slice(payload));
         let frame = match Frame::decode_shared(payload) {
             Ok(f) => f,
             Err(e) => {
@@ -155,7 +262,7 @@ impl Node {
                 let (links, mut out) = self.split();
                 links.on_pong(conn, p.nonce, now, &mut out);
             }
-            Some(Kind::Message(m)) => self.on_message(conn, m, checked_author, now),
+            Some(Kind::Message(m)) => self.on_message(conn, wire::MessageRef::of(&m), None, now),
             Some(Kind::Membership(m)) => self.on_membership(conn, m, now),
             Some(Kind::Direct(d)) => self.on_direct(conn, d, now),
             Some(Kind::Peers(p)) => {
@@ -168,6 +275,17 @@ impl Node {
             Some(Kind::Announce(a)) => self.on_announce(conn, a, now),
             Some(Kind::Prune(l)) => self.on_tree_link(conn, l, false),
             Some(Kind::Graft(l)) => self.on_tree_link(conn, l, true),
+        }
+    }
+
+    /// Remembers the payload of a room-message frame just handled if its message is now
+    /// held (not if it was refused, or only buffered unverified).
+    fn remember_frame(&mut self, payload: &[u8], room: &str, author: &PeerId, seq: u64) {
+        let Some(room) = self.rooms.get(room) else {
+            return;
+        };
+        if let Some(m) = room.authors.get(author).and_then(|a| a.chain.get(seq)) {
+            self.dups.insert(payload, m);
         }
     }
 

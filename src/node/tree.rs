@@ -190,8 +190,8 @@ impl Tree {
                 out.put_u8(0x10);
                 put_varint(&mut out, seq);
             }
-            if let Some((a, _, s)) = wire::peek_message_id(&payload) {
-                *last = (payload.slice_ref(a), s);
+            if let Some(m) = wire::parse_message(&payload) {
+                *last = (payload.slice_ref(m.author), m.seq);
             }
             at = end;
             if at >= wire.len() {
@@ -495,10 +495,7 @@ impl Node {
         if !self.tree.capable.contains(&peer) || seq == 0 {
             return;
         }
-        let Some((_, room_name, _)) = wire::peek_message_id(payload) else {
-            return;
-        };
-        let Ok(room_name) = std::str::from_utf8(room_name) else {
+        let Some(room_name) = wire::parse_message(payload).map(|m| m.room) else {
             return;
         };
         let Some(room) = self.rooms.get(room_name) else {
