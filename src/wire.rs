@@ -478,7 +478,9 @@ pub fn parse_message(payload: &[u8]) -> Option<MessageRef<'_>> {
             return None;
         }
         let l = usize::try_from(read_varint(payload, &mut q)?).ok()?;
-        if q.checked_add(l)? != payload.len() {
+        // A `link_prev` the strict reader cannot read is left to prost (which may
+        // reject the whole frame).
+        if q.checked_add(l)? != payload.len() || peek_link_prev(payload).is_none() {
             return None;
         }
     }
@@ -625,6 +627,12 @@ mod tests {
         let mut other = payload.to_vec();
         other.extend_from_slice(&[20 << 3, 1]);
         assert!(parse_message(&other).is_none());
+        // A `link_prev` whose inside is not a `LinkPrev` (found by fuzzing: it was
+        // accepted here while prost rejects the frame).
+        let mut bad = payload.to_vec();
+        bad.extend_from_slice(&[0x9a, 0x01, 3, 0x60, 0x60, 0x60]);
+        assert!(Frame::decode_payload(&bad).is_err());
+        assert!(parse_message(&bad).is_none());
     }
 
     /// Frames the hand parser leaves to prost, and frames it reads as prost does.

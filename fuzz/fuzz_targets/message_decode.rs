@@ -7,6 +7,8 @@
 //!   checks as the raw bytes.
 //!
 //! Invariants:
+//! * `wire::parse_message` (the node's in-place reader) accepts only payloads that
+//!   decode to a room message, and reads the same message;
 //! * a decoded frame re-encodes (`Frame::to_wire`) to bytes that decode to an equal
 //!   frame, and encoding is a fixed point from then on;
 //! * for `Kind::Message`: if `Message::decode` accepts it, `encode()` then `decode()` gives
@@ -248,9 +250,19 @@ fuzz_target!(|data: &[u8]| {
         }
     };
 
+    // The node's in-place reader (`wire::parse_message`) reads a frame the way the full
+    // decoder does, or leaves it to it.
+    let parsed = wire::parse_message(payload).map(|r| r.to_owned());
     let Ok(frame) = Frame::decode_payload(payload) else {
+        assert!(parsed.is_none(), "hand parse accepts what prost rejects");
         return;
     };
+    if let Some(p) = parsed {
+        match &frame.kind {
+            Some(Kind::Message(m)) => assert_eq!(&p, m, "hand parse and prost disagree"),
+            other => panic!("hand parse read a message, prost a {other:?}"),
+        }
+    }
     let wire1 = frame.to_wire();
     let frame2 = Frame::decode_payload(strip_prefix(&wire1)).expect("re-encoded frame decodes");
     assert_eq!(frame2, frame, "decode(encode(frame)) != frame");
