@@ -522,6 +522,8 @@ pub fn parse_message(payload: &[u8]) -> Option<MessageRef<'_>> {
                 p += l;
                 match field {
                     1 => m.author = v,
+                    // prost checks every copy of a string field, not only the last.
+                    2 | 6 | 7 if std::str::from_utf8(v).is_err() => return None,
                     2 => room = v,
                     6 => name = v,
                     7 => text = v,
@@ -662,6 +664,7 @@ mod tests {
         check(&[2 << 3 | 2, 1, b'a', 2 << 3 | 2, 1, b'b']);
         check(&[99 << 3, 1, 98 << 3 | 5, 0, 0, 0, 0, 97 << 3 | 1, 0, 0, 0, 0, 0, 0, 0, 0]);
         check(&[3 << 3 | 2, 0]); // seq as bytes: prost fails
+        check(&[6 << 3 | 2, 1, 0xd2, 6 << 3 | 2, 1, b'a']); // a bad string, then a good one
         check(&[1 << 3, 1]); // author as varint: prost fails
         check(&[7 << 3 | 2, 1, 0xff]); // text not UTF-8
         check(&[2 << 3 | 2, 1, 0xff]); // room not UTF-8
