@@ -8,6 +8,7 @@ use bytes::Bytes;
 use libp2p_identity::PeerId;
 
 use super::{valid_room, Node};
+use crate::codec::{FrameDecoder, FrameError};
 use crate::conn::{Decoder, State};
 use crate::event::{ConnId, Event, Protocol};
 use crate::legacy;
@@ -41,101 +42,73 @@ impl Node {
                 }
             }
             Decoder::Frames(_) => {
-                // Whole frames are handled in place while nothing is buffered (the usual
-                // case: no copy into the decoder); the rest is buffered.
-                let mut data = data;
-                loop {
-                    let Some(c) = self.links.conns.get_mut(&conn) else {
-                        return;
-                    };
-                    let Decoder::Frames(d) = &mut c.decoder else {
-                        return;
-                    };
-                    if d.buffered() > 0 {
-                        // A frame begun in an earlier input: complete it from `data` (only
-                        // its own bytes are copied), then go on in place.
-                        match d.missing() {
-                            Ok(Some(n)) if n <= data.len() => {
-                                d.extend(&data[..n]);
-                                data = &data[n..];
-                                match d.decode() {
-                                    Ok(Some(payload)) => {
-                                        self.on_frame(conn, &payload, Some(&payload), now);
-                                        continue;
-                                    }
-                                    Ok(None) => {}
-                                    Err(e) => {
-                                        let reason = format!("malformed stream: {e}");
-                                        self.close(
-                                            conn,
-                                            GoodbyeCode::ProtocolViolation,
-                                            &reason,
-                                            true,
-                                            now,
-                                        );
-                                        return;
-                                    }
-                                }
-                            }
-                            Ok(_) => {}
-                            Err(e) => {
-                                let reason = format!("malformed stream: {e}");
-                                self.close(
-                                    conn,
-                                    GoodbyeCode::ProtocolViolation,
-                                    &reason,
-                                    true,
-                                    now,
-                                );
-                                return;
-                            }
-                        }
-                    }
-                    match d.split_whole(data) {
-                        Ok(Some((payload, rest)))
-                            if payload.first() == Some(&wire::MESSAGE_FRAME_KEY) =>
-                        {
-                            data = rest;
-                            self.on_frame(conn, payload, None, now);
-                        }
-                        Ok(Some((_, rest))) => {
-                            // Other kinds are decoded by prost from the decoder's buffer
-                            // (shared by their byte fields, as before).
-                            d.extend(&data[..data.len() - rest.len()]);
-                            data = rest;
-                            if let Ok(Some(payload)) = d.decode() {
-                                self.on_frame(conn, &payload, Some(&payload), now);
-                            }
-                        }
-                        Ok(None) => {
-                            d.extend(data);
-                            break;
-                        }
-                        Err(e) => {
-                            let reason = format!("malformed stream: {e}");
-                            self.close(conn, GoodbyeCode::ProtocolViolation, &reason, true, now);
-                            return;
-                        }
-                    }
+                if let Err(e) = self.handle_frames(conn, data, now) {
+                    let reason = format!("malformed stream: {e}");
+                    self.close(conn, GoodbyeCode::ProtocolViolation, &reason, true, now);
                 }
-                loop {
-                    let Some(c) = self.links.conns.get_mut(&conn) else {
-                        return;
-                    };
-                    let Decoder::Frames(d) = &mut c.decoder else {
-                        return;
-                    };
-                    match d.decode() {
-                        Ok(Some(payload)) => self.on_frame(conn, &payload, Some(&payload), now),
-                        Ok(None) => return,
-                        Err(e) => {
-                            let reason = format!("malformed stream: {e}");
-                            self.close(conn, GoodbyeCode::ProtocolViolation, &reason, true, now);
-                            return;
-                        }
+            }
+        }
+    }
+
+    /// The frames in `data` from `conn`: whole ones are handled in place while nothing
+    /// is buffered (the usual case: no copy into the decoder), the rest is buffered.
+    /// Stops when the connection is gone (a frame may close it).
+    fn handle_frames(
+        &mut self,
+        conn: ConnId,
+        mut data: &[u8],
+        now: Instant,
+    ) -> Result<(), FrameError> {
+        loop {
+            let Some(d) = self.frame_decoder(conn) else {
+                return Ok(());
+            };
+            if d.buffered() > 0 {
+                // A frame begun in an earlier input: complete it from `data` (only its
+                // own bytes are copied), then go on in place.
+                if let Some(n) = d.missing()?.filter(|&n| n <= data.len()) {
+                    d.extend(&data[..n]);
+                    data = &data[n..];
+                    if let Some(payload) = d.decode()? {
+                        self.on_frame(conn, &payload, Some(&payload), now);
+                        continue;
                     }
                 }
             }
+            match d.split_whole(data)? {
+                Some((payload, rest)) if payload.first() == Some(&wire::MESSAGE_FRAME_KEY) => {
+                    data = rest;
+                    self.on_frame(conn, payload, None, now);
+                }
+                Some((_, rest)) => {
+                    // Other kinds are decoded by prost from the decoder's buffer
+                    // (shared by their byte fields, as before).
+                    d.extend(&data[..data.len() - rest.len()]);
+                    data = rest;
+                    if let Ok(Some(payload)) = d.decode() {
+                        self.on_frame(conn, &payload, Some(&payload), now);
+                    }
+                }
+                None => {
+                    d.extend(data);
+                    break;
+                }
+            }
+        }
+        while let Some(d) = self.frame_decoder(conn) {
+            let Some(payload) = d.decode()? else {
+                break;
+            };
+            self.on_frame(conn, &payload, Some(&payload), now);
+        }
+        Ok(())
+    }
+
+    /// The frame decoder of `conn`, if it is open and speaks frames.
+    fn frame_decoder(&mut self, conn: ConnId) -> Option<&mut FrameDecoder> {
+        match &mut self.links.conns.get_mut(&conn)?.decoder {
+            Decoder::Frames(d) => Some(d),
+            Decoder::Lines(_) => None,
         }
     }
 
