@@ -543,3 +543,46 @@ fn sim_without_message_events_still_delivers_and_counts() {
     let delivered: u64 = (0..6).map(|i| sim.node(i).stats().delivered).sum();
     assert_eq!(delivered, 20 * 6);
 }
+
+/// Mallory's message `seq` (following `prev`) with a `link_prev` naming message 1 of a
+/// made-up author `k`; and the message's hash.
+fn with_made_up_link_prev(
+    mallory: &libp2p_identity::Keypair,
+    seq: u64,
+    prev: [u8; 32],
+    k: u64,
+) -> (Vec<u8>, [u8; 32]) {
+    let (bytes, hash) = signed(mallory, seq, prev);
+    let mut dec = echo_proto::codec::FrameDecoder::new(1 << 20);
+    dec.extend(&bytes);
+    let mut f = Frame::decode_payload(&dec.decode().unwrap().unwrap()).unwrap();
+    f.link_prev = Some(wire::LinkPrev {
+        author: keypair(10_000 + k).public().to_peer_id().to_bytes().into(),
+        seq: 1,
+    });
+    (f.to_wire().to_vec(), hash)
+}
+
+#[test]
+fn requests_for_messages_a_link_prev_names_are_bounded() {
+    let mut sim = Sim::new(4);
+    let a = sim.add_node(Config::default().name("a").broadcast_tree(true));
+    sim.run_for(SEC);
+    let mallory = keypair(98);
+    let h = tree_neighbour(&mut sim, a, &mallory, "mallory");
+    // 1,500 of mallory's own messages, each naming another made-up author's message as
+    // the one pushed before it: each is "lost", so each could make the node ask.
+    let mut prev = [0u8; 32];
+    let mut wire = Vec::new();
+    for seq in 1..=1_500u64 {
+        let (bytes, hash) = with_made_up_link_prev(&mallory, seq, prev, seq);
+        wire.extend_from_slice(&bytes);
+        prev = hash;
+    }
+    sim.raw_send(h, &wire);
+    sim.run_for(Duration::from_millis(100));
+    let s = sim.node(a).stats();
+    assert_eq!(s.tree_link_requests, 1024, "bounded at MAX_MISSING");
+    assert_eq!(requests(&sim, h).len() as u64, s.repair_requests);
+    assert!(!sim.raw_closed(h));
+}

@@ -508,6 +508,12 @@ impl Node {
             return;
         }
         let t = &mut self.tree;
+        // Bounded like the announced-but-missing entries: a neighbour naming ever new
+        // authors gets at most [`MAX_MISSING`] of them asked for per
+        // [`LINK_ANSWER_WINDOW`] (announcements remain the backstop).
+        if t.asked_for.len() >= MAX_MISSING && !t.asked_for.contains_key(&(peer, author)) {
+            return;
+        }
         let key = (room_name.to_string(), author);
         let full = t.missing.len() >= MAX_MISSING;
         match t.missing.get_mut(&key) {
