@@ -346,4 +346,11 @@ pub enum Output {
     /// then call [`crate::Node::handle_timeout`]. Spurious and late timer calls are
     /// harmless.
     Wait(Option<std::time::Instant>),
+    /// The events of the input are out and what is left is work off their path (checking
+    /// the signatures of room messages delivered before their check, PROTOCOL.md section
+    /// 6.5). Call [`crate::Node::poll_output`] again soon; a caller whose app runs on the
+    /// same thread or executor may first let it take the events (an async driver wakes
+    /// its own task and returns `Pending`). Calling again at once is also correct: the
+    /// node returns it at most once per batch of events.
+    Yield,
 }

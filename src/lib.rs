@@ -26,7 +26,10 @@
 //!    substream, then report them with [`Node::handle_sent`]), [`Output::Action`] (dial
 //!    an address; flush and close a connection), [`Output::Event`] (hand to the app).
 //!    The node hands out every transmit before any action, so a goodbye's bytes always
-//!    come before the `Close` of their connection.
+//!    come before the `Close` of their connection. [`Output::Yield`] means the events
+//!    are out and what follows is off their path (signature checks): keep draining, or,
+//!    in an async driver, wake your task and return `Pending` first so an app task
+//!    woken by the events runs before them.
 //! 3. **Sleep** until the instant in [`Output::Wait`] (if any) or the next input,
 //!    whichever is first; when the instant passes call [`Node::handle_timeout`].
 //!    Spurious or late timer calls are harmless, so one sleep per node is enough.

@@ -171,3 +171,81 @@ fn a_timer_armed_by_received_data_fires_without_a_drain_in_between() {
         b.stats().repair_requests
     );
 }
+
+/// What `n` hands out until it waits, in order, transmits written at once.
+fn outputs(n: &mut Node) -> Vec<Output> {
+    let mut out = Vec::new();
+    loop {
+        match n.poll_output() {
+            Output::Wait(_) => return out,
+            Output::Transmit(t) => {
+                n.handle_sent(t.conn, t.data.len());
+                out.push(Output::Transmit(t));
+            }
+            o => out.push(o),
+        }
+    }
+}
+
+/// A message from its author directly is handed out, then `Yield` (once), then what its
+/// signature check relays; a node that checks first never yields.
+#[test]
+fn yield_comes_between_a_message_delivered_first_and_its_check() {
+    for deliver_first in [true, false] {
+        let now = Instant::now();
+        let config = Config::default().deliver_before_verify(deliver_first);
+        let ids = [[1; 32], [2; 32], [3; 32]].map(Identity::from_secret_bytes);
+        let peers: Vec<_> = ids.iter().map(|k| k.peer_id()).collect();
+        let mut n: Vec<Node> = ids
+            .into_iter()
+            .enumerate()
+            .map(|(i, k)| Node::new(k, config.clone().name(format!("n{i}")), i as u64, now))
+            .collect();
+        // Connection 1 joins nodes 0 and 1, connection 2 nodes 1 and 2.
+        let ends = [(0, 1, 1), (1, 2, 2)];
+        for (x, y, c) in ends {
+            n[x].handle_connected(ConnId(c), info(peers[y], Role::Dialer), now);
+            n[y].handle_connected(ConnId(c), info(peers[x], Role::Listener), now);
+        }
+        let route = |from: usize, conn: ConnId| {
+            let (x, y, _) = ends[conn.0 as usize - 1];
+            if from == x {
+                y
+            } else {
+                x
+            }
+        };
+        for _ in 0..8 {
+            for i in 0..3 {
+                for o in outputs(&mut n[i]) {
+                    if let Output::Transmit(t) = o {
+                        n[route(i, t.conn)].handle_data(t.conn, &t.data, now);
+                    }
+                }
+            }
+        }
+        n[0].send("general", "hi", SystemTime::now(), now).unwrap();
+        for o in outputs(&mut n[0]) {
+            if let Output::Transmit(t) = o {
+                n[1].handle_data(t.conn, &t.data, now);
+            }
+        }
+        let out = outputs(&mut n[1]);
+        let at = |f: &dyn Fn(&Output) -> bool| out.iter().position(f);
+        let event =
+            at(&|o| matches!(o, Output::Event(Event::Message { msg, .. }) if msg.text() == "hi"))
+                .expect("delivered");
+        let relay = at(&|o| matches!(o, Output::Transmit(t) if t.conn == ConnId(2)))
+            .expect("relayed to node 2");
+        let yields: Vec<usize> = (0..out.len())
+            .filter(|&i| matches!(out[i], Output::Yield))
+            .collect();
+        if deliver_first {
+            assert_eq!(yields.len(), 1, "{out:?}");
+            assert!(event < yields[0] && yields[0] < relay, "{out:?}");
+        } else {
+            assert!(yields.is_empty(), "{out:?}");
+            assert!(relay < event, "{out:?}");
+        }
+    }
+}

@@ -127,6 +127,9 @@ impl<R: Runtime> Future for Driver<R> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
         this.io.ready.task.register(cx.waker());
+        if this.host.undrained {
+            this.host.drain(&mut this.io);
+        }
         let mut budget = BUDGET;
         loop {
             // App commands.
@@ -169,11 +172,11 @@ impl<R: Runtime> Future for Driver<R> {
                 this.host.finished();
                 return Poll::Ready(());
             }
-            if !progress {
+            if budget == 0 || this.host.undrained {
+                cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
-            if budget == 0 {
-                cx.waker().wake_by_ref();
+            if !progress {
                 return Poll::Pending;
             }
         }

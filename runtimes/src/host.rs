@@ -67,6 +67,9 @@ pub(crate) struct Host {
     /// File transfer, if on.
     pub files: Option<Files>,
     pub shutting_down: bool,
+    /// The node returned [`Output::Yield`]: the rest of its output is drained at the
+    /// task's next poll, after the app has taken the events.
+    pub undrained: bool,
     pub waiters: Vec<oneshot::Sender<()>>,
     /// Dropped with the host (or when it finished): tells [`crate::Handle::stopped`].
     pub alive: Option<oneshot::Sender<()>>,
@@ -105,6 +108,7 @@ pub(crate) fn wire(
         node_at: None,
         files,
         shutting_down: false,
+        undrained: false,
         waiters: Vec::new(),
         alive: Some(alive),
     };
@@ -288,8 +292,12 @@ impl Host {
     }
 
     /// Drains the node's outputs in the order it gives them (transmits, actions,
-    /// events), then re-arms the timer.
+    /// events), then re-arms the timer. Stops early at [`Output::Yield`] (setting
+    /// `undrained`): the task then wakes itself and returns `Pending`, so an app task
+    /// woken by the events runs before the node's deferred checks (on tokio it sits in
+    /// this worker's next-task slot); the next poll drains the rest.
     pub fn drain(&mut self, io: &mut impl Io) {
+        self.undrained = false;
         let at = loop {
             match self.node.poll_output() {
                 Output::Transmit(t) => io.transmit(t),
@@ -301,6 +309,10 @@ impl Host {
                     io.act(&mut self.node, a, self.shutting_down)
                 }
                 Output::Event(e) => self.events.send(e),
+                Output::Yield => {
+                    self.undrained = true;
+                    return;
+                }
                 Output::Wait(at) => break at,
                 // `Output` is non_exhaustive; this version of the core has no others.
                 _ => {}

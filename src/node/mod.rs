@@ -156,6 +156,8 @@ pub struct Node {
     tree: tree::Tree,
     /// Messages delivered from their author before their signature was checked.
     unconfirmed: Vec<recv::Unconfirmed>,
+    /// [`Output::Yield`] was returned since the last event: the next `poll_output` checks.
+    yield_offered: bool,
     /// Payloads of recently taken room-message frames, to drop copies cheaply.
     dups: dups::DupCache,
 }
@@ -222,6 +224,7 @@ impl Node {
             dm,
             tree: tree::Tree::default(),
             unconfirmed: Vec::new(),
+            yield_offered: false,
             dups: dups::DupCache::new(seed),
             config,
         }
@@ -332,7 +335,9 @@ impl Node {
     ///
     /// Room messages delivered before their signature was checked (they came from their
     /// author directly, [`Config::deliver_before_verify`]) are checked once the events
-    /// are out, before the wait; what that relays (or closes) comes out next.
+    /// are out, before the wait; what that relays (or closes) comes out next. Before that
+    /// check the node returns [`Output::Yield`] once, so a caller whose app runs on the
+    /// same thread can let it take the events first.
     pub fn poll_output(&mut self) -> Output {
         if let Some(t) = self.poll_transmit() {
             return Output::Transmit(t);
@@ -341,7 +346,11 @@ impl Node {
             return Output::Action(a);
         }
         if let Some(e) = self.poll_event() {
+            self.yield_offered = false;
             return Output::Event(e);
+        }
+        if !self.unconfirmed.is_empty() && !std::mem::replace(&mut self.yield_offered, true) {
+            return Output::Yield;
         }
         // Messages delivered before their signature check are checked now that the app
         // has them; what that relays (or closes) comes out next.

@@ -78,6 +78,8 @@ impl Sim {
                             sn.events.push(e);
                         }
                     }
+                    // The simulator has no app task to run first.
+                    Output::Yield => {}
                     Output::Wait(t) => break t,
                 }
             };

@@ -516,6 +516,9 @@ impl NetworkBehaviour for EchoBehaviour {
                 return Poll::Pending;
             };
             let io = &mut self.io;
+            if host.undrained {
+                host.drain(io);
+            }
             let mut budget = BUDGET;
             let mut progress = host.poll_commands(cx, &mut budget, io);
             io.ready.task.register(cx.waker());
@@ -539,11 +542,11 @@ impl NetworkBehaviour for EchoBehaviour {
             if !io.to_swarm.is_empty() {
                 continue;
             }
-            if !progress {
+            if budget == 0 || host.undrained {
+                cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
-            if budget == 0 {
-                cx.waker().wake_by_ref();
+            if !progress {
                 return Poll::Pending;
             }
         }
