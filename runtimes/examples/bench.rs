@@ -21,7 +21,10 @@
 //! `file-serve` and `file-get` (one side each, separate processes), and reports the peak
 //! RSS (`VmHWM`) of each.
 //! Options: `--msgs N --size S --rate R --nodes K --mib M --runtime
-//! tokio|smol|async-std|swarm|swarm-quic`. `swarm` runs every node in the ready-made
+//! tokio|smol|async-std|swarm|swarm-quic --app tasks|main`. `latency` runs its sender
+//! and receiver as tasks of the runtime (`--app tasks`, the default, as an app would
+//! and as the gossipsub harness does) or on the thread blocked on it (`--app main`,
+//! this bench's layout before 2026-12-02: two cross-thread wake-ups per message). `swarm` runs every node in the ready-made
 //! libp2p swarm of `echo_runtime::swarm` (on tokio) connected over TCP, `swarm-quic`
 //! the same over QUIC.
 //! Prints one JSON line per run. All nodes run in one process on 127.0.0.1; smol uses its
@@ -59,6 +62,11 @@ struct Args {
     serve_mib: Option<u64>,
     peer: String,
     offer: String,
+    /// `latency`: where the app's sender and receiver run: `tasks` (spawned on the
+    /// runtime, like an app's tasks and like the gossipsub harness, whose publisher and
+    /// subscriber run in their node's task) or `main` (the thread blocked on the
+    /// runtime, which every message then crosses twice).
+    app: String,
 }
 
 fn args() -> Args {
@@ -75,6 +83,7 @@ fn args() -> Args {
         serve_mib: None,
         peer: String::new(),
         offer: String::new(),
+        app: "tasks".into(),
         cmd,
     };
     while let Some(k) = a.next() {
@@ -85,6 +94,7 @@ fn args() -> Args {
             "--rate" => r.rate = v.parse().unwrap(),
             "--nodes" => r.nodes = v.parse().unwrap(),
             "--runtime" => r.runtime = v,
+            "--app" => r.app = v,
             "--window" => r.window = v.parse().unwrap(),
             "--mib" => r.mib = v.parse().unwrap(),
             "--serve-mib" => r.serve_mib = Some(v.parse().unwrap()),
@@ -293,6 +303,25 @@ async fn sleep_until<R: Runtime>(rt: &R, at: Instant) {
     future::poll_fn(move |cx| t.as_mut().poll(cx)).await
 }
 
+/// Sends `n` messages of `size` bytes at `rate` a second, each carrying its send time
+/// since `start`; returns how long that took.
+async fn paced<R: Runtime>(
+    rt: R,
+    h: Handle,
+    n: usize,
+    rate: f64,
+    size: usize,
+    start: Instant,
+) -> Duration {
+    let t0 = Instant::now();
+    for i in 0..n {
+        sleep_until(&rt, t0 + Duration::from_secs_f64(i as f64 / rate)).await;
+        let ns = start.elapsed().as_nanos() as u64;
+        drop(h.send("general", &text(i, ns, size)));
+    }
+    t0.elapsed()
+}
+
 async fn latency<R: Runtime>(rt: R, a: Args) -> String {
     let (ha, mut ea) = node(&rt, 0).await;
     let (hb, mut eb) = node(&rt, 1).await;
@@ -322,16 +351,23 @@ async fn latency<R: Runtime>(rt: R, a: Args) -> String {
             }
         }
     };
-    let send = async {
-        let t0 = Instant::now();
-        for i in 0..n {
-            sleep_until(&rt, t0 + Duration::from_secs_f64(i as f64 / a.rate)).await;
-            let ns = start.elapsed().as_nanos() as u64;
-            drop(ha.send("general", &text(i, ns, a.size)));
-        }
-        t0.elapsed()
+    let send = paced(rt.clone(), ha.clone(), n, a.rate, a.size, start);
+    let (_, sent_in) = if a.app == "main" {
+        future::join(recv, send).await
+    } else {
+        let (rtx, rrx) = futures::channel::oneshot::channel();
+        let (stx, srx) = futures::channel::oneshot::channel();
+        rt.spawn(async move {
+            recv.await;
+            let _ = rtx.send(());
+        });
+        rt.spawn(async move {
+            let _ = stx.send(send.await);
+        });
+        let (r, s) = future::join(rrx, srx).await;
+        r.unwrap();
+        ((), s.unwrap())
     };
-    let (_, sent_in) = future::join(recv, send).await;
     let mut v: Vec<u64> = lat
         .iter()
         .map(|x| x.load(Ordering::Relaxed))
