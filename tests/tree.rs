@@ -586,3 +586,42 @@ fn requests_for_messages_a_link_prev_names_are_bounded() {
     assert_eq!(requests(&sim, h).len() as u64, s.repair_requests);
     assert!(!sim.raw_closed(h));
 }
+
+/// The per-author tree state a neighbour can fill is bounded by the authors a room
+/// keeps (`Config::max_authors`, plus a slack of 64 evicted ones), even between the
+/// sweeps that drop evicted authors: a neighbour that brings 400 new authors, pruning
+/// each as it comes, leaves lazy links for at most those.
+#[test]
+fn per_author_tree_state_is_bounded_by_the_authors_kept() {
+    let max_authors = 8;
+    let mut sim = Sim::new(5);
+    let a = sim.add_node(
+        Config::default()
+            .name("a")
+            .broadcast_tree(true)
+            .max_authors(max_authors),
+    );
+    sim.run_for(SEC);
+    let h = tree_neighbour(&mut sim, a, &keypair(98), "mallory");
+    let mut wire = Vec::new();
+    for k in 0..400u64 {
+        let author = keypair(3_000 + k);
+        wire.extend_from_slice(&signed(&author, 1, [0; 32]).0);
+        let prune = wire::TreeLink {
+            room: ROOM.into(),
+            authors: vec![author.public().to_peer_id().to_bytes()],
+        };
+        wire.extend_from_slice(&Frame::new(Kind::Prune(prune)).to_wire());
+    }
+    sim.raw_send(h, &wire);
+    sim.run_for(Duration::from_millis(20));
+    let s = sim.node(a).stats();
+    // One neighbour: at most max_authors + TREE_SLACK (64) authors' trees, one link each
+    // (400 before the bound; the sweep came only after a second).
+    assert!(
+        s.tree_lazy <= (max_authors + 64) as u64,
+        "{} lazy links for {max_authors} authors kept",
+        s.tree_lazy
+    );
+    assert!(!sim.raw_closed(h));
+}

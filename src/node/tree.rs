@@ -62,6 +62,9 @@ const SCAN: u64 = 64;
 /// round; the others keep theirs for a later round, in turn (at 100 messages a second
 /// most announcements carry one id, and their cost grew with the degree).
 pub const MAX_ANNOUNCE_PEERS: usize = 6;
+/// Trees of authors a room no longer keeps, at most, before they are dropped (between
+/// sweeps; see `Node::tree_bound`).
+pub const TREE_SLACK: usize = 64;
 /// How often the lazy sets are swept of what went away.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -314,6 +317,7 @@ impl Node {
             for a in &authors {
                 self.tree.adopt(room, *a);
             }
+            self.tree_bound(room);
         }
         for (peer, conn) in targets {
             if authors.is_empty() || authors.iter().any(|a| !self.tree.is_lazy(room, a, &peer)) {
@@ -377,6 +381,7 @@ impl Node {
                 && !self.tree.lazy.get(room).is_some_and(|s| s.contains(&peer))
             {
                 self.tree.set_lazy(room, *a, peer, false);
+                self.tree_bound(room);
             }
         }
     }
@@ -426,6 +431,7 @@ impl Node {
             return;
         }
         self.tree.set_lazy(room, *author, peer, true);
+        self.tree_bound(room);
         self.stats.tree_prunes += 1;
         self.send_frame(conn, &prune, now);
     }
@@ -471,12 +477,28 @@ impl Node {
         for author in authors {
             self.tree.set_lazy(&l.room, author, peer, !eager);
         }
+        self.tree_bound(&l.room);
         if eager {
             // A peer that pruned the whole room (a prune without authors) grafts back
             // what it names; its link is eager again.
             if let Some(set) = self.tree.lazy.get_mut(&l.room) {
                 set.remove(&peer);
             }
+        }
+    }
+
+    /// Drops the trees of authors `room` no longer keeps once they outnumber the kept
+    /// ones by [`TREE_SLACK`], so between sweeps too the per-author lazy sets of a room
+    /// hold at most (`Config::max_authors` + [`TREE_SLACK`]) authors × neighbours, however
+    /// fast a neighbour brings new authors (evicting old ones). Amortised: one pass over
+    /// the room's trees per [`TREE_SLACK`] authors evicted.
+    fn tree_bound(&mut self, room: &str) {
+        let (Some(r), Some(trees)) = (self.rooms.get(room), self.tree.lazy_for.get_mut(room))
+        else {
+            return;
+        };
+        if trees.len() > r.authors.len() + TREE_SLACK {
+            trees.retain(|a, _| r.authors.contains_key(a));
         }
     }
 
@@ -769,6 +791,7 @@ impl Node {
                 set.remove(&m.from);
             }
             self.tree.set_lazy(&room, author, m.from, false);
+            self.tree_bound(&room);
             self.stats.tree_grafts += 1;
             let graft = Frame::new(Kind::Graft(wire::TreeLink {
                 room: room.clone(),
