@@ -287,8 +287,9 @@ pub enum Event {
     /// Messages delivered as soon as they came from their author directly (the
     /// connection's authenticated peer) failed the signature check that follows delivery
     /// (PROTOCOL.md, "Delivery before verification"). The text is the author's, but the
-    /// node never relays or serves them and closed the connection as misbehaving. An
-    /// app that persists messages should drop these: [`crate::Node::restore`] trusts
+    /// node never relays or serves them, has taken them out of its room log
+    /// ([`crate::Node::room_log`]) and closed the connection as misbehaving. An app
+    /// that persists messages should drop these too: [`crate::Node::restore`] trusts
     /// what it loads, and would serve them again.
     SignatureFailed {
         /// Room.

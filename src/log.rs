@@ -105,6 +105,19 @@ impl RoomLog {
         }
     }
 
+    /// Removes `msg` (the entry with its key and hash); returns whether it was there.
+    pub fn remove(&mut self, msg: &SharedMessage) -> bool {
+        let e = Entry::new(msg.clone());
+        match self.entries.binary_search_by(|x| x.cmp(&e)) {
+            Ok(i) if self.entries[i].msg.hash() == msg.hash() => {
+                self.bytes -= weight(&self.entries[i].msg);
+                self.entries.remove(i);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Removes and returns the oldest message (retention).
     pub fn pop_oldest(&mut self) -> Option<SharedMessage> {
         let e = self.entries.pop_front()?;

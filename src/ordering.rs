@@ -66,9 +66,10 @@ pub enum Confirm {
     /// The signature holds: the provisional messages from the checked one down to this
     /// seq are verified now ([`Chain::run`] lists them).
     Verified(u64),
-    /// The signature is invalid: these seqs were dropped from the chain (those already
-    /// delivered still count as known, so they are never delivered again).
-    Failed(Vec<u64>),
+    /// The signature is invalid: these messages were dropped from the chain, ascending
+    /// (those already delivered still count as known, so they are never delivered
+    /// again; the room takes them out of its log).
+    Failed(Vec<SharedMessage>),
 }
 
 /// What to do about a gap whose timeout passed ([`Chain::on_timeout`]).
@@ -515,9 +516,9 @@ impl<S: Clone + PartialEq> Chain<S> {
                 self.expected.remove(&first.prev_seq);
             }
         }
-        let seqs: Vec<u64> = run.iter().map(|m| m.seq).collect();
-        for s in &seqs {
-            if self.msgs.remove(s).is_some() && self.next.is_none_or(|n| *s >= n) {
+        for m in &run {
+            let s = m.seq;
+            if self.msgs.remove(&s).is_some() && self.next.is_none_or(|n| s >= n) {
                 // Held, never delivered: a verified copy may still come.
                 self.held -= 1;
             }
@@ -525,7 +526,7 @@ impl<S: Clone + PartialEq> Chain<S> {
         if self.held == 0 {
             self.gap_since = None;
         }
-        Some(Confirm::Failed(seqs))
+        Some(Confirm::Failed(run))
     }
 
     /// The messages held from `tail` down its `prev` links to `lowest`, ascending.

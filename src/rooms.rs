@@ -287,6 +287,14 @@ impl Room {
     pub fn confirm(&mut self, author: &PeerId, tail: u64) -> Option<Confirm> {
         let a = self.authors.get_mut(author)?;
         let c = a.chain.confirm(tail, &a.key);
+        if let Some(Confirm::Failed(run)) = &c {
+            // Delivered ones leave the log as the app is told to drop them
+            // (`Event::SignatureFailed`): the log holds only what the node stands by.
+            // They stay known to the chain, so no copy of them is delivered again.
+            for m in run {
+                self.log.remove(m);
+            }
+        }
         self.forget_if_empty(author);
         c
     }

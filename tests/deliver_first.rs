@@ -129,6 +129,12 @@ fn an_authors_bad_signature_is_delivered_to_the_neighbour_and_goes_no_further() 
     assert_eq!(signature_failures(&sim, 0), 1);
     assert!(sim.raw_closed(h));
     assert!(sim.node(0).stats().forgeries >= 1);
+    // Taken out of B's log as the app is told to drop them.
+    let logged = |sim: &Sim, i: usize| -> Vec<String> {
+        let log = sim.node(i).room_log(ROOM).unwrap();
+        log.map(|m| m.text().to_string()).collect()
+    };
+    assert!(!logged(&sim, 0).iter().any(|t| t.starts_with("bad")));
     // C never gets them: not relayed, not served in history (summaries every 10 s).
     sim.run_for(25 * SEC);
     let c = sim.texts(1, ROOM);
@@ -143,6 +149,8 @@ fn an_authors_bad_signature_is_delivered_to_the_neighbour_and_goes_no_further() 
     // B and C still chat.
     sim.send(1, ROOM, "still fine");
     assert!(sim.run_until(SEC, |s| s.texts(0, ROOM).iter().any(|t| t == "still fine")));
+    // And their logs agree (the bad ones never came back into B's).
+    assert_eq!(logged(&sim, 0), logged(&sim, 1));
 }
 
 #[test]

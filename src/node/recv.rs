@@ -89,12 +89,12 @@ impl Node {
                         self.relay(room_name, u.conn, &run, now);
                     }
                 }
-                Some(Confirm::Failed(seqs)) => {
+                Some(Confirm::Failed(run)) => {
                     self.stats.forgeries += 1;
                     self.events.push_back(Event::SignatureFailed {
                         room: room_name.to_string(),
                         author,
-                        seqs,
+                        seqs: run.iter().map(|m| m.seq).collect(),
                     });
                     self.violation(u.conn, "invalid signature on its own message", now);
                 }
