@@ -84,10 +84,13 @@ pub(crate) struct Slot<R: Runtime> {
 }
 
 pub(crate) struct Driver<R: Runtime> {
+    /// The connections. Declared (so dropped) before `host`: dropping the host tells
+    /// [`crate::Handle::stopped`], which promises the listeners are closed by then (a
+    /// node restarted on the same port right after would otherwise race the old
+    /// listener and fail with `AddrInUse`).
+    pub io: Net<R>,
     /// The node, commands, events and the timer.
     pub host: Host,
-    /// The connections.
-    pub io: Net<R>,
 }
 
 /// The direct driver's connections: listeners, set-up tasks and established
