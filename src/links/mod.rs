@@ -82,6 +82,25 @@ pub(crate) struct Links {
     pub learned_dials: TokenBucket,
     /// Next time the address book is scanned for expired learned addresses.
     pub next_expiry: Option<Instant>,
+    /// The up peers with their active connections, as of `peers.changes()` = `.0`
+    /// (see [`Links::up_peers`]).
+    up_memo: (Option<u64>, Vec<UpPeer>),
+}
+
+/// An up peer, as [`Links::up_peers`] lists it.
+#[derive(Debug, Clone)]
+pub(crate) struct UpPeer {
+    pub id: PeerId,
+    /// Its connection in use (an up peer always has one).
+    pub conn: Option<ConnId>,
+    pub protocol: Protocol,
+    pub rooms: Vec<String>,
+}
+
+impl UpPeer {
+    pub fn in_room(&self, room: &str) -> bool {
+        self.rooms.iter().any(|r| r == room)
+    }
 }
 
 impl Links {
@@ -109,6 +128,7 @@ impl Links {
             shut_down: false,
             rooms: BTreeSet::new(),
             up: VecDeque::new(),
+            up_memo: (None, Vec::new()),
         }
     }
 
@@ -130,6 +150,32 @@ impl Links {
             .filter(|(_, p)| p.up && p.in_room(room))
             .map(|(id, _)| *id)
             .collect()
+    }
+
+    /// Peers reported up, in peer id order (the address
+    /// book's), with their protocol and rooms. Relaying asks this for every run, so the
+    /// list is kept and rebuilt only after the address book changed (any mutable access
+    /// to it bumps [`TimedMap::changes`]); it holds one entry per up peer, so never more
+    /// than the address book (`max_known_peers` plus connected peers).
+    pub fn up_peers(&mut self) -> &[UpPeer] {
+        let now = self.peers.changes();
+        if self.up_memo.0 != Some(now) {
+            let list = &mut self.up_memo.1;
+            list.clear();
+            list.extend(
+                self.peers
+                    .iter()
+                    .filter(|(_, p)| p.up)
+                    .map(|(id, p)| UpPeer {
+                        id: *id,
+                        conn: p.active,
+                        protocol: p.protocol,
+                        rooms: p.rooms.clone(),
+                    }),
+            );
+            self.up_memo.0 = Some(now);
+        }
+        &self.up_memo.1
     }
 
     /// Active connections of open chat peers (in `room`, if given).

@@ -66,9 +66,9 @@ impl Node {
                     // listed if someone may get it).
                     let legacy = self
                         .links
-                        .peers
-                        .values()
-                        .any(|p| p.up && p.protocol == Protocol::Legacy);
+                        .up_peers()
+                        .iter()
+                        .any(|p| p.protocol == Protocol::Legacy);
                     if !legacy && self.room_targets(room_name, &[author]).is_empty() {
                         continue;
                     }
@@ -125,9 +125,9 @@ impl Node {
         if let Some(from_peer) = self.links.conns.get(&from).map(|c| c.peer) {
             self.tree_first_copy(room, msgs, from_peer, now);
         }
-        let Some(r) = self.rooms.get(room) else {
+        if !self.rooms.contains_key(room) {
             return;
-        };
+        }
         // Authors and the sender are skipped (room for the sender: no second allocation).
         let mut authors: Vec<PeerId> = Vec::with_capacity(msgs.len() + 1);
         authors.extend(msgs.iter().map(|m| m.author));
@@ -136,9 +136,9 @@ impl Node {
             authors.push(from_peer);
         }
         let targets = self.room_targets(room, &authors);
-        if targets.is_empty() {
+        let Some(r) = self.rooms.get(room).filter(|_| !targets.is_empty()) else {
             return;
-        }
+        };
         let mut wire = BytesMut::new();
         let mut last: Option<&SharedMessage> = None;
         for m in msgs {

@@ -345,14 +345,13 @@ impl Node {
 
     /// Open chat connections of members of `room` with the tree split aside: every
     /// member but `skip`.
-    pub(super) fn room_targets(&self, room: &str, skip: &[PeerId]) -> Vec<(PeerId, ConnId)> {
+    /// In peer id order.
+    pub(super) fn room_targets(&mut self, room: &str, skip: &[PeerId]) -> Vec<(PeerId, ConnId)> {
         self.links
-            .peers
+            .up_peers()
             .iter()
-            .filter(|(id, p)| {
-                p.up && p.protocol == Protocol::Chat && p.in_room(room) && !skip.contains(id)
-            })
-            .filter_map(|(id, p)| p.active.map(|c| (*id, c)))
+            .filter(|p| p.protocol == Protocol::Chat && p.in_room(room) && !skip.contains(&p.id))
+            .filter_map(|p| p.conn.map(|c| (p.id, c)))
             .collect()
     }
 
