@@ -85,6 +85,9 @@ pub(crate) struct Links {
     /// The up peers with their active connections, as of `peers.changes()` = `.0`
     /// (see [`Links::up_peers`]).
     up_memo: (Option<u64>, Vec<UpPeer>),
+    /// Of those, the chat peers in one room (the last asked for), as of `.0`:
+    /// `(changes, room, [(peer, connection)])`, at most one entry per up peer.
+    room_memo: (Option<u64>, String, Vec<(PeerId, ConnId)>),
 }
 
 /// An up peer, as [`Links::up_peers`] lists it.
@@ -129,6 +132,7 @@ impl Links {
             rooms: BTreeSet::new(),
             up: VecDeque::new(),
             up_memo: (None, Vec::new()),
+            room_memo: (None, String::new(), Vec::new()),
         }
     }
 
@@ -176,6 +180,24 @@ impl Links {
             self.up_memo.0 = Some(now);
         }
         &self.up_memo.1
+    }
+
+    /// The up chat peers in `room` with their connections, in peer id order (from
+    /// [`Links::up_peers`], kept for the last room asked for).
+    pub fn chat_in_room(&mut self, room: &str) -> &[(PeerId, ConnId)] {
+        let now = self.peers.changes();
+        if self.room_memo.0 != Some(now) || self.room_memo.1 != room {
+            let mut list = std::mem::take(&mut self.room_memo.2);
+            list.clear();
+            list.extend(
+                self.up_peers()
+                    .iter()
+                    .filter(|p| p.protocol == Protocol::Chat && p.in_room(room))
+                    .filter_map(|p| p.conn.map(|c| (p.id, c))),
+            );
+            self.room_memo = (Some(now), room.to_string(), list);
+        }
+        &self.room_memo.2
     }
 
     /// Active connections of open chat peers (in `room`, if given).

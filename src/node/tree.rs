@@ -29,7 +29,7 @@ use libp2p_identity::PeerId;
 
 use super::Node;
 use crate::codec::{peek_varint, put_varint, varint_len};
-use crate::event::{ConnId, Protocol};
+use crate::event::ConnId;
 use crate::rooms::Room;
 use crate::wire::{self, AuthorRanges, Frame, Kind};
 
@@ -347,12 +347,10 @@ impl Node {
     /// member but `skip`.
     /// In peer id order.
     pub(super) fn room_targets(&mut self, room: &str, skip: &[PeerId]) -> Vec<(PeerId, ConnId)> {
-        self.links
-            .up_peers()
-            .iter()
-            .filter(|p| p.protocol == Protocol::Chat && p.in_room(room) && !skip.contains(&p.id))
-            .filter_map(|p| p.conn.map(|c| (p.id, c)))
-            .collect()
+        let members = self.links.chat_in_room(room);
+        let mut targets = Vec::with_capacity(members.len());
+        targets.extend(members.iter().filter(|(id, _)| !skip.contains(id)));
+        targets
     }
 
     /// New messages (`msgs`) arrived in full from `peer` (not as an answer to our
