@@ -433,11 +433,18 @@ pub(crate) fn verify_bytes(key: &PublicKey, bytes: &[u8], signature: &[u8]) -> b
 /// (`share`): a 1,000-node simulation would otherwise hold 1,000 copies of every
 /// message. A message is shared only with an equal one (every field, signature
 /// included), and messages are read-only, so no node can tell.
+///
+/// It also remembers the public key each peer id embeds ([`public_key_of`], a pure
+/// function of the id): decompressing the key is the first step of verifying, and every
+/// simulated node does it once per author.
 #[cfg(feature = "sim")]
 pub mod memo {
     use std::collections::{HashMap, HashSet};
+    use std::hash::{BuildHasherDefault, DefaultHasher};
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex, Weak};
+
+    use libp2p_identity::{PeerId, PublicKey};
 
     use super::{Hash, Message};
 
@@ -457,6 +464,7 @@ pub mod memo {
     pub fn enable(on: bool) {
         ENABLED.store(on, Ordering::Relaxed);
         if !on {
+            *KEYS.lock().unwrap_or_else(|e| e.into_inner()) = None;
             *SEEN.lock().unwrap_or_else(|e| e.into_inner()) = None;
             *SHARED.lock().unwrap_or_else(|e| e.into_inner()) = None;
         }
@@ -464,6 +472,29 @@ pub mod memo {
 
     pub(crate) fn enabled() -> bool {
         ENABLED.load(Ordering::Relaxed)
+    }
+
+    /// Keys remembered by [`public_key`], at most; the table is emptied when full.
+    const MAX_KEYS: usize = 1 << 16;
+    type Keys = HashMap<PeerId, Option<PublicKey>, BuildHasherDefault<DefaultHasher>>;
+    static KEYS: Mutex<Option<Keys>> = Mutex::new(None);
+
+    /// `extract(peer)`, remembered by peer id (a fixed hasher: no OS randomness).
+    pub(crate) fn public_key(
+        peer: &PeerId,
+        extract: impl FnOnce(&PeerId) -> Option<PublicKey>,
+    ) -> Option<PublicKey> {
+        let mut g = KEYS.lock().unwrap_or_else(|e| e.into_inner());
+        let t = g.get_or_insert_with(Keys::default);
+        if let Some(k) = t.get(peer) {
+            return k.clone();
+        }
+        let k = extract(peer);
+        if t.len() >= MAX_KEYS {
+            t.clear();
+        }
+        t.insert(*peer, k.clone());
+        k
     }
 
     pub(crate) fn known(hash: &Hash, sig: &[u8]) -> bool {
@@ -525,6 +556,14 @@ pub(crate) fn share(msg: Message) -> SharedMessage {
 
 /// Extracts the ed25519 public key embedded in an identity-multihash peer id.
 pub(crate) fn public_key_of(peer: &PeerId) -> Option<PublicKey> {
+    #[cfg(feature = "sim")]
+    if memo::enabled() {
+        return memo::public_key(peer, extract_public_key);
+    }
+    extract_public_key(peer)
+}
+
+fn extract_public_key(peer: &PeerId) -> Option<PublicKey> {
     let mh = peer.as_ref();
     if mh.code() != 0 {
         return None;
