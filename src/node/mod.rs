@@ -787,7 +787,7 @@ impl Node {
             let mut wire = BytesMut::new();
             for s in &seqs {
                 if let Some(m) = a.chain.get(*s) {
-                    Frame::new(Kind::Message(m.to_wire())).encode_to(&mut wire);
+                    m.encode_frame_to(&mut wire);
                 }
             }
             let targets = self.room_targets(&room, &[]);

@@ -18,7 +18,6 @@ use super::Node;
 use crate::event::{ConnId, Event, Protocol};
 use crate::message::SharedMessage;
 use crate::ordering::Confirm;
-use crate::wire::{Frame, Kind};
 
 /// Provisional runs waiting for their signature check, at most (past it, messages from
 /// their author are verified before delivery, as from anyone else).
@@ -142,13 +141,13 @@ impl Node {
         let mut wire = BytesMut::new();
         let mut last: Option<&SharedMessage> = None;
         for m in msgs {
-            Frame::new(Kind::Message(m.to_wire())).encode_to(&mut wire);
+            m.encode_frame_to(&mut wire);
             last = Some(m);
         }
         if let Some(last) = last.filter(|l| l.signature.is_none()) {
             if let Some(a) = r.authors.get(&last.author) {
                 for m in a.chain.through_next_signature(last.seq) {
-                    Frame::new(Kind::Message(m.to_wire())).encode_to(&mut wire);
+                    m.encode_frame_to(&mut wire);
                 }
             }
         }
