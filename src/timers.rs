@@ -149,6 +149,33 @@ impl<K: Ord + Clone, V: Timed> TimedMap<K, V> {
         Some(&mut slot.value)
     }
 
+    /// Runs `f` on the value at `key` without marking it dirty, for changes to what its
+    /// [`Timed::timer`] does not read (a connection's outbox or byte counts): the hot
+    /// paths that only queue or acknowledge bytes then cost no re-indexing. Debug
+    /// builds check that `f` left the timer as it was.
+    pub fn update_untimed<Q: Ord + ?Sized, R>(
+        &mut self,
+        key: &Q,
+        ctx: &V::Ctx,
+        f: impl FnOnce(&mut V) -> R,
+    ) -> Option<R>
+    where
+        K: Borrow<Q>,
+    {
+        let slot = self.items.get_mut(key)?;
+        self.changes = self.changes.wrapping_add(1);
+        #[cfg(debug_assertions)]
+        let before = slot.value.timer(ctx);
+        let r = f(&mut slot.value);
+        #[cfg(debug_assertions)]
+        debug_assert!(
+            slot.value.timer(ctx) == before,
+            "update_untimed changed the timer"
+        );
+        let _ = ctx;
+        Some(r)
+    }
+
     /// The value at `key`, inserted with `make` if absent, to change (marks it dirty).
     pub fn get_or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
         if !self.items.contains_key(&key) {

@@ -354,11 +354,13 @@ impl Links {
 
     /// The runtime wrote `bytes` of this connection's transmits.
     pub fn handle_sent(&mut self, conn: ConnId, bytes: usize) {
-        if let Some(c) = self.conns.get_mut(&conn) {
+        // Acknowledging bytes changes no timer.
+        let more = self.conns.update_untimed(&conn, &self.config, |c| {
             c.ack(bytes);
-            if !c.outbox.is_empty() || !c.sync.is_empty() {
-                self.ready.insert(conn);
-            }
+            !c.outbox.is_empty() || !c.sync.is_empty()
+        });
+        if more == Some(true) {
+            self.ready.insert(conn);
         }
     }
 
