@@ -135,7 +135,10 @@ impl Node {
             authors.push(from_peer);
         }
         let targets = self.room_targets(room, &authors);
-        let Some(r) = self.rooms.get(room).filter(|_| !targets.is_empty()) else {
+        if targets.is_empty() {
+            return;
+        }
+        let Some(r) = self.rooms.get(room) else {
             return;
         };
         let mut wire = BytesMut::new();

@@ -348,6 +348,10 @@ impl Node {
     /// In peer id order.
     pub(super) fn room_targets(&mut self, room: &str, skip: &[PeerId]) -> Vec<(PeerId, ConnId)> {
         let members = self.links.chat_in_room(room);
+        // One allocation, and none when nobody is left.
+        if members.iter().all(|(id, _)| skip.contains(id)) {
+            return Vec::new();
+        }
         let mut targets = Vec::with_capacity(members.len());
         targets.extend(members.iter().filter(|(id, _)| !skip.contains(id)));
         targets
