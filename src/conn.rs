@@ -97,7 +97,7 @@ impl Conn {
             dial: None,
             their_nonce: None,
             their_session: 0,
-            outbox: BytesMut::new(),
+            outbox: BytesMut::with_capacity(OUTBOX_BLOCK),
             hello_left: 0,
             unacked: 0,
             rate: config.rate_limit.map(|r| {
@@ -201,6 +201,12 @@ impl crate::timers::Timed for Conn {
         own.into_iter().chain(sync).min()
     }
 }
+
+/// Bytes a connection's outbox allocates at a time. A transmit takes the front of the
+/// block (`split_to`) and later frames are written to the rest of it, so small frames
+/// (a relayed message is a few hundred bytes) cost no allocation each; a block is
+/// freed once its transmits are dropped.
+pub(crate) const OUTBOX_BLOCK: usize = 8 * 1024;
 
 /// An instant far enough away to mean "never" without overflowing.
 pub(crate) fn far_future(now: Instant) -> Instant {
