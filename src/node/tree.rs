@@ -395,13 +395,13 @@ impl Node {
         let Some(peer) = self.links.conns.get(&conn).map(|c| c.peer) else {
             return;
         };
+        // A neighbour without the tree first (all of them when flooding): the cheapest test.
+        if !self.tree.capable.contains(&peer) {
+            return;
+        }
         let answering =
             self.tree.answering(peer, now) || self.tree.answering_for(peer, author, now);
-        if peer == *author
-            || answering
-            || !self.tree.capable.contains(&peer)
-            || !self.rooms.contains_key(room)
-        {
+        if peer == *author || answering || !self.rooms.contains_key(room) {
             return;
         }
         let prune = Frame::new(Kind::Prune(wire::TreeLink {
