@@ -55,6 +55,8 @@ pub(crate) struct Conn {
     pub unacked: usize,
     pub rate: Option<(TokenBucket, TokenBucket)>,
     pub opened: Instant,
+    /// `far_future(opened)`, kept (the timer compares with it on every re-index).
+    never: Instant,
     pub last_recv: Instant,
     pub next_ping: Instant,
     pub ping_out: Option<(u64, Instant)>,
@@ -97,7 +99,7 @@ impl Conn {
             dial: None,
             their_nonce: None,
             their_session: 0,
-            outbox: BytesMut::new(),
+            outbox: BytesMut::with_capacity(OUTBOX_BLOCK),
             hello_left: 0,
             unacked: 0,
             rate: config.rate_limit.map(|r| {
@@ -107,6 +109,7 @@ impl Conn {
                 )
             }),
             opened: now,
+            never: far_future(now),
             last_recv: now,
             next_ping: now + config.ping_interval,
             ping_out: None,
@@ -171,8 +174,7 @@ impl Conn {
             State::Handshaking => self.opened + config.handshake_timeout,
             State::Draining { until } => until,
             State::Open if self.protocol == Protocol::Legacy => {
-                (self.last_recv.checked_add(config.legacy_idle_timeout))
-                    .unwrap_or_else(|| far_future(self.opened))
+                (self.last_recv.checked_add(config.legacy_idle_timeout)).unwrap_or(self.never)
             }
             State::Open => {
                 let idle = self.last_recv + config.idle_timeout;
@@ -196,11 +198,17 @@ impl crate::timers::Timed for Conn {
     type Ctx = Config;
     fn timer(&self, config: &Config) -> Option<Instant> {
         let d = self.deadline(config);
-        let own = (d < far_future(self.opened)).then_some(d);
+        let own = (d < self.never).then_some(d);
         let sync = (self.is_open() && self.protocol == Protocol::Chat).then_some(self.next_sync);
         own.into_iter().chain(sync).min()
     }
 }
+
+/// Bytes a connection's outbox allocates at a time. A transmit takes the front of the
+/// block (`split_to`) and later frames are written to the rest of it, so small frames
+/// (a relayed message is a few hundred bytes) cost no allocation each; a block is
+/// freed once its transmits are dropped.
+pub(crate) const OUTBOX_BLOCK: usize = 8 * 1024;
 
 /// An instant far enough away to mean "never" without overflowing.
 pub(crate) fn far_future(now: Instant) -> Instant {

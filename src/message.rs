@@ -266,6 +266,84 @@ impl Message {
         }
     }
 
+    /// Appends this message's frame with its length prefix to `out`: byte for byte what
+    /// `Frame::new(Kind::Message(self.to_wire())).encode_to(out)` appends (prost's
+    /// encoding: fields in tag order, defaults left out), written straight from the
+    /// fields, without building the wire struct and its copies of the strings.
+    pub(crate) fn encode_frame_to(&self, out: &mut bytes::BytesMut) {
+        use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
+        let mut buf = [0u8; 96];
+        let mh = self.author.as_ref();
+        let n = mh.encoded_len();
+        let author: &[u8] = match mh.write(&mut buf[..]) {
+            Ok(k) if k == n => &buf[..n],
+            _ => unreachable!("a peer id's multihash fits in 96 bytes"),
+        };
+        let sig: &[u8] = self.signature.as_deref().unwrap_or_default();
+        // Legacy messages have seq 0 and prev_seq 0: skipped is 0, not an underflow.
+        let skipped = self.seq.saturating_sub(1).saturating_sub(self.prev_seq);
+        let bytes_fields: [(u32, &[u8]); 6] = [
+            (1, author),
+            (2, self.room.as_bytes()),
+            (6, self.name.as_bytes()),
+            (7, self.text.as_bytes()),
+            (8, &self.prev),
+            (9, sig),
+        ];
+        let varints = [
+            (3, self.seq),
+            (4, self.lamport),
+            (5, self.sent_at_ms),
+            (10, skipped),
+        ];
+        let ld = |(tag, b): (u32, &[u8])| {
+            if b.is_empty() {
+                0
+            } else {
+                key_len(tag) + encoded_len_varint(b.len() as u64) + b.len()
+            }
+        };
+        let vi = |(tag, v): (u32, u64)| {
+            if v == 0 {
+                0
+            } else {
+                key_len(tag) + encoded_len_varint(v)
+            }
+        };
+        let body: usize =
+            bytes_fields.iter().map(|&f| ld(f)).sum::<usize>() + varints.map(vi).iter().sum::<usize>();
+        // The frame: field 5 (a room message), length-delimited; nothing else.
+        let frame = key_len(5) + encoded_len_varint(body as u64) + body;
+        out.reserve(encoded_len_varint(frame as u64) + frame);
+        encode_varint(frame as u64, out);
+        encode_key(5, WireType::LengthDelimited, out);
+        encode_varint(body as u64, out);
+        let put_bytes = |out: &mut bytes::BytesMut, (tag, b): (u32, &[u8])| {
+            if !b.is_empty() {
+                encode_key(tag, WireType::LengthDelimited, out);
+                encode_varint(b.len() as u64, out);
+                out.extend_from_slice(b);
+            }
+        };
+        let put_varint = |out: &mut bytes::BytesMut, (tag, v): (u32, u64)| {
+            if v != 0 {
+                encode_key(tag, WireType::Varint, out);
+                encode_varint(v, out);
+            }
+        };
+        // Tag order: 1, 2, 3, 4, 5, 6, 7, 8, 9, 10.
+        put_bytes(out, bytes_fields[0]);
+        put_bytes(out, bytes_fields[1]);
+        put_varint(out, varints[0]);
+        put_varint(out, varints[1]);
+        put_varint(out, varints[2]);
+        put_bytes(out, bytes_fields[2]);
+        put_bytes(out, bytes_fields[3]);
+        put_bytes(out, bytes_fields[4]);
+        put_bytes(out, bytes_fields[5]);
+        put_varint(out, varints[3]);
+    }
+
     /// Parses the wire form, computing the hash. Does not check the signature.
     #[doc(hidden)]
     pub fn from_wire(m: wire::RoomMessage) -> Result<Self, DecodeError> {
@@ -433,11 +511,18 @@ pub(crate) fn verify_bytes(key: &PublicKey, bytes: &[u8], signature: &[u8]) -> b
 /// (`share`): a 1,000-node simulation would otherwise hold 1,000 copies of every
 /// message. A message is shared only with an equal one (every field, signature
 /// included), and messages are read-only, so no node can tell.
+///
+/// It also remembers the public key each peer id embeds ([`public_key_of`], a pure
+/// function of the id): decompressing the key is the first step of verifying, and every
+/// simulated node does it once per author.
 #[cfg(feature = "sim")]
 pub mod memo {
     use std::collections::{HashMap, HashSet};
+    use std::hash::{BuildHasherDefault, DefaultHasher};
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex, Weak};
+
+    use libp2p_identity::{PeerId, PublicKey};
 
     use super::{Hash, Message};
 
@@ -457,6 +542,7 @@ pub mod memo {
     pub fn enable(on: bool) {
         ENABLED.store(on, Ordering::Relaxed);
         if !on {
+            *KEYS.lock().unwrap_or_else(|e| e.into_inner()) = None;
             *SEEN.lock().unwrap_or_else(|e| e.into_inner()) = None;
             *SHARED.lock().unwrap_or_else(|e| e.into_inner()) = None;
         }
@@ -464,6 +550,29 @@ pub mod memo {
 
     pub(crate) fn enabled() -> bool {
         ENABLED.load(Ordering::Relaxed)
+    }
+
+    /// Keys remembered by [`public_key`], at most; the table is emptied when full.
+    const MAX_KEYS: usize = 1 << 16;
+    type Keys = HashMap<PeerId, Option<PublicKey>, BuildHasherDefault<DefaultHasher>>;
+    static KEYS: Mutex<Option<Keys>> = Mutex::new(None);
+
+    /// `extract(peer)`, remembered by peer id (a fixed hasher: no OS randomness).
+    pub(crate) fn public_key(
+        peer: &PeerId,
+        extract: impl FnOnce(&PeerId) -> Option<PublicKey>,
+    ) -> Option<PublicKey> {
+        let mut g = KEYS.lock().unwrap_or_else(|e| e.into_inner());
+        let t = g.get_or_insert_with(Keys::default);
+        if let Some(k) = t.get(peer) {
+            return k.clone();
+        }
+        let k = extract(peer);
+        if t.len() >= MAX_KEYS {
+            t.clear();
+        }
+        t.insert(*peer, k.clone());
+        k
     }
 
     pub(crate) fn known(hash: &Hash, sig: &[u8]) -> bool {
@@ -525,6 +634,14 @@ pub(crate) fn share(msg: Message) -> SharedMessage {
 
 /// Extracts the ed25519 public key embedded in an identity-multihash peer id.
 pub(crate) fn public_key_of(peer: &PeerId) -> Option<PublicKey> {
+    #[cfg(feature = "sim")]
+    if memo::enabled() {
+        return memo::public_key(peer, extract_public_key);
+    }
+    extract_public_key(peer)
+}
+
+fn extract_public_key(peer: &PeerId) -> Option<PublicKey> {
     let mh = peer.as_ref();
     if mh.code() != 0 {
         return None;
@@ -593,6 +710,40 @@ mod tests {
             &forged.hash,
             forged.signature.as_ref().unwrap()
         ));
+    }
+
+    #[test]
+    fn encode_frame_to_matches_the_prost_encoding() {
+        use crate::wire::{Frame, Kind};
+        let key = crate::message::test_key();
+        let mut cases = Vec::new();
+        let mut m = msg(&key, 1, GENESIS);
+        cases.push(m.clone());
+        m.sign(&key);
+        cases.push(m.clone());
+        // Long text (two-byte lengths), empty name and text, a skipped range, zeros.
+        let mut long = msg(&key, 300, [7; 32]);
+        long.text = "x".repeat(70_000);
+        long.name = String::new();
+        long.prev_seq = 17;
+        cases.push(long.clone());
+        long.text = String::new();
+        long.lamport = 0;
+        long.sent_at_ms = 0;
+        cases.push(long);
+        let mut legacy = msg(&key, 1, GENESIS);
+        legacy.seq = 0;
+        legacy.prev_seq = 0;
+        legacy.room = String::new();
+        cases.push(legacy);
+        for m in cases {
+            let mut want = bytes::BytesMut::new();
+            Frame::new(Kind::Message(m.to_wire())).encode_to(&mut want);
+            let mut got = bytes::BytesMut::from(&b"before"[..]);
+            m.encode_frame_to(&mut got);
+            assert_eq!(&got[..6], b"before");
+            assert_eq!(&got[6..], &want[..], "seq {} text {}", m.seq, m.text.len());
+        }
     }
 
     #[test]

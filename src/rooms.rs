@@ -430,19 +430,20 @@ impl Room {
     /// held seq. Returns the ranges the neighbour lacks that we hold (at or above its
     /// floor).
     pub fn compare(&mut self, theirs: &AuthorSummary) -> Vec<(u64, u64)> {
-        if let Some(start) = theirs.ranges.first().map(|r| r.0.max(theirs.floor)) {
-            match self.authors.get_mut(&theirs.author) {
-                Some(a) => a.chain.hint_start(start),
-                None if self.hints.len() < MAX_HINTS || self.hints.contains_key(&theirs.author) => {
+        let start = theirs.ranges.first().map(|r| r.0.max(theirs.floor));
+        // One look-up of the author for the hint and the comparison.
+        let Some(a) = self.authors.get_mut(&theirs.author) else {
+            if let Some(start) = start {
+                if self.hints.len() < MAX_HINTS || self.hints.contains_key(&theirs.author) {
                     let h = self.hints.entry(theirs.author).or_insert(start);
                     *h = (*h).min(start);
                 }
-                None => {}
             }
-        }
-        let Some(a) = self.authors.get(&theirs.author) else {
             return Vec::new();
         };
+        if let Some(start) = start {
+            a.chain.hint_start(start);
+        }
         let mine = a.chain.have_ranges();
         subtract(&mine, &theirs.ranges, theirs.floor)
     }

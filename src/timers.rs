@@ -36,6 +36,8 @@ pub(crate) struct TimedMap<K, V> {
     index: BTreeSet<(Instant, K)>,
     /// Exactly the keys whose slot is dirty, each once (so never longer than the map).
     dirty: Vec<K>,
+    /// Bumped by every mutable access (see [`TimedMap::changes`]).
+    changes: u64,
 }
 
 impl<K: Ord + Clone, V: Timed> TimedMap<K, V> {
@@ -45,6 +47,7 @@ impl<K: Ord + Clone, V: Timed> TimedMap<K, V> {
             items: BTreeMap::new(),
             index: BTreeSet::new(),
             dirty: Vec::new(),
+            changes: 0,
         }
     }
 
@@ -91,8 +94,16 @@ impl<K: Ord + Clone, V: Timed> TimedMap<K, V> {
         due
     }
 
+    /// A counter that changes whenever the map may have: every insertion, removal and
+    /// mutable access bumps it (wrapping), so a cache derived from the map's contents is
+    /// stale exactly when this differs from the value it was built at.
+    pub fn changes(&self) -> u64 {
+        self.changes
+    }
+
     /// Inserts (or replaces) a value; returns the old one.
     pub fn insert(&mut self, key: K, value: V) -> Option<V> {
+        self.changes = self.changes.wrapping_add(1);
         match self.items.get_mut(&key) {
             Some(slot) => {
                 mark(slot, &mut self.dirty, || key.clone());
@@ -117,6 +128,7 @@ impl<K: Ord + Clone, V: Timed> TimedMap<K, V> {
         K: Borrow<Q>,
     {
         let (key, slot) = self.items.remove_entry(key)?;
+        self.changes = self.changes.wrapping_add(1);
         if let Some(at) = slot.at {
             self.index.remove(&(at, key.clone()));
         }
@@ -132,8 +144,36 @@ impl<K: Ord + Clone, V: Timed> TimedMap<K, V> {
         K: Borrow<Q>,
     {
         let slot = self.items.get_mut(key)?;
+        self.changes = self.changes.wrapping_add(1);
         mark(slot, &mut self.dirty, || key.to_owned());
         Some(&mut slot.value)
+    }
+
+    /// Runs `f` on the value at `key` without marking it dirty, for changes to what its
+    /// [`Timed::timer`] does not read (a connection's outbox or byte counts): the hot
+    /// paths that only queue or acknowledge bytes then cost no re-indexing. Debug
+    /// builds check that `f` left the timer as it was.
+    pub fn update_untimed<Q: Ord + ?Sized, R>(
+        &mut self,
+        key: &Q,
+        ctx: &V::Ctx,
+        f: impl FnOnce(&mut V) -> R,
+    ) -> Option<R>
+    where
+        K: Borrow<Q>,
+    {
+        let slot = self.items.get_mut(key)?;
+        self.changes = self.changes.wrapping_add(1);
+        #[cfg(debug_assertions)]
+        let before = slot.value.timer(ctx);
+        let r = f(&mut slot.value);
+        #[cfg(debug_assertions)]
+        debug_assert!(
+            slot.value.timer(ctx) == before,
+            "update_untimed changed the timer"
+        );
+        let _ = ctx;
+        Some(r)
     }
 
     /// The value at `key`, inserted with `make` if absent, to change (marks it dirty).
@@ -146,6 +186,7 @@ impl<K: Ord + Clone, V: Timed> TimedMap<K, V> {
 
     /// Every value in key order, to change (marks each dirty).
     pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> + '_ {
+        self.changes = self.changes.wrapping_add(1);
         let dirty = &mut self.dirty;
         self.items.iter_mut().map(move |(k, slot)| {
             mark(slot, dirty, || k.clone());

@@ -82,6 +82,28 @@ pub(crate) struct Links {
     pub learned_dials: TokenBucket,
     /// Next time the address book is scanned for expired learned addresses.
     pub next_expiry: Option<Instant>,
+    /// The up peers with their active connections, as of `peers.changes()` = `.0`
+    /// (see [`Links::up_peers`]).
+    up_memo: (Option<u64>, Vec<UpPeer>),
+    /// Of those, the chat peers in one room (the last asked for), as of `.0`:
+    /// `(changes, room, [(peer, connection)])`, at most one entry per up peer.
+    room_memo: (Option<u64>, String, Vec<(PeerId, ConnId)>),
+}
+
+/// An up peer, as [`Links::up_peers`] lists it.
+#[derive(Debug, Clone)]
+pub(crate) struct UpPeer {
+    pub id: PeerId,
+    /// Its connection in use (an up peer always has one).
+    pub conn: Option<ConnId>,
+    pub protocol: Protocol,
+    pub rooms: Vec<String>,
+}
+
+impl UpPeer {
+    pub fn in_room(&self, room: &str) -> bool {
+        self.rooms.iter().any(|r| r == room)
+    }
 }
 
 impl Links {
@@ -109,6 +131,8 @@ impl Links {
             shut_down: false,
             rooms: BTreeSet::new(),
             up: VecDeque::new(),
+            up_memo: (None, Vec::new()),
+            room_memo: (None, String::new(), Vec::new()),
         }
     }
 
@@ -130,6 +154,50 @@ impl Links {
             .filter(|(_, p)| p.up && p.in_room(room))
             .map(|(id, _)| *id)
             .collect()
+    }
+
+    /// Peers reported up, in peer id order (the address
+    /// book's), with their protocol and rooms. Relaying asks this for every run, so the
+    /// list is kept and rebuilt only after the address book changed (any mutable access
+    /// to it bumps [`TimedMap::changes`]); it holds one entry per up peer, so never more
+    /// than the address book (`max_known_peers` plus connected peers).
+    pub fn up_peers(&mut self) -> &[UpPeer] {
+        let now = self.peers.changes();
+        if self.up_memo.0 != Some(now) {
+            let list = &mut self.up_memo.1;
+            list.clear();
+            list.extend(
+                self.peers
+                    .iter()
+                    .filter(|(_, p)| p.up)
+                    .map(|(id, p)| UpPeer {
+                        id: *id,
+                        conn: p.active,
+                        protocol: p.protocol,
+                        rooms: p.rooms.clone(),
+                    }),
+            );
+            self.up_memo.0 = Some(now);
+        }
+        &self.up_memo.1
+    }
+
+    /// The up chat peers in `room` with their connections, in peer id order (from
+    /// [`Links::up_peers`], kept for the last room asked for).
+    pub fn chat_in_room(&mut self, room: &str) -> &[(PeerId, ConnId)] {
+        let now = self.peers.changes();
+        if self.room_memo.0 != Some(now) || self.room_memo.1 != room {
+            let mut list = std::mem::take(&mut self.room_memo.2);
+            list.clear();
+            list.extend(
+                self.up_peers()
+                    .iter()
+                    .filter(|p| p.protocol == Protocol::Chat && p.in_room(room))
+                    .filter_map(|p| p.conn.map(|c| (p.id, c))),
+            );
+            self.room_memo = (Some(now), room.to_string(), list);
+        }
+        &self.room_memo.2
     }
 
     /// Active connections of open chat peers (in `room`, if given).
@@ -286,11 +354,13 @@ impl Links {
 
     /// The runtime wrote `bytes` of this connection's transmits.
     pub fn handle_sent(&mut self, conn: ConnId, bytes: usize) {
-        if let Some(c) = self.conns.get_mut(&conn) {
+        // Acknowledging bytes changes no timer.
+        let more = self.conns.update_untimed(&conn, &self.config, |c| {
             c.ack(bytes);
-            if !c.outbox.is_empty() || !c.sync.is_empty() {
-                self.ready.insert(conn);
-            }
+            !c.outbox.is_empty() || !c.sync.is_empty()
+        });
+        if more == Some(true) {
+            self.ready.insert(conn);
         }
     }
 

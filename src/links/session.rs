@@ -495,15 +495,23 @@ impl Links {
 
     /// Queues bytes on a connection, closing it if the peer is not reading.
     pub fn send_bytes(&mut self, conn: ConnId, data: &[u8], now: Instant, out: &mut Out) {
-        let Some(c) = self.conns.get_mut(&conn) else {
+        // Queueing bytes changes no timer.
+        let max = self.config.max_queued_bytes;
+        let queued = self.conns.update_untimed(&conn, &self.config, |c| {
+            c.outbox.extend_from_slice(data);
+            let queued = c.queued();
+            if queued > max {
+                // What it has not read is dropped; only the goodbye is queued.
+                c.outbox.clear();
+            }
+            queued
+        });
+        let Some(queued) = queued else {
             return;
         };
-        c.outbox.extend_from_slice(data);
         self.ready.insert(conn);
-        if c.queued() > self.config.max_queued_bytes {
-            let reason = format!("peer is not reading ({} bytes queued)", c.queued());
-            // What it has not read is dropped; only the goodbye is queued.
-            c.outbox.clear();
+        if queued > max {
+            let reason = format!("peer is not reading ({queued} bytes queued)");
             self.close(
                 conn,
                 GoodbyeCode::ProtocolViolation,

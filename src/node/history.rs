@@ -56,6 +56,7 @@ impl Node {
         };
         let mut frames: Vec<wire::Summary> = vec![wire::Summary {
             room: room.to_string(),
+            authors: Vec::with_capacity(r.authors.len().min(SUMMARY_CHUNK)),
             ..Default::default()
         }];
         let mut bytes = 0;
@@ -237,14 +238,14 @@ impl Node {
                     next = m.seq;
                     break;
                 }
-                Frame::new(Kind::Message(m.to_wire())).encode_to(&mut out);
+                m.encode_frame_to(&mut out);
                 self.stats.history_sent += 1;
                 last = Some(m.clone());
             }
             // The receiver can only verify a run that ends with a signature.
             if let Some(last) = last.filter(|l| l.signature.is_none()) {
                 for m in chain.through_next_signature(last.seq) {
-                    Frame::new(Kind::Message(m.to_wire())).encode_to(&mut out);
+                    m.encode_frame_to(&mut out);
                     self.stats.history_sent += 1;
                     // What the completion sent is not sent again by the next batch.
                     next = next.max(m.seq + 1);

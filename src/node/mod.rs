@@ -370,10 +370,13 @@ impl Node {
         while let Some(conn) = self.links.ready.pop_first() {
             let window = self.config.write_window;
             self.pump_sync(conn);
-            if let Some(c) = self.links.conns.get_mut(&conn) {
-                if let Some(data) = c.take_transmit(window, false) {
-                    return Some(Transmit { conn, data });
-                }
+            // Handing out bytes changes no timer.
+            let links = &mut self.links;
+            let data = links
+                .conns
+                .update_untimed(&conn, &links.config, |c| c.take_transmit(window, false));
+            if let Some(data) = data.flatten() {
+                return Some(Transmit { conn, data });
             }
         }
         None
@@ -787,7 +790,7 @@ impl Node {
             let mut wire = BytesMut::new();
             for s in &seqs {
                 if let Some(m) = a.chain.get(*s) {
-                    Frame::new(Kind::Message(m.to_wire())).encode_to(&mut wire);
+                    m.encode_frame_to(&mut wire);
                 }
             }
             let targets = self.room_targets(&room, &[]);

@@ -18,7 +18,6 @@ use super::Node;
 use crate::event::{ConnId, Event, Protocol};
 use crate::message::SharedMessage;
 use crate::ordering::Confirm;
-use crate::wire::{Frame, Kind};
 
 /// Provisional runs waiting for their signature check, at most (past it, messages from
 /// their author are verified before delivery, as from anyone else).
@@ -66,9 +65,9 @@ impl Node {
                     // listed if someone may get it).
                     let legacy = self
                         .links
-                        .peers
-                        .values()
-                        .any(|p| p.up && p.protocol == Protocol::Legacy);
+                        .up_peers()
+                        .iter()
+                        .any(|p| p.protocol == Protocol::Legacy);
                     if !legacy && self.room_targets(room_name, &[author]).is_empty() {
                         continue;
                     }
@@ -125,9 +124,9 @@ impl Node {
         if let Some(from_peer) = self.links.conns.get(&from).map(|c| c.peer) {
             self.tree_first_copy(room, msgs, from_peer, now);
         }
-        let Some(r) = self.rooms.get(room) else {
+        if !self.rooms.contains_key(room) {
             return;
-        };
+        }
         // Authors and the sender are skipped (room for the sender: no second allocation).
         let mut authors: Vec<PeerId> = Vec::with_capacity(msgs.len() + 1);
         authors.extend(msgs.iter().map(|m| m.author));
@@ -139,16 +138,19 @@ impl Node {
         if targets.is_empty() {
             return;
         }
+        let Some(r) = self.rooms.get(room) else {
+            return;
+        };
         let mut wire = BytesMut::new();
         let mut last: Option<&SharedMessage> = None;
         for m in msgs {
-            Frame::new(Kind::Message(m.to_wire())).encode_to(&mut wire);
+            m.encode_frame_to(&mut wire);
             last = Some(m);
         }
         if let Some(last) = last.filter(|l| l.signature.is_none()) {
             if let Some(a) = r.authors.get(&last.author) {
                 for m in a.chain.through_next_signature(last.seq) {
-                    Frame::new(Kind::Message(m.to_wire())).encode_to(&mut wire);
+                    m.encode_frame_to(&mut wire);
                 }
             }
         }

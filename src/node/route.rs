@@ -493,10 +493,10 @@ impl Node {
         }
         let targets: Vec<ConnId> = self
             .links
-            .peers
+            .up_peers()
             .iter()
-            .filter(|(id, p)| p.up && p.protocol == Protocol::Legacy && **id != msg.author)
-            .filter_map(|(_, p)| p.active)
+            .filter(|p| p.protocol == Protocol::Legacy && p.id != msg.author)
+            .filter_map(|p| p.conn)
             .collect();
         if targets.is_empty() {
             return;

@@ -29,7 +29,7 @@ use libp2p_identity::PeerId;
 
 use super::Node;
 use crate::codec::{peek_varint, put_varint, varint_len};
-use crate::event::{ConnId, Protocol};
+use crate::event::ConnId;
 use crate::rooms::Room;
 use crate::wire::{self, AuthorRanges, Frame, Kind};
 
@@ -349,15 +349,16 @@ impl Node {
 
     /// Open chat connections of members of `room` with the tree split aside: every
     /// member but `skip`.
-    pub(super) fn room_targets(&self, room: &str, skip: &[PeerId]) -> Vec<(PeerId, ConnId)> {
-        self.links
-            .peers
-            .iter()
-            .filter(|(id, p)| {
-                p.up && p.protocol == Protocol::Chat && p.in_room(room) && !skip.contains(id)
-            })
-            .filter_map(|(id, p)| p.active.map(|c| (*id, c)))
-            .collect()
+    /// In peer id order.
+    pub(super) fn room_targets(&mut self, room: &str, skip: &[PeerId]) -> Vec<(PeerId, ConnId)> {
+        let members = self.links.chat_in_room(room);
+        // One allocation, and none when nobody is left.
+        if members.iter().all(|(id, _)| skip.contains(id)) {
+            return Vec::new();
+        }
+        let mut targets = Vec::with_capacity(members.len());
+        targets.extend(members.iter().filter(|(id, _)| !skip.contains(id)));
+        targets
     }
 
     /// New messages (`msgs`) arrived in full from `peer` (not as an answer to our
@@ -399,13 +400,13 @@ impl Node {
         let Some(peer) = self.links.conns.get(&conn).map(|c| c.peer) else {
             return;
         };
+        // A neighbour without the tree first (all of them when flooding): the cheapest test.
+        if !self.tree.capable.contains(&peer) {
+            return;
+        }
         let answering =
             self.tree.answering(peer, now) || self.tree.answering_for(peer, author, now);
-        if peer == *author
-            || answering
-            || !self.tree.capable.contains(&peer)
-            || !self.rooms.contains_key(room)
-        {
+        if peer == *author || answering || !self.rooms.contains_key(room) {
             return;
         }
         let prune = Frame::new(Kind::Prune(wire::TreeLink {

@@ -81,28 +81,68 @@ enum Delivery {
     },
 }
 
-/// A delivery in the event queue, ordered by time, then by scheduling order. The
-/// delivery itself waits in [`Sim::slots`]: the heap moves small entries.
+/// A delivery in the event queue, ordered by time, then by scheduling order: `key` is
+/// the time in ns since [`Sim::start`] above the scheduling sequence number, so one
+/// integer comparison orders two entries. The delivery itself waits in [`Sim::slots`]:
+/// the heap moves small entries.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
 struct Scheduled {
-    at: Instant,
-    seq: u64,
+    key: u128,
     slot: u32,
 }
 
-impl PartialEq for Scheduled {
-    fn eq(&self, o: &Self) -> bool {
-        (self.at, self.seq) == (o.at, o.seq)
+impl Scheduled {
+    /// Nanoseconds since the start of the simulation at which it is due.
+    fn ns(&self) -> u64 {
+        (self.key >> 64) as u64
     }
 }
-impl Eq for Scheduled {}
-impl PartialOrd for Scheduled {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
+
+/// Connection ends, indexed by connection id: the simulator hands out ids in order and
+/// never twice (across all nodes), so a vector does, each entry with the node it belongs
+/// to. Holds one entry per connection ever made (a few per node and reconnection).
+#[derive(Default)]
+struct Ends(Vec<Option<(NodeIdx, Endpoint)>>);
+
+impl Ends {
+    fn get(&self, &(i, c): &(NodeIdx, ConnId)) -> Option<&Endpoint> {
+        match self.0.get(usize::try_from(c.0).ok()?) {
+            Some(Some((n, e))) if *n == i => Some(e),
+            _ => None,
+        }
     }
-}
-impl Ord for Scheduled {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(o.at, o.seq))
+
+    fn get_mut(&mut self, &(i, c): &(NodeIdx, ConnId)) -> Option<&mut Endpoint> {
+        match self.0.get_mut(usize::try_from(c.0).ok()?) {
+            Some(Some((n, e))) if *n == i => Some(e),
+            _ => None,
+        }
+    }
+
+    fn contains_key(&self, k: &(NodeIdx, ConnId)) -> bool {
+        self.get(k).is_some()
+    }
+
+    fn insert(&mut self, (i, c): (NodeIdx, ConnId), e: Endpoint) {
+        let k = usize::try_from(c.0).expect("connection ids are small");
+        if self.0.len() <= k {
+            self.0.resize_with(k + 1, || None);
+        }
+        self.0[k] = Some((i, e));
+    }
+
+    fn remove(&mut self, k: &(NodeIdx, ConnId)) -> Option<Endpoint> {
+        self.get(k)?;
+        let (_, e) = self.0[k.1 .0 as usize].take()?;
+        Some(e)
+    }
+
+    /// Node `i`'s ends, in connection id order.
+    fn of_node(&self, i: NodeIdx) -> Vec<(NodeIdx, ConnId)> {
+        (self.0.iter().enumerate())
+            .filter(|(_, e)| e.as_ref().is_some_and(|(n, _)| *n == i))
+            .map(|(c, _)| (i, ConnId(c as u64)))
+            .collect()
     }
 }
 
@@ -151,7 +191,7 @@ pub struct Sim {
     start: Instant,
     rng: ChaCha8Rng,
     nodes: Vec<SimNode>,
-    ends: BTreeMap<(NodeIdx, ConnId), Endpoint>,
+    ends: Ends,
     queue: BinaryHeap<Reverse<Scheduled>>,
     /// The deliveries of `queue`, by [`Scheduled::slot`] (`None`: free).
     slots: Vec<Option<Delivery>>,
@@ -204,6 +244,10 @@ pub struct Sim {
     pub latency_ms: Vec<u64>,
     /// Frame bounds of the transmit [`Sim::mangle`] works on (kept to reuse the memory).
     mangle_scratch: Vec<(usize, usize, bool)>,
+    /// A node's transmits and actions being moved into the network (kept to reuse the
+    /// memory; empty between flushes).
+    tx_scratch: Vec<crate::event::Transmit>,
+    act_scratch: Vec<crate::event::Action>,
 }
 
 /// Buckets of [`Sim::latency_ms`] (one a millisecond, up to a minute).
@@ -218,7 +262,7 @@ impl Sim {
             start,
             rng: ChaCha8Rng::seed_from_u64(seed),
             nodes: Vec::new(),
-            ends: BTreeMap::new(),
+            ends: Ends::default(),
             queue: BinaryHeap::new(),
             slots: Vec::new(),
             free: Vec::new(),
@@ -244,6 +288,8 @@ impl Sim {
             seed,
             latency_ms: Vec::new(),
             mangle_scratch: Vec::new(),
+            tx_scratch: Vec::new(),
+            act_scratch: Vec::new(),
         }
     }
 
@@ -463,8 +509,7 @@ impl Sim {
         self.nodes[i].node = None;
         self.nodes[i].crashed = true;
         self.update_timer(i);
-        let mine: Vec<(NodeIdx, ConnId)> =
-            self.ends.keys().filter(|(n, _)| *n == i).copied().collect();
+        let mine = self.ends.of_node(i);
         mine.iter().filter_map(|k| self.ends.remove(k)).collect()
     }
 
@@ -558,6 +603,9 @@ impl Sim {
     }
 
     fn schedule(&mut self, at: Instant, d: Delivery) {
+        let ns = u64::try_from(at.saturating_duration_since(self.start).as_nanos())
+            .expect("under 584 years of virtual time");
+        debug_assert_eq!(self.start + Duration::from_nanos(ns), at);
         let s = self.seq;
         self.seq += 1;
         let slot = match self.free.pop() {
@@ -570,7 +618,8 @@ impl Sim {
                 u32::try_from(self.slots.len() - 1).expect("under 2^32 deliveries in flight")
             }
         };
-        self.queue.push(Reverse(Scheduled { at, seq: s, slot }));
+        let key = u128::from(ns) << 64 | u128::from(s);
+        self.queue.push(Reverse(Scheduled { key, slot }));
     }
 
     /// Collects node `i`'s outputs into the network and re-reads its timer.
@@ -609,7 +658,8 @@ impl Sim {
     /// Processes the next delivery or timer. Returns `false` if nothing is left to do
     /// before `limit`.
     pub fn step(&mut self, limit: Instant) -> bool {
-        let next_q = self.queue.peek().map(|Reverse(x)| x.at);
+        let start = self.start;
+        let next_q = (self.queue.peek()).map(|Reverse(x)| start + Duration::from_nanos(x.ns()));
         let next_t = self.next_timer();
         let pick_queue = match (next_q, next_t) {
             (None, None) => return false,
@@ -622,7 +672,7 @@ impl Sim {
                 return false;
             }
             let Reverse(x) = self.queue.pop().expect("peeked");
-            self.now = self.now.max(x.at);
+            self.now = self.now.max(next_q.expect("peeked"));
             let d = self.slots[x.slot as usize].take().expect("scheduled");
             self.free.push(x.slot);
             self.deliver(d);

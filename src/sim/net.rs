@@ -46,9 +46,13 @@ impl Sim {
         let (persist, keep, keep_events) = (self.persist, self.keep_messages, self.keep_events);
         let wall_ms = self.wall_ms();
         loop {
+            // Scratch lists kept in the simulator (no allocation per flush).
+            let mut txs = std::mem::take(&mut self.tx_scratch);
+            let mut acts = std::mem::take(&mut self.act_scratch);
             let sn = &mut self.nodes[i];
-            let node = sn.node.as_mut()?; // crashed: no timer
-            let (mut txs, mut acts) = (Vec::new(), Vec::new());
+            let Some(node) = sn.node.as_mut() else {
+                return None; // crashed: no timer
+            };
             let wait = loop {
                 match node.poll_output() {
                     Output::Transmit(t) => txs.push(t),
@@ -85,9 +89,10 @@ impl Sim {
             };
             if txs.is_empty() && acts.is_empty() {
                 // Nothing reached the node since it computed `wait`.
+                (self.tx_scratch, self.act_scratch) = (txs, acts);
                 return wait;
             }
-            for t in txs {
+            for t in txs.drain(..) {
                 let Some(end) = self.ends.get(&(i, t.conn)) else {
                     continue;
                 };
@@ -145,7 +150,7 @@ impl Sim {
                     }
                 }
             }
-            for a in acts {
+            for a in acts.drain(..) {
                 match a {
                     Action::Dial { dial, addr, .. } => self.dial(i, dial, addr),
                     Action::Close { conn, reason } => {
@@ -166,6 +171,7 @@ impl Sim {
                     }
                 }
             }
+            (self.tx_scratch, self.act_scratch) = (txs, acts);
         }
     }
 
