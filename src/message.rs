@@ -512,7 +512,7 @@ pub(crate) fn verify_bytes(key: &PublicKey, bytes: &[u8], signature: &[u8]) -> b
 /// message. A message is shared only with an equal one (every field, signature
 /// included), and messages are read-only, so no node can tell.
 ///
-/// It also remembers the public key each peer id embeds ([`public_key_of`], a pure
+/// It also remembers the public key each peer id embeds (`public_key_of`, a pure
 /// function of the id): decompressing the key is the first step of verifying, and every
 /// simulated node does it once per author.
 #[cfg(feature = "sim")]
