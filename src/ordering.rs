@@ -187,8 +187,15 @@ impl<S: Clone + PartialEq> Chain<S> {
         }
         // Below `next` and outside the skipped ranges is delivered: answered without
         // the look-up in `msgs` (most copies that reach this are of delivered messages).
-        if self.next.is_some_and(|n| seq < n) && !self.in_skipped(seq) {
-            return true;
+        match self.next {
+            Some(n) if seq < n && !self.in_skipped(seq) => return true,
+            // At or past `next` `msgs` holds only the `held` messages: with none, a new
+            // message (the first copy of each) is told apart without the look-up.
+            Some(n) if seq >= n && self.held == 0 => {
+                debug_assert!(!self.msgs.contains_key(&seq));
+                return false;
+            }
+            _ => {}
         }
         self.msgs.contains_key(&seq)
     }
