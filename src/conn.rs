@@ -47,8 +47,12 @@ pub(crate) struct Conn {
     pub their_nonce: Option<u64>,
     /// The session (one run of the peer's node) its hello named; 0 before it or if unsent.
     pub their_session: u64,
-    /// Bytes produced and not yet handed to the runtime.
+    /// Bytes produced and not yet handed to the runtime (after [`Conn::front`]'s).
     pub outbox: BytesMut,
+    /// Frames queued whole while nothing else was (a relayed message's shared
+    /// encoding): handed out as they are, without a copy into `outbox`. Whatever is
+    /// queued later goes to `outbox`, behind them.
+    front: Option<Bytes>,
     /// Of `outbox`, how many leading bytes are our hello (never moved to another conn).
     pub hello_left: usize,
     /// Bytes handed out and not yet reported written.
@@ -100,6 +104,7 @@ impl Conn {
             their_nonce: None,
             their_session: 0,
             outbox: BytesMut::with_capacity(OUTBOX_BLOCK),
+            front: None,
             hello_left: 0,
             unacked: 0,
             rate: config.rate_limit.map(|r| {
@@ -144,20 +149,56 @@ impl Conn {
 
     /// Bytes queued for this connection, in the node and in the runtime.
     pub fn queued(&self) -> usize {
-        self.outbox.len() + self.unacked
+        self.front.as_ref().map_or(0, Bytes::len) + self.outbox.len() + self.unacked
+    }
+
+    /// Whether bytes wait in the node to be handed out.
+    pub fn has_outgoing(&self) -> bool {
+        self.front.is_some() || !self.outbox.is_empty()
+    }
+
+    /// Queues `data`, whole frames, behind what is queued. When nothing is, a shared
+    /// buffer is kept as it is (no copy: relaying one message to several neighbours
+    /// then copies it to none of them).
+    pub fn queue(&mut self, data: &[u8], shared: Option<&Bytes>) {
+        match shared {
+            Some(b) if self.front.is_none() && self.outbox.is_empty() && !b.is_empty() => {
+                self.front = Some(b.clone());
+            }
+            _ => self.outbox.extend_from_slice(data),
+        }
+    }
+
+    /// Drops everything queued in the node (a peer that does not read).
+    pub fn clear_outgoing(&mut self) {
+        self.front = None;
+        self.outbox.clear();
     }
 
     /// Takes what may be handed to the runtime now (everything when `force`).
     pub fn take_transmit(&mut self, window: usize, force: bool) -> Option<Bytes> {
-        if self.outbox.is_empty() || (!force && self.unacked >= window) {
+        if !self.has_outgoing() || (!force && self.unacked >= window) {
             return None;
         }
-        // Always the whole outbox: it then never holds a partial frame, so its frames
-        // can move to another connection intact.
-        let n = self.outbox.len();
+        // Always everything queued: the outbox then never holds a partial frame, so its
+        // frames can move to another connection intact.
         self.hello_left = 0;
-        self.unacked += n;
-        Some(self.outbox.split_to(n).freeze())
+        let data = match self.front.take() {
+            Some(front) if self.outbox.is_empty() => front,
+            Some(front) => {
+                let mut all = BytesMut::with_capacity(front.len() + self.outbox.len());
+                all.extend_from_slice(&front);
+                all.extend_from_slice(&self.outbox);
+                self.outbox.clear();
+                all.freeze()
+            }
+            None => {
+                let n = self.outbox.len();
+                self.outbox.split_to(n).freeze()
+            }
+        };
+        self.unacked += data.len();
+        Some(data)
     }
 
     /// Takes the queued frames that may move to another connection (all but our hello).
@@ -165,7 +206,16 @@ impl Conn {
         let mut rest = std::mem::take(&mut self.outbox);
         let hello = rest.split_to(self.hello_left.min(rest.len()));
         self.outbox = hello;
-        rest
+        match self.front.take() {
+            // The hello is only ever queued first, so a front means it went out.
+            Some(front) => {
+                let mut all = BytesMut::with_capacity(front.len() + rest.len());
+                all.extend_from_slice(&front);
+                all.extend_from_slice(&rest);
+                all
+            }
+            None => rest,
+        }
     }
 
     /// The earliest instant this connection needs a timer call.
@@ -214,4 +264,53 @@ pub(crate) const OUTBOX_BLOCK: usize = 8 * 1024;
 pub(crate) fn far_future(now: Instant) -> Instant {
     let year = Duration::from_secs(86_400 * 365);
     now.checked_add(year).unwrap_or(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn() -> Conn {
+        let peer = crate::message::test_key().public().to_peer_id();
+        let addr: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().unwrap();
+        let config = Config::default();
+        Conn::new(
+            peer,
+            Role::Dialer,
+            addr,
+            Protocol::Chat,
+            1,
+            &config,
+            Instant::now(),
+        )
+    }
+
+    /// A shared buffer queued on an idle connection goes out as it is (the same
+    /// memory); what follows it keeps its place behind it.
+    #[test]
+    fn a_shared_frame_is_handed_out_without_a_copy_and_order_is_kept() {
+        let mut c = conn();
+        let shared = Bytes::from_static(b"\x03abc");
+        c.queue(&shared, Some(&shared));
+        assert_eq!(c.queued(), 4);
+        let t = c.take_transmit(usize::MAX, false).unwrap();
+        assert_eq!(t.as_ptr(), shared.as_ptr());
+        assert_eq!(c.queued(), 4); // unacknowledged
+                                   // Behind something queued a shared frame is copied after it...
+        c.queue(b"\x01x", None);
+        c.queue(&shared, Some(&shared));
+        assert_eq!(
+            &c.take_transmit(usize::MAX, true).unwrap()[..],
+            b"\x01x\x03abc"
+        );
+        // ...and bytes queued behind a shared front follow it.
+        c.queue(&shared, Some(&shared));
+        c.queue(b"\x01y", None);
+        assert_eq!(c.queued(), 4 + 6 + 6);
+        assert_eq!(&c.take_movable()[..], b"\x03abc\x01y");
+        assert!(!c.has_outgoing());
+        c.queue(&shared, Some(&shared));
+        c.clear_outgoing();
+        assert!(!c.has_outgoing() && c.take_transmit(usize::MAX, true).is_none());
+    }
 }

@@ -357,7 +357,7 @@ impl Links {
         // Acknowledging bytes changes no timer.
         let more = self.conns.update_untimed(&conn, &self.config, |c| {
             c.ack(bytes);
-            !c.outbox.is_empty() || !c.sync.is_empty()
+            c.has_outgoing() || !c.sync.is_empty()
         });
         if more == Some(true) {
             self.ready.insert(conn);

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use libp2p_identity::PeerId;
 use multiaddr::Multiaddr;
 
@@ -495,14 +495,31 @@ impl Links {
 
     /// Queues bytes on a connection, closing it if the peer is not reading.
     pub fn send_bytes(&mut self, conn: ConnId, data: &[u8], now: Instant, out: &mut Out) {
+        self.queue_bytes(conn, data, None, now, out);
+    }
+
+    /// [`Links::send_bytes`] of a shared buffer: kept as it is when nothing else is
+    /// queued on the connection (no copy).
+    pub fn send_shared(&mut self, conn: ConnId, data: &Bytes, now: Instant, out: &mut Out) {
+        self.queue_bytes(conn, data, Some(data), now, out);
+    }
+
+    fn queue_bytes(
+        &mut self,
+        conn: ConnId,
+        data: &[u8],
+        shared: Option<&Bytes>,
+        now: Instant,
+        out: &mut Out,
+    ) {
         // Queueing bytes changes no timer.
         let max = self.config.max_queued_bytes;
         let queued = self.conns.update_untimed(&conn, &self.config, |c| {
-            c.outbox.extend_from_slice(data);
+            c.queue(data, shared);
             let queued = c.queued();
             if queued > max {
                 // What it has not read is dropped; only the goodbye is queued.
-                c.outbox.clear();
+                c.clear_outgoing();
             }
             queued
         });

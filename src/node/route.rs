@@ -353,11 +353,17 @@ impl Node {
         links.send_bytes(conn, data, now, &mut out);
     }
 
+    /// [`Node::send_bytes`] of a shared buffer (no copy when nothing else is queued).
+    pub(super) fn send_shared(&mut self, conn: ConnId, data: &Bytes, now: Instant) {
+        let (links, mut out) = self.split();
+        links.send_shared(conn, data, now, &mut out);
+    }
+
     /// Sends a frame to every open chat peer.
     pub(super) fn broadcast_chat(&mut self, frame: &Frame, now: Instant) {
         let wire = frame.to_wire();
         for t in self.links.chat_targets(None) {
-            self.send_bytes(t, &wire, now);
+            self.send_shared(t, &wire, now);
         }
     }
 

@@ -324,9 +324,9 @@ impl Node {
                 eager += 1;
                 if self.tree.capable.contains(&peer) {
                     let bytes = self.tree.with_link_prev(peer, room, wire);
-                    self.send_bytes(conn, &bytes, now);
+                    self.send_shared(conn, &bytes, now);
                 } else {
-                    self.send_bytes(conn, wire, now);
+                    self.send_shared(conn, wire, now);
                 }
                 continue;
             }
