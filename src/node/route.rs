@@ -177,9 +177,12 @@ impl Node {
                     .get(m.room.as_str())
                     .is_some_and(|r| r.is_known(&m.author, m.seq))
                 {
-                    let m = m.clone();
                     self.stats.messages_in += 1;
                     self.stats.duplicates += 1;
+                    if !self.tree.any_capable() {
+                        return; // flooding: a duplicate changes no tree
+                    }
+                    let m = m.clone();
                     return self.tree_duplicate(conn, &m.room, &m.author, now);
                 }
             }

@@ -120,6 +120,11 @@ pub(super) struct Tree {
 }
 
 impl Tree {
+    /// Whether any neighbour runs the tree (none: every message floods).
+    pub(super) fn any_capable(&self) -> bool {
+        !self.capable.is_empty()
+    }
+
     /// A neighbour's hello arrived: a new session starts eager in every room.
     pub(super) fn on_hello(&mut self, peer: PeerId, capable: bool) {
         self.pushed.remove(&peer);
@@ -509,6 +514,9 @@ impl Node {
     /// for at once ([`Kind::Request`]), without waiting for an announcement and
     /// [`GRAFT_TIMEOUT`]; a [`Missing`] entry retries if the answer is lost too.
     pub(super) fn tree_link_prev(&mut self, conn: ConnId, payload: &[u8], now: Instant) {
+        if !self.tree.any_capable() {
+            return; // no neighbour runs the tree (flooding): no frame names one
+        }
         let Some((author, seq)) = wire::peek_link_prev(payload) else {
             return;
         };
