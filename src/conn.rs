@@ -61,7 +61,12 @@ pub(crate) struct Conn {
     pub opened: Instant,
     /// `far_future(opened)`, kept (the timer compares with it on every re-index).
     never: Instant,
+    /// When bytes last arrived (set on every receive without touching the timer).
     pub last_recv: Instant,
+    /// The `last_recv` the idle deadline is armed from: a receive moves only
+    /// `last_recv`, so the timer fires at the first deadline and re-arms from there
+    /// (`Links::conn_timeout`) instead of being re-indexed on every frame.
+    pub idle_from: Instant,
     pub next_ping: Instant,
     pub ping_out: Option<(u64, Instant)>,
     pub bad_sigs: u32,
@@ -116,6 +121,7 @@ impl Conn {
             opened: now,
             never: far_future(now),
             last_recv: now,
+            idle_from: now,
             next_ping: now + config.ping_interval,
             ping_out: None,
             bad_sigs: 0,
@@ -224,10 +230,10 @@ impl Conn {
             State::Handshaking => self.opened + config.handshake_timeout,
             State::Draining { until } => until,
             State::Open if self.protocol == Protocol::Legacy => {
-                (self.last_recv.checked_add(config.legacy_idle_timeout)).unwrap_or(self.never)
+                (self.idle_from.checked_add(config.legacy_idle_timeout)).unwrap_or(self.never)
             }
             State::Open => {
-                let idle = self.last_recv + config.idle_timeout;
+                let idle = self.idle_from + config.idle_timeout;
                 let ping = match self.ping_out {
                     Some(_) => idle,
                     None => self.next_ping,

@@ -93,6 +93,11 @@ pub(crate) struct Room {
     me: Option<PeerId>,
     /// Authors evicted to stay within `max_authors`.
     pub evicted: u64,
+    /// Bumped whenever a message this room held may have stopped being known (its
+    /// author's chain dropped, or its signature check failed): while it is unchanged,
+    /// every message held when it was read is still [`Room::is_known`]. The duplicate
+    /// cache confirms a hit with it instead of looking the author up.
+    pub forgets: u64,
 }
 
 impl Room {
@@ -108,6 +113,7 @@ impl Room {
             reserved: 1,
             me: None,
             evicted: 0,
+            forgets: 0,
         }
     }
 
@@ -177,6 +183,7 @@ impl Room {
             self.authors.remove(v);
             self.timed.remove(v);
         }
+        self.forgets += 1;
         self.evicted += n as u64;
     }
 
@@ -277,6 +284,7 @@ impl Room {
             if a.chain.is_empty() {
                 self.authors.remove(&author_id);
                 self.timed.remove(&author_id);
+                self.forgets += 1;
             }
         }
         out
@@ -288,6 +296,8 @@ impl Room {
         let a = self.authors.get_mut(author)?;
         let c = a.chain.confirm(tail, &a.key);
         if let Some(Confirm::Failed(run)) = &c {
+            // Held ones left the chain (a verified copy may still come).
+            self.forgets += 1;
             // Delivered ones leave the log as the app is told to drop them
             // (`Event::SignatureFailed`): the log holds only what the node stands by.
             // They stay known to the chain, so no copy of them is delivered again.
@@ -310,6 +320,7 @@ impl Room {
         if self.authors.get(author).is_some_and(|a| a.chain.is_empty()) {
             self.authors.remove(author);
             self.timed.remove(author);
+            self.forgets += 1;
         }
     }
 
@@ -523,7 +534,53 @@ impl crate::timers::Timed for Room {
 
 #[cfg(test)]
 mod tests {
-    use super::{subtract, union};
+    use super::{subtract, union, Limits, Room};
+    use crate::config::Config;
+    use crate::event::ConnId;
+    use crate::message::{test_key, Message, SharedMessage, GENESIS};
+    use libp2p_identity::Keypair;
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    /// Message 1 of `key`'s chain, signed by `signer`.
+    fn first(key: &Keypair, signer: &Keypair) -> SharedMessage {
+        let id = key.public().to_peer_id();
+        let mut m = Message::new_local(id, "r".into(), 1, 1, 0, "n".into(), "t".into(), GENESIS, 0);
+        m.sign(signer);
+        Arc::new(m)
+    }
+
+    /// The duplicate cache trusts an unchanged `forgets` count to mean "still known":
+    /// it must move whenever a held message stops being known, and a message known
+    /// while it stays put must still be.
+    #[test]
+    fn forgets_moves_whenever_a_held_message_stops_being_known() {
+        let now = Instant::now();
+        let mut room = Room::new(Limits::of(&Config::default().max_authors(2)));
+        let keys: Vec<Keypair> = (0..3).map(|_| test_key()).collect();
+        let ids: Vec<_> = keys.iter().map(|k| k.public().to_peer_id()).collect();
+        for k in &keys[..2] {
+            room.receive(first(k, k), ConnId(1), false, now);
+        }
+        assert!(room.is_known(&ids[0], 1) && room.is_known(&ids[1], 1));
+        let before = room.forgets;
+        // A third author at the two-author cap evicts one of the first two.
+        room.receive(first(&keys[2], &keys[2]), ConnId(1), false, now);
+        assert!(room.is_known(&ids[2], 1));
+        assert!(!(room.is_known(&ids[0], 1) && room.is_known(&ids[1], 1)));
+        assert!(room.forgets > before, "an eviction must move the count");
+
+        // A message taken from its author before its signature is checked, whose
+        // check then fails: the chain lets go of it.
+        let mut room = Room::new(Limits::of(&Config::default()));
+        let (author, other) = (test_key(), test_key());
+        let id = author.public().to_peer_id();
+        room.receive(first(&author, &other), ConnId(2), true, now);
+        assert!(room.is_known(&id, 1));
+        let before = room.forgets;
+        assert!(room.confirm(&id, 1).is_some());
+        assert!(room.forgets > before, "a failed check must move the count");
+    }
 
     #[test]
     fn range_union() {

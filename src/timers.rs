@@ -38,6 +38,10 @@ pub(crate) struct TimedMap<K, V> {
     dirty: Vec<K>,
     /// Bumped by every mutable access (see [`TimedMap::changes`]).
     changes: u64,
+    /// Debug builds: keys handed out by [`TimedMap::get_mut_untimed`] with their timer
+    /// then, checked unchanged at the next flush.
+    #[cfg(debug_assertions)]
+    untimed: Vec<(K, Option<Instant>)>,
 }
 
 impl<K: Ord + Clone, V: Timed> TimedMap<K, V> {
@@ -48,11 +52,29 @@ impl<K: Ord + Clone, V: Timed> TimedMap<K, V> {
             index: BTreeSet::new(),
             dirty: Vec::new(),
             changes: 0,
+            #[cfg(debug_assertions)]
+            untimed: Vec::new(),
+        }
+    }
+
+    /// Debug builds: every value handed out untimed since the last check, unless marked
+    /// dirty since (a later `get_mut`), still has the timer it had then.
+    #[cfg(debug_assertions)]
+    fn check_untimed(&mut self, ctx: &V::Ctx) {
+        for (key, before) in self.untimed.drain(..) {
+            if let Some(slot) = self.items.get(&key) {
+                debug_assert!(
+                    slot.dirty || slot.value.timer(ctx) == before,
+                    "get_mut_untimed: the timer changed"
+                );
+            }
         }
     }
 
     /// Re-indexes every dirty key.
     pub fn flush(&mut self, ctx: &V::Ctx) {
+        #[cfg(debug_assertions)]
+        self.check_untimed(ctx);
         let mut dirty = std::mem::take(&mut self.dirty);
         for key in dirty.drain(..) {
             let Some(slot) = self.items.get_mut(&key) else {
@@ -174,6 +196,36 @@ impl<K: Ord + Clone, V: Timed> TimedMap<K, V> {
         );
         let _ = ctx;
         Some(r)
+    }
+
+    /// The value at `key`, to change only in what its [`Timed::timer`] does not read
+    /// (like [`TimedMap::update_untimed`], for a borrow that outlives a closure: the
+    /// receive path's decoder and rate limit). Not marked dirty; debug builds check at
+    /// the next flush that the timer is unchanged.
+    pub fn get_mut_untimed<Q: Ord + ToOwned<Owned = K> + ?Sized>(
+        &mut self,
+        key: &Q,
+        ctx: &V::Ctx,
+    ) -> Option<&mut V>
+    where
+        K: Borrow<Q>,
+    {
+        #[cfg(debug_assertions)]
+        {
+            if self.untimed.len() >= 256 {
+                self.check_untimed(ctx);
+            }
+            if let Some(slot) = self.items.get(key) {
+                let before = (!slot.dirty).then(|| slot.value.timer(ctx));
+                if let Some(before) = before {
+                    self.untimed.push((key.to_owned(), before));
+                }
+            }
+        }
+        let _ = ctx;
+        let slot = self.items.get_mut(key)?;
+        self.changes = self.changes.wrapping_add(1);
+        Some(&mut slot.value)
     }
 
     /// The value at `key`, inserted with `make` if absent, to change (marks it dirty).

@@ -668,6 +668,8 @@ impl Links {
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
+        // Re-armed from the last receive (marked dirty above, so re-indexed).
+        c.idle_from = c.last_recv;
         match c.state {
             State::Handshaking if now >= c.opened + self.config.handshake_timeout => {
                 let reason = "handshake timed out";

@@ -4,7 +4,9 @@
 //! frames are byte-for-byte copies of one the node took a moment ago. [`DupCache`]
 //! remembers the payloads of recently taken message frames; a frame equal to one of them
 //! is the same message, and is dropped once its (room, author, seq) is confirmed still
-//! known, without parsing the frame, the author's peer id or the room name.
+//! known, without parsing the frame or the author's peer id: the entry keeps the room's
+//! [`Room::forgets`](crate::rooms::Room) count of when it was taken, and while the room's
+//! count is the same nothing it held was forgotten (otherwise the author is looked up).
 //!
 //! A hit needs the whole payload to be equal (compared byte by byte), so no peer can
 //! make a different message look known: the hash only picks the slot. A peer that
@@ -28,6 +30,8 @@ const HASHED_PREFIX: usize = 96;
 struct Entry {
     payload: Box<[u8]>,
     msg: SharedMessage,
+    /// The room's `forgets` count when the message was held.
+    forgets: u64,
 }
 
 /// Recently taken room-message payloads; bounded by [`SLOTS`], deterministic (the
@@ -64,19 +68,21 @@ impl DupCache {
         (h.wrapping_mul(self.key) >> 40) as usize % SLOTS
     }
 
-    /// The message whose frame payload is exactly `payload`, if remembered.
-    pub(super) fn get(&self, payload: &[u8]) -> Option<&SharedMessage> {
+    /// The message whose frame payload is exactly `payload`, if remembered, and its
+    /// room's `forgets` count when it was.
+    pub(super) fn get(&self, payload: &[u8]) -> Option<(&SharedMessage, u64)> {
         if self.slots.is_empty() || payload.len() > MAX_PAYLOAD {
             return None;
         }
         match &self.slots[self.slot(payload)] {
-            Some(e) if *e.payload == *payload => Some(&e.msg),
+            Some(e) if *e.payload == *payload => Some((&e.msg, e.forgets)),
             _ => None,
         }
     }
 
-    /// Remembers that `payload` is the frame of `msg` (a message the node holds).
-    pub(super) fn insert(&mut self, payload: &[u8], msg: &SharedMessage) {
+    /// Remembers that `payload` is the frame of `msg` (a message the node holds; its
+    /// room's `forgets` count is `forgets`).
+    pub(super) fn insert(&mut self, payload: &[u8], msg: &SharedMessage, forgets: u64) {
         if payload.len() > MAX_PAYLOAD {
             return;
         }
@@ -87,6 +93,7 @@ impl DupCache {
         self.slots[i] = Some(Entry {
             payload: payload.into(),
             msg: msg.clone(),
+            forgets,
         });
     }
 
@@ -125,8 +132,8 @@ mod tests {
         let m = msg();
         let a: Vec<u8> = (0..300u32).map(|i| i as u8).collect();
         assert!(c.get(&a).is_none());
-        c.insert(&a, &m);
-        assert!(c.get(&a).is_some());
+        c.insert(&a, &m, 3);
+        assert_eq!(c.get(&a).map(|(_, f)| f), Some(3));
         // Same prefix (same slot), different tail: not a hit.
         let mut b = a.clone();
         b[299] ^= 1;
@@ -145,10 +152,10 @@ mod tests {
         let mut c = DupCache::new(1);
         let m = msg();
         for i in 0..10_000u32 {
-            c.insert(&i.to_le_bytes(), &m);
+            c.insert(&i.to_le_bytes(), &m, 0);
         }
         assert_eq!(c.slots.len(), SLOTS);
-        c.insert(&vec![0; MAX_PAYLOAD + 1], &m);
+        c.insert(&vec![0; MAX_PAYLOAD + 1], &m, 0);
         assert!(c.get(&vec![0; MAX_PAYLOAD + 1]).is_none());
     }
 }

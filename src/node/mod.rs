@@ -235,6 +235,8 @@ impl Node {
     fn create_room(&mut self, name: &str, mut room: Room) {
         room.own_next = room.own_next.max(room.reserved);
         self.links.rooms.insert(name.to_string());
+        // A new room's `forgets` count starts again: no remembered frame may match it.
+        self.dups.clear();
         self.rooms.insert(name.to_string(), room);
         self.events.push_back(Event::Joined { room: name.into() });
         self.reserve(name);

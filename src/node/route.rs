@@ -14,13 +14,15 @@ use crate::event::{ConnId, Event, Protocol};
 use crate::legacy;
 use crate::links::{Links, Out, Up};
 use crate::message::Message;
+use crate::rooms::Room;
 use crate::wire::{self, Frame, GoodbyeCode, Kind};
 
 impl Node {
     /// Bytes arrived on a connection (any chunking).
     pub fn handle_data(&mut self, conn: ConnId, data: &[u8], now: Instant) {
         self.last_now = self.last_now.max(now);
-        let Some(c) = self.links.conns.get_mut(&conn) else {
+        // Neither the time of this receive nor the decoder is read by the timer.
+        let Some(c) = self.links.conns.get_mut_untimed(&conn, &self.links.config) else {
             return;
         };
         c.last_recv = now;
@@ -106,7 +108,11 @@ impl Node {
 
     /// The frame decoder of `conn`, if it is open and speaks frames.
     fn frame_decoder(&mut self, conn: ConnId) -> Option<&mut FrameDecoder> {
-        match &mut self.links.conns.get_mut(&conn)?.decoder {
+        let c = self
+            .links
+            .conns
+            .get_mut_untimed(&conn, &self.links.config)?;
+        match &mut c.decoder {
             Decoder::Frames(d) => Some(d),
             Decoder::Lines(_) => None,
         }
@@ -152,7 +158,8 @@ impl Node {
         let counts = &mut self.stats.frames_in_kind;
         counts[if kind < counts.len() { kind } else { 0 }] += 1;
         let several_conns = self.links.conns.len() > 1;
-        let Some(c) = self.links.conns.get_mut(&conn) else {
+        // The rate limit is not read by the timer either.
+        let Some(c) = self.links.conns.get_mut_untimed(&conn, &self.links.config) else {
             return;
         };
         if !c.charge(
@@ -171,12 +178,14 @@ impl Node {
         // Fast path: a room message we already hold is dropped without decoding it.
         if c.state != State::Handshaking {
             // A byte-for-byte copy of a message frame taken recently (still known).
-            if let Some(m) = self.dups.get(payload) {
-                if self
-                    .rooms
-                    .get(m.room.as_str())
-                    .is_some_and(|r| r.is_known(&m.author, m.seq))
-                {
+            if let Some((m, forgets)) = self.dups.get(payload) {
+                // The room forgot nothing since (most hits), or the author still
+                // knows the message.
+                let known = |r: &Room| {
+                    debug_assert!(r.forgets != forgets || r.is_known(&m.author, m.seq));
+                    r.forgets == forgets || r.is_known(&m.author, m.seq)
+                };
+                if self.rooms.get(m.room.as_str()).is_some_and(known) {
                     self.stats.messages_in += 1;
                     self.stats.duplicates += 1;
                     if !self.tree.any_capable() {
@@ -261,7 +270,7 @@ impl Node {
             return;
         };
         if let Some(m) = room.authors.get(author).and_then(|a| a.chain.get(seq)) {
-            self.dups.insert(payload, m);
+            self.dups.insert(payload, m, room.forgets);
         }
     }
 
