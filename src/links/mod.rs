@@ -67,7 +67,7 @@ pub(crate) struct Links {
     pub conns: TimedMap<ConnId, Conn>,
     pub peers: PeerBook,
     /// Connections with bytes in their outbox.
-    pub ready: BTreeSet<ConnId>,
+    pub ready: ReadySet,
     /// Final bytes of connections being closed; handed out before their `Close`.
     pub urgent: VecDeque<Transmit>,
     pub actions: VecDeque<Action>,
@@ -123,7 +123,7 @@ impl Links {
             config,
             conns: TimedMap::new(),
             peers: PeerBook::new(),
-            ready: BTreeSet::new(),
+            ready: ReadySet::default(),
             urgent: VecDeque::new(),
             actions: VecDeque::new(),
             dials: BTreeMap::new(),
@@ -420,3 +420,51 @@ impl Links {
 
 #[cfg(test)]
 mod tests;
+
+/// Connections with bytes to hand out, taken lowest id first (a set of a few
+/// entries that fills and drains around every input: a sorted vector keeps its
+/// allocation, where a B-tree set would allocate and free its node each time).
+#[derive(Debug, Default)]
+pub struct ReadySet(Vec<ConnId>);
+
+impl ReadySet {
+    /// Adds `conn` (once).
+    pub fn insert(&mut self, conn: ConnId) {
+        // Descending, so the lowest id is popped from the end.
+        if let Err(i) = self.0.binary_search_by(|c| conn.cmp(c)) {
+            self.0.insert(i, conn);
+        }
+    }
+
+    /// Removes `conn` if present.
+    pub fn remove(&mut self, conn: &ConnId) {
+        if let Ok(i) = self.0.binary_search_by(|c| conn.cmp(c)) {
+            self.0.remove(i);
+        }
+    }
+
+    /// Takes the lowest id.
+    pub fn pop_first(&mut self) -> Option<ConnId> {
+        self.0.pop()
+    }
+}
+
+#[cfg(test)]
+mod ready_tests {
+    use super::{ConnId, ReadySet};
+
+    #[test]
+    fn pops_lowest_first_each_once() {
+        let mut r = ReadySet::default();
+        for c in [5, 1, 9, 1, 3, 9] {
+            r.insert(ConnId(c));
+        }
+        r.remove(&ConnId(3));
+        r.remove(&ConnId(4));
+        let mut out = Vec::new();
+        while let Some(c) = r.pop_first() {
+            out.push(c.0);
+        }
+        assert_eq!(out, [1, 5, 9]);
+    }
+}

@@ -204,7 +204,9 @@ impl Node {
     /// Turns queued history into frames while the connection has room for it.
     pub(super) fn pump_sync(&mut self, conn: ConnId) {
         let (low, batch) = (self.config.sync_low_water, self.config.sync_batch_bytes);
-        let Some(c) = self.links.conns.get_mut(&conn) else {
+        // Runs before every transmit: its history queue, outbox and budget are not
+        // read by the connection's timer (no re-indexing per transmit).
+        let Some(c) = self.links.conns.get_mut_untimed(&conn, &self.links.config) else {
             return;
         };
         if c.sync.is_empty() || c.queued() >= low || !c.is_open() || c.sync_budget == 0 {
