@@ -23,9 +23,11 @@ pub(super) const SLOTS: usize = 256;
 /// Payloads longer than this are not remembered (they take the ordinary path).
 pub(super) const MAX_PAYLOAD: usize = 2048;
 
-/// Bytes of a payload that select its slot: the frame's start holds the author, room,
-/// seq and Lamport time, which tell messages apart; equality is checked on every byte.
-const HASHED_PREFIX: usize = 96;
+/// Bytes at the end of a payload that select its slot (with its length): a message
+/// frame ends with its signature or, unsigned, with the hash of its predecessor, both
+/// different for every message (its start is the author and room, the same for all of
+/// an author's messages). Equality is checked on every byte.
+const HASHED_SUFFIX: usize = 32;
 
 struct Entry {
     payload: Box<[u8]>,
@@ -51,9 +53,9 @@ impl DupCache {
     }
 
     fn slot(&self, payload: &[u8]) -> usize {
-        let prefix = &payload[..payload.len().min(HASHED_PREFIX)];
+        let suffix = &payload[payload.len().saturating_sub(HASHED_SUFFIX)..];
         let mut h = self.key ^ payload.len() as u64;
-        let mut words = prefix.chunks_exact(8);
+        let mut words = suffix.chunks_exact(8);
         for w in &mut words {
             let mut b = [0u8; 8];
             b.copy_from_slice(w);
@@ -134,13 +136,16 @@ mod tests {
         assert!(c.get(&a).is_none());
         c.insert(&a, &m, 3);
         assert_eq!(c.get(&a).map(|(_, f)| f), Some(3));
-        // Same prefix (same slot), different tail: not a hit.
-        let mut b = a.clone();
-        b[299] ^= 1;
-        assert!(c.get(&b).is_none());
-        // Same length, different prefix byte.
+        // Same length and end (same slot), a different byte before it: not a hit.
+        for i in [0, 150, 300 - HASHED_SUFFIX - 1] {
+            let mut b = a.clone();
+            b[i] ^= 1;
+            assert_eq!(c.slot(&b), c.slot(&a));
+            assert!(c.get(&b).is_none());
+        }
+        // A different last byte.
         let mut d = a.clone();
-        d[0] ^= 1;
+        d[299] ^= 1;
         assert!(c.get(&d).is_none());
         assert!(c.get(&a[..299]).is_none());
         c.clear();
