@@ -81,20 +81,37 @@ enum Delivery {
     },
 }
 
-/// A delivery in the event queue, ordered by time, then by scheduling order: `key` is
-/// the time in ns since [`Sim::start`] above the scheduling sequence number, so one
-/// integer comparison orders two entries. The delivery itself waits in [`Sim::slots`]:
-/// the heap moves small entries.
+/// A delivery in the event queue, ordered by time, then by scheduling order, in one
+/// 16-byte integer: from the top, the time in ns since [`Sim::start`]
+/// ([`TIME_BITS`]), the scheduling sequence number ([`SEQ_BITS`]) and the slot in
+/// [`Sim::slots`] where the delivery itself waits (sequence numbers are unique, so the
+/// slot never decides the order). The heap moves and compares 16 bytes an entry.
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
-struct Scheduled {
-    key: u128,
-    slot: u32,
-}
+struct Scheduled(u128);
+
+/// Bits of [`Scheduled`] for the time: 2^52 ns, about 52 days of virtual time.
+const TIME_BITS: u32 = 52;
+/// Bits of [`Scheduled`] for the sequence number: 2^44 deliveries scheduled in all.
+const SEQ_BITS: u32 = 44;
 
 impl Scheduled {
+    fn new(ns: u64, seq: u64, slot: u32) -> Self {
+        assert!(
+            ns < 1 << TIME_BITS,
+            "the simulator runs under 2^52 ns (52 days) of virtual time"
+        );
+        assert!(seq < 1 << SEQ_BITS, "under 2^44 deliveries scheduled");
+        Scheduled(u128::from(ns) << (128 - TIME_BITS) | u128::from(seq) << 32 | u128::from(slot))
+    }
+
     /// Nanoseconds since the start of the simulation at which it is due.
     fn ns(&self) -> u64 {
-        (self.key >> 64) as u64
+        (self.0 >> (128 - TIME_BITS)) as u64
+    }
+
+    /// Where the delivery waits in [`Sim::slots`].
+    fn slot(&self) -> u32 {
+        self.0 as u32
     }
 }
 
@@ -618,8 +635,7 @@ impl Sim {
                 u32::try_from(self.slots.len() - 1).expect("under 2^32 deliveries in flight")
             }
         };
-        let key = u128::from(ns) << 64 | u128::from(s);
-        self.queue.push(Reverse(Scheduled { key, slot }));
+        self.queue.push(Reverse(Scheduled::new(ns, s, slot)));
     }
 
     /// Collects node `i`'s outputs into the network and re-reads its timer.
@@ -673,8 +689,8 @@ impl Sim {
             }
             let Reverse(x) = self.queue.pop().expect("peeked");
             self.now = self.now.max(next_q.expect("peeked"));
-            let d = self.slots[x.slot as usize].take().expect("scheduled");
-            self.free.push(x.slot);
+            let d = self.slots[x.slot() as usize].take().expect("scheduled");
+            self.free.push(x.slot());
             self.deliver(d);
         } else {
             let (at, i) = next_t.expect("some");
