@@ -192,9 +192,7 @@ impl Conn {
         let data = match self.front.take() {
             Some(front) if self.outbox.is_empty() => front,
             Some(front) => {
-                let mut all = BytesMut::with_capacity(front.len() + self.outbox.len());
-                all.extend_from_slice(&front);
-                all.extend_from_slice(&self.outbox);
+                let all = joined(&front, &self.outbox);
                 self.outbox.clear();
                 all.freeze()
             }
@@ -214,12 +212,7 @@ impl Conn {
         self.outbox = hello;
         match self.front.take() {
             // The hello is only ever queued first, so a front means it went out.
-            Some(front) => {
-                let mut all = BytesMut::with_capacity(front.len() + rest.len());
-                all.extend_from_slice(&front);
-                all.extend_from_slice(&rest);
-                all
-            }
+            Some(front) => joined(&front, &rest),
             None => rest,
         }
     }
@@ -265,6 +258,14 @@ impl crate::timers::Timed for Conn {
 /// (a relayed message is a few hundred bytes) cost no allocation each; a block is
 /// freed once its transmits are dropped.
 pub(crate) const OUTBOX_BLOCK: usize = 8 * 1024;
+
+/// `front` followed by `rest`, in one buffer.
+fn joined(front: &[u8], rest: &[u8]) -> BytesMut {
+    let mut all = BytesMut::with_capacity(front.len() + rest.len());
+    all.extend_from_slice(front);
+    all.extend_from_slice(rest);
+    all
+}
 
 /// An instant far enough away to mean "never" without overflowing.
 pub(crate) fn far_future(now: Instant) -> Instant {

@@ -281,12 +281,8 @@ impl Room {
             if !had_gap && a.chain.has_gap() {
                 a.gap_source = Some(from);
             }
-            if a.chain.is_empty() {
-                self.authors.remove(&author_id);
-                self.timed.remove(&author_id);
-                self.forgets += 1;
-            }
         }
+        self.forget_if_empty(&author_id);
         out
     }
 

@@ -5,8 +5,11 @@
 //! The index is kept lazily. Any mutable access to a value ([`TimedMap::get_mut`],
 //! [`TimedMap::get_or_insert_with`], [`TimedMap::values_mut`], [`TimedMap::insert`])
 //! only marks its key dirty, a flag check on the hot path; deadlines are recomputed in
-//! [`TimedMap::flush`], which [`TimedMap::next`] and [`TimedMap::due`] run first. No
-//! `&mut V` is handed out without marking its key, so no deadline change can be missed.
+//! [`TimedMap::flush`], which [`TimedMap::next`] and [`TimedMap::due`] run first. The
+//! only `&mut V` handed out without marking its key comes from
+//! [`TimedMap::get_mut_untimed`] (and [`TimedMap::update_untimed`]), for changes the
+//! timer does not read; debug builds check at the next flush that its timer did not
+//! move, so no deadline change can be missed.
 //! A deadline may depend on a context fixed for the map's life (e.g. the
 //! [`crate::Config`]), passed to the methods that flush.
 
@@ -173,9 +176,9 @@ impl<K: Ord + Clone, V: Timed> TimedMap<K, V> {
 
     /// Runs `f` on the value at `key` without marking it dirty, for changes to what its
     /// [`Timed::timer`] does not read (a connection's outbox or byte counts): the hot
-    /// paths that only queue or acknowledge bytes then cost no re-indexing. Debug
-    /// builds check that `f` left the timer as it was.
-    pub fn update_untimed<Q: Ord + ?Sized, R>(
+    /// paths that only queue or acknowledge bytes then cost no re-indexing. Checked in
+    /// debug builds as [`TimedMap::get_mut_untimed`] is.
+    pub fn update_untimed<Q: Ord + ToOwned<Owned = K> + ?Sized, R>(
         &mut self,
         key: &Q,
         ctx: &V::Ctx,
@@ -184,22 +187,11 @@ impl<K: Ord + Clone, V: Timed> TimedMap<K, V> {
     where
         K: Borrow<Q>,
     {
-        let slot = self.items.get_mut(key)?;
-        self.changes = self.changes.wrapping_add(1);
-        #[cfg(debug_assertions)]
-        let before = slot.value.timer(ctx);
-        let r = f(&mut slot.value);
-        #[cfg(debug_assertions)]
-        debug_assert!(
-            slot.value.timer(ctx) == before,
-            "update_untimed changed the timer"
-        );
-        let _ = ctx;
-        Some(r)
+        self.get_mut_untimed(key, ctx).map(f)
     }
 
     /// The value at `key`, to change only in what its [`Timed::timer`] does not read
-    /// (like [`TimedMap::update_untimed`], for a borrow that outlives a closure: the
+    /// (the form of [`TimedMap::update_untimed`] for a borrow that outlives a closure: the
     /// receive path's decoder and rate limit). Not marked dirty; debug builds check at
     /// the next flush that the timer is unchanged.
     pub fn get_mut_untimed<Q: Ord + ToOwned<Owned = K> + ?Sized>(

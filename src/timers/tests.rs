@@ -160,3 +160,22 @@ fn churn_without_a_flush_keeps_the_dirty_list_within_the_map() {
     assert_eq!(map.dirty_len(), 0);
     assert_eq!(map.timed_len(), map.len());
 }
+
+/// A borrow that promised not to move the timer and moved it is caught at the next
+/// flush (debug builds); one that kept its promise, or was followed by a `get_mut`,
+/// is not.
+#[test]
+#[cfg(debug_assertions)]
+fn an_untimed_borrow_that_moves_the_timer_is_caught() {
+    let ctx = (Instant::now(), 0);
+    let mut m: TimedMap<u8, T> = TimedMap::new();
+    m.insert(1, T(Some(5)));
+    assert!(m.next(&ctx).is_some());
+    m.update_untimed(&1, &ctx, |v| v.0 = Some(5));
+    m.get_mut_untimed(&1, &ctx).unwrap().0 = Some(7);
+    m.get_mut(&1);
+    assert_eq!(m.next(&ctx), Some(ctx.0 + Duration::from_secs(7)));
+    m.get_mut_untimed(&1, &ctx).unwrap().0 = Some(9);
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| m.next(&ctx)));
+    assert!(caught.is_err(), "the moved timer went unnoticed");
+}
