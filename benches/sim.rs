@@ -4,7 +4,9 @@
 //!
 //! `cargo bench --features sim --bench sim` (100 nodes, 10,000 messages);
 //! `cargo bench --features sim --bench sim -- --nodes 1000 --msgs 10000` for the long run;
-//! `-- --flood` turns the broadcast tree off (every message over every link).
+//! `-- --flood` turns the broadcast tree off (every message over every link);
+//! `-- --loss-permille N` and `-- --jitter-us N` change the loss (10 ‰) and the jitter
+//! (5,000 µs) of the flood phase.
 
 mod common;
 
@@ -44,6 +46,9 @@ fn main() {
     // `--loss-permille N`: loss on room-message frames other than the default 1 %.
     let loss = arg("--loss-permille", 10) as f64 / 1000.0;
     net.sim.loss = loss;
+    // `--jitter-us N`: each frame's extra delay, uniform in 0..N µs (default 5 ms, on
+    // the 5 ms link latency), independent per frame; 0 shows the paths alone.
+    net.sim.jitter = std::time::Duration::from_micros(arg("--jitter-us", 5_000));
     let wall = Instant::now();
     let common::network::Flood {
         converged,
@@ -54,8 +59,9 @@ fn main() {
     let rss_flood = (status_mib("VmRSS:"), status_mib("VmHWM:"));
     let check = net.sim.check_all("general");
     println!(
-        "nodes={nodes} msgs={msgs} degree~{degree} loss={}% seed={seed} tree={tree}",
-        loss * 100.0
+        "nodes={nodes} msgs={msgs} degree~{degree} loss={}% jitter={}us seed={seed} tree={tree}",
+        loss * 100.0,
+        net.sim.jitter.as_micros()
     );
     println!(
         "converged={converged} checks={}",
