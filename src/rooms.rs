@@ -246,6 +246,7 @@ impl Room {
             out.duplicate = true;
             return out;
         }
+        let (gap, verify) = (self.limits.gap, self.limits.verify);
         let Some(author) = self.author_entry(author_id, None) else {
             out.forgers.push(from);
             return out;
@@ -276,13 +277,31 @@ impl Room {
                 out.forgers = f;
             }
         }
-        self.collect(&author_id, now, &mut out.delivered);
-        if let Some(a) = self.authors.get_mut(&author_id) {
-            if !had_gap && a.chain.has_gap() {
-                a.gap_source = Some(from);
-            }
+        // What `collect` does, on the entry in hand: one author look-up per message
+        // unless retention trims a chain (then as `collect`, from the top).
+        let mut ready = Vec::new();
+        author.chain.take_ready(&mut ready, now);
+        let timed = author.chain.deadline(gap, verify).is_some();
+        let gap_opened = !had_gap && author.chain.has_gap();
+        let empty = author.chain.is_empty();
+        let old_source = author.gap_source;
+        if gap_opened {
+            author.gap_source = Some(from);
         }
-        self.forget_if_empty(&author_id);
+        if self.settle(&author_id, ready, timed, &mut out.delivered) {
+            // Retention trimmed chains: whether a gap opened, and whether the chain is
+            // empty, are as they are now.
+            if let Some(a) = self.authors.get_mut(&author_id) {
+                a.gap_source = if !had_gap && a.chain.has_gap() {
+                    Some(from)
+                } else {
+                    old_source
+                };
+            }
+            self.forget_if_empty(&author_id);
+        } else if empty {
+            self.forget_if_empty(&author_id);
+        }
         out
     }
 
@@ -331,23 +350,37 @@ impl Room {
         };
         let mut ready = Vec::new();
         a.chain.take_ready(&mut ready, now);
-        if a.chain
+        let timed = a
+            .chain
             .deadline(self.limits.gap, self.limits.verify)
-            .is_some()
-        {
+            .is_some();
+        self.settle(author, ready, timed, delivered);
+    }
+
+    /// The rest of [`Room::collect`] once `author`'s chain handed out `ready`: files the
+    /// author as timed or not, logs what is ready and applies retention. Returns whether
+    /// retention trimmed any chain.
+    fn settle(
+        &mut self,
+        author: &PeerId,
+        ready: Vec<SharedMessage>,
+        timed: bool,
+        delivered: &mut Vec<(SharedMessage, Position)>,
+    ) -> bool {
+        if timed {
             self.timed.insert(*author);
         } else {
             self.timed.remove(author);
         }
         if ready.is_empty() {
-            return;
+            return false;
         }
         for m in ready {
             if let Some(pos) = self.log.insert(m.clone()) {
                 delivered.push((m, pos));
             }
         }
-        self.retain();
+        self.retain()
     }
 
     /// Whether retention would drop `msg` as soon as it was added: the log is full and
@@ -363,16 +396,21 @@ impl Room {
 
     /// Applies retention: drops the oldest messages past the count or byte cap and moves
     /// their authors' floors up.
-    fn retain(&mut self) {
+    /// Drops the oldest messages past the log's bounds (and their chains' history below
+    /// them). Returns whether it trimmed any chain.
+    fn retain(&mut self) -> bool {
         let (max_n, max_b) = (self.limits.max_messages, self.limits.max_bytes);
+        let mut trimmed = false;
         while self.log.len() > max_n || self.log.bytes() > max_b {
             let Some(m) = self.log.pop_oldest() else {
                 break;
             };
             if let Some(a) = self.authors.get_mut(&m.author) {
                 a.chain.trim_below(m.seq + 1);
+                trimmed = true;
             }
         }
+        trimmed
     }
 
     /// Earliest chain deadline in this room.
