@@ -77,6 +77,17 @@ struct Missing {
     attempts: u32,
 }
 
+/// How a run of room messages goes to one neighbour ([`Tree::push_modes`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Push {
+    /// Without the tree capability: the frames as they are.
+    Plain,
+    /// Eager: the frames, each with its `link_prev`.
+    Linked,
+    /// Lazy: an announcement.
+    Lazy,
+}
+
 /// Broadcast tree state of a node.
 #[derive(Default)]
 pub(super) struct Tree {
@@ -88,8 +99,8 @@ pub(super) struct Tree {
     /// Per room and author, the neighbours that are lazy for that author's messages
     /// (all others are eager).
     lazy_for: BTreeMap<String, BTreeMap<PeerId, BTreeSet<PeerId>>>,
-    /// Announcements to send, per (neighbour, room): author → seqs.
-    pending: BTreeMap<(PeerId, String), BTreeMap<PeerId, Vec<u64>>>,
+    /// Announcements to send, per neighbour and room: author → seqs.
+    pending: BTreeMap<PeerId, BTreeMap<String, BTreeMap<PeerId, Vec<u64>>>>,
     /// Ids in `pending`, summed.
     pending_ids: usize,
     /// When `pending` goes out.
@@ -221,6 +232,37 @@ impl Tree {
                 }))
     }
 
+    /// How a run of `authors`' messages in `room` goes to each of `targets`, in order:
+    /// [`Tree::is_lazy`] for every author and target, with the room's and the authors'
+    /// lazy sets looked up once per run instead of once per target. Lazy: lazy for
+    /// every author (none: eager).
+    fn push_modes(
+        &self,
+        room: &str,
+        authors: &[PeerId],
+        targets: &[(PeerId, ConnId)],
+    ) -> Vec<Push> {
+        let room_lazy = self.lazy.get(room);
+        let trees = self.lazy_for.get(room);
+        let of = |a: &PeerId| trees.and_then(|t| t.get(a).or_else(|| reference(t)));
+        let sets: Vec<Option<&BTreeSet<PeerId>>> = authors.iter().map(of).collect();
+        targets
+            .iter()
+            .map(|(peer, _)| {
+                if !self.capable.contains(peer) {
+                    Push::Plain
+                } else if !authors.is_empty()
+                    && (room_lazy.is_some_and(|s| s.contains(peer))
+                        || sets.iter().all(|s| s.is_some_and(|s| s.contains(peer))))
+                {
+                    Push::Lazy
+                } else {
+                    Push::Linked
+                }
+            })
+            .collect()
+    }
+
     /// `author`'s lazy set in `room`, made if new: a copy of the room's reference tree
     /// ([`reference`]; none yet: every link eager, the author's messages flood).
     fn tree_of(&mut self, room: &str, author: PeerId) -> &mut BTreeSet<PeerId> {
@@ -324,26 +366,35 @@ impl Node {
             }
             self.tree_bound(room);
         }
-        for (peer, conn) in targets {
-            if authors.is_empty() || authors.iter().any(|a| !self.tree.is_lazy(room, a, &peer)) {
-                eager += 1;
-                if self.tree.capable.contains(&peer) {
+        let modes = self.tree.push_modes(room, &authors, &targets);
+        let n = ids.clone().count();
+        for ((peer, conn), mode) in targets.into_iter().zip(modes) {
+            match mode {
+                Push::Plain => {
+                    eager += 1;
+                    self.send_shared(conn, wire, now);
+                    continue;
+                }
+                Push::Linked => {
+                    eager += 1;
                     let bytes = self.tree.with_link_prev(peer, room, wire);
                     self.send_shared(conn, &bytes, now);
-                } else {
-                    self.send_shared(conn, wire, now);
+                    continue;
                 }
-                continue;
+                Push::Lazy => {}
             }
             let t = &mut self.tree;
-            let n = ids.clone().count();
             if t.pending_ids + n > MAX_PENDING_IDS {
                 // The summaries still carry them.
                 self.stats.tree_dropped += n as u64;
                 continue;
             }
             t.pending_ids += n;
-            let per_author = t.pending.entry((peer, room.to_string())).or_default();
+            let rooms = t.pending.entry(peer).or_default();
+            if !rooms.contains_key(room) {
+                rooms.insert(room.to_string(), BTreeMap::new());
+            }
+            let per_author = rooms.get_mut(room).expect("inserted");
             for (author, seq) in ids.clone() {
                 per_author.entry(author).or_default().push(seq);
             }
@@ -599,7 +650,8 @@ impl Node {
             let t = &mut self.tree;
             if let Some(seqs) = t
                 .pending
-                .get_mut(&(peer, a.room.clone()))
+                .get_mut(&peer)
+                .and_then(|r| r.get_mut(a.room.as_str()))
                 .and_then(|p| p.get_mut(&author))
             {
                 let before = seqs.len();
@@ -649,32 +701,35 @@ impl Node {
             // At most [`MAX_ANNOUNCE_PEERS`] lazy neighbours per room get their
             // announcements this round, in turn; the others keep theirs for a later one.
             let pending = std::mem::take(&mut self.tree.pending);
+            let keys = || pending.values().flat_map(|rooms| rooms.keys());
             let mut per_room: BTreeMap<&str, usize> = BTreeMap::new();
-            for (_, room) in pending.keys() {
+            for room in keys() {
                 *per_room.entry(room.as_str()).or_default() += 1;
             }
             let round = self.tree.rounds;
             self.tree.rounds = round.wrapping_add(1);
-            let mut chosen: BTreeSet<(PeerId, String)> = BTreeSet::new();
+            // Whether each (neighbour, room) goes this round, in `pending`'s order.
+            let mut chosen: Vec<bool> = Vec::with_capacity(per_room.values().sum());
             let mut index: BTreeMap<&str, usize> = BTreeMap::new();
-            for key in pending.keys() {
-                let len = per_room[key.1.as_str()];
-                let i = index.entry(key.1.as_str()).or_default();
+            for room in keys() {
+                let len = per_room[room.as_str()];
+                let i = index.entry(room.as_str()).or_default();
                 let k = MAX_ANNOUNCE_PEERS.min(len);
                 // Index i goes this round when it is among the k consecutive ones
                 // (cyclically) from this round's offset.
                 let offset = (round as usize).wrapping_mul(k) % len;
-                if (*i + len - offset) % len < k {
-                    chosen.insert(key.clone());
-                }
+                chosen.push((*i + len - offset) % len < k);
                 *i += 1;
             }
-            for ((peer, room), authors) in pending {
-                if !chosen.contains(&(peer, room.clone())) {
+            let pending = pending
+                .into_iter()
+                .flat_map(|(peer, rooms)| rooms.into_iter().map(move |r| (peer, r)));
+            for ((peer, (room, authors)), chosen) in pending.zip(chosen) {
+                if !chosen {
                     // Its turn comes in a later round.
                     let t = &mut self.tree;
                     t.pending_ids += authors.values().map(Vec::len).sum::<usize>();
-                    t.pending.insert((peer, room), authors);
+                    t.pending.entry(peer).or_default().insert(room, authors);
                     t.flush_at = Some(now + LAZY_DELAY);
                     continue;
                 }
