@@ -587,6 +587,109 @@ pub fn peek_link_prev(payload: &[u8]) -> Option<(&[u8], u64)> {
     Some((author?, seq))
 }
 
+/// The first bytes of every announcement frame payload: field 16 ([`Kind::Announce`]),
+/// length-delimited, as a varint.
+const ANNOUNCE_FRAME_KEY: u64 = 16 << 3 | 2;
+
+/// An announcement read in place from its frame ([`parse_announce`]), or a view of a
+/// decoded [`Announce`] ([`AnnounceRef::of`]): the room, and per author its peer id
+/// (binary form) and announced ranges (`floor` is unused).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnnounceRef<'a> {
+    /// [`Announce::room`] (valid UTF-8).
+    pub room: &'a str,
+    /// Per [`AuthorRanges`]: its `author` and its `ranges` as indices into `ranges`.
+    authors: Vec<(&'a [u8], std::ops::Range<usize>)>,
+    /// Every author's `ranges`, one after the other.
+    ranges: Vec<u64>,
+}
+
+impl<'a> AnnounceRef<'a> {
+    /// A view of a decoded announcement.
+    pub fn of(a: &'a Announce) -> Self {
+        let mut r = AnnounceRef {
+            room: &a.room,
+            authors: Vec::with_capacity(a.authors.len()),
+            ranges: Vec::new(),
+        };
+        for ar in &a.authors {
+            let start = r.ranges.len();
+            r.ranges.extend_from_slice(&ar.ranges);
+            r.authors.push((&ar.author, start..r.ranges.len()));
+        }
+        r
+    }
+
+    /// Per [`AuthorRanges`], in order: its `author` and its `ranges`.
+    pub fn authors(&self) -> impl Iterator<Item = (&'a [u8], &[u64])> + '_ {
+        self.authors
+            .iter()
+            .map(|(a, r)| (*a, &self.ranges[r.clone()]))
+    }
+}
+
+/// Reads an announcement frame payload (a [`Frame`] whose only field is
+/// [`Kind::Announce`]) in place, with two allocations instead of prost's two per author.
+/// `None` for any other frame and for anything unusual (an unknown field, a known one
+/// with another wire type or repeated where the last copy would win, ranges not packed,
+/// a room that is not UTF-8, ...): the full decoder then has the final word, so an
+/// announcement this accepts decodes to the same [`Announce`] either way.
+pub fn parse_announce(payload: &[u8]) -> Option<AnnounceRef<'_>> {
+    /// The length-delimited field at `pos` (its key read already).
+    fn delimited<'b>(b: &'b [u8], pos: &mut usize) -> Option<&'b [u8]> {
+        let len = usize::try_from(read_varint(b, pos)?).ok()?;
+        let v = b.get(*pos..pos.checked_add(len)?)?;
+        *pos += len;
+        Some(v)
+    }
+    let mut pos = 0;
+    if read_varint(payload, &mut pos)? != ANNOUNCE_FRAME_KEY {
+        return None;
+    }
+    let body = delimited(payload, &mut pos)?;
+    if pos != payload.len() {
+        return None;
+    }
+    let mut a = AnnounceRef {
+        room: "",
+        authors: Vec::new(),
+        ranges: Vec::new(),
+    };
+    let mut room = None;
+    let mut p = 0;
+    while p < body.len() {
+        match read_varint(body, &mut p)? {
+            0x0a if room.is_none() => room = Some(std::str::from_utf8(delimited(body, &mut p)?).ok()?),
+            0x12 => {
+                // AuthorRanges { author = 1, floor = 2, ranges = 3 (packed) }.
+                let ar = delimited(body, &mut p)?;
+                let (mut author, mut packed) = (None, None);
+                let mut q = 0;
+                while q < ar.len() {
+                    match read_varint(ar, &mut q)? {
+                        0x0a if author.is_none() => author = Some(delimited(ar, &mut q)?),
+                        0x10 => {
+                            read_varint(ar, &mut q)?;
+                        }
+                        0x1a if packed.is_none() => packed = Some(delimited(ar, &mut q)?),
+                        _ => return None,
+                    }
+                }
+                let start = a.ranges.len();
+                let packed = packed.unwrap_or_default();
+                let mut r = 0;
+                while r < packed.len() {
+                    a.ranges.push(read_varint(packed, &mut r)?);
+                }
+                a.authors.push((author.unwrap_or_default(), start..a.ranges.len()));
+            }
+            _ => return None,
+        }
+    }
+    a.room = room.unwrap_or_default();
+    Some(a)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -674,5 +777,80 @@ mod tests {
         check(&[99 << 3 | 3, 99 << 3 | 4]); // a group
         check(&[0, 0]); // field 0
         assert!(parse_message(&[5 << 3 | 2, 0, 1 << 3, 0]).is_none()); // a second field
+    }
+
+    #[test]
+    fn parse_announce_matches_full_decode() {
+        let a = Announce {
+            room: "general".into(),
+            authors: vec![
+                AuthorRanges {
+                    author: b"author-one".to_vec(),
+                    floor: 0,
+                    ranges: vec![1, 4, 300, 301],
+                },
+                AuthorRanges {
+                    author: b"author-two".to_vec(),
+                    floor: 5,
+                    ranges: vec![u64::MAX - 1, u64::MAX],
+                },
+                AuthorRanges::default(),
+            ],
+        };
+        let wire = Frame::new(Kind::Announce(a.clone())).to_wire();
+        let payload = wire.slice(1..); // one-byte length prefix
+        let r = parse_announce(&payload).unwrap();
+        assert_eq!(r, AnnounceRef::of(&a));
+        let authors: Vec<_> = r.authors().collect();
+        assert_eq!(authors[0], (&b"author-one"[..], &[1, 4, 300, 301][..]));
+        assert_eq!(authors[2], (&[][..], &[][..]));
+        assert!(parse_announce(&payload[..payload.len() - 1]).is_none());
+        let ping = Frame::new(Kind::Ping(Ping { nonce: 1 })).to_wire();
+        assert!(parse_announce(&ping[1..]).is_none());
+        let msg = Frame::new(Kind::Message(RoomMessage::default())).to_wire();
+        assert!(parse_announce(&msg[1..]).is_none());
+    }
+
+    /// Announcements the hand parser leaves to prost, and ones it reads as prost does.
+    #[test]
+    fn parse_announce_agrees_with_prost_on_odd_frames() {
+        let check = |body: &[u8]| {
+            let mut payload = vec![0x82, 0x01, body.len() as u8];
+            payload.extend_from_slice(body);
+            let prost = Frame::decode_payload(&payload);
+            // `None`: left to prost, whatever it says.
+            if let Some(r) = parse_announce(&payload) {
+                match prost {
+                    Ok(Frame {
+                        kind: Some(Kind::Announce(p)),
+                        link_prev: None,
+                    }) => assert_eq!(r, AnnounceRef::of(&p), "{body:?}"),
+                    other => panic!("{body:?}: hand parse ok, prost {other:?}"),
+                }
+            }
+        };
+        check(&[]); // empty announcement
+        check(&[0x12, 0]); // an empty author entry
+        check(&[0x12, 4, 0x1a, 2, 1, 2, 0x0a, 1, b'r']); // authors before the room
+        check(&[0x0a, 1, b'a', 0x0a, 1, b'b']); // the room twice: the last wins
+        check(&[0x0a, 1, 0xff]); // room not UTF-8
+        check(&[0x12, 4, 0x0a, 1, b'x', 0x10]); // floor cut short
+        check(&[0x12, 5, 0x10, 1, 0x10, 2, 0x18]); // ranges unpacked, cut short
+        check(&[0x12, 4, 0x18, 1, 0x18, 2]); // ranges unpacked
+        check(&[0x12, 6, 0x1a, 1, 1, 0x1a, 1, 2]); // packed twice: concatenated
+        check(&[0x12, 4, 0x1a, 2, 0x80, 0x80]); // a varint cut short by its field
+        check(&[0x12, 3, 0x1a, 1, 0x80, 0x01]); // the same, the field's length short
+        check(&[0x12, 2, 0x0a, 5]); // author longer than its entry
+        check(&[0x0a, 0x80, 0x00]); // non-minimal length
+        check(&[0x12, 2, 0x08, 1]); // author as varint: prost fails
+        check(&[0x1a, 0]); // an unknown field
+        check(&[0x12, 2, 0x22, 0]); // an unknown field in an entry
+        check(&[0, 0]); // field 0
+        let mut two = vec![0x82, 0x01, 0];
+        two.extend_from_slice(&[0x82, 0x01, 0]);
+        assert!(parse_announce(&two).is_none()); // a second field
+        two.truncate(3);
+        two.extend_from_slice(&[0x9a, 0x01, 0]);
+        assert!(parse_announce(&two).is_none()); // a `link_prev`
     }
 }

@@ -216,6 +216,10 @@ impl Node {
                 }
                 return self.on_message(conn, r, None, now);
             }
+            // Announcements too (the broadcast tree's most frequent frame).
+            if let Some(a) = wire::parse_announce(payload) {
+                return self.on_announce(conn, &a, now);
+            }
         }
         let payload = shared
             .cloned()
@@ -257,7 +261,7 @@ impl Node {
             Some(Kind::Summary(sm)) => self.on_summary(conn, sm, now),
             Some(Kind::Request(r)) => self.on_request(conn, r, now),
             Some(Kind::Envelope(e)) => self.on_envelope(conn, e, now),
-            Some(Kind::Announce(a)) => self.on_announce(conn, a, now),
+            Some(Kind::Announce(a)) => self.on_announce(conn, &wire::AnnounceRef::of(&a), now),
             Some(Kind::Prune(l)) => self.on_tree_link(conn, l, false),
             Some(Kind::Graft(l)) => self.on_tree_link(conn, l, true),
         }

@@ -631,18 +631,18 @@ impl Node {
         self.send_frame(conn, &request, now);
     }
 
-    pub(super) fn on_announce(&mut self, conn: ConnId, a: wire::Announce, now: Instant) {
+    pub(super) fn on_announce(&mut self, conn: ConnId, a: &wire::AnnounceRef, now: Instant) {
         let Some(peer) = self.active_peer(conn) else {
             return;
         };
-        let Some(room) = self.rooms.get(&a.room) else {
+        let Some(room) = self.rooms.get(a.room) else {
             return;
         };
-        for ar in &a.authors {
-            let Ok(author) = PeerId::from_bytes(&ar.author) else {
+        for (author, ranges) in a.authors() {
+            let Ok(author) = PeerId::from_bytes(author) else {
                 return self.violation(conn, "announcement names an invalid author", now);
             };
-            if ar.ranges.len() % 2 != 0 || ar.ranges.chunks(2).any(|r| r[0] >= r[1]) {
+            if ranges.len() % 2 != 0 || ranges.chunks(2).any(|r| r[0] >= r[1]) {
                 return self.violation(conn, "announcement range is malformed", now);
             }
             // The announcer holds these: what we were about to announce to it of them
@@ -651,21 +651,21 @@ impl Node {
             if let Some(seqs) = t
                 .pending
                 .get_mut(&peer)
-                .and_then(|r| r.get_mut(a.room.as_str()))
+                .and_then(|r| r.get_mut(a.room))
                 .and_then(|p| p.get_mut(&author))
             {
                 let before = seqs.len();
-                seqs.retain(|s| !ar.ranges.chunks(2).any(|r| (r[0]..r[1]).contains(s)));
+                seqs.retain(|s| !ranges.chunks(2).any(|r| (r[0]..r[1]).contains(s)));
                 t.pending_ids -= before - seqs.len();
             }
-            for r in ar.ranges.chunks(2) {
+            for r in ranges.chunks(2) {
                 let Some(start) = first_missing(room, &author, r[0], r[1]) else {
                     continue;
                 };
                 let end = r[1].min(start.saturating_add(SCAN));
                 let t = &mut self.tree;
                 let full = t.missing.len() >= MAX_MISSING;
-                match t.missing.get_mut(&(a.room.clone(), author)) {
+                match t.missing.get_mut(&(a.room.to_string(), author)) {
                     Some(m) => {
                         m.start = m.start.min(start);
                         m.end = m.end.max(end);
@@ -685,7 +685,7 @@ impl Node {
                             at,
                             attempts: 0,
                         };
-                        t.missing.insert((a.room.clone(), author), m);
+                        t.missing.insert((a.room.to_string(), author), m);
                         t.next_graft = Some(t.next_graft.map_or(at, |n| n.min(at)));
                     }
                 }
