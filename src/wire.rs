@@ -6,6 +6,7 @@
 //! a node ignores once the handshake is complete.
 
 use bytes::{Bytes, BytesMut};
+use libp2p_identity::PeerId;
 use prost::Message as _;
 
 /// Protocol id of echo's chat protocol, negotiated with multistream-select.
@@ -690,6 +691,58 @@ pub fn parse_announce(payload: &[u8]) -> Option<AnnounceRef<'_>> {
     Some(a)
 }
 
+/// Appends the frame of `Announce { room, authors }` (length prefix and all) to `out`,
+/// byte for byte as [`Frame::encode_to`] would, without building the message: each
+/// author as its peer id and flattened ranges, `floor` 0.
+pub fn encode_announce(out: &mut BytesMut, room: &str, authors: &[(PeerId, Vec<u64>)]) {
+    use crate::codec::{put_varint, varint_len};
+    use bytes::BufMut;
+    // A length-delimited field of `len` bytes, key and length included (prost leaves
+    // out empty strings, bytes and packed fields).
+    let field = |len: usize| {
+        if len == 0 {
+            0
+        } else {
+            1 + varint_len(len as u64) + len
+        }
+    };
+    let packed = |r: &[u64]| r.iter().map(|v| varint_len(*v)).sum::<usize>();
+    let entry = |(a, r): &(PeerId, Vec<u64>)| field(a.as_ref().encoded_len()) + field(packed(r));
+    let body = field(room.len())
+        + authors
+            .iter()
+            .map(|a| 1 + varint_len(entry(a) as u64) + entry(a))
+            .sum::<usize>();
+    let payload = varint_len(ANNOUNCE_FRAME_KEY) + varint_len(body as u64) + body;
+    out.reserve(varint_len(payload as u64) + payload);
+    put_varint(out, payload as u64);
+    put_varint(out, ANNOUNCE_FRAME_KEY);
+    put_varint(out, body as u64);
+    if !room.is_empty() {
+        out.put_u8(0x0a);
+        put_varint(out, room.len() as u64);
+        out.extend_from_slice(room.as_bytes());
+    }
+    for a @ (author, ranges) in authors {
+        out.put_u8(0x12);
+        put_varint(out, entry(a) as u64);
+        let author = author.as_ref();
+        if author.encoded_len() > 0 {
+            out.put_u8(0x0a);
+            put_varint(out, author.encoded_len() as u64);
+            // Cannot fail: a `BytesMut` grows.
+            author.write(out.writer()).expect("grows");
+        }
+        if !ranges.is_empty() {
+            out.put_u8(0x1a);
+            put_varint(out, packed(ranges) as u64);
+            for v in ranges {
+                put_varint(out, *v);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -852,5 +905,33 @@ mod tests {
         two.truncate(3);
         two.extend_from_slice(&[0x9a, 0x01, 0]);
         assert!(parse_announce(&two).is_none()); // a `link_prev`
+    }
+
+    #[test]
+    fn encode_announce_matches_prost() {
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let long = "r".repeat(200);
+        let cases = [
+            ("general", vec![(a, vec![1, 4, 300, 301]), (b, vec![0, u64::MAX])]),
+            ("", vec![(a, vec![])]),
+            (&long, vec![(b, vec![127, 128, 16_383, 16_384]); 3]),
+            ("x", vec![]),
+        ];
+        for (room, authors) in cases {
+            let message = Announce {
+                room: room.into(),
+                authors: authors
+                    .iter()
+                    .map(|(a, r)| AuthorRanges {
+                        author: a.to_bytes(),
+                        floor: 0,
+                        ranges: r.clone(),
+                    })
+                    .collect(),
+            };
+            let mut out = BytesMut::new();
+            encode_announce(&mut out, room, &authors);
+            assert_eq!(out.freeze(), Frame::new(Kind::Announce(message)).to_wire());
+        }
     }
 }

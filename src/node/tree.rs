@@ -31,7 +31,7 @@ use super::Node;
 use crate::codec::{peek_varint, put_varint, varint_len};
 use crate::event::ConnId;
 use crate::rooms::Room;
-use crate::wire::{self, AuthorRanges, Frame, Kind};
+use crate::wire::{self, Frame, Kind};
 
 /// The hello capability of the broadcast tree.
 pub(crate) const CAPABILITY: &str = "tree";
@@ -737,25 +737,22 @@ impl Node {
                     continue;
                 };
                 let Some(conn) = conn.active else { continue };
-                let authors: Vec<AuthorRanges> = authors
+                let authors: Vec<(PeerId, Vec<u64>)> = authors
                     .into_iter()
                     .filter(|(_, seqs)| !seqs.is_empty())
                     .map(|(a, mut seqs)| {
                         seqs.sort_unstable();
                         seqs.dedup();
-                        AuthorRanges {
-                            author: a.to_bytes(),
-                            floor: 0,
-                            ranges: ranges(&seqs),
-                        }
+                        (a, ranges(&seqs))
                     })
                     .collect();
                 if authors.is_empty() {
                     continue;
                 }
                 self.stats.tree_announces += 1;
-                let frame = Frame::new(Kind::Announce(wire::Announce { room, authors }));
-                self.send_frame(conn, &frame, now);
+                let mut frame = BytesMut::new();
+                wire::encode_announce(&mut frame, &room, &authors);
+                self.send_bytes(conn, &frame, now);
             }
         }
         if self.tree.next_graft.is_some_and(|t| t <= now) {
