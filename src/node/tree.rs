@@ -638,6 +638,12 @@ impl Node {
         let Some(room) = self.rooms.get(a.room) else {
             return;
         };
+        // What we were about to announce to the announcer in this room, looked up once.
+        let mut pending = self
+            .tree
+            .pending
+            .get_mut(&peer)
+            .and_then(|r| r.get_mut(a.room));
         for (author, ranges) in a.authors() {
             let Ok(author) = PeerId::from_bytes(author) else {
                 return self.violation(conn, "announcement names an invalid author", now);
@@ -647,25 +653,19 @@ impl Node {
             }
             // The announcer holds these: what we were about to announce to it of them
             // is dropped (both ends of a lazy link announce the same messages).
-            let t = &mut self.tree;
-            if let Some(seqs) = t
-                .pending
-                .get_mut(&peer)
-                .and_then(|r| r.get_mut(a.room))
-                .and_then(|p| p.get_mut(&author))
-            {
+            if let Some(seqs) = pending.as_mut().and_then(|p| p.get_mut(&author)) {
                 let before = seqs.len();
                 seqs.retain(|s| !ranges.chunks(2).any(|r| (r[0]..r[1]).contains(s)));
-                t.pending_ids -= before - seqs.len();
+                self.tree.pending_ids -= before - seqs.len();
             }
             for r in ranges.chunks(2) {
                 let Some(start) = first_missing(room, &author, r[0], r[1]) else {
                     continue;
                 };
                 let end = r[1].min(start.saturating_add(SCAN));
-                let t = &mut self.tree;
-                let full = t.missing.len() >= MAX_MISSING;
-                match t.missing.get_mut(&(a.room.to_string(), author)) {
+                let (missing, next_graft) = (&mut self.tree.missing, &mut self.tree.next_graft);
+                let full = missing.len() >= MAX_MISSING;
+                match missing.get_mut(&(a.room.to_string(), author)) {
                     Some(m) => {
                         m.start = m.start.min(start);
                         m.end = m.end.max(end);
@@ -685,8 +685,8 @@ impl Node {
                             at,
                             attempts: 0,
                         };
-                        t.missing.insert((a.room.to_string(), author), m);
-                        t.next_graft = Some(t.next_graft.map_or(at, |n| n.min(at)));
+                        missing.insert((a.room.to_string(), author), m);
+                        *next_graft = Some(next_graft.map_or(at, |n| n.min(at)));
                     }
                 }
             }
