@@ -588,6 +588,40 @@ pub fn peek_link_prev(payload: &[u8]) -> Option<(&[u8], u64)> {
     Some((author?, seq))
 }
 
+/// The room of a room-message frame payload, every other field skipped unread: where
+/// [`parse_message`] accepts the payload, the room it reads. A quick look only (`None`
+/// where [`parse_message`] would read a room is not possible, the reverse is: it checks
+/// far less).
+pub fn peek_room(payload: &[u8]) -> Option<&str> {
+    let mut pos = 0;
+    if read_varint(payload, &mut pos)? != u64::from(MESSAGE_FRAME_KEY) {
+        return None;
+    }
+    let len = usize::try_from(read_varint(payload, &mut pos)?).ok()?;
+    let body = payload.get(pos..pos.checked_add(len)?)?;
+    let (mut room, mut p) = (None, 0);
+    while p < body.len() {
+        let key = read_varint(body, &mut p)?;
+        match key & 7 {
+            0 => {
+                read_varint(body, &mut p)?;
+            }
+            1 => p = p.checked_add(8)?,
+            2 => {
+                let l = usize::try_from(read_varint(body, &mut p)?).ok()?;
+                let v = body.get(p..p.checked_add(l)?)?;
+                p += l;
+                if key == 2 << 3 | 2 {
+                    room = Some(v);
+                }
+            }
+            5 => p = p.checked_add(4)?,
+            _ => return None,
+        }
+    }
+    std::str::from_utf8(room.unwrap_or_default()).ok()
+}
+
 /// The first bytes of every announcement frame payload: field 16 ([`Kind::Announce`]),
 /// length-delimited, as a varint.
 const ANNOUNCE_FRAME_KEY: u64 = 16 << 3 | 2;
@@ -782,6 +816,8 @@ mod tests {
         f.encode(&mut with).unwrap();
         assert_eq!(parse_message(&with).unwrap().to_owned(), m);
         assert_eq!(peek_link_prev(&with), Some((&b"before"[..], 299)));
+        assert_eq!(peek_room(&with), Some("general"));
+        assert_eq!(peek_room(&ping[1..]), None);
         let mut other = payload.to_vec();
         other.extend_from_slice(&[20 << 3, 1]);
         assert!(parse_message(&other).is_none());
@@ -804,6 +840,10 @@ mod tests {
         let check = |body: &[u8]| {
             let payload = frame(body);
             let prost = Frame::decode_shared(payload.clone());
+            // The quick look agrees with the full read wherever that accepts the frame.
+            if let Some(r) = parse_message(&payload) {
+                assert_eq!(peek_room(&payload), Some(r.room), "{body:?}");
+            }
             // `None`: left to prost, whatever it says.
             if let Some(m) = parse_message(&payload).map(|r| r.to_owned()) {
                 match prost {

@@ -577,6 +577,17 @@ impl Node {
         if !self.tree.capable.contains(&peer) || seq == 0 {
             return;
         }
+        // A quick look first, for the named message is mostly held here: where it
+        // returns, the full read below (which checks every field) would return too.
+        if let Some(name) = wire::peek_room(payload) {
+            let held = |room: &Room| match PeerId::from_bytes(author) {
+                Ok(a) => room.is_known(&a, seq) || a == self.id,
+                Err(_) => true,
+            };
+            if self.rooms.get(name).is_none_or(held) {
+                return;
+            }
+        }
         let Some(room_name) = wire::parse_message(payload).map(|m| m.room) else {
             return;
         };
