@@ -740,12 +740,19 @@ pub fn encode_announce(out: &mut BytesMut, room: &str, authors: &[(PeerId, Vec<u
             1 + varint_len(len as u64) + len
         }
     };
-    let packed = |r: &[u64]| r.iter().map(|v| varint_len(*v)).sum::<usize>();
-    let entry = |(a, r): &(PeerId, Vec<u64>)| field(a.as_ref().encoded_len()) + field(packed(r));
+    // Per author, the lengths of its peer id, its packed ranges and its entry.
+    let lens: Vec<(usize, usize, usize)> = authors
+        .iter()
+        .map(|(a, r)| {
+            let id = a.as_ref().encoded_len();
+            let packed = r.iter().map(|v| varint_len(*v)).sum::<usize>();
+            (id, packed, field(id) + field(packed))
+        })
+        .collect();
     let body = field(room.len())
-        + authors
+        + lens
             .iter()
-            .map(|a| 1 + varint_len(entry(a) as u64) + entry(a))
+            .map(|(_, _, e)| 1 + varint_len(*e as u64) + e)
             .sum::<usize>();
     let payload = varint_len(ANNOUNCE_FRAME_KEY) + varint_len(body as u64) + body;
     out.reserve(varint_len(payload as u64) + payload);
@@ -757,19 +764,19 @@ pub fn encode_announce(out: &mut BytesMut, room: &str, authors: &[(PeerId, Vec<u
         put_varint(out, room.len() as u64);
         out.extend_from_slice(room.as_bytes());
     }
-    for a @ (author, ranges) in authors {
+    for ((author, ranges), (id, packed, entry)) in authors.iter().zip(lens) {
+        // An entry goes even when empty (a repeated message field).
         out.put_u8(0x12);
-        put_varint(out, entry(a) as u64);
-        let author = author.as_ref();
-        if author.encoded_len() > 0 {
+        put_varint(out, entry as u64);
+        if id > 0 {
             out.put_u8(0x0a);
-            put_varint(out, author.encoded_len() as u64);
+            put_varint(out, id as u64);
             // Cannot fail: a `BytesMut` grows.
-            author.write(out.writer()).expect("grows");
+            author.as_ref().write(out.writer()).expect("grows");
         }
-        if !ranges.is_empty() {
+        if packed > 0 {
             out.put_u8(0x1a);
-            put_varint(out, packed(ranges) as u64);
+            put_varint(out, packed as u64);
             for v in ranges {
                 put_varint(out, *v);
             }
