@@ -685,10 +685,12 @@ pub fn parse_announce(payload: &[u8]) -> Option<AnnounceRef<'_>> {
     if pos != payload.len() {
         return None;
     }
+    // Sized for the usual few authors with a few ranges each (an entry with its peer
+    // id takes some 40 bytes, a range a few): one allocation each.
     let mut a = AnnounceRef {
         room: "",
-        authors: Vec::new(),
-        ranges: Vec::new(),
+        authors: Vec::with_capacity(body.len() / 40 + 1),
+        ranges: Vec::with_capacity(body.len() / 8 + 2),
     };
     let mut room = None;
     let mut p = 0;
