@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use libp2p_identity::PeerId;
+use smallvec::SmallVec;
 
 use super::Node;
 use crate::codec::{peek_varint, put_varint, varint_len};
@@ -241,11 +242,11 @@ impl Tree {
         room: &str,
         authors: &[PeerId],
         targets: &[(PeerId, ConnId)],
-    ) -> Vec<Push> {
+    ) -> SmallVec<[Push; 16]> {
         let room_lazy = self.lazy.get(room);
         let trees = self.lazy_for.get(room);
         let of = |a: &PeerId| trees.and_then(|t| t.get(a).or_else(|| reference(t)));
-        let sets: Vec<Option<&BTreeSet<PeerId>>> = authors.iter().map(of).collect();
+        let sets: SmallVec<[Option<&BTreeSet<PeerId>>; 1]> = authors.iter().map(of).collect();
         targets
             .iter()
             .map(|(peer, _)| {
@@ -354,7 +355,7 @@ impl Node {
         let mut eager = 0;
         // Usually one author; a run of several goes in full to a neighbour eager for
         // any of them.
-        let mut authors: Vec<PeerId> = Vec::with_capacity(1);
+        let mut authors: SmallVec<[PeerId; 1]> = SmallVec::new();
         for (a, _) in ids.clone() {
             if !authors.contains(&a) {
                 authors.push(a);
