@@ -22,6 +22,7 @@
 //! capability are always eager (they flood, as before).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -173,35 +174,34 @@ impl Tree {
             .is_some_and(|t| *t + LINK_ANSWER_WINDOW > now)
     }
 
-    /// `wire` (room-message frames of `room`) as sent to the capable neighbour `peer`:
-    /// each frame with a `link_prev` naming the message pushed to it before (none yet on
-    /// this connection: the first frame goes as it is).
-    fn with_link_prev(&mut self, peer: PeerId, room: &str, wire: &Bytes) -> Bytes {
+    /// `wire` (room-message frames of `room`, read into `frames` by [`link_frames`]) as
+    /// sent to the capable neighbour `peer`: each frame with a `link_prev` naming the
+    /// message pushed to it before (none yet on this connection: the first frame goes as
+    /// it is).
+    fn with_link_prev(
+        &mut self,
+        peer: PeerId,
+        room: &str,
+        wire: &Bytes,
+        frames: &[LinkFrame],
+    ) -> Bytes {
         let rooms = self.pushed.entry(peer).or_default();
         if !rooms.contains_key(room) {
             rooms.insert(room.to_string(), (Bytes::new(), 0));
         }
         let last = rooms.get_mut(room).expect("inserted");
         let mut out = BytesMut::with_capacity(wire.len() + 64);
-        let mut at = 0;
-        while let Ok(Some((len, n))) = peek_varint(&wire[at..]) {
-            let Some(end) = usize::try_from(len)
-                .ok()
-                .and_then(|l| (at + n).checked_add(l))
-                .filter(|e| *e <= wire.len())
-            else {
-                break;
-            };
-            let payload = wire.slice(at + n..end);
+        for f in frames {
             let (author, seq) = (&last.0, last.1);
             if author.is_empty() {
-                out.extend_from_slice(&wire[at..end]);
+                out.extend_from_slice(&wire[f.frame.clone()]);
             } else {
                 // LinkPrev { author = 1, seq = 2 } as field 19 of the frame.
+                let payload = &wire[f.payload.clone()];
                 let body = 1 + varint_len(author.len() as u64) + author.len() + 1 + varint_len(seq);
                 let trailer = varint_len(wire::LINK_PREV_KEY) + varint_len(body as u64) + body;
                 put_varint(&mut out, (payload.len() + trailer) as u64);
-                out.extend_from_slice(&payload);
+                out.extend_from_slice(payload);
                 put_varint(&mut out, wire::LINK_PREV_KEY);
                 put_varint(&mut out, body as u64);
                 out.put_u8(0x0a);
@@ -210,12 +210,8 @@ impl Tree {
                 out.put_u8(0x10);
                 put_varint(&mut out, seq);
             }
-            if let Some(m) = wire::parse_message(&payload) {
-                *last = (payload.slice_ref(m.author), m.seq);
-            }
-            at = end;
-            if at >= wire.len() {
-                break;
+            if let Some(id) = &f.id {
+                *last = id.clone();
             }
         }
         out.freeze()
@@ -317,6 +313,44 @@ impl Tree {
     }
 }
 
+/// A frame of a run of room messages, for [`Tree::with_link_prev`].
+struct LinkFrame {
+    /// The frame in the run, length prefix and all.
+    frame: Range<usize>,
+    /// Its payload.
+    payload: Range<usize>,
+    /// The id (author in binary form, seq) of its message, if it reads as one.
+    id: Option<(Bytes, u64)>,
+}
+
+/// The frames of `wire` (room-message frames), read once per run: up to the first that
+/// is cut short.
+fn link_frames(wire: &Bytes) -> Vec<LinkFrame> {
+    let mut frames = Vec::new();
+    let mut at = 0;
+    while let Ok(Some((len, n))) = peek_varint(&wire[at..]) {
+        let Some(end) = usize::try_from(len)
+            .ok()
+            .and_then(|l| (at + n).checked_add(l))
+            .filter(|e| *e <= wire.len())
+        else {
+            break;
+        };
+        let payload = &wire[at + n..end];
+        let id = wire::parse_message(payload).map(|m| (wire.slice_ref(m.author), m.seq));
+        frames.push(LinkFrame {
+            frame: at..end,
+            payload: at + n..end,
+            id,
+        });
+        at = end;
+        if at >= wire.len() {
+            break;
+        }
+    }
+    frames
+}
+
 /// The tree a new author of a room starts from: the tree of the room's author with the
 /// lowest peer id among those with one here. A tree per author is a spanning tree (its
 /// links are pruned and grafted at both ends), and a spanning tree carries any root's
@@ -369,6 +403,8 @@ impl Node {
         }
         let modes = self.tree.push_modes(room, &authors, &targets);
         let n = ids.clone().count();
+        // Read on the first eager capable neighbour, for all of them.
+        let mut frames = None;
         for ((peer, conn), mode) in targets.into_iter().zip(modes) {
             match mode {
                 Push::Plain => {
@@ -378,7 +414,8 @@ impl Node {
                 }
                 Push::Linked => {
                     eager += 1;
-                    let bytes = self.tree.with_link_prev(peer, room, wire);
+                    let frames = frames.get_or_insert_with(|| link_frames(wire));
+                    let bytes = self.tree.with_link_prev(peer, room, wire, frames);
                     self.send_shared(conn, &bytes, now);
                     continue;
                 }
