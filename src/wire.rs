@@ -588,10 +588,10 @@ pub fn peek_link_prev(payload: &[u8]) -> Option<(&[u8], u64)> {
     Some((author?, seq))
 }
 
-/// The room of a room-message frame payload, every other field skipped unread: where
-/// [`parse_message`] accepts the payload, the room it reads. A quick look only (`None`
-/// where [`parse_message`] would read a room is not possible, the reverse is: it checks
-/// far less).
+/// The room of a room-message frame payload, every other field skipped unread. A quick
+/// look: where [`parse_message`] accepts the payload, `Some` of the room it reads; it
+/// checks far less, so it may also name a room where [`parse_message`] rejects the
+/// payload.
 pub fn peek_room(payload: &[u8]) -> Option<&str> {
     let mut pos = 0;
     if read_varint(payload, &mut pos)? != u64::from(MESSAGE_FRAME_KEY) {
