@@ -958,7 +958,11 @@ mod tests {
 
     #[test]
     fn encode_announce_matches_prost() {
-        let (a, b) = (PeerId::random(), PeerId::random());
+        let id = |b: u8| {
+            let key = libp2p_identity::Keypair::ed25519_from_bytes([b; 32]).expect("32 bytes");
+            key.public().to_peer_id()
+        };
+        let (a, b) = (id(1), id(2));
         let long = "r".repeat(200);
         let cases = [
             ("general", vec![(a, vec![1, 4, 300, 301]), (b, vec![0, u64::MAX])]),

@@ -253,14 +253,56 @@ fuzz_target!(|data: &[u8]| {
     // The node's in-place reader (`wire::parse_message`) reads a frame the way the full
     // decoder does, or leaves it to it.
     let parsed = wire::parse_message(payload).map(|r| r.to_owned());
+    if let Some(p) = &parsed {
+        // The quick look at a message's room agrees wherever the full read accepts.
+        assert_eq!(wire::peek_room(payload), Some(p.room.as_str()), "peek_room");
+    }
+    let announce = wire::parse_announce(payload);
     let Ok(frame) = Frame::decode_payload(payload) else {
         assert!(parsed.is_none(), "hand parse accepts what prost rejects");
+        assert!(
+            announce.is_none(),
+            "announce parse accepts what prost rejects"
+        );
         return;
     };
     if let Some(p) = parsed {
         match &frame.kind {
             Some(Kind::Message(m)) => assert_eq!(&p, m, "hand parse and prost disagree"),
             other => panic!("hand parse read a message, prost a {other:?}"),
+        }
+    }
+    if let Some(r) = &announce {
+        match &frame.kind {
+            Some(Kind::Announce(a)) if frame.link_prev.is_none() => {
+                assert_eq!(
+                    r,
+                    &wire::AnnounceRef::of(a),
+                    "announce parse and prost disagree"
+                )
+            }
+            other => panic!("announce parse read an announcement, prost a {other:?}"),
+        }
+    }
+    if let (Some(Kind::Announce(a)), None) = (&frame.kind, &frame.link_prev) {
+        // The hand encoder writes what prost writes, for what it can express: canonical
+        // peer ids, no floor.
+        let authors: Option<Vec<_>> = a
+            .authors
+            .iter()
+            .map(|ar| {
+                let id = echo_proto::PeerId::from_bytes(&ar.author).ok()?;
+                (ar.floor == 0 && id.to_bytes() == ar.author).then(|| (id, ar.ranges.clone()))
+            })
+            .collect();
+        if let Some(authors) = authors {
+            let mut out = bytes::BytesMut::new();
+            wire::encode_announce(&mut out, &a.room, &authors);
+            assert_eq!(
+                &out[..],
+                &frame.to_wire()[..],
+                "encode_announce and prost disagree"
+            );
         }
     }
     let wire1 = frame.to_wire();
