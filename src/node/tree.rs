@@ -185,11 +185,7 @@ impl Tree {
         wire: &Bytes,
         frames: &[LinkFrame],
     ) -> Bytes {
-        let rooms = self.pushed.entry(peer).or_default();
-        if !rooms.contains_key(room) {
-            rooms.insert(room.to_string(), (Bytes::new(), 0));
-        }
-        let last = rooms.get_mut(room).expect("inserted");
+        let last = room_entry(self.pushed.entry(peer).or_default(), room);
         let mut out = BytesMut::with_capacity(wire.len() + 64);
         for f in frames {
             let (author, seq) = (&last.0, last.1);
@@ -263,10 +259,7 @@ impl Tree {
     /// `author`'s lazy set in `room`, made if new: a copy of the room's reference tree
     /// ([`reference`]; none yet: every link eager, the author's messages flood).
     fn tree_of(&mut self, room: &str, author: PeerId) -> &mut BTreeSet<PeerId> {
-        if !self.lazy_for.contains_key(room) {
-            self.lazy_for.insert(room.to_string(), BTreeMap::new());
-        }
-        let authors = self.lazy_for.get_mut(room).expect("inserted");
+        let authors = room_entry(&mut self.lazy_for, room);
         if !authors.contains_key(&author) {
             let start = reference(authors).cloned().unwrap_or_default();
             authors.insert(author, start);
@@ -311,6 +304,14 @@ impl Tree {
     pub(super) fn missing_len(&self) -> u64 {
         self.missing.len() as u64
     }
+}
+
+/// `room`'s value in `map`, made (`Default`) if new; the name is copied only then.
+fn room_entry<'a, V: Default>(map: &'a mut BTreeMap<String, V>, room: &str) -> &'a mut V {
+    if !map.contains_key(room) {
+        map.insert(room.to_string(), V::default());
+    }
+    map.get_mut(room).expect("inserted")
 }
 
 /// A frame of a run of room messages, for [`Tree::with_link_prev`].
@@ -428,11 +429,7 @@ impl Node {
                 continue;
             }
             t.pending_ids += n;
-            let rooms = t.pending.entry(peer).or_default();
-            if !rooms.contains_key(room) {
-                rooms.insert(room.to_string(), BTreeMap::new());
-            }
-            let per_author = rooms.get_mut(room).expect("inserted");
+            let per_author = room_entry(t.pending.entry(peer).or_default(), room);
             for (author, seq) in ids.clone() {
                 per_author.entry(author).or_default().push(seq);
             }
@@ -615,18 +612,10 @@ impl Node {
         if !self.tree.capable.contains(&peer) || seq == 0 {
             return;
         }
-        // A quick look first, for the named message is mostly held here: where it
-        // returns, the full read below (which checks every field) would return too.
-        if let Some(name) = wire::peek_room(payload) {
-            let held = |room: &Room| match PeerId::from_bytes(author) {
-                Ok(a) => room.is_known(&a, seq) || a == self.id,
-                Err(_) => true,
-            };
-            if self.rooms.get(name).is_none_or(held) {
-                return;
-            }
-        }
-        let Some(room_name) = wire::parse_message(payload).map(|m| m.room) else {
+        // A quick look at the frame's room first, for the named message is mostly held
+        // here; the full read (which checks every field) only when it is not. Where
+        // `parse_message` accepts a frame, `peek_room` names the same room.
+        let Some(room_name) = wire::peek_room(payload) else {
             return;
         };
         let Some(room) = self.rooms.get(room_name) else {
@@ -635,7 +624,10 @@ impl Node {
         let Ok(author) = PeerId::from_bytes(author) else {
             return;
         };
-        if room.is_known(&author, seq) || author == self.id {
+        if room.is_known(&author, seq)
+            || author == self.id
+            || wire::parse_message(payload).is_none()
+        {
             return;
         }
         let t = &mut self.tree;
