@@ -352,7 +352,10 @@ impl<S: Clone + PartialEq> Chain<S> {
     }
 
     /// Offers a received message. `key` is the author's public key; `max_buffer` bounds
-    /// held plus pending messages of this chain.
+    /// held plus pending messages of this chain. An authentic message that
+    /// [`Chain::take_ready`] would hand out at once is taken even when the buffer is
+    /// full of held ones (one over the bound until that call): refusing it would stall
+    /// the chain behind the very gap it fills.
     pub fn offer(
         &mut self,
         msg: SharedMessage,
@@ -434,14 +437,19 @@ impl<S: Clone + PartialEq> Chain<S> {
         if self.buffered() >= max_buffer && self.next.is_none_or(|n| seq >= n) {
             // Make room by evicting an unverified candidate (the highest): junk
             // candidates must not be able to block an authentic chain.
-            let Some(mut e) = self.pending.last_entry() else {
+            if let Some(mut e) = self.pending.last_entry() {
+                e.get_mut().pop();
+                self.pending_n -= 1;
+                if e.get().is_empty() {
+                    e.remove();
+                }
+            } else if self.buffered() > max_buffer || !self.deliverable_at_once(&msg) {
                 return Offer::Full;
-            };
-            e.get_mut().pop();
-            self.pending_n -= 1;
-            if e.get().is_empty() {
-                e.remove();
             }
+            // Else the buffer is full of verified messages held behind a gap and this
+            // one opens it: refusing it would stall the chain until repair found it
+            // again. `take_ready` hands it out at once, so the buffer exceeds
+            // `max_buffer` by this one message only until then.
         }
         // `msg` is authentic. Walk down the chain verifying pending predecessors.
         let mut verified = Vec::new();
@@ -619,6 +627,33 @@ impl<S: Clone + PartialEq> Chain<S> {
         }
     }
 
+    /// Whether [`Chain::take_ready`] would hand `msg` out at once were it verified and
+    /// held: nothing but skipped ranges and the void `msg` itself declares lies between
+    /// `next` and it, or it would anchor an unanchored chain (it lies below every held
+    /// message and may start one, as in [`Chain::anchor`]).
+    fn deliverable_at_once(&self, msg: &SharedMessage) -> bool {
+        let seq = msg.seq;
+        match self.next {
+            Some(mut at) => loop {
+                // `prev_seq + 1 .. seq` are numbers the author declares unused (all
+                // below `seq` when it starts a segment: `prev_seq` is 0).
+                if at == seq || (msg.prev_seq < at && at < seq) {
+                    return true;
+                }
+                match self.skipped.get(&at) {
+                    Some(&end) if at < seq => at = end,
+                    _ => return false,
+                }
+            },
+            None => {
+                self.msgs.keys().next().is_none_or(|&lowest| seq < lowest)
+                    && (msg.prev_seq == 0
+                        || seq <= self.floor
+                        || self.hint.is_some_and(|h| seq <= h))
+            }
+        }
+    }
+
     /// Where delivery of an unanchored chain can start, if it can.
     fn anchor(&self) -> Option<u64> {
         let (&lowest, m) = self.msgs.iter().next()?;
@@ -686,7 +721,8 @@ impl<S: Clone + PartialEq> Chain<S> {
     /// for a repair ([`GapAction::Request`]) and restarts the clock; then it gives up,
     /// delivery resumes at the lowest held message and the missing range is remembered
     /// as skipped (still accepted if it arrives later). Also drops pending candidates
-    /// older than `verify_timeout`. Harmless when called early or repeatedly.
+    /// older than `verify_timeout`. Harmless when called early or repeatedly. Call
+    /// [`Chain::take_ready`] after it: a skip leaves messages deliverable.
     pub fn on_timeout(
         &mut self,
         now: Instant,
@@ -708,6 +744,13 @@ impl<S: Clone + PartialEq> Chain<S> {
         }
         let since = self.gap_since?;
         if now < since + gap_timeout {
+            return None;
+        }
+        if self.next.is_none() && self.anchor().is_some() {
+            // Nothing missing: the chain can start at what it holds (a start hint came
+            // after its messages), and `take_ready` starts it. Skipping from the hint
+            // instead would strand the held messages below it.
+            self.gap_since = Some(now);
             return None;
         }
         let start = self.next.or(self.hint).unwrap_or(1).max(self.floor);

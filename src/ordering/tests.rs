@@ -9,24 +9,48 @@ fn chain_msgs(key: &Keypair, n: u64, signed: impl Fn(u64) -> bool) -> Vec<Shared
     let mut prev = GENESIS;
     (1..=n)
         .map(|seq| {
-            let mut m = Message::new_local(
-                key.public().to_peer_id(),
-                "r".into(),
-                seq,
-                seq,
-                0,
-                "a".into(),
-                format!("t{seq}"),
-                prev,
-                seq - 1,
-            );
-            if signed(seq) {
-                m.sign(key);
-            }
+            let m = msg_after(key, seq, prev, seq - 1, signed(seq));
             prev = m.hash;
-            SharedMessage::new(m)
+            m
         })
         .collect()
+}
+
+/// Message `seq` of `key`'s chain naming `prev` (seq `prev_seq`) as its predecessor.
+fn msg_after(key: &Keypair, seq: u64, prev: Hash, prev_seq: u64, sign: bool) -> SharedMessage {
+    let mut m = Message::new_local(
+        key.public().to_peer_id(),
+        "r".into(),
+        seq,
+        seq,
+        0,
+        "a".into(),
+        format!("t{seq}"),
+        prev,
+        prev_seq,
+    );
+    if sign {
+        m.sign(key);
+    }
+    SharedMessage::new(m)
+}
+
+/// Offers `msgs[i]` for each `i` (each verified at once) with `take_ready` after each;
+/// what was handed out is appended to `out`.
+fn offer_verified(
+    c: &mut Chain<u8>,
+    key: &Keypair,
+    msgs: &[SharedMessage],
+    which: &[usize],
+    max_buffer: usize,
+    out: &mut Vec<SharedMessage>,
+) {
+    let t = Instant::now();
+    for &i in which {
+        let o = c.offer(msgs[i].clone(), 0, &key.public(), max_buffer, t);
+        assert!(matches!(o, Offer::Verified(..)), "seq {}: {o:?}", msgs[i].seq);
+        c.take_ready(out, t);
+    }
 }
 
 fn seqs(v: &[SharedMessage]) -> Vec<u64> {
@@ -157,6 +181,92 @@ fn buffer_bound_is_enforced() {
         Offer::Full
     );
     assert_eq!(c.buffered(), 3);
+}
+
+#[test]
+fn full_of_held_messages_still_takes_the_one_that_opens_the_gap() {
+    // Seq 1 delivered, 3..=5 verified and held behind the gap at 2: the buffer (3) is
+    // full. Another held message is refused, but seq 2 is next in order and must not
+    // be: it delivers the whole run at once.
+    let key = crate::message::test_key();
+    let msgs = chain_msgs(&key, 6, |_| true);
+    let t = Instant::now();
+    let mut c: Chain<u8> = Chain::new();
+    let mut out = Vec::new();
+    offer_verified(&mut c, &key, &msgs, &[0, 2, 3, 4], 3, &mut out);
+    assert_eq!((seqs(&out), c.buffered()), (vec![1], 3));
+    assert_eq!(
+        c.offer(msgs[5].clone(), 0, &key.public(), 3, t),
+        Offer::Full,
+        "a held message past the gap is still refused"
+    );
+    assert!(matches!(
+        c.offer(msgs[1].clone(), 0, &key.public(), 3, t),
+        Offer::Verified(..)
+    ));
+    out.clear();
+    c.take_ready(&mut out, t);
+    assert_eq!((seqs(&out), c.buffered()), (vec![2, 3, 4, 5], 0));
+    assert!(!c.has_gap());
+}
+
+#[test]
+fn full_of_held_messages_takes_one_after_a_declared_void() {
+    // The author restarted: seq 5 names seq 2 as its predecessor (3 and 4 unused).
+    // With 6 and 7 held and the buffer full, seq 5 is deliverable at once (delivery
+    // hops the void it declares) and is accepted.
+    let key = crate::message::test_key();
+    let mut msgs = chain_msgs(&key, 2, |_| true);
+    for seq in 5..=7 {
+        let (prev, prev_seq) = msgs.last().map(|m| (m.hash, m.seq)).unwrap();
+        msgs.push(msg_after(&key, seq, prev, prev_seq, true));
+    }
+    let t = Instant::now();
+    let mut c: Chain<u8> = Chain::new();
+    let mut out = Vec::new();
+    offer_verified(&mut c, &key, &msgs, &[0, 1, 3, 4], 2, &mut out);
+    assert_eq!((seqs(&out), c.buffered()), (vec![1, 2], 2));
+    assert!(matches!(
+        c.offer(msgs[2].clone(), 0, &key.public(), 2, t),
+        Offer::Verified(..)
+    ));
+    out.clear();
+    c.take_ready(&mut out, t);
+    assert_eq!((seqs(&out), c.buffered()), (vec![5, 6, 7], 0));
+}
+
+#[test]
+fn a_start_hint_after_held_messages_does_not_strand_them() {
+    // Seqs 3 and 9 arrive on an unanchored chain (no hint yet: not deliverable), then a
+    // neighbour reports holding from 5. The chain can start at 3 now; a gap timeout
+    // must not skip from the hint (which would leave 3 held below `next` for ever).
+    let key = crate::message::test_key();
+    let msgs = chain_msgs(&key, 9, |_| true);
+    let t = Instant::now();
+    let g = Duration::from_secs(1);
+    let mut c: Chain<u8> = Chain::new();
+    let mut out = Vec::new();
+    for i in [2, 8] {
+        c.offer(msgs[i].clone(), 0, &key.public(), 64, t);
+        c.take_ready(&mut out, t);
+    }
+    assert!(out.is_empty());
+    c.hint_start(5);
+    // No `take_ready` here (a caller that waits for the timer).
+    for k in 1..=4 {
+        let _ = c.on_timeout(t + g * k, g, g, 1);
+    }
+    c.take_ready(&mut out, t + g * 4);
+    assert_eq!(seqs(&out)[0], 3, "delivery starts at the held message");
+    assert!(c.next_seq().is_some_and(|n| n > 3));
+    let mut later = t + g * 4;
+    for _ in 0..6 {
+        later += g;
+        let _ = c.on_timeout(later, g, g, 1);
+        c.take_ready(&mut out, later);
+    }
+    assert_eq!(seqs(&out), vec![3, 9], "after the skip 4..9, 9 too");
+    assert_eq!(c.buffered(), 0);
 }
 
 #[derive(Debug, Clone)]
