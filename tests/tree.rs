@@ -625,3 +625,86 @@ fn per_author_tree_state_is_bounded_by_the_authors_kept() {
     );
     assert!(!sim.raw_closed(h));
 }
+
+/// Announced ids (per `AuthorRanges`, `[start, end)` pairs) of `author` that a raw peer
+/// received.
+fn announced_ids(sim: &Sim, h: u64, author: &libp2p_identity::PeerId) -> Vec<u64> {
+    let id = author.to_bytes();
+    let mut out = Vec::new();
+    for k in frames(sim, h) {
+        if let Kind::Announce(a) = k {
+            for ar in a.authors.iter().filter(|ar| ar.author == id) {
+                for pair in ar.ranges.chunks(2) {
+                    if let [start, end] = *pair {
+                        out.extend(start..end);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn announcements_queued_for_a_lazy_neighbour_are_bounded() {
+    // The node keeps at most 4,096 ids (MAX_PENDING_IDS) waiting for the next
+    // announcement round; a neighbour that pushes more within one round (50 ms) cannot
+    // grow that queue: the rest is dropped from the round (summaries still carry it),
+    // and nothing else is lost.
+    const MAX_PENDING_IDS: u64 = 4096;
+    let mut sim = Sim::new(5);
+    let a = sim.add_node(
+        Config::default()
+            .name("a")
+            .broadcast_tree(true)
+            .rate_limit(None),
+    );
+    sim.run_for(SEC);
+    let x = tree_neighbour(&mut sim, a, &keypair(90), "x");
+    let y = tree_neighbour(&mut sim, a, &keypair(91), "y");
+    // x prunes the whole room: every author's messages go to it as announcements.
+    let prune = wire::TreeLink {
+        room: ROOM.into(),
+        authors: vec![],
+    };
+    sim.raw_send(x, &Frame::new(Kind::Prune(prune)).to_wire());
+    sim.run_for(SEC);
+    let w = keypair(92);
+    let wid = w.public().to_peer_id();
+    let n = MAX_PENDING_IDS + 904;
+    let (mut prev, mut burst) = ([0; 32], Vec::new());
+    let mut msgs = Vec::new();
+    for seq in 1..=n + 1 {
+        let (m, h) = signed(&w, seq, prev);
+        prev = h;
+        msgs.push(m);
+    }
+    for m in &msgs[..n as usize] {
+        burst.extend_from_slice(m);
+    }
+    // y pushes n of w's messages at once, all new to the node.
+    sim.raw_send(y, &burst);
+    sim.run_for(SEC);
+    let s = sim.node(a).stats();
+    let delivered = sim.node(a).room_log(ROOM).unwrap().count() as u64;
+    assert_eq!(delivered, n, "all delivered");
+    assert_eq!(
+        s.tree_dropped,
+        n - MAX_PENDING_IDS,
+        "the excess left the round"
+    );
+    let ids = announced_ids(&sim, x, &wid);
+    assert_eq!(ids.len() as u64, MAX_PENDING_IDS, "one capped round");
+    assert_eq!(
+        ids,
+        (1..=MAX_PENDING_IDS).collect::<Vec<_>>(),
+        "the first ones"
+    );
+    assert_eq!(full_and_announced(&sim, x, &wid).0, 0, "x is lazy");
+    // The round went out: the queue is empty again and the next message is announced.
+    sim.raw_send(y, &msgs[n as usize]);
+    sim.run_for(SEC);
+    assert_eq!(announced_ids(&sim, x, &wid).last(), Some(&(n + 1)));
+    assert_eq!(sim.node(a).stats().tree_dropped, n - MAX_PENDING_IDS);
+    assert!(!sim.raw_closed(x) && !sim.raw_closed(y));
+}
