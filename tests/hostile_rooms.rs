@@ -1,6 +1,6 @@
 //! Hostile peers against the room side of a node, in the simulator: a poisoned clock, a
-//! flood of history requests from a peer that never reads, and thousands of throw-away
-//! identities. Each test reads the node's bounded sizes back from `Stats` and checks
+//! flood of history requests from a peer that never reads, thousands of throw-away
+//! identities, and a relay that fills an author's out-of-order buffer. Each test reads the node's bounded sizes back from `Stats` and checks
 //! that two honest peers still chat (latency in virtual time) with their history intact.
 
 use std::time::Duration;
@@ -50,15 +50,27 @@ fn hello(name: &str) -> Vec<u8> {
 
 /// A signed room message by `key` (seq 1, starting its chain) with the given Lamport time.
 fn signed_message(key: &Keypair, lamport: u64, text: &str) -> Vec<u8> {
+    chain_message(key, 1, [0; 32], lamport, text).0
+}
+
+/// A signed room message by `key` with seq `seq` following the message hashed `prev`
+/// (zero for seq 1), and its hash.
+fn chain_message(
+    key: &Keypair,
+    seq: u64,
+    prev: [u8; 32],
+    lamport: u64,
+    text: &str,
+) -> (Vec<u8>, [u8; 32]) {
     let mut w = wire::RoomMessage {
         author: Bytes::from(key.public().to_peer_id().to_bytes()),
         room: ROOM.into(),
-        seq: 1,
+        seq,
         lamport,
         sent_at_ms: 0,
         name: "mallory".into(),
         text: text.into(),
-        prev: Bytes::copy_from_slice(&[0u8; 32]),
+        prev: Bytes::copy_from_slice(&prev),
         signature: Bytes::new(),
         skipped: 0,
     };
@@ -66,7 +78,7 @@ fn signed_message(key: &Keypair, lamport: u64, text: &str) -> Vec<u8> {
     let mut b = b"echo/chat/2 signature\0".to_vec();
     b.extend_from_slice(m.hash());
     w.signature = Bytes::from(key.sign(&b).unwrap());
-    frame(Kind::Message(w))
+    (frame(Kind::Message(w)), *m.hash())
 }
 
 /// A signed profile record of `key` (PROTOCOL.md section 11.1).
@@ -430,4 +442,36 @@ fn restore_does_not_bring_a_stored_poisoned_clock_back() {
         assert!(m.lamport() <= bound + 1 && m.lamport() > hlc(wall_ms));
         assert!(node.export().lamport <= i64::MAX as u64);
     }
+}
+
+#[test]
+fn a_relay_that_fills_an_authors_buffer_cannot_stall_the_message_that_opens_the_gap() {
+    // Mallory relays w's seq 1, withholds seq 2 and pushes 3..=6: four verified
+    // messages held behind the gap fill A's buffer for w (4). Seq 2 from an honest
+    // neighbour opens the gap: A must take it and deliver the run at once, not refuse
+    // it as full and leave w stalled until gap repair finds it again.
+    let mut sim = Sim::new(33);
+    let a = sim.add_node(Config::default().name("a").max_buffered_per_author(4));
+    sim.run_for(SEC);
+    let mallory = sim.open_raw(a, &keypair(95), Protocol::Chat);
+    sim.raw_send(mallory, &hello("mallory"));
+    let honest = sim.open_raw(a, &keypair(94), Protocol::Chat);
+    sim.raw_send(honest, &hello("honest"));
+    sim.run_for(10 * MS);
+    let w = keypair(96);
+    let (mut prev, mut msgs) = ([0; 32], Vec::new());
+    for seq in 1..=6u64 {
+        let (m, h) = chain_message(&w, seq, prev, hlc(wall_ms(&sim)) + seq, &format!("w{seq}"));
+        prev = h;
+        msgs.push(m);
+    }
+    for i in [0, 2, 3, 4, 5] {
+        sim.raw_send(mallory, &msgs[i]);
+    }
+    sim.run_for(10 * MS);
+    assert_eq!(sim.texts(a, ROOM), ["w1"]);
+    sim.raw_send(honest, &msgs[1]);
+    sim.run_for(10 * MS);
+    assert_eq!(sim.texts(a, ROOM), ["w1", "w2", "w3", "w4", "w5", "w6"]);
+    assert!(!sim.raw_closed(mallory) && !sim.raw_closed(honest));
 }
