@@ -477,8 +477,8 @@ async fn session(
     drop(tx);
 
     // The runtime never waits for the app; if the app fell behind, it says how many
-    // events were dropped. TODO(chat): re-read the rooms' logs from the node to store
-    // what was missed.
+    // events were dropped, and the app re-reads the rooms' logs from the node to store
+    // what was missed (`App::on_lagged`).
     let events = events.filter_map(|e| {
         futures::future::ready(match e {
             echo_runtime::RuntimeEvent::Event(e) => Some(Input::Node(e)),
