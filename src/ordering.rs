@@ -572,17 +572,32 @@ impl<S: Clone + PartialEq> Chain<S> {
     }
 
     /// Marks `[start, end)` as numbers the author never used (minus what is held).
+    /// Ranges already hopped over stay; the rest of `[start, end)` joins them (the
+    /// skipped ranges stay disjoint and never cover a held message).
     fn mark_void(&mut self, start: u64, end: u64) {
         let start = start.max(self.floor);
         let mut s = start;
         while s < end {
+            if let Some((_, &e)) = self.skipped.range(..=s).next_back().filter(|r| s < *r.1) {
+                // Inside a range delivery already hops over: go on after it.
+                s = e;
+                continue;
+            }
             // Split around messages we actually hold (a fork after a lossy restart).
             let held_at = self.msgs.range(s..end).next().map(|(&k, _)| k);
             let stop = held_at.unwrap_or(end);
-            if s < stop && !self.in_skipped(s) {
-                self.skipped.insert(s, stop);
+            if s < stop {
+                // Ranges that start inside this one are merged into it (they end at or
+                // before a held message, so at or before `stop` when one is held).
+                let mut e = stop;
+                while let Some((&a, &b)) = self.skipped.range(s + 1..stop).next() {
+                    self.skipped.remove(&a);
+                    e = e.max(b);
+                }
+                self.skipped.insert(s, e);
+                s = e;
             }
-            s = stop + 1;
+            s = s.max(stop + 1);
         }
         if self.next.is_some_and(|n| n >= start && n < end) && !self.msgs.contains_key(&start) {
             // Delivery can move on at once.
@@ -755,19 +770,9 @@ impl<S: Clone + PartialEq> Chain<S> {
         }
         let start = self.next.or(self.hint).unwrap_or(1).max(self.floor);
         let Some((&lowest, _)) = self.msgs.range(start..).next() else {
-            // Everything held lies below the start hint (a wrong or hostile hint):
-            // start at what we hold.
+            // Nothing held from `start` on. (An unanchored chain holding messages only
+            // below its hint, a wrong or hostile one, can start at them: handled above.)
             self.gap_since = None;
-            if self.next.is_none() {
-                if let Some((&l, m)) = self.msgs.iter().next() {
-                    self.next = Some(l);
-                    if m.prev_seq != 0 {
-                        self.anchor = Some(l);
-                    }
-                    // Deliverable now; the clock stays armed until it is taken.
-                    self.gap_since = Some(now);
-                }
-            }
             return None;
         };
         if lowest <= start {

@@ -378,7 +378,8 @@ impl Track {
         let over = self.chain.buffered() > self.max_buffer;
         // The message `take_ready` would hand out right away needs no buffer space.
         let next_in_order = match self.chain.next_seq() {
-            Some(n) => n == seq,
+            // At `next`, or declaring every number from `next` up to it unused.
+            Some(n) => n == seq || (msg.prev_seq() < n && n < seq),
             None => msg.prev_seq() == 0,
         };
         let res = self

@@ -236,6 +236,43 @@ fn full_of_held_messages_takes_one_after_a_declared_void() {
 }
 
 #[test]
+fn a_void_that_starts_inside_a_skipped_range_covers_its_tail() {
+    // The author's own connection brings seq 5 (prev 3: void [4, 5)) with a bad
+    // signature: the run fails, the void stays. Later the author's genuine seq 6 names
+    // 3 too (void [4, 6)): its tail [5, 6) must become a void although 4 already is,
+    // or delivery stops at 5, where nothing will ever be. Seen through the buffer: with
+    // 7..=9 held (full), 6 is deliverable at once, taken, and must empty the buffer.
+    let key = crate::message::test_key();
+    let wrong = crate::message::test_key();
+    let mut msgs = chain_msgs(&key, 3, |_| true);
+    let h3 = msgs[2].hash;
+    let q = badly_signed(&msg_after(&key, 5, h3, 3, true), &wrong);
+    for seq in [6, 7, 8, 9] {
+        let (prev, prev_seq) = match seq {
+            6 => (h3, 3),
+            _ => (msgs.last().unwrap().hash, seq - 1),
+        };
+        msgs.push(msg_after(&key, seq, prev, prev_seq, true));
+    }
+    let t = Instant::now();
+    let mut c: Chain<u8> = Chain::new();
+    let mut out = Vec::new();
+    offer_verified(&mut c, &key, &msgs, &[0], 3, &mut out);
+    assert!(matches!(
+        c.offer_from_author(q, 0, &key.public(), 3, t),
+        Offer::Provisional(..)
+    ));
+    assert!(matches!(
+        c.confirm(5, &key.public()),
+        Some(Confirm::Failed(_))
+    ));
+    offer_verified(&mut c, &key, &msgs, &[1, 2, 4, 5, 6], 3, &mut out);
+    assert_eq!((seqs(&out), c.buffered()), (vec![1, 2, 3], 3));
+    offer_verified(&mut c, &key, &msgs, &[3], 3, &mut out);
+    assert_eq!((seqs(&out), c.buffered()), (vec![1, 2, 3, 6, 7, 8, 9], 0));
+}
+
+#[test]
 fn a_start_hint_after_held_messages_does_not_strand_them() {
     // Seqs 3 and 9 arrive on an unanchored chain (no hint yet: not deliverable), then a
     // neighbour reports holding from 5. The chain can start at 3 now; a gap timeout
