@@ -354,8 +354,9 @@ impl<S: Clone + PartialEq> Chain<S> {
     /// Offers a received message. `key` is the author's public key; `max_buffer` bounds
     /// held plus pending messages of this chain. An authentic message that
     /// [`Chain::take_ready`] would hand out at once is taken even when the buffer is
-    /// full of held ones (one over the bound until that call): refusing it would stall
-    /// the chain behind the very gap it fills.
+    /// full of held ones (one over the bound until that call, which must come before
+    /// any hint, trim or timeout reaches the chain): refusing it would stall the chain
+    /// behind the very gap it fills.
     pub fn offer(
         &mut self,
         msg: SharedMessage,
