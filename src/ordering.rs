@@ -201,12 +201,16 @@ impl<S: Clone + PartialEq> Chain<S> {
     }
 
     fn in_skipped(&self, seq: u64) -> bool {
-        !self.skipped.is_empty()
-            && self
-                .skipped
-                .range(..=seq)
-                .next_back()
-                .is_some_and(|(_, &end)| seq < end)
+        self.skipped_end(seq).is_some()
+    }
+
+    /// The end of the skipped range holding `seq`, if one does.
+    fn skipped_end(&self, seq: u64) -> Option<u64> {
+        if self.skipped.is_empty() {
+            return None;
+        }
+        let (_, &end) = self.skipped.range(..=seq).next_back()?;
+        (seq < end).then_some(end)
     }
 
     /// Messages held or pending (the chain's share of the out-of-order buffer).
@@ -579,7 +583,7 @@ impl<S: Clone + PartialEq> Chain<S> {
         let start = start.max(self.floor);
         let mut s = start;
         while s < end {
-            if let Some((_, &e)) = self.skipped.range(..=s).next_back().filter(|r| s < *r.1) {
+            if let Some(e) = self.skipped_end(s) {
                 // Inside a range delivery already hops over: go on after it.
                 s = e;
                 continue;
@@ -596,9 +600,10 @@ impl<S: Clone + PartialEq> Chain<S> {
                     e = e.max(b);
                 }
                 self.skipped.insert(s, e);
-                s = e;
             }
-            s = s.max(stop + 1);
+            // Past the held message at `stop` (or `end`); a merged range reaching
+            // further is hopped above.
+            s = stop + 1;
         }
         if self.next.is_some_and(|n| n >= start && n < end) && !self.msgs.contains_key(&start) {
             // Delivery can move on at once.
@@ -663,9 +668,7 @@ impl<S: Clone + PartialEq> Chain<S> {
             },
             None => {
                 self.msgs.keys().next().is_none_or(|&lowest| seq < lowest)
-                    && (msg.prev_seq == 0
-                        || seq <= self.floor
-                        || self.hint.is_some_and(|h| seq <= h))
+                    && self.may_start_at(msg)
             }
         }
     }
@@ -673,9 +676,13 @@ impl<S: Clone + PartialEq> Chain<S> {
     /// Where delivery of an unanchored chain can start, if it can.
     fn anchor(&self) -> Option<u64> {
         let (&lowest, m) = self.msgs.iter().next()?;
-        let start_ok =
-            m.prev_seq == 0 || lowest <= self.floor || self.hint.is_some_and(|h| lowest <= h);
-        start_ok.then_some(lowest)
+        self.may_start_at(m).then_some(lowest)
+    }
+
+    /// Whether an unanchored chain may start delivery at `m`: it starts the chain or a
+    /// segment, or nothing older can still come (the floor, or the neighbours' hint).
+    fn may_start_at(&self, m: &SharedMessage) -> bool {
+        m.prev_seq == 0 || m.seq <= self.floor || self.hint.is_some_and(|h| m.seq <= h)
     }
 
     /// Takes the messages that can be delivered now: first late arrivals (out of
@@ -777,8 +784,9 @@ impl<S: Clone + PartialEq> Chain<S> {
             return None;
         };
         if lowest <= start {
-            // Nothing missing after all (e.g. an unanchored chain whose start arrived).
-            self.next.get_or_insert(lowest);
+            // Nothing missing after all: the message at `next` waits for `take_ready`.
+            // (An unanchored chain that holds its start returned above.)
+            debug_assert!(self.next.is_some());
             self.gap_since = None;
             return None;
         }
